@@ -1,0 +1,248 @@
+"""The answers file: the one hand-off from the wizard to the trainer.
+
+``load`` is the only gate: it checks every key against the question table,
+collects every problem (key, value, what is allowed) before reporting, maps
+popup-era and kohya_ss GUI files, and resolves nothing silently. ``save``
+writes our format, keys in question order, atomically.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Optional
+
+from easytrain import questions as Q
+from easytrain.errors import UserError
+from easytrain.fsutil import atomic_write_text
+
+SCHEMA_VERSION = 1
+PATH_KINDS = ("file", "folder", "model")
+
+
+class AnswersError(UserError):
+    """An answers file with problems; ``problems`` lists each one with its key."""
+
+    def __init__(self, source: str, problems: list[str]):
+        noun = "problem" if len(problems) == 1 else "problems"
+        super().__init__(f"{source}: {len(problems)} {noun} in the answers file", problems=problems)
+
+
+class Answers:
+    """Validated answers, read-only. ``answers.network_dim`` or ``answers.get("network_dim")``.
+
+    Keys whose question does not apply read as None. Path values are kept as
+    written; ``path(key)`` resolves them against the answers file's folder.
+    """
+
+    __slots__ = ("_values", "source", "warnings")
+
+    def __init__(self, values: Mapping[str, Any], *, source: Optional[Path] = None,
+                 warnings: Iterable[str] = ()):
+        object.__setattr__(self, "_values", dict(values))
+        object.__setattr__(self, "source", Path(source) if source else None)
+        object.__setattr__(self, "warnings", tuple(warnings))
+
+    def __getattr__(self, key: str) -> Any:
+        if key in Q.BY_ID:
+            return self._values.get(key)
+        raise AttributeError(f"no answers key {key!r}")
+
+    def __setattr__(self, key: str, value: Any) -> None:
+        raise AttributeError("Answers are read-only; use replace()")
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Answers) and self.to_dict() == other.to_dict()
+
+    def __repr__(self) -> str:
+        return f"Answers({self.to_dict()!r})"
+
+    def get(self, key: str, default: Any = None) -> Any:
+        value = self._values.get(key)
+        return default if value is None else value
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._values
+
+    @property
+    def base_dir(self) -> Optional[Path]:
+        return self.source.parent if self.source else None
+
+    def values(self) -> dict[str, Any]:
+        return dict(self._values)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Our file format: schema_version first, then the applying keys in question order."""
+        out: dict[str, Any] = {"schema_version": SCHEMA_VERSION}
+        for key in Q.KEYS:
+            if key in self._values:
+                out[key] = self._values[key]
+        return out
+
+    def path(self, key: str) -> Optional[Path]:
+        """A path answer resolved against the answers file's folder (None if unset)."""
+        value = self._values.get(key)
+        if value in (None, "") or value == Q.BUILTIN_TINY:
+            return None
+        return Q.resolve(str(value), self.base_dir).resolve()
+
+    def replace(self, **changes: Any) -> "Answers":
+        """New answers with some values changed; defaults and conditions re-applied."""
+        merged = dict(self._values)
+        merged.update(changes)
+        if self.base_dir:
+            merged["_base_dir"] = str(self.base_dir)
+        return Answers(Q.applicable_values(merged), source=self.source, warnings=self.warnings)
+
+    def absolute(self) -> "Answers":
+        """The same answers with every path made absolute (for copies stored elsewhere)."""
+        changed = {}
+        for key in Q.KEYS:
+            if Q.BY_ID[key].kind in PATH_KINDS and self._values.get(key) not in (None, ""):
+                resolved = self.path(key)
+                if resolved is not None:
+                    changed[key] = str(resolved)
+        return Answers({**self._values, **changed}, source=None, warnings=self.warnings)
+
+
+def _is_ours(data: Mapping[str, Any]) -> bool:
+    return "schema_version" in data
+
+
+def validate(data: Mapping[str, Any], *, base_dir: Optional[Path], check_paths: bool = True) -> tuple[dict, list[str]]:
+    """Check a dict in our format. Returns (values with defaults filled, problems)."""
+    problems: list[str] = []
+    version = data.get("schema_version", SCHEMA_VERSION)
+    if version != SCHEMA_VERSION:
+        problems.append(f"schema_version: this easytrain reads version {SCHEMA_VERSION}, got {version!r}")
+    for key in data:
+        if key != "schema_version" and key not in Q.BY_ID:
+            hint = _closest(key)
+            problems.append(f"{key}: unknown key" + (f" (did you mean {hint!r}?)" if hint else "")
+                            + "; see `easytrain questions` for the keys")
+    known = {k: v for k, v in data.items() if k in Q.BY_ID}
+    context = {"_base_dir": str(base_dir)} if base_dir else {}
+    values = Q.applicable_values({**known, **context})
+    for q in Q.QUESTIONS:
+        if q.id not in values:
+            if q.required and q.applies(values) and q.id not in known:
+                problems.append(f"{q.id}: missing; it is required ({Q.allowed_text(q)})")
+            continue
+        problem = Q.check_value(q, values[q.id], values, base_dir if check_paths else None)
+        if problem:
+            problems.append(f"{q.id}: {problem}")
+    return values, problems
+
+
+def _closest(key: str) -> Optional[str]:
+    import difflib
+
+    matches = difflib.get_close_matches(key, Q.KEYS, n=1, cutoff=0.75)
+    return matches[0] if matches else None
+
+
+def from_dict(data: Mapping[str, Any], *, source: Optional[Path] = None, check_paths: bool = True) -> Answers:
+    """Answers from a parsed file (ours or a legacy format); raises AnswersError listing every problem."""
+    label = str(source) if source else "answers"
+    if not isinstance(data, Mapping):
+        raise UserError(f"{label}: an answers file must hold a JSON object, got {type(data).__name__}")
+    warnings: list[str] = []
+    if not _is_ours(data):
+        from easytrain.legacy import import_legacy
+
+        data, warnings = import_legacy(data)
+    base_dir = source.parent if source else None
+    values, problems = validate(data, base_dir=base_dir, check_paths=check_paths)
+    if problems:
+        raise AnswersError(label, problems)
+    return Answers(values, source=source, warnings=warnings)
+
+
+def load(path: str | Path, *, check_paths: bool = True) -> Answers:
+    """Read and validate an answers file. Every problem is reported at once."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise UserError(f"{path}: answers file not found")
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not a UTF-8 text file; an answers file is JSON") from None
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read it ({exc.strerror})") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{path}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from None
+    return from_dict(data, source=path.absolute(), check_paths=check_paths)
+
+
+def dumps(answers: Answers) -> str:
+    return json.dumps(answers.to_dict(), indent=2, ensure_ascii=False) + "\n"
+
+
+def save(answers: Answers, path: str | Path) -> Path:
+    """Write our format atomically. Relative paths stay relative to the new file's folder."""
+    path = Path(path).expanduser()
+    target_dir = path.absolute().parent
+    if answers.base_dir and answers.base_dir.resolve() != target_dir.resolve():
+        answers = answers.absolute()
+    atomic_write_text(path, dumps(answers))
+    return path
+
+
+def defaults(**overrides: Any) -> Answers:
+    """Answers with every default filled (required keys from ``overrides``); not path-checked."""
+    return Answers(Q.applicable_values(overrides))
+
+
+def json_schema() -> dict[str, Any]:
+    """A JSON Schema (draft 2020-12) of our answers file, generated from the question table."""
+    props: dict[str, Any] = {
+        "schema_version": {"const": SCHEMA_VERSION, "description": "Format version of this file."}
+    }
+    for q in Q.QUESTIONS:
+        props[q.id] = _schema_for(q)
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": "https://easytrain.local/answers.schema.json",
+        "title": "easytrain answers file",
+        "description": "Answers to the easytrain wizard; `easytrain train FILE` trains from it.",
+        "type": "object",
+        "properties": props,
+        "required": ["schema_version"] + [q.id for q in Q.QUESTIONS if q.required and q.condition is None],
+        "additionalProperties": False,
+    }
+
+
+def _schema_for(q: Q.Question) -> dict[str, Any]:
+    description = f"{q.prompt} {q.help}"
+    if q.condition_text:
+        description += f" (Only when {q.condition_text}.)"
+    schema: dict[str, Any]
+    if q.kind == "yesno":
+        schema = {"type": "boolean"}
+    elif q.kind == "choice":
+        schema = {"enum": list(q.choice_values)}
+    elif q.kind in ("int", "float"):
+        schema = {"type": "integer" if q.kind == "int" else "number"}
+        if q.minimum is not None:
+            schema["minimum"] = q.minimum
+        if q.maximum is not None:
+            schema["maximum"] = q.maximum
+        if q.above is not None:
+            schema["exclusiveMinimum"] = q.above
+        if q.multiple_of:
+            schema["multipleOf"] = q.multiple_of
+    elif q.kind == "mapping":
+        schema = {"type": "object"}
+    else:
+        schema = {"type": "string"}
+        if q.id == "output_name":
+            schema["pattern"] = Q.NAME_PATTERN.pattern
+    if q.optional:
+        schema = {"anyOf": [schema, {"type": "null"}]}
+    default = q.default if not callable(q.default) else None
+    if default is not None:
+        schema["default"] = default
+    schema["description"] = description
+    return schema

@@ -1,0 +1,25 @@
+"""`easytrain` with no command: the Textual wizard, only in an interactive terminal."""
+
+from __future__ import annotations
+
+import sys
+
+from easytrain.errors import UserError
+
+NO_TTY = ("the wizard needs an interactive terminal (stdin and stdout must be a TTY); "
+          "to train without one, use `easytrain train FILE`")
+
+
+def interactive() -> bool:
+    try:
+        return sys.stdin.isatty() and sys.stdout.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def run_wizard() -> int:
+    if not interactive():
+        raise UserError(NO_TTY)
+    from easytrain.tui.app import run_app
+
+    return run_app()

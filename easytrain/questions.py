@@ -1,0 +1,823 @@
+"""The wizard's questions, in order, as data.
+
+Every question knows its prompt, help, widget kind, default (a value or a
+function of the earlier answers), allowed values, and when it applies. The
+wizard, `easytrain questions`, the answers file validation, its JSON Schema
+and the README's key reference all come from this one table.
+
+No textual, no torch: this module must import in milliseconds.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Callable, Mapping, Optional
+
+Values = Mapping[str, Any]
+
+GROUPS = ("model", "data", "network", "learning", "output", "advanced")
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+MODEL_EXTENSIONS = (".safetensors", ".ckpt")
+BUILTIN_TINY = "builtin:tiny"
+
+OPTIMIZERS = ("AdamW8bit", "AdamW", "Lion", "Lion8bit", "Prodigy", "DAdaptAdam", "SGDNesterov", "Adafactor")
+ADAPTIVE_OPTIMIZERS = ("Prodigy", "DAdaptAdam")
+ADAMW_FAMILY = ("AdamW8bit", "AdamW")
+NETWORK_TYPES = ("LoRA", "LoCon", "LoHa", "LoKr")
+SCHEDULERS = ("cosine_with_restarts", "cosine", "constant", "constant_with_warmup", "linear", "polynomial")
+ARCHITECTURES = ("auto", "sd1", "sd2", "sd2-v", "sdxl")
+
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9._-]+$")
+
+
+@dataclass(frozen=True)
+class Question:
+    id: str
+    prompt: str
+    help: str
+    kind: str  # yesno | choice | int | float | text | file | folder | model | mapping
+    group: str
+    default: Any = None  # a value, or a callable taking the earlier answers
+    default_text: str = ""  # how the default reads in listings ("dim / 2")
+    required: bool = False
+    choices: tuple[tuple[Any, str], ...] = ()  # (value, label)
+    minimum: Optional[float] = None
+    maximum: Optional[float] = None
+    above: Optional[float] = None  # strictly greater than
+    multiple_of: Optional[int] = None
+    optional: bool = False  # an empty answer is a real answer (None)
+    must_exist: bool = True  # folders: False means it is created when missing
+    extensions: tuple[str, ...] = ()
+    condition: Optional[Callable[[Values], bool]] = None
+    condition_text: str = ""
+    advanced: bool = False
+    stored: bool = True  # False: asked, but not a key of the answers file
+    check: Optional[Callable[[Any, Values], Optional[str]]] = None
+    depends_on: tuple[str, ...] = ()  # earlier answers the default or condition reads
+
+    def applies(self, values: Values) -> bool:
+        return self.condition is None or bool(self.condition(values))
+
+    def default_for(self, values: Values) -> Any:
+        return self.default(values) if callable(self.default) else self.default
+
+    @property
+    def choice_values(self) -> tuple[Any, ...]:
+        return tuple(value for value, _ in self.choices)
+
+
+# ---------------------------------------------------------------- value rules
+
+def allowed_text(q: Question) -> str:
+    """What the question accepts, in words; used in every error message."""
+    if q.kind == "yesno":
+        return "true or false (yes/no)"
+    if q.kind == "choice":
+        return "one of " + ", ".join(repr(v) for v in q.choice_values)
+    if q.kind in ("int", "float"):
+        noun = "an integer" if q.kind == "int" else "a number"
+        parts = []
+        if q.minimum is not None and q.maximum is not None:
+            parts.append(f"from {_num(q.minimum)} to {_num(q.maximum)}")
+        elif q.minimum is not None:
+            parts.append(f">= {_num(q.minimum)}")
+        elif q.maximum is not None:
+            parts.append(f"<= {_num(q.maximum)}")
+        if q.above is not None:
+            parts.append(f"> {_num(q.above)}")
+        if q.multiple_of:
+            parts.append(f"a multiple of {q.multiple_of}")
+        text = noun + (" " + " and ".join(parts) if parts else "")
+        return text + (", or empty" if q.optional else "")
+    if q.kind == "file":
+        return "an existing file ending in " + " or ".join(q.extensions) + (", or empty" if q.optional else "")
+    if q.kind == "folder":
+        noun = "an existing folder" if q.must_exist else "a folder (created if missing)"
+        return noun + (", or empty" if q.optional else "")
+    if q.kind == "model":
+        return f"a .safetensors or .ckpt file, a diffusers model folder, or {BUILTIN_TINY!r}"
+    if q.kind == "mapping":
+        return "key=value pairs separated by spaces (a JSON object in the file)"
+    return "text"
+
+
+def _num(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else repr(x)
+
+
+def parse_text(q: Question, text: str) -> Any:
+    """Turn what a person typed into a value; raise ValueError with the reason.
+
+    An empty string means "keep the default" and is handled by the caller,
+    except for optional questions where the caller may pass it to mean None.
+    """
+    raw = text.strip()
+    if q.kind == "yesno":
+        low = raw.lower()
+        if low in ("y", "yes", "true", "1", "on"):
+            return True
+        if low in ("n", "no", "false", "0", "off"):
+            return False
+        raise ValueError("answer yes or no")
+    if q.kind == "choice":
+        for value, label in q.choices:
+            if raw.lower() in (str(value).lower(), label.lower()):
+                return value
+        raise ValueError("must be " + allowed_text(q))
+    if q.kind in ("int", "float") and raw == "" and q.optional:
+        return None
+    if q.kind == "int":
+        try:
+            number = float(raw)
+        except ValueError:
+            raise ValueError(f"must be {allowed_text(q)}, got {raw!r}") from None
+        if not number.is_integer():
+            raise ValueError(f"must be {allowed_text(q)}, got {raw!r}")
+        return int(number)
+    if q.kind == "float":
+        try:
+            number = float(raw)
+        except ValueError:
+            raise ValueError(f"must be {allowed_text(q)}, got {raw!r}") from None
+        if not math.isfinite(number):
+            raise ValueError(f"must be {allowed_text(q)}, got {raw!r}")
+        return number
+    if q.kind == "mapping":
+        return parse_mapping(raw)
+    if q.kind in ("file", "folder") and raw == "" and q.optional:
+        return None
+    return raw
+
+
+def parse_mapping(raw: str) -> dict[str, Any]:
+    """'weight_decay=0.1 betas=0.9,0.99' -> {'weight_decay': 0.1, 'betas': [0.9, 0.99]}"""
+    result: dict[str, Any] = {}
+    for item in raw.split():
+        if "=" not in item:
+            raise ValueError(f"expected key=value, got {item!r}")
+        key, value = item.split("=", 1)
+        result[key.strip()] = _parse_scalar_or_list(value.strip())
+    return result
+
+
+def _parse_scalar_or_list(text: str) -> Any:
+    if "," in text:
+        return [_parse_scalar(part.strip()) for part in text.split(",") if part.strip()]
+    return _parse_scalar(text)
+
+
+def _parse_scalar(text: str) -> Any:
+    low = text.lower()
+    if low in ("true", "false"):
+        return low == "true"
+    if low in ("none", "null"):
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+def format_value(q: Question, value: Any) -> str:
+    """A value as a person would type it back."""
+    if value is None:
+        return ""
+    if q.kind == "yesno":
+        return "yes" if value else "no"
+    if q.kind == "choice":
+        for v, label in q.choices:
+            if v == value:
+                return label
+    if q.kind == "mapping":
+        return " ".join(
+            f"{k}={','.join(map(str, v)) if isinstance(v, (list, tuple)) else v}" for k, v in dict(value).items()
+        )
+    if q.kind == "float":
+        return f"{value:g}"
+    return str(value)
+
+
+def check_value(q: Question, value: Any, values: Values, base_dir: Optional[Path] = None) -> Optional[str]:
+    """Why ``value`` is not allowed for ``q`` (None when it is fine).
+
+    ``values`` are the other answers (for cross checks); ``base_dir`` resolves
+    relative paths (the answers file's folder). Paths are checked on disk only
+    when ``base_dir`` is given.
+    """
+    shown = repr(value)
+    if value is None:
+        if q.optional:
+            return None
+        return f"is required: {allowed_text(q)}"
+    if q.kind == "yesno":
+        if not isinstance(value, bool):
+            return f"must be true or false, got {shown}"
+    elif q.kind == "choice":
+        if value not in q.choice_values:
+            return f"must be {allowed_text(q)}, got {shown}"
+    elif q.kind in ("int", "float"):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return f"must be {allowed_text(q)}, got {shown}"
+        if q.kind == "int" and not float(value).is_integer():
+            return f"must be {allowed_text(q)}, got {shown}"
+        if not math.isfinite(float(value)):
+            return f"must be {allowed_text(q)}, got {shown}"
+        if (q.minimum is not None and value < q.minimum) or (q.maximum is not None and value > q.maximum):
+            return f"must be {allowed_text(q)}, got {shown}"
+        if q.above is not None and not value > q.above:
+            return f"must be {allowed_text(q)}, got {shown}"
+        if q.multiple_of and int(value) % q.multiple_of:
+            return f"must be {allowed_text(q)}, got {shown}"
+    elif q.kind == "mapping":
+        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+            return f"must be a JSON object of settings, got {shown}"
+    elif q.kind in ("text", "file", "folder", "model"):
+        if not isinstance(value, str):
+            return f"must be text, got {shown}"
+        if q.required and not value.strip():
+            return f"is required: {allowed_text(q)}"
+        if q.kind in ("file", "folder", "model") and base_dir is not None and value.strip():
+            problem = _check_path(q, value, base_dir)
+            if problem:
+                return problem
+    if q.check is not None:
+        return q.check(value, values)
+    return None
+
+
+def resolve(value: str, base_dir: Optional[Path]) -> Path:
+    path = Path(value).expanduser()
+    if not path.is_absolute() and base_dir is not None:
+        path = base_dir / path
+    return path
+
+
+def _check_path(q: Question, value: str, base_dir: Path) -> Optional[str]:
+    if q.kind == "model" and value == BUILTIN_TINY:
+        return None
+    path = resolve(value, base_dir)
+    if q.kind == "folder":
+        if path.is_dir():
+            return None
+        if not q.must_exist and not path.exists():
+            return None
+        if path.exists():
+            return f"{path} is a file, not a folder"
+        return f"folder not found: {path}"
+    if q.kind == "model" and path.is_dir():
+        if (path / "model_index.json").is_file() or (path / "unet").is_dir():
+            return None
+        return f"{path} is a folder but not a diffusers model (no model_index.json); give a .safetensors/.ckpt file"
+    if path.suffix.lower() not in q.extensions:
+        return f"must end in {' or '.join(q.extensions)}, got {path.name!r}"
+    if not path.is_file():
+        return f"file not found: {path}"
+    return None
+
+
+# ---------------------------------------------------------------- defaults
+
+@lru_cache(maxsize=1)
+def gpu_supports_bf16() -> bool:
+    """Ask nvidia-smi (no torch) whether the first GPU is Ampere or newer."""
+    exe = shutil.which("nvidia-smi")
+    if not exe:
+        return False
+    try:
+        out = subprocess.run([exe, "--query-gpu=compute_cap", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=5).stdout
+        return float(out.strip().splitlines()[0]) >= 8.0
+    except (OSError, ValueError, IndexError, subprocess.SubprocessError):
+        return False
+
+
+def _adaptive(v: Values) -> bool:
+    return v.get("optimizer") in ADAPTIVE_OPTIMIZERS
+
+
+def default_output_name(v: Values) -> str:
+    folder = v.get("image_folder")
+    if folder:
+        root = Path(str(folder)).expanduser()
+        base = v.get("_base_dir")
+        if not root.is_absolute() and base:
+            root = Path(base) / root
+        try:
+            names = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+        except OSError:
+            names = []
+        for name in names:
+            match = re.match(r"^\d+_(.+)$", name)
+            if match:
+                cleaned = re.sub(r"[^A-Za-z0-9._-]+", "_", match.group(1)).strip("_")
+                if cleaned:
+                    return cleaned
+    return "my_lora"
+
+
+def default_output_folder(v: Values) -> str:
+    folder = v.get("image_folder")
+    if folder:
+        return str(Path(str(folder)).parent / "output") if Path(str(folder)).parent != Path(str(folder)) else "output"
+    return "output"
+
+
+def default_optimizer_args(v: Values) -> dict:
+    if v.get("optimizer") in ADAMW_FAMILY:
+        return {"weight_decay": 0.1, "betas": [0.9, 0.99]}
+    return {}
+
+
+def _check_output_name(value: Any, _: Values) -> Optional[str]:
+    if not NAME_PATTERN.match(str(value)):
+        return f"may only contain letters, digits, '-', '_' and '.', got {value!r}"
+    return None
+
+
+def _check_buckets(value: Any, v: Values) -> Optional[str]:
+    low = v.get("min_bucket_reso")
+    if low is not None and value < low:
+        return f"must be at least min_bucket_reso ({low}), got {value!r}"
+    return None
+
+
+def _check_token_length(value: Any, _: Values) -> Optional[str]:
+    if value not in (75, 150, 225):
+        return f"must be one of 75, 150, 225, got {value!r}"
+    return None
+
+
+def _yes(key: str) -> Callable[[Values], bool]:
+    return lambda v: bool(v.get(key))
+
+
+def _is(key: str, *allowed: Any) -> Callable[[Values], bool]:
+    return lambda v: v.get(key) in allowed
+
+
+def _is_not(key: str, *excluded: Any) -> Callable[[Values], bool]:
+    return lambda v: v.get(key) not in excluded
+
+
+# ---------------------------------------------------------------- the flow
+
+QUESTIONS: tuple[Question, ...] = (
+    Question(
+        "base_model", "Which base model do you want to train on?",
+        "The checkpoint you normally generate images with: a .safetensors or .ckpt file, or a "
+        "diffusers folder. Its architecture (SD1.x, SD2.x, SDXL) is read from the file. Anime and "
+        f"NAI-family models are SD1.x. Type {BUILTIN_TINY} to try easytrain on its tiny demo model.",
+        "model", "model", required=True, extensions=MODEL_EXTENSIONS,
+    ),
+    Question(
+        "architecture", "Which architecture is this model?",
+        "Only asked when the file does not say. SD2.x models at 768 pixels usually predict 'v' "
+        "(their names often contain 768 or -v); 512 SD2.x models do not. Leave 'auto' to trust "
+        "what was detected.",
+        "choice", "model", default="auto",
+        choices=(("auto", "auto (as detected)"), ("sd1", "SD1.x"), ("sd2", "SD2.x 512 (epsilon)"),
+                 ("sd2-v", "SD2.x 768 (v-prediction)"), ("sdxl", "SDXL")),
+    ),
+    Question(
+        "image_folder", "Where is your image folder?",
+        "Pick the folder ABOVE the N_name folders: e.g. 'train' holding '10_mychar'. The number "
+        "before the underscore is how often each image repeats per epoch. Captions are .txt "
+        "files next to the images with the same name.",
+        "folder", "data", required=True,
+    ),
+    Question(
+        "output_folder", "Where should the LoRA files go?",
+        "A folder for the trained files, the tag list and the loss curve. It is created if it "
+        "does not exist. The default sits next to your image folder.",
+        "folder", "output", default=default_output_folder, default_text="<image folder>/../output",
+        must_exist=False,
+        depends_on=("image_folder",),
+    ),
+    Question(
+        "output_name", "What should the LoRA be called?",
+        "Files become NAME-000001.safetensors for each saved epoch and NAME.safetensors at the "
+        "end; you use it as <lora:NAME:1>. Letters, digits, '-', '_' and '.' only.",
+        "text", "output", default=default_output_name, default_text="the first N_name folder's name",
+        check=_check_output_name, depends_on=("image_folder",),
+    ),
+    Question(
+        "realistic_model", "Is the base model a realistic (photo) model?",
+        "No for anime and NAI-family models: they were made with the second-to-last text layer "
+        "(clip skip 2). Yes for photo models such as SD1.5 itself, which use the last layer.",
+        "yesno", "model", default=False,
+    ),
+    Question(
+        "use_regularization", "Use regularization images?",
+        "Most LoRAs don't need them. They help when your trigger word bleeds into everything "
+        "(pictures of the plain class keep it apart) or to keep a style LoRA from changing "
+        "unrelated subjects.",
+        "yesno", "data", default=False,
+    ),
+    Question(
+        "reg_image_folder", "Where is the regularization folder?",
+        "Same layout as the image folder: N_name folders with images (captions optional). They "
+        "are balanced to the number of training images automatically.",
+        "folder", "data", required=True, condition=_yes("use_regularization"),
+        condition_text="regularization is yes", depends_on=("use_regularization",),
+    ),
+    Question(
+        "optimizer", "Which optimizer?",
+        "AdamW8bit is the usual choice: AdamW's results with less memory (needs bitsandbytes; "
+        "easytrain falls back to AdamW where it can't run). Prodigy and DAdaptAdam find their "
+        "own step size: their learning rates become 1.0 and alpha equals dim.",
+        "choice", "learning", default="AdamW8bit", choices=tuple((o, o) for o in OPTIMIZERS),
+    ),
+    Question(
+        "network_type", "Which kind of network?",
+        "LoRA for characters and most things. LoCon also trains the convolution layers, which "
+        "helps styles and fine detail. LoHa and LoKr pack more into small files but train slower.",
+        "choice", "network", default="LoRA", choices=tuple((n, n) for n in NETWORK_TYPES),
+    ),
+    Question(
+        "network_dim", "Network dim (rank)?",
+        "16 is plenty for a character and makes a file of about 18 MB. Bigger dims learn more "
+        "but overcook sooner and make bigger files.",
+        "int", "network", default=lambda v: 8 if v.get("network_type") == "LoHa" else 16,
+        default_text="16 (LoHa 8)", minimum=1, maximum=1024, depends_on=("network_type",),
+    ),
+    Question(
+        "network_alpha", "Network alpha?",
+        "Scales the learned change by alpha/dim. Half the dim is the common choice; with "
+        "Prodigy or DAdaptAdam use alpha = dim.",
+        "float", "network",
+        default=lambda v: float(v.get("network_dim") or 16) if _adaptive(v) else float(v.get("network_dim") or 16) / 2,
+        default_text="dim / 2 (Prodigy, DAdaptAdam: dim)", above=0, depends_on=("network_dim", "optimizer"),
+    ),
+    Question(
+        "conv_dim", "Conv dim?",
+        "The rank of the extra convolution layers. Small values are enough: they add detail, not "
+        "identity.",
+        "int", "network", default=lambda v: 8 if v.get("network_type") == "LoCon" else 4,
+        default_text="LoCon 8, LoHa 4, LoKr 4", minimum=1, maximum=1024,
+        condition=_is_not("network_type", "LoRA", None), condition_text="network type is not LoRA",
+        depends_on=("network_type",),
+    ),
+    Question(
+        "conv_alpha", "Conv alpha?",
+        "Scales the convolution part like network alpha does; half the conv dim is typical "
+        "(LoHa: 1).",
+        "float", "network",
+        default=lambda v: 1.0 if v.get("network_type") == "LoHa" else float(v.get("conv_dim") or 8) / 2,
+        default_text="conv dim / 2 (LoHa 1)", above=0,
+        condition=_is_not("network_type", "LoRA", None), condition_text="network type is not LoRA",
+        depends_on=("network_type", "conv_dim"),
+    ),
+    Question(
+        "unet_lr", "UNet learning rate?",
+        "5e-4 trains a character in a reasonable time. Use 1e-4 to 2e-4 for a slower, gentler "
+        "run or for styles. Prodigy and DAdaptAdam want 1.0.",
+        "float", "learning", default=lambda v: 1.0 if _adaptive(v) else 5e-4,
+        default_text="5e-4 (Prodigy, DAdaptAdam: 1.0)", minimum=0, depends_on=("optimizer",),
+    ),
+    Question(
+        "text_encoder_lr", "Text encoder learning rate?",
+        "About a fifth of the UNet's: 1e-4. The text encoder learns fast and overcooks easily. "
+        "0 trains the UNet only.",
+        "float", "learning", default=lambda v: 1.0 if _adaptive(v) else 1e-4,
+        default_text="1e-4 (Prodigy, DAdaptAdam: 1.0)", minimum=0, depends_on=("optimizer",),
+    ),
+    Question(
+        "scheduler", "Learning rate scheduler?",
+        "cosine_with_restarts lowers the rate in waves, which works well for most LoRAs. "
+        "constant_with_warmup is the usual pick for Prodigy and DAdaptAdam.",
+        "choice", "learning",
+        default=lambda v: "constant_with_warmup" if _adaptive(v) else "cosine_with_restarts",
+        default_text="cosine_with_restarts (Prodigy, DAdaptAdam: constant_with_warmup)",
+        choices=tuple((s, s) for s in SCHEDULERS), depends_on=("optimizer",),
+    ),
+    Question(
+        "scheduler_restarts", "How many restarts (cycles)?",
+        "How many times the cosine curve starts over. 3 is a good middle; 1 is a plain cosine.",
+        "int", "learning", default=3, minimum=1, maximum=100,
+        condition=_is("scheduler", "cosine_with_restarts"), condition_text="scheduler is cosine_with_restarts",
+        depends_on=("scheduler",),
+    ),
+    Question(
+        "scheduler_power", "Polynomial power?",
+        "1.0 is a straight line down to zero; higher powers drop faster at the start.",
+        "float", "learning", default=1.0, above=0, maximum=100,
+        condition=_is("scheduler", "polynomial"), condition_text="scheduler is polynomial",
+        depends_on=("scheduler",),
+    ),
+    Question(
+        "warmup_ratio", "Warmup ratio?",
+        "The share of all steps spent raising the learning rate from zero. 0.05 avoids a rough "
+        "start; 0 turns warmup off.",
+        "float", "learning", default=0.05, minimum=0, maximum=0.5,
+        condition=_is_not("scheduler", "constant"), condition_text="scheduler is not constant",
+        depends_on=("scheduler",),
+    ),
+    Question(
+        "resolution", "Training resolution?",
+        "512 for SD1.x and SD2.x 512 models, 768 for SD2.x 768, 1024 for SDXL. Higher catches finer "
+        "detail but trains much slower. Images of other shapes go into matching buckets.",
+        "int", "data", default=lambda v: 1024 if v.get("architecture") == "sdxl" else (768 if v.get("architecture") == "sd2-v" else 512),
+        default_text="512 (SD2 768-v: 768, SDXL: 1024)", minimum=256, maximum=4096, multiple_of=64,
+        depends_on=("architecture",),
+    ),
+    Question(
+        "height", "Training height?",
+        "Leave empty for a square area (resolution x resolution). Set it only to train a "
+        "non-square target area.",
+        "int", "data", default=None, default_text="empty (square)", optional=True,
+        minimum=256, maximum=4096, multiple_of=64,
+    ),
+    Question(
+        "batch_size", "Batch size?",
+        "Images per step. At 512: 6-8 GB of VRAM -> 1, 10 GB -> 2, 12 GB -> 3. Bigger batches "
+        "mean fewer steps for the same epochs.",
+        "int", "learning", default=2, minimum=1, maximum=256,
+    ),
+    Question(
+        "length_by", "Set the training length by epochs or by steps?",
+        "Epochs are easier to reason about and to save per; steps pin an exact total.",
+        "choice", "learning", default="epochs", choices=(("epochs", "epochs"), ("steps", "steps")),
+    ),
+    Question(
+        "epochs", "How many epochs?",
+        "One epoch shows every image its repeats times. 10 epochs with the repeats in your "
+        "folder names usually lands a character at 1000-3500 steps.",
+        "int", "learning", default=10, minimum=1, maximum=10000,
+        condition=_is("length_by", "epochs"), condition_text="length by epochs", depends_on=("length_by",),
+    ),
+    Question(
+        "max_steps", "How many steps?",
+        "The exact number of optimizer steps to train.",
+        "int", "learning", default=1600, minimum=1, maximum=10_000_000,
+        condition=_is("length_by", "steps"), condition_text="length by steps", depends_on=("length_by",),
+    ),
+    Question(
+        "save_every_n_epochs", "Save a file every how many epochs?",
+        "1 keeps every epoch so you can fall back if the last one is overcooked. 0 saves only "
+        "the final file.",
+        "int", "output", default=1, minimum=0, maximum=10000,
+    ),
+    Question(
+        "shuffle_captions", "Shuffle caption tags?",
+        "Yes: tag order stops mattering, which removes a bias toward the first tags. The first "
+        "keep-tokens tags stay in place.",
+        "yesno", "learning", default=True,
+    ),
+    Question(
+        "keep_tokens", "How many leading tags stay fixed?",
+        "1 keeps the trigger tag at the front of every caption. 0 shuffles everything.",
+        "int", "learning", default=1, minimum=0, maximum=100,
+    ),
+    Question(
+        "train_parts", "Which parts to train?",
+        "Both is right for nearly everything. UNet only is gentler on prompts; text encoder only "
+        "is rarely useful.",
+        "choice", "network", default="both",
+        choices=(("both", "both"), ("unet_only", "unet only"), ("text_encoder_only", "text encoder only")),
+    ),
+    Question(
+        "flip_aug", "Flip images horizontally at random?",
+        "Doubles the variety, but mirrors asymmetric features (a single pigtail, an eyepatch, "
+        "text). Leave off for characters with such details.",
+        "yesno", "data", default=False,
+    ),
+    Question(
+        "comment", "A comment to store in the file?",
+        "Saved in the LoRA's metadata where UIs show it: the trigger words and the recommended "
+        "weight are the useful things to put here.",
+        "text", "output", default="",
+    ),
+    Question(
+        "bucket_no_upscale", "Keep small images from being enlarged?",
+        "Yes puts images smaller than the training size into smaller buckets instead of "
+        "upscaling them (upscaling adds blur).",
+        "yesno", "data", default=False,
+    ),
+    Question(
+        "mixed_precision", "Mixed precision?",
+        "bf16 on RTX 30xx/40xx and newer (more stable); fp16 on older cards. 'no' trains in full "
+        "fp32: slow and memory hungry, mainly for debugging.",
+        "choice", "learning", default=lambda v: "bf16" if gpu_supports_bf16() else "fp16",
+        default_text="bf16 if the GPU supports it, else fp16",
+        choices=(("fp16", "fp16"), ("bf16", "bf16"), ("no", "no")),
+    ),
+    Question(
+        "save_precision", "Save precision?",
+        "fp16 files load everywhere and are half the size of float.",
+        "choice", "output", default="fp16", choices=(("fp16", "fp16"), ("bf16", "bf16"), ("float", "float")),
+    ),
+    Question(
+        "cache_latents", "Cache latents?",
+        "In memory: images are encoded once, which is faster and frees VRAM. On disk: the same, "
+        "and kept for the next run. Off: only needed for random-crop style augmentation.",
+        "choice", "learning", default="memory",
+        choices=(("memory", "in memory"), ("disk", "on disk"), ("off", "off")),
+    ),
+    Question(
+        "min_snr_gamma", "Min-SNR gamma?",
+        "5 balances the loss across noise levels and usually trains faster and cleaner. 0 turns "
+        "it off.",
+        "float", "learning", default=5.0, minimum=0, maximum=100,
+    ),
+    Question(
+        "tag_summary", "Write a tag summary file?",
+        "Writes NAME_tags.txt next to the LoRA with 'count tag' per line, so you can see which "
+        "tags the LoRA learned.",
+        "choice", "output", default="by_count",
+        choices=(("by_count", "by count"), ("alphabetical", "alphabetical"), ("none", "none")),
+    ),
+    Question(
+        "sample_images", "Make sample images while training?",
+        "Renders your prompts every few epochs so you can watch the LoRA form. Costs a little "
+        "time per sample.",
+        "yesno", "output", default=False,
+    ),
+    Question(
+        "sample_prompts", "Which prompts file?",
+        "A .txt file, one prompt per line; a line may add --n negative prompt --w 512 --h 512 "
+        "--d seed --l cfg scale --s steps. Lines starting with # are skipped.",
+        "file", "output", required=True, extensions=(".txt",),
+        condition=_yes("sample_images"), condition_text="sample images is yes", depends_on=("sample_images",),
+    ),
+    Question(
+        "sample_every_n_epochs", "Sample every how many epochs?",
+        "1 samples after each epoch.",
+        "int", "output", default=1, minimum=1, maximum=10000,
+        condition=_yes("sample_images"), condition_text="sample images is yes", depends_on=("sample_images",),
+    ),
+    # ------------------------------------------------------------ advanced
+    Question(
+        "noise_offset", "Noise offset?",
+        "Small values (0.05-0.1) let the model learn very dark and very bright images. 0 is off.",
+        "float", "advanced", default=0.0, minimum=0, maximum=1, advanced=True,
+    ),
+    Question(
+        "max_token_length", "Longest caption in tokens?",
+        "225 reads captions up to three times CLIP's 75 tokens; longer captions are cut.",
+        "int", "advanced", default=225, check=_check_token_length, advanced=True,
+    ),
+    Question(
+        "caption_extension", "Caption file extension?",
+        "The extension of the caption files next to the images.",
+        "text", "advanced", default=".txt", advanced=True,
+        check=lambda value, _: None if re.match(r"^\.[A-Za-z0-9]+$", str(value)) else
+        f"must start with a dot, like '.txt', got {value!r}",
+    ),
+    Question(
+        "enable_bucket", "Use aspect-ratio buckets?",
+        "Yes trains non-square images in buckets of similar shape instead of cropping them square.",
+        "yesno", "advanced", default=True, advanced=True,
+    ),
+    Question(
+        "min_bucket_reso", "Smallest bucket side?",
+        "No bucket is narrower or shorter than this.",
+        "int", "advanced", default=256, minimum=64, maximum=4096, multiple_of=64, advanced=True,
+        condition=_yes("enable_bucket"), condition_text="buckets on", depends_on=("enable_bucket",),
+    ),
+    Question(
+        "max_bucket_reso", "Largest bucket side?",
+        "No bucket is wider or taller than this.",
+        "int", "advanced", default=1024, minimum=64, maximum=8192, multiple_of=64, advanced=True,
+        check=_check_buckets,
+        condition=_yes("enable_bucket"), condition_text="buckets on", depends_on=("enable_bucket", "min_bucket_reso"),
+    ),
+    Question(
+        "bucket_reso_steps", "Bucket size step?",
+        "Bucket sides are multiples of this. 64 suits every SD model.",
+        "int", "advanced", default=64, minimum=8, maximum=512, multiple_of=8, advanced=True,
+        condition=_yes("enable_bucket"), condition_text="buckets on", depends_on=("enable_bucket",),
+    ),
+    Question(
+        "gradient_checkpointing", "Gradient checkpointing?",
+        "Yes saves a lot of VRAM for a little speed. Turn it off only on a large card.",
+        "yesno", "advanced", default=True, advanced=True,
+    ),
+    Question(
+        "seed", "Random seed?",
+        "The same seed and settings give the same LoRA.",
+        "int", "advanced", default=42, minimum=0, maximum=2**32 - 1, advanced=True,
+    ),
+    Question(
+        "max_grad_norm", "Max gradient norm?",
+        "Clips unusually large updates; 1.0 is standard. 0 turns clipping off.",
+        "float", "advanced", default=1.0, minimum=0, maximum=1000, advanced=True,
+    ),
+    Question(
+        "save_state", "Save training state for resuming?",
+        "Yes keeps the optimizer and progress with each saved epoch, so an interrupted run can "
+        "continue with `easytrain train FILE --resume`.",
+        "yesno", "advanced", default=True, advanced=True,
+    ),
+    Question(
+        "keep_states", "How many saved states to keep?",
+        "Only the newest states are kept; each is about as big as three LoRA files.",
+        "int", "advanced", default=2, minimum=1, maximum=1000, advanced=True,
+        condition=_yes("save_state"), condition_text="save state is yes", depends_on=("save_state",),
+    ),
+    Question(
+        "optimizer_args", "Extra optimizer settings?",
+        "Passed to the optimizer as they are, e.g. weight_decay=0.1 betas=0.9,0.99 (the AdamW "
+        "defaults here). Empty for none.",
+        "mapping", "advanced", default=default_optimizer_args,
+        default_text="AdamW, AdamW8bit: weight_decay=0.1 betas=0.9,0.99; others: none",
+        advanced=True, depends_on=("optimizer",),
+    ),
+    Question(
+        "clip_skip", "Clip skip?",
+        "Which text-encoder layer the captions come from, counted from the end. Set from the "
+        "realistic-model answer: 1 for photo models, 2 for anime/NAI models.",
+        "int", "advanced", default=lambda v: 1 if v.get("realistic_model") else 2,
+        default_text="2 (realistic model: 1)", minimum=1, maximum=12, advanced=True,
+        depends_on=("realistic_model",),
+    ),
+    Question(
+        "prior_loss_weight", "Regularization loss weight?",
+        "How much the regularization images count against the training images; 1.0 is even.",
+        "float", "advanced", default=1.0, minimum=0, maximum=100, advanced=True,
+        condition=_yes("use_regularization"), condition_text="regularization is yes",
+        depends_on=("use_regularization",),
+    ),
+    Question(
+        "dataset_config", "Dataset TOML instead of the folders?",
+        "A kohya-style dataset .toml ([[datasets]] / [[datasets.subsets]]). When given, it "
+        "replaces the image and regularization folders. Empty for none.",
+        "file", "advanced", default=None, optional=True, extensions=(".toml",), advanced=True,
+    ),
+    Question(
+        "network_weights", "Continue from an earlier LoRA?",
+        "A .safetensors LoRA of the same type and dim to start from instead of zero. Empty for "
+        "a fresh start.",
+        "file", "advanced", default=None, optional=True, extensions=(".safetensors",), advanced=True,
+    ),
+    Question(
+        "sample_before_training", "Also sample before training starts?",
+        "Shows what the base model makes of your prompts, for comparison.",
+        "yesno", "advanced", default=False, advanced=True,
+        condition=_yes("sample_images"), condition_text="sample images is yes", depends_on=("sample_images",),
+    ),
+    Question(
+        "torch_compile", "Compile the UNet with torch.compile?",
+        "Can speed up long runs on recent GPUs after a slow first minute. Off is the safe choice.",
+        "yesno", "advanced", default=False, advanced=True,
+    ),
+    Question(
+        "log_every_n_steps", "Progress line every how many steps?",
+        "How often the loss is read back and printed when not in a terminal.",
+        "int", "advanced", default=10, minimum=1, maximum=100000, advanced=True,
+    ),
+)
+
+# Asked by the wizard but not stored in the answers file.
+ADVANCED_GATE = Question(
+    "advanced_settings", "Change the advanced settings?",
+    "Noise offset, caption length, buckets, gradient checkpointing, seed, resume state, optimizer "
+    "arguments and more. Their defaults suit nearly every run.",
+    "yesno", "advanced", default=False, stored=False,
+)
+SAVE_AS = Question(
+    "save_answers_as", "Save the answers as?",
+    "The answers file is what the trainer reads. Review it, keep it, re-run it with "
+    "`easytrain train FILE`.",
+    "text", "output", default=lambda v: f"answers/{v.get('output_name') or 'my_lora'}.json",
+    default_text="answers/<output name>.json", stored=False,
+    check=lambda value, _: None if str(value).lower().endswith(".json") else f"must end in .json, got {value!r}",
+)
+
+BY_ID: dict[str, Question] = {q.id: q for q in QUESTIONS}
+KEYS: tuple[str, ...] = tuple(q.id for q in QUESTIONS)
+BASIC: tuple[Question, ...] = tuple(q for q in QUESTIONS if not q.advanced)
+ADVANCED: tuple[Question, ...] = tuple(q for q in QUESTIONS if q.advanced)
+
+
+def question(key: str) -> Question:
+    return BY_ID[key]
+
+
+def applicable_values(values: Values) -> dict[str, Any]:
+    """Fill defaults in question order and drop answers whose question does not apply.
+
+    ``values`` may be partial; the result has a value (possibly None for an
+    optional question) for every question that applies, and nothing else.
+    Keys starting with '_' are context (like _base_dir) and pass through.
+    """
+    context = {k: v for k, v in values.items() if k.startswith("_")}
+    result: dict[str, Any] = dict(context)
+    for q in QUESTIONS:
+        if not q.applies(result):
+            continue
+        if q.id in values:
+            result[q.id] = values[q.id]
+        elif not q.required:
+            result[q.id] = q.default_for(result)
+    return {k: v for k, v in result.items() if not k.startswith("_")}

@@ -1,0 +1,140 @@
+#!/usr/bin/env python3
+"""easytrain's launcher: sets up .venv on first run, then runs easytrain in it.
+
+    python wizard.py                  the wizard
+    python wizard.py demo             train the demo on the embedded tiny model
+    python wizard.py train FILE       train from an answers file (works over SSH)
+    python wizard.py test             install the test tools and run the test suite
+
+The first run creates `.venv` next to this file and installs easytrain into it
+(an NVIDIA machine gets PyTorch's CUDA build, a machine without one the CPU
+build). Later runs start at once; the install is redone only when
+pyproject.toml changes. Only the standard library is used here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+VENV = ROOT / ".venv"
+MARKER = VENV / ".easytrain-install"
+MIN_PYTHON = (3, 10)
+
+
+def venv_python() -> Path:
+    return VENV / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
+
+
+def say(message: str) -> None:
+    print(f"[easytrain setup] {message}", flush=True)
+
+
+def has_nvidia_gpu() -> bool:
+    exe = shutil.which("nvidia-smi")
+    if not exe:
+        return False
+    try:
+        return subprocess.run([exe, "-L"], capture_output=True, timeout=10).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return False
+
+
+def local_torch_wheel_version() -> str | None:
+    """A torch wheel in pip's find-links folders (some machines ship one on disk)."""
+    folders = os.environ.get("PIP_FIND_LINKS", "").split()
+    try:
+        out = subprocess.run([sys.executable, "-m", "pip", "config", "list"], capture_output=True,
+                             text=True, timeout=30).stdout
+        for line in out.splitlines():
+            if "find-links" in line and "=" in line:
+                folders += line.split("=", 1)[1].strip().strip("'\"").split()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    tag = f"cp{sys.version_info.major}{sys.version_info.minor}"
+    for folder in folders:
+        path = Path(folder.replace("file://", ""))
+        if path.is_dir():
+            for wheel in sorted(path.glob(f"torch-*-{tag}-*.whl")):
+                return wheel.name.split("-")[1].split("+")[0]
+    return None
+
+
+def torch_requirement() -> tuple[list[str], str]:
+    """(pip arguments for torch, a sentence saying why)."""
+    override = os.environ.get("EASYTRAIN_TORCH")
+    if override:
+        return [override], f"using EASYTRAIN_TORCH={override}"
+    if has_nvidia_gpu():
+        if os.name == "nt":
+            return (["torch>=2.4", "--extra-index-url", "https://download.pytorch.org/whl/cu128"],
+                    "NVIDIA GPU found: installing PyTorch with CUDA")
+        return ["torch>=2.4"], "NVIDIA GPU found: installing PyTorch with CUDA"
+    local = local_torch_wheel_version()
+    if local:
+        return [f"torch=={local}"], f"no NVIDIA GPU: using the PyTorch {local} CPU wheel on this machine"
+    return ["torch>=2.4"], "no NVIDIA GPU found: installing PyTorch (training will run on the CPU)"
+
+
+def install_fingerprint(extras: str) -> str:
+    digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()[:16]
+    return f"{digest}:{extras}"
+
+
+def installed_extras() -> set[str]:
+    if not MARKER.is_file() or not venv_python().exists():
+        return set()
+    digest = install_fingerprint("").split(":")[0]
+    text = MARKER.read_text().strip()
+    if not text.startswith(digest + ":"):
+        return set()
+    return {"base"} | {e for e in text.split(":", 1)[1].split(",") if e}
+
+
+def ensure_venv(extras: set[str]) -> None:
+    have = installed_extras()
+    if "base" in have and extras <= have:
+        return
+    if sys.version_info < MIN_PYTHON:
+        sys.exit(f"easytrain needs Python {MIN_PYTHON[0]}.{MIN_PYTHON[1]} or newer; this is {sys.version.split()[0]}")
+    if not venv_python().exists():
+        say(f"creating a virtual environment in {VENV}")
+        venv.EnvBuilder(with_pip=True).create(VENV)
+    torch_args, why = torch_requirement()
+    say(why)
+    wanted = sorted((extras | have) - {"base"})
+    target = f"{ROOT}[{','.join(wanted)}]" if wanted else str(ROOT)
+    say("installing easytrain and its libraries (a few minutes the first time)")
+    command = [str(venv_python()), "-m", "pip", "install", "--disable-pip-version-check",
+               "-e", target, *torch_args]
+    result = subprocess.run(command)
+    if result.returncode != 0:
+        sys.exit("easytrain setup: pip failed (see above); fix the cause and run the same command again")
+    MARKER.write_text(install_fingerprint(",".join(wanted)) + "\n")
+    say("done")
+
+
+def run_in_venv(args: list[str]) -> int:
+    command = [str(venv_python()), *args]
+    if os.name != "nt":
+        # Replace this process so Ctrl+C, SIGTERM and SIGHUP reach the trainer directly.
+        os.execv(command[0], command)
+    return subprocess.call(command)
+
+
+def main(argv: list[str]) -> int:
+    if argv[:1] == ["test"]:
+        ensure_venv({"test"})
+        return run_in_venv(["-m", "pytest", *argv[1:]])
+    ensure_venv(set())
+    return run_in_venv(["-m", "easytrain", *argv])
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
