@@ -116,7 +116,7 @@ def validate(data: Mapping[str, Any], *, base_dir: Optional[Path], check_paths: 
     if version != SCHEMA_VERSION:
         problems.append(f"schema_version: this easytrain reads version {SCHEMA_VERSION}, got {version!r}")
     for key in data:
-        if key != "schema_version" and key not in Q.BY_ID:
+        if key not in ("schema_version", "$schema") and key not in Q.BY_ID:
             hint = _closest(key)
             problems.append(f"{key}: unknown key" + (f" (did you mean {hint!r}?)" if hint else "")
                             + "; see `easytrain questions` for the keys")

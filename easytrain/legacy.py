@@ -130,13 +130,9 @@ def _optimizer_args(value: Any) -> Any:
         except ValueError:
             return value
     if isinstance(value, Mapping):
-        out = {}
-        for k, v in value.items():
-            if isinstance(v, str) and "," in v:
-                out[k] = [_num(p.strip()) for p in v.split(",") if p.strip()]
-            else:
-                out[k] = _num(v) if isinstance(v, str) else v
-        return out
+        from easytrain.questions import parse_scalar_or_list
+
+        return {k: parse_scalar_or_list(v.strip()) if isinstance(v, str) else v for k, v in value.items()}
     return value
 
 
@@ -322,7 +318,7 @@ def _from_kohya_ss(d: Mapping[str, Any]) -> tuple[dict[str, Any], set[str]]:
     lora_type = str(d.get("LoRA_type") or "Standard").lower()
     algo = "loha" if "loha" in lora_type else "lokr" if "lokr" in lora_type else "locon" if "locon" in lora_type else None
     _apply_network(out, algo=algo, conv_dim=d.get("conv_dim"), conv_alpha=d.get("conv_alpha"),
-                   conv_needed=algo is not None)
+                   conv_means_locon=False)
     _apply_realistic(out)
     used.update({"learning_rate", "max_train_steps", "v2", "reg_data_dir", "cache_latents",
                  "sample_prompts", "conv_dim", "conv_alpha"})
@@ -383,14 +379,15 @@ def _apply_samples(out: dict, prompts: Any) -> None:
         out.pop("sample_every_n_epochs", None)
 
 
-def _apply_network(out: dict, *, algo: Any, conv_dim: Any, conv_alpha: Any, conv_needed: bool = False) -> None:
+def _apply_network(out: dict, *, algo: Any, conv_dim: Any, conv_alpha: Any, conv_means_locon: bool = True) -> None:
+    """LyCORIS algo names, or (popup era) a conv_dim given to plain LoRA, pick the network type."""
     conv_dim, conv_alpha = _int(conv_dim), _float(conv_alpha)
     algo = str(algo).lower() if algo else None
     if algo == "loha":
         out["network_type"] = "LoHa"
     elif algo == "lokr":
         out["network_type"] = "LoKr"
-    elif algo in ("lora", "locon") or (isinstance(conv_dim, int) and conv_dim > 0):
+    elif algo in ("lora", "locon") or (conv_means_locon and isinstance(conv_dim, int) and conv_dim > 0):
         out["network_type"] = "LoCon"  # LyCORIS 'lora' with conv layers, or kohya LoRA with conv_dim
     else:
         out["network_type"] = "LoRA"

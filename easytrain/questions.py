@@ -163,11 +163,11 @@ def parse_mapping(raw: str) -> dict[str, Any]:
         if "=" not in item:
             raise ValueError(f"expected key=value, got {item!r}")
         key, value = item.split("=", 1)
-        result[key.strip()] = _parse_scalar_or_list(value.strip())
+        result[key.strip()] = parse_scalar_or_list(value.strip())
     return result
 
 
-def _parse_scalar_or_list(text: str) -> Any:
+def parse_scalar_or_list(text: str) -> Any:
     if "," in text:
         return [_parse_scalar(part.strip()) for part in text.split(",") if part.strip()]
     return _parse_scalar(text)
@@ -300,6 +300,14 @@ def gpu_supports_bf16() -> bool:
         return float(out.strip().splitlines()[0]) >= 8.0
     except (OSError, ValueError, IndexError, subprocess.SubprocessError):
         return False
+
+
+def _number(v: Values, key: str, fallback: float) -> float:
+    """An earlier numeric answer, or ``fallback`` while that answer is missing or invalid."""
+    value = v.get(key)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        return fallback
+    return float(value)
 
 
 def _adaptive(v: Values) -> bool:
@@ -456,7 +464,7 @@ QUESTIONS: tuple[Question, ...] = (
         "Scales the learned change by alpha/dim. Half the dim is the common choice; with "
         "Prodigy or DAdaptAdam use alpha = dim.",
         "float", "network",
-        default=lambda v: float(v.get("network_dim") or 16) if _adaptive(v) else float(v.get("network_dim") or 16) / 2,
+        default=lambda v: _number(v, "network_dim", 16) if _adaptive(v) else _number(v, "network_dim", 16) / 2,
         default_text="dim / 2 (Prodigy, DAdaptAdam: dim)", above=0, depends_on=("network_dim", "optimizer"),
     ),
     Question(
@@ -473,7 +481,7 @@ QUESTIONS: tuple[Question, ...] = (
         "Scales the convolution part like network alpha does; half the conv dim is typical "
         "(LoHa: 1).",
         "float", "network",
-        default=lambda v: 1.0 if v.get("network_type") == "LoHa" else float(v.get("conv_dim") or 8) / 2,
+        default=lambda v: 1.0 if v.get("network_type") == "LoHa" else _number(v, "conv_dim", 8) / 2,
         default_text="conv dim / 2 (LoHa 1)", above=0,
         condition=_is_not("network_type", "LoRA", None), condition_text="network type is not LoRA",
         depends_on=("network_type", "conv_dim"),

@@ -1,0 +1,38 @@
+"""Shared test set-up: offline, a private model cache, a clean accelerate state."""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("EASYTRAIN_CACHE", tempfile.mkdtemp(prefix="easytrain-test-cache-"))
+
+REPO = Path(__file__).resolve().parents[1]
+PYTHON = sys.executable
+
+
+@pytest.fixture(autouse=True)
+def _reset_accelerate_state():
+    """Accelerate keeps per-process singletons; a test must not inherit another's."""
+    yield
+    if "accelerate" in sys.modules:
+        from accelerate.state import AcceleratorState, GradientState, PartialState
+
+        AcceleratorState._reset_state(reset_partial_state=True)
+        GradientState._reset_state()
+        PartialState._reset_state()
+
+
+@pytest.fixture
+def demo_images(tmp_path: Path) -> Path:
+    """A fresh copy of the demo dataset: tmp/images/5_shapes with 16 captioned images."""
+    from easytrain.demo import make_demo_dataset
+
+    return make_demo_dataset(tmp_path / "images")

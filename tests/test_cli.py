@@ -1,0 +1,87 @@
+"""The CLI as a user runs it: real subprocesses, real files."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def easytrain(*args: str, cwd: Path = REPO, timeout: int = 120) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.run([sys.executable, "-m", "easytrain", *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=timeout, stdin=subprocess.DEVNULL, env=env)
+
+
+def test_help_lists_the_commands():
+    out = easytrain("--help")
+    assert out.returncode == 0
+    for command in ("check", "train", "queue", "demo", "questions", "schema"):
+        assert command in out.stdout
+
+
+def test_check_demo_prints_the_plan():
+    out = easytrain("check", "answers/demo.json")
+    assert out.returncode == 0, out.stderr
+    assert "16 images x repeats -> 80 per epoch / batch 2 = 40 steps x 4 epochs = 160 steps" in out.stdout
+    assert "5_shapes: 16 images x 5 repeats" in out.stdout
+    assert "demo_shapes-000001.safetensors" in out.stdout and "demo_shapes.safetensors" in out.stdout
+
+
+def test_check_bad_file_gives_named_problems_and_exit_2(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"schema_version": 1, "base_model": "builtin:tiny", "image_folder": "nope",
+                               "network_dim": "abc", "colour": "red"}))
+    out = easytrain("check", str(bad))
+    assert out.returncode == 2
+    assert "Traceback" not in out.stderr
+    assert out.stderr.startswith(f"easytrain: {bad}: 3 problems in the answers file")
+    for key in ("image_folder: folder not found", "network_dim: must be an integer from 1 to 1024, got 'abc'",
+                "colour: unknown key"):
+        assert key in out.stderr
+
+
+def test_check_popup_era_fixture_in_place_gives_clear_errors():
+    out = easytrain("check", str(FIXTURES / "popup_era.json"))
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "base_model: file not found" in out.stderr and "image_folder: folder not found" in out.stderr
+
+
+def test_check_popup_era_fixture_with_its_data_prints_a_plan(tmp_path, demo_images):
+    shutil.copy(FIXTURES / "popup_era.json", tmp_path)
+    (tmp_path / "model.safetensors").write_bytes(b"")
+    out = easytrain("check", str(tmp_path / "popup_era.json"))
+    # An empty model file passes the path check; check reads no weights.
+    assert out.returncode == 0, out.stderr
+    assert "read as a popup-era answers file" in out.stdout
+    assert "/ batch 3 =" in out.stdout and "x 12 epochs" in out.stdout
+
+
+def test_check_empty_image_folder(tmp_path):
+    (tmp_path / "images").mkdir()
+    (tmp_path / "a.json").write_text(json.dumps({"schema_version": 1, "base_model": "builtin:tiny",
+                                                  "image_folder": "images"}))
+    out = easytrain("check", str(tmp_path / "a.json"))
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "no usable training images" in out.stderr
+
+
+def test_questions_lists_the_flow():
+    out = easytrain("questions")
+    assert out.returncode == 0
+    assert "network_dim: Network dim (rank)?" in out.stdout and "default: 16 (LoHa 8)" in out.stdout
+    assert "asked when: network type is not LoRA" in out.stdout
+
+
+def test_wizard_without_a_terminal_exits_at_once_with_advice():
+    out = easytrain(timeout=30)
+    assert out.returncode == 2
+    assert "interactive terminal" in out.stderr and "easytrain train FILE" in out.stderr

@@ -1,0 +1,93 @@
+"""Popup-era and kohya_ss GUI answers files load with their values mapped."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from easytrain import answers as A
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+@pytest.fixture
+def legacy_dir(tmp_path, demo_images):
+    (tmp_path / "model.safetensors").write_bytes(b"")
+    for name in ("popup_era.json", "kohya_ss.json"):
+        shutil.copy(FIXTURES / name, tmp_path / name)
+    return tmp_path
+
+
+def test_popup_era_file_maps_every_value(legacy_dir):
+    a = A.load(legacy_dir / "popup_era.json")
+    assert a.path("base_model") == (legacy_dir / "model.safetensors").resolve()
+    assert a.path("image_folder") == (legacy_dir / "images").resolve()
+    assert (a.output_folder, a.output_name, a.comment) == ("out", "popup_char", "trigger: popchar")
+    assert (a.optimizer, a.optimizer_args) == ("DAdaptAdam", {"decouple": True, "weight_decay": 0.01, "betas": [0.9, 0.99]})
+    assert (a.scheduler, a.scheduler_restarts, a.warmup_ratio) == ("cosine_with_restarts", 4, 0.1)
+    # learning_rate stands in for an unset UNet rate; the TE rate given wins.
+    assert (a.unet_lr, a.text_encoder_lr) == (1.0, 0.5)
+    assert (a.network_type, a.network_dim, a.network_alpha, a.conv_dim, a.conv_alpha) == ("LoCon", 32, 16.0, 16, 8.0)
+    assert (a.resolution, a.height, a.batch_size, a.length_by, a.epochs) == (768, 512, 3, "epochs", 12)
+    assert (a.save_every_n_epochs, a.shuffle_captions, a.keep_tokens, a.flip_aug) == (2, True, 2, True)
+    assert (a.clip_skip, a.realistic_model, a.seed, a.mixed_precision, a.save_precision) == (2, False, 23, "bf16", "fp16")
+    assert (a.cache_latents, a.min_snr_gamma, a.noise_offset, a.max_token_length) == ("disk", 5.0, 0.05, 150)
+    assert (a.min_bucket_reso, a.max_bucket_reso, a.bucket_no_upscale, a.tag_summary) == (320, 960, True, "alphabetical")
+    assert (a.train_parts, a.use_regularization, a.sample_images, a.architecture) == ("both", False, False, "auto")
+    assert (a.gradient_checkpointing, a.save_state) == (True, False)
+    assert any("popup-era" in w for w in a.warnings)
+    unmapped = [w for w in a.warnings if w.startswith("ignored keys")]
+    assert unmapped and "gradient_acc_steps" in unmapped[0] and "color_aug" in unmapped[0]
+
+
+def test_kohya_ss_file_maps_every_value(legacy_dir):
+    a = A.load(legacy_dir / "kohya_ss.json")
+    assert (a.output_name, a.network_type, a.network_dim, a.network_alpha) == ("kohya_char", "LoRA", 16, 8.0)
+    assert (a.unet_lr, a.text_encoder_lr) == (1e-4, 5e-5)
+    assert (a.scheduler, a.warmup_ratio) == ("cosine", pytest.approx(0.10))  # lr_warmup is a percent
+    assert (a.resolution, a.height) == (512, 640)  # max_resolution "512,640"
+    assert (a.batch_size, a.epochs, a.length_by, a.save_every_n_epochs) == (2, 8, "epochs", 1)
+    assert (a.clip_skip, a.realistic_model, a.keep_tokens, a.seed) == (1, True, 1, 1234)
+    assert (a.optimizer, a.optimizer_args) == ("AdamW8bit", {"weight_decay": 0.05, "betas": [0.9, 0.999]})
+    assert (a.max_token_length, a.cache_latents, a.shuffle_captions, a.bucket_no_upscale) == (75, "memory", False, True)
+    assert (a.min_snr_gamma, a.gradient_checkpointing, a.comment) == (0.0, False, "kc")
+    assert any("kohya_ss" in w for w in a.warnings)
+
+
+def test_popup_typo_sample_every_n_epoch(legacy_dir):
+    data = json.loads((legacy_dir / "popup_era.json").read_text())
+    (legacy_dir / "prompts.txt").write_text("a red circle\n")
+    data.update(sample_prompts="prompts.txt", sample_every_n_epoch=3)
+    (legacy_dir / "p.json").write_text(json.dumps(data))
+    a = A.load(legacy_dir / "p.json")
+    assert (a.sample_images, a.sample_prompts, a.sample_every_n_epochs) == (True, "prompts.txt", 3)
+
+
+def test_kohya_steps_and_lycoris_types(legacy_dir):
+    data = json.loads((legacy_dir / "kohya_ss.json").read_text())
+    data.update(max_train_steps="900", LoRA_type="LyCORIS/LoHa", conv_dim=4, conv_alpha=1, v2=True,
+                v_parameterization=True)
+    (legacy_dir / "k.json").write_text(json.dumps(data))
+    a = A.load(legacy_dir / "k.json")
+    assert (a.length_by, a.max_steps, a.epochs) == ("steps", 900, None)
+    assert (a.network_type, a.conv_dim, a.conv_alpha, a.architecture) == ("LoHa", 4, 1.0, "sd2-v")
+
+
+def test_bad_legacy_value_is_named_by_our_key(legacy_dir):
+    data = json.loads((legacy_dir / "popup_era.json").read_text())
+    data["net_dim"] = "lots"
+    (legacy_dir / "bad.json").write_text(json.dumps(data))
+    with pytest.raises(A.AnswersError) as err:
+        A.load(legacy_dir / "bad.json")
+    assert any(p.startswith("network_dim: must be an integer") for p in err.value.problems)
+
+
+def test_saving_a_legacy_file_writes_our_format(legacy_dir):
+    a = A.load(legacy_dir / "popup_era.json")
+    A.save(a, legacy_dir / "converted.json")
+    data = json.loads((legacy_dir / "converted.json").read_text())
+    assert list(data)[0] == "schema_version" and "net_dim" not in data and data["network_dim"] == 32
+    assert A.load(legacy_dir / "converted.json") == a

@@ -1,0 +1,91 @@
+"""The step arithmetic users plan their runs with, against hand-computed cases."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from easytrain import answers as A
+from easytrain.errors import UserError
+from easytrain.plan import TrainPlan, count_steps, steps_warning
+
+
+def make_folder(root: Path, name: str, count: int, size=(512, 512)) -> None:
+    folder = root / name
+    folder.mkdir(parents=True)
+    for i in range(count):
+        Image.new("RGB", size, (i * 7 % 255, 80, 120)).save(folder / f"img{i:03d}.png")
+        (folder / f"img{i:03d}.txt").write_text(f"tag{i}, thing\n")
+
+
+def plan_for(tmp_path: Path, **answers) -> TrainPlan:
+    data = {"schema_version": 1, "base_model": "builtin:tiny", "image_folder": "images", **answers}
+    (tmp_path / "a.json").write_text(json.dumps(data))
+    return TrainPlan.from_answers(A.load(tmp_path / "a.json"))
+
+
+@pytest.mark.parametrize("images,repeats,epochs,batch,total", [
+    (20, 10, 10, 2, 1000), (100, 3, 10, 2, 1500), (400, 1, 10, 2, 2000),
+])
+def test_reference_points_from_the_guides(images, repeats, epochs, batch, total):
+    per_epoch = images * repeats
+    count = count_steps(images=images, images_per_epoch=per_epoch, steps_per_epoch=per_epoch // batch,
+                        batch_size=batch, length_by="epochs", epochs=epochs, max_steps=None)
+    assert count.total_steps == total
+
+
+def test_plan_of_a_real_folder(tmp_path):
+    make_folder(tmp_path / "images", "10_char", 20)
+    plan = plan_for(tmp_path, batch_size=2, epochs=10, warmup_ratio=0.05)
+    assert (plan.images_per_epoch, plan.steps_per_epoch, plan.epochs, plan.total_steps) == (200, 100, 10, 1000)
+    assert plan.warmup_steps == 50
+    assert plan.steps.line() == "20 images x repeats -> 200 per epoch / batch 2 = 100 steps x 10 epochs = 1000 steps"
+    assert plan.output_name == "char"
+    assert plan.output_files[0].endswith("char-000001.safetensors") and plan.output_files[-1].endswith("char.safetensors")
+    assert len(plan.output_files) == 10  # nine epoch files + the final one
+
+
+def test_partial_batches_count_per_bucket(tmp_path):
+    # 3 square + 3 wide images, batch 2: each bucket rounds up on its own -> 2 + 2 steps.
+    make_folder(tmp_path / "images", "1_a", 3, size=(512, 512))
+    make_folder(tmp_path / "images", "1_b", 3, size=(768, 384))
+    plan = plan_for(tmp_path, batch_size=2, epochs=1)
+    assert plan.images_per_epoch == 6 and plan.steps_per_epoch == 4 and len(plan.bucket_counts) == 2
+
+
+def test_length_by_steps(tmp_path):
+    make_folder(tmp_path / "images", "5_x", 10)
+    plan = plan_for(tmp_path, batch_size=2, length_by="steps", max_steps=60)
+    assert (plan.steps_per_epoch, plan.total_steps, plan.epochs) == (25, 60, 3)
+
+
+def test_constant_scheduler_has_no_warmup_and_zero_te_lr_trains_unet_only(tmp_path):
+    make_folder(tmp_path / "images", "5_x", 4)
+    plan = plan_for(tmp_path, scheduler="constant", text_encoder_lr=0)
+    assert plan.warmup_steps == 0 and plan.train_unet and not plan.train_text_encoder
+    assert any("UNet only" in w for w in plan.warnings)
+
+
+def test_warnings_for_unusual_totals():
+    assert steps_warning(2000) is None
+    assert "well below" in steps_warning(300)
+    assert "well above" in steps_warning(6000)
+    assert "almost surely a mistake" in steps_warning(20000)
+
+
+def test_no_images_is_a_clear_error(tmp_path):
+    (tmp_path / "images" / "10_empty").mkdir(parents=True)
+    with pytest.raises(UserError, match="no usable training images"):
+        plan_for(tmp_path)
+
+
+def test_plan_is_immutable_and_serialisable(tmp_path):
+    make_folder(tmp_path / "images", "2_x", 4)
+    plan = plan_for(tmp_path)
+    with pytest.raises(Exception):
+        plan.total_steps = 5  # type: ignore[misc]
+    data = json.loads(json.dumps(plan.to_dict()))
+    assert data["total_steps"] == plan.total_steps and data["buckets"] == {"512x512": 8}
