@@ -1,0 +1,241 @@
+"""The dataset scan: which `N_name` folders, images and captions there are.
+
+Reads folder listings, image headers and caption files; never decodes pixels
+(see images.probe_image). Stdlib + PIL only, so the wizard and `check` can
+scan a dataset without loading torch.
+
+Every finding is a plain string that names its path:
+- `problems`: folder-level findings (a folder without the `N_` prefix, 0
+  repeats, a subfolder with no images, the image folder one level too deep,
+  nothing usable at all);
+- `warnings`: file-level findings that do not stop a run (images without a
+  caption file, empty or non-UTF-8 captions, unreadable images left out).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Optional
+
+from easytrain.data.captions import read_caption
+from easytrain.data.images import IMAGE_SUFFIXES, ImageProblem, is_image_name, probe_image
+from easytrain.errors import UserError
+
+CACHE_DIR_NAME = ".easytrain-cache"
+SUBSET_NAME = re.compile(r"^(\d+)(?:_(.*))?$", re.DOTALL)
+LISTED_PATHS = 5  # how many example paths a finding names before "and N more"
+
+
+@dataclass(frozen=True)
+class ImageEntry:
+    path: Path
+    width: int
+    height: int
+    caption_path: Optional[Path]
+    # The caption as read (first line), or the subset's name when the file is missing.
+    caption: str = ""
+
+
+@dataclass(frozen=True)
+class UnreadableImage:
+    path: Path
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.reason}"
+
+
+@dataclass(frozen=True)
+class SubsetScan:
+    folder: Path
+    name: str  # the caption for images without a caption file (kohya's class tokens)
+    repeats: int
+    images: tuple[ImageEntry, ...]
+    captions: int  # images that have a caption file
+    is_reg: bool
+    problems: tuple[str, ...]
+    caption_extension: str = ".txt"
+    # Per-subset settings from a dataset TOML; None means "use the run's setting".
+    shuffle_caption: Optional[bool] = None
+    keep_tokens: Optional[int] = None
+    flip_aug: Optional[bool] = None
+
+    @property
+    def images_per_epoch(self) -> int:
+        return len(self.images) * self.repeats
+
+    @property
+    def missing_captions(self) -> int:
+        return len(self.images) - self.captions
+
+
+@dataclass(frozen=True)
+class DatasetScan:
+    root: Path
+    subsets: tuple[SubsetScan, ...]
+    problems: tuple[str, ...]
+    warnings: tuple[str, ...]
+    unreadable: tuple[UnreadableImage, ...]
+    # Dataset-level settings from a dataset TOML (resolution, batch_size,
+    # enable_bucket, min_bucket_reso, max_bucket_reso, bucket_reso_steps,
+    # bucket_no_upscale); empty for a scanned folder.
+    config_options: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def total_images(self) -> int:
+        return sum(len(s.images) for s in self.subsets)
+
+    @property
+    def images_per_epoch(self) -> int:
+        """Images times repeats (for a regularization scan: before balancing)."""
+        return sum(s.images_per_epoch for s in self.subsets)
+
+    @property
+    def all_images(self) -> list[ImageEntry]:
+        return [image for subset in self.subsets for image in subset.images]
+
+
+def scan_image_folder(path, caption_extension: str = ".txt", is_reg: bool = False) -> DatasetScan:
+    """Scan the folder ABOVE the `N_name` folders (N = repeats)."""
+    root = Path(path).expanduser()
+    kind = "regularization image folder" if is_reg else "image folder"
+    if not root.exists():
+        raise UserError(f"{root}: the {kind} does not exist")
+    if not root.is_dir():
+        raise UserError(f"{root}: the {kind} must be a folder (the one holding the N_name subfolders)")
+    caption_extension = normalise_extension(caption_extension)
+
+    problems: list[str] = []
+    subsets: list[SubsetScan] = []
+    warnings: list[str] = []
+    unreadable: list[UnreadableImage] = []
+
+    folders, loose_images = _list_root(root)
+    if loose_images:
+        if SUBSET_NAME.match(root.name) and root.parent != root:
+            problems.append(
+                f"{root}: this looks like one of the N_name subfolders itself (one level too deep); "
+                f"pick its parent folder {root.parent} as the {kind}")
+        else:
+            problems.append(
+                f"{root}: {len(loose_images)} image(s) directly in the {kind} are not used; move them into a "
+                f"subfolder named like 10_{_suggested_name(root)} (10 = repeats)")
+
+    for folder in folders:
+        match = SUBSET_NAME.match(folder.name)
+        if not match:
+            problems.append(
+                f"{folder}: folder name has no repeat count and is skipped; rename it to "
+                f"10_{folder.name} (the number in front is how often each image repeats per epoch)")
+            continue
+        repeats = int(match.group(1))
+        if repeats == 0:
+            problems.append(
+                f"{folder}: 0 repeats, so the folder is skipped; rename it to 1_{match.group(2) or 'name'} or more")
+            continue
+        subset, subset_warnings, subset_unreadable = scan_subset(
+            folder, name=match.group(2) or "", repeats=repeats, is_reg=is_reg,
+            caption_extension=caption_extension)
+        subsets.append(subset)
+        problems.extend(p for p in subset.problems if p not in subset_warnings)
+        warnings.extend(subset_warnings)
+        unreadable.extend(subset_unreadable)
+
+    if not any(s.images for s in subsets):
+        problems.append(
+            f"{root}: no usable N_name subfolders with images (png, jpg, jpeg, webp, bmp); put the images in "
+            f"a subfolder such as {root / ('10_' + _suggested_name(root))}")
+    return DatasetScan(root, tuple(subsets), tuple(problems), tuple(warnings), tuple(unreadable))
+
+
+def scan_subset(folder: Path, *, name: str, repeats: int, is_reg: bool, caption_extension: str = ".txt",
+                shuffle_caption: Optional[bool] = None, keep_tokens: Optional[int] = None,
+                flip_aug: Optional[bool] = None,
+                ) -> tuple[SubsetScan, list[str], list[UnreadableImage]]:
+    """One folder of images: the subset, its file-level warnings and its unreadable images."""
+    caption_extension = normalise_extension(caption_extension)
+    entries = sorted(
+        (e for e in os.scandir(folder) if not e.name.startswith(".")), key=lambda e: e.name)
+    names = {e.name for e in entries}
+    images: list[ImageEntry] = []
+    unreadable: list[UnreadableImage] = []
+    warnings: list[str] = []
+    missing: list[Path] = []
+    for entry in entries:
+        if not is_image_name(entry.name) or not entry.is_file():
+            continue
+        path = Path(entry.path)
+        try:
+            width, height = probe_image(path, entry.stat().st_size)
+        except ImageProblem as problem:
+            unreadable.append(UnreadableImage(path, str(problem)))
+            continue
+        stem = entry.name[: entry.name.rfind(".")]
+        caption_name = stem + caption_extension
+        if caption_name in names:
+            caption_path = folder / caption_name
+            caption, caption_warnings = read_caption(caption_path)
+            warnings.extend(caption_warnings)
+        else:
+            caption_path, caption = None, name
+            missing.append(path)
+        images.append(ImageEntry(path, width, height, caption_path, caption))
+
+    problems: list[str] = []
+    if not images:
+        if unreadable:
+            problems.append(f"{folder}: none of its {len(unreadable)} image file(s) can be read")
+        else:
+            problems.append(
+                f"{folder}: no images here ({', '.join(sorted(s[1:] for s in IMAGE_SUFFIXES))}); "
+                "the folder adds nothing")
+    if missing:
+        fallback = f"the folder name '{name}'" if name else "an empty caption"
+        warnings.append(
+            f"{folder}: {len(missing)} image(s) have no {caption_extension} caption and use {fallback} "
+            f"instead: {_some_paths(missing)}")
+    if unreadable:
+        warnings.append(
+            f"{folder}: {len(unreadable)} image(s) cannot be read and are left out: "
+            + "; ".join(str(u) for u in unreadable[:LISTED_PATHS])
+            + (f"; and {len(unreadable) - LISTED_PATHS} more" if len(unreadable) > LISTED_PATHS else ""))
+    subset = SubsetScan(
+        folder=folder, name=name, repeats=repeats, images=tuple(images),
+        captions=len(images) - len(missing), is_reg=is_reg, problems=tuple(problems + warnings),
+        caption_extension=caption_extension, shuffle_caption=shuffle_caption, keep_tokens=keep_tokens,
+        flip_aug=flip_aug)
+    return subset, warnings, unreadable
+
+
+def normalise_extension(extension: str) -> str:
+    extension = (extension or ".txt").strip()
+    return extension if extension.startswith(".") else "." + extension
+
+
+def _list_root(root: Path) -> tuple[list[Path], list[Path]]:
+    folders, loose = [], []
+    for entry in sorted(os.scandir(root), key=lambda e: e.name):
+        if entry.name.startswith(".") or entry.name == CACHE_DIR_NAME:
+            continue
+        if entry.is_dir():
+            folders.append(Path(entry.path))
+        elif is_image_name(entry.name):
+            loose.append(Path(entry.path))
+    return folders, loose
+
+
+def _suggested_name(root: Path) -> str:
+    match = SUBSET_NAME.match(root.name)
+    if match and match.group(2):
+        return match.group(2)
+    return root.name if root.name and not match else "name"
+
+
+def _some_paths(paths: list[Path]) -> str:
+    shown = ", ".join(str(p) for p in paths[:LISTED_PATHS])
+    if len(paths) > LISTED_PATHS:
+        shown += f", and {len(paths) - LISTED_PATHS} more"
+    return shown
