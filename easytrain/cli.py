@@ -50,6 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("schema", help="print the JSON Schema of the answers file")
     p.add_argument("--write", metavar="PATH", help="write it to PATH instead")
+
+    from easytrain.commands.prep import register  # dataset preparation: tags, images
+
+    register(sub)
     return parser
 
 
@@ -58,6 +62,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser.parse_args(argv)
     command = args.command or "wizard"
     try:
+        handler = getattr(args, "handler", None)
+        if handler is not None:
+            return handler(args)
         if command == "check":
             from easytrain.commands.check import run_check
             return run_check(args.file)
