@@ -1,0 +1,176 @@
+"""Attach a LoRA/LoCon/LoHa/LoKr network to a UNet and text encoder with peft.
+
+The adapters are injected in place: the UNet and the text encoder keep their
+classes and forward signatures. Only adapter weights require grad.
+"""
+
+from __future__ import annotations
+
+import re
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from easytrain.network.spec import NetworkSpec
+from easytrain.network.targets import Target, find_targets
+
+ADAPTER_NAME = "default"
+
+
+@dataclass(frozen=True)
+class Slot:
+    """One adapted layer: where it is, what kohya calls it, and its peft layer."""
+
+    target: Target
+    layer: nn.Module  # the peft tuner layer that replaced the original module
+    dim: int
+    alpha: float
+
+    def parameters(self) -> list[nn.Parameter]:
+        return [p for name, p in self.layer.named_parameters() if not name.startswith("base_layer.")]
+
+
+class Network:
+    """The adapters of one training run, across the UNet and the text encoder."""
+
+    def __init__(self, spec: NetworkSpec, unet: nn.Module | None, text_encoder: nn.Module | None, slots: list[Slot]):
+        self.spec = spec
+        self.unet = unet
+        self.text_encoder = text_encoder
+        self.slots = slots
+
+    def slots_of(self, part: str) -> list[Slot]:
+        return [s for s in self.slots if s.target.part == part]
+
+    def parameters_of(self, part: str) -> list[nn.Parameter]:
+        return [p for s in self.slots_of(part) for p in s.parameters()]
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [p for s in self.slots for p in s.parameters()]
+
+    def parameter_groups(self, unet_lr: float, text_encoder_lr: float) -> list[dict]:
+        """One optimizer group per adapted part (a part without adapters has no group)."""
+        groups = []
+        for part, lr in (("unet", unet_lr), ("text_encoder", text_encoder_lr)):
+            params = self.parameters_of(part)
+            if params:
+                groups.append({"params": params, "lr": float(lr), "name": part})
+        return groups
+
+    def cast_base(self, dtype: torch.dtype) -> None:
+        """Cast the frozen base weights of both models to ``dtype``; adapters stay fp32.
+
+        Use this instead of ``model.to(dtype)``, which would also round the
+        adapter weights. Parameters are cast in place (``.data``), so existing
+        references (an optimizer) stay valid.
+        """
+        adapter_ids = {id(p) for p in self.trainable_parameters()}
+        for model in (self.unet, self.text_encoder):
+            if model is None:
+                continue
+            for module in model.modules():
+                for param in module._parameters.values():
+                    if param is None or id(param) in adapter_ids or not param.is_floating_point():
+                        continue
+                    param.data = param.data.to(dtype)
+                for name, buf in module._buffers.items():
+                    if buf is not None and buf.is_floating_point():
+                        module._buffers[name] = buf.to(dtype)
+        for p in self.trainable_parameters():
+            if p.dtype != torch.float32:
+                p.data = p.data.float()
+
+    def kohya_state_dict(self, dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
+        """The network as kohya/LyCORIS keys, on the CPU, in ``dtype``."""
+        from easytrain.network.kohya_format import slot_to_kohya
+
+        out: dict[str, torch.Tensor] = {}
+        for slot in self.slots:
+            for key, tensor in slot_to_kohya(slot, self.spec.network_type).items():
+                out[key] = tensor.detach().to(device="cpu", dtype=dtype).contiguous()
+        return out
+
+    def __repr__(self) -> str:
+        return (
+            f"Network({self.spec.network_type}, dim={self.spec.dim}, alpha={self.spec.alpha}, "
+            f"unet modules={len(self.slots_of('unet'))}, text encoder modules={len(self.slots_of('text_encoder'))})"
+        )
+
+
+def _exact(path: str) -> str:
+    """A peft pattern key that matches exactly this module path."""
+    return re.escape(path)
+
+
+def _peft_config(spec: NetworkSpec, targets: list[Target]):
+    from peft import LoHaConfig, LoKrConfig, LoraConfig
+
+    conv_targets = [t for t in targets if t.uses_conv_dim]
+    common = dict(
+        r=spec.dim,
+        target_modules=[t.path for t in targets],
+        rank_pattern={_exact(t.path): spec.effective_conv_dim for t in conv_targets},
+        alpha_pattern={_exact(t.path): spec.effective_conv_alpha for t in conv_targets},
+    )
+    if spec.network_type in ("LoRA", "LoCon"):
+        # init_lora_weights=True is kohya's init: down kaiming-uniform(a=sqrt(5)), up zero.
+        return LoraConfig(lora_alpha=spec.alpha, lora_dropout=0.0, bias="none", init_lora_weights=True, **common)
+    if spec.network_type == "LoHa":
+        return LoHaConfig(alpha=spec.alpha, init_weights=True, **common)
+    return LoKrConfig(alpha=spec.alpha, init_weights=True, **common)
+
+
+def _inject(model: nn.Module, spec: NetworkSpec, targets: list[Target]) -> list[Slot]:
+    from peft import inject_adapter_in_model
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    if any(isinstance(m, BaseTunerLayer) for m in model.modules()):
+        raise ValueError(f"{type(model).__name__} already carries adapters; build the network on a fresh model")
+    inject_adapter_in_model(_peft_config(spec, targets), model, adapter_name=ADAPTER_NAME)
+    slots = []
+    for target in targets:
+        layer = model.get_submodule(target.path)
+        if not isinstance(layer, BaseTunerLayer):
+            raise RuntimeError(f"peft did not adapt {target.path}")
+        dim = spec.effective_conv_dim if target.uses_conv_dim else spec.dim
+        alpha = spec.effective_conv_alpha if target.uses_conv_dim else spec.alpha
+        slots.append(Slot(target, layer, dim, float(alpha)))
+    return slots
+
+
+@contextmanager
+def _seeded(seed: int | None):
+    """Seed torch for adapter initialisation without disturbing the caller's RNG state."""
+    if seed is None:
+        yield
+        return
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
+
+
+def apply_network(unet: nn.Module | None, text_encoder: nn.Module | None, spec: NetworkSpec,
+                  seed: int | None = None) -> Network:
+    """Inject ``spec``'s adapters into the parts it trains; freeze everything else.
+
+    A part that is not trained gets no adapters at all (and stays frozen).
+    """
+    targets = find_targets(unet, text_encoder, spec)
+    for model in (unet, text_encoder):
+        if model is not None:
+            model.requires_grad_(False)
+    slots: list[Slot] = []
+    with _seeded(seed):
+        for part, model in (("unet", unet), ("text_encoder", text_encoder)):
+            part_targets = [t for t in targets if t.part == part]
+            if part_targets:
+                slots += _inject(model, spec, part_targets)
+    network = Network(spec, unet, text_encoder, slots)
+    for p in network.trainable_parameters():
+        p.requires_grad_(True)
+        if p.dtype != torch.float32:
+            p.data = p.data.float()
+    return network
