@@ -85,3 +85,15 @@ def test_wizard_without_a_terminal_exits_at_once_with_advice():
     out = easytrain(timeout=30)
     assert out.returncode == 2
     assert "interactive terminal" in out.stderr and "easytrain train FILE" in out.stderr
+
+
+def test_readme_key_table_is_generated_from_the_spec():
+    readme = (REPO / "README.md").read_text()
+    block = readme.split("<!-- questions:start -->\n", 1)[1].split("<!-- questions:end -->", 1)[0]
+    assert block == easytrain("questions", "--markdown").stdout, "regenerate with `easytrain questions --markdown`"
+
+
+def test_ci_runs_the_readme_test_command():
+    readme = (REPO / "README.md").read_text()
+    ci = (REPO / ".ci" / "run").read_text()
+    assert "python3 wizard.py test" in readme and "python3 wizard.py test" in ci
