@@ -1,0 +1,76 @@
+"""The wording of one-line reports, shared by the Rich and the plain view."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from easytrain.progress import format as fmt
+from easytrain.progress.state import RunState
+from easytrain.train import events as ev
+
+
+def step_line(state: RunState) -> str:
+    parts = [f"step {state.step}/{state.total_steps}" if state.total_steps else f"step {state.step}"]
+    if state.epochs:
+        parts.append(f"epoch {state.epoch}/{state.epochs}")
+    parts.append(f"loss {fmt.loss(state.loss)}")
+    parts.append(f"avg {fmt.loss(state.loss_average)}")
+    if state.lrs:
+        parts.append("lr " + " ".join(f"{name}={fmt.learning_rate(lr)}" for name, lr in lr_pairs(state)))
+    parts.append(fmt.speed(state.seconds_per_step))
+    parts.append(fmt.images_per_second(state.images_per_second))
+    parts.append(f"elapsed {fmt.duration(state.elapsed())}")
+    parts.append(f"eta {fmt.duration(state.eta())}")
+    if state.peak_memory_bytes is not None:
+        parts.append(f"peak mem {fmt.memory(state.peak_memory_bytes)}")
+    return " | ".join(parts)
+
+
+def lr_pairs(state: RunState) -> list[tuple[str, float]]:
+    names = state.lr_groups
+    return [(names[i] if i < len(names) else str(i), lr) for i, lr in enumerate(state.lrs)]
+
+
+def event_line(event: ev.Event, state: RunState) -> Optional[str]:
+    """One line describing a non-step event; None for step events."""
+    if isinstance(event, ev.RunStarted):
+        text = (f"training {event.name} on {event.device}: {event.total_steps} steps "
+                f"({event.epochs} epochs x {event.steps_per_epoch} steps, batch {event.batch_size}, "
+                f"{event.num_images} images per epoch)")
+        if event.start_step:
+            text += f", resuming after step {event.start_step}"
+        return text
+    if isinstance(event, ev.PhaseStarted):
+        return f"{event.phase}..." if event.total is None else f"{event.phase} 0/{event.total}..."
+    if isinstance(event, ev.PhaseProgress):
+        return f"{event.phase} {event.done}/{event.total}" if event.total else f"{event.phase} {event.done}"
+    if isinstance(event, ev.PhaseEnded):
+        return f"{event.phase} done in {event.seconds:.1f} s"
+    if isinstance(event, ev.EpochEnded):
+        of = f"/{state.epochs}" if state.epochs else ""
+        return f"epoch {event.epoch}{of} done at step {event.step}, average loss {fmt.loss(event.average_loss)}"
+    if isinstance(event, ev.CheckpointSaved):
+        text = f"saved epoch {event.epoch} (step {event.step}): {event.path}"
+        if event.state_path:
+            text += f" (state: {event.state_path})"
+        return text
+    if isinstance(event, ev.SampleSaved):
+        return f"sample for epoch {event.epoch}: {event.path}"
+    if isinstance(event, ev.Message):
+        return f"warning: {event.text}" if event.level == "warning" else event.text
+    if isinstance(event, ev.RunFinished):
+        return (f"finished: {event.step} steps in {fmt.duration(event.seconds)}, "
+                f"final average loss {fmt.loss(event.average_loss)}, saved {event.final_path}")
+    if isinstance(event, ev.RunStopped):
+        text = f"stopped at step {event.step}: {event.reason}"
+        if event.saved_path:
+            text += f"; saved {event.saved_path}"
+        return text
+    if isinstance(event, ev.RunFailed):
+        text = f"failed at step {event.step}: {event.reason}"
+        if event.advice:
+            text += f". {event.advice}"
+        if event.last_good_path:
+            text += f" Last good file: {event.last_good_path}"
+        return text
+    return None

@@ -1,0 +1,123 @@
+"""A sink that keeps `metrics.csv` next to the outputs and draws `loss.png` at the end.
+
+Columns: step, epoch, loss, one `lr_<group>` per learning-rate group, seconds
+(the wall time of that step). Rows are buffered and written every few seconds.
+A resumed run (RunStarted.start_step > 0) keeps the rows up to its start step
+and continues the same file; a fresh run starts a new file.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import time
+from array import array
+from pathlib import Path
+from typing import Callable, Optional, TextIO
+
+from easytrain.fsutil import atomic_write_text
+from easytrain.progress.loss_plot import write_loss_png
+from easytrain.train import events as ev
+
+CSV_NAME = "metrics.csv"
+PNG_NAME = "loss.png"
+
+
+class MetricsWriter:
+    def __init__(self, output_dir: str | Path, name: str, *, csv_name: str = CSV_NAME,
+                 png_name: str = PNG_NAME, flush_seconds: float = 5.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.output_dir = Path(output_dir)
+        self.name = name
+        self.csv_path = self.output_dir / csv_name
+        self.png_path = self.output_dir / png_name
+        self.flush_seconds = flush_seconds
+        self.clock = clock
+        self._file: Optional[TextIO] = None
+        self._pending: list[str] = []
+        self._last_flush = clock()
+        self._columns = 0
+        self.steps = array("q")
+        self.losses = array("d")
+
+    def __enter__(self) -> "MetricsWriter":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def __call__(self, event: ev.Event) -> None:
+        if type(event) is ev.StepEnded:
+            self._on_step(event)
+        elif isinstance(event, ev.RunStarted):
+            self._start(event.lr_groups, event.start_step)
+        elif isinstance(event, (ev.RunFinished, ev.RunStopped, ev.RunFailed)):
+            self.close()
+            self.draw()
+
+    def _start(self, lr_groups: tuple[str, ...], start_step: int) -> None:
+        self.close()
+        header = ["step", "epoch", "loss", *(f"lr_{group}" for group in lr_groups), "seconds"]
+        kept = self._rows_to_keep(header, start_step) if start_step > 0 else []
+        self.steps = array("q", (int(row[0]) for row in kept))
+        self.losses = array("d", (float(row[2]) for row in kept))
+        lines = [",".join(header)] + [",".join(row) for row in kept]
+        atomic_write_text(self.csv_path, "\n".join(lines) + "\n")
+        self._columns = len(lr_groups)
+        self._file = open(self.csv_path, "a", encoding="utf-8", newline="")
+        self._last_flush = self.clock()
+
+    def _rows_to_keep(self, header: list[str], start_step: int) -> list[list[str]]:
+        """Rows of an earlier session up to the resume point, if the file has our columns."""
+        try:
+            with open(self.csv_path, encoding="utf-8", newline="") as fh:
+                rows = list(csv.reader(fh))
+        except (OSError, UnicodeDecodeError):
+            return []
+        if not rows or rows[0] != header:
+            return []
+        kept = []
+        for row in rows[1:]:
+            try:
+                if len(row) == len(header) and int(row[0]) <= start_step:
+                    float(row[2])
+                    kept.append(row)
+            except ValueError:
+                continue
+        return kept
+
+    def _on_step(self, event: ev.StepEnded) -> None:
+        if self._file is None:
+            self._start(tuple(str(i) for i in range(len(event.lrs))), 0)
+        lrs = [f"{lr:.6g}" for lr in event.lrs[:self._columns]]
+        lrs += [""] * (self._columns - len(lrs))
+        self._pending.append(
+            f"{event.step},{event.epoch},{event.loss:.6g},{','.join(lrs)}{',' if lrs else ''}"
+            f"{event.seconds:.4f}\n"
+        )
+        self.steps.append(event.step)
+        self.losses.append(event.loss)
+        if self.clock() - self._last_flush >= self.flush_seconds:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._file is None:
+            return
+        if self._pending:
+            self._file.write("".join(self._pending))
+            self._pending.clear()
+        self._file.flush()
+        self._last_flush = self.clock()
+
+    def close(self) -> None:
+        if self._file is not None:
+            self.flush()
+            self._file.close()
+            self._file = None
+
+    def draw(self) -> Optional[Path]:
+        """Write loss.png from the losses seen so far; None when there are none."""
+        if not any(math.isfinite(v) for v in self.losses):
+            return None
+        write_loss_png(self.png_path, self.steps, self.losses, f"{self.name}: training loss")
+        return self.png_path

@@ -1,0 +1,76 @@
+"""The few lines printed after a run: what was written and what to do with it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable, Optional
+
+from easytrain.progress import format as fmt
+from easytrain.train import events as ev
+
+MAX_FILES_LISTED = 12
+
+
+def summary_lines(event: ev.RunFinished | ev.RunStopped | ev.RunFailed, *,
+                  extra_files: Iterable[str | Path] = (),
+                  resume_command: Optional[str] = None) -> list[str]:
+    """Plain text lines (no markup) summing up a finished, stopped or failed run.
+
+    `extra_files` adds files written beside the run's own (metrics.csv,
+    loss.png); `resume_command` is shown for a stopped run, e.g.
+    "easytrain train answers/mylora.json --resume".
+    """
+    if isinstance(event, ev.RunFinished):
+        return _finished(event, extra_files)
+    if isinstance(event, ev.RunStopped):
+        return _stopped(event, resume_command)
+    if isinstance(event, ev.RunFailed):
+        return _failed(event, resume_command)
+    raise TypeError(f"summary_lines takes RunFinished, RunStopped or RunFailed, not {type(event).__name__}")
+
+
+def _finished(event: ev.RunFinished, extra_files: Iterable[str | Path]) -> list[str]:
+    final = Path(event.final_path)
+    name = final.stem
+    lines = [f"Training finished: {event.step} steps in {fmt.duration(event.seconds)}, "
+             f"final average loss {fmt.loss(event.average_loss)}."]
+    files = _unique([str(final), *event.files, *(str(f) for f in extra_files)])
+    lines.append("Files written:")
+    lines += [f"  {f}" for f in files[:MAX_FILES_LISTED]]
+    if len(files) > MAX_FILES_LISTED:
+        lines.append(f"  ... and {len(files) - MAX_FILES_LISTED} more in {final.parent}")
+    lines += [
+        "",
+        f"To use it in AUTOMATIC1111: copy {final.name} into stable-diffusion-webui/models/Lora,",
+        f"then add <lora:{name}:1> to a prompt (lower the 1, e.g. 0.7, if it overpowers the image).",
+        "In ComfyUI: copy it into ComfyUI/models/loras and pick it in a LoraLoader node.",
+    ]
+    return lines
+
+
+def _stopped(event: ev.RunStopped, resume_command: Optional[str]) -> list[str]:
+    lines = [f"Training stopped at step {event.step}: {event.reason}."]
+    if event.saved_path:
+        lines.append(f"Saved so far: {event.saved_path}")
+    if event.state_path:
+        lines.append(f"Training state: {event.state_path}")
+        lines.append(f"To continue: {resume_command or 'easytrain train ANSWERS_FILE --resume'}")
+    return lines
+
+
+def _failed(event: ev.RunFailed, resume_command: Optional[str]) -> list[str]:
+    lines = [f"Training failed at step {event.step}: {event.reason}."]
+    if event.advice:
+        lines.append(f"What usually helps: {event.advice}")
+    if event.last_good_path:
+        lines.append(f"The last good file is kept: {event.last_good_path}")
+        if resume_command:
+            lines.append(f"To continue from the last saved state: {resume_command}")
+    return lines
+
+
+def _unique(items: Iterable[str]) -> list[str]:
+    seen: dict[str, None] = {}
+    for item in items:
+        seen.setdefault(item, None)
+    return list(seen)
