@@ -25,8 +25,14 @@ def speed(seconds_per_step: Optional[float]) -> str:
     if not seconds_per_step or not math.isfinite(seconds_per_step) or seconds_per_step <= 0:
         return "-- it/s"
     if seconds_per_step <= 1.0:
-        return f"{1.0 / seconds_per_step:.2f} it/s"
-    return f"{seconds_per_step:.2f} s/it"
+        return f"{_number(1.0 / seconds_per_step)} it/s"
+    return f"{_number(seconds_per_step)} s/it"
+
+
+def _number(value: float) -> str:
+    if value >= 100:
+        return f"{value:.0f}"
+    return f"{value:.1f}" if value >= 10 else f"{value:.2f}"
 
 
 def images_per_second(value: Optional[float]) -> str:

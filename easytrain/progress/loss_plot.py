@@ -23,7 +23,7 @@ SMOOTH = (24, 86, 170)
 
 def smooth(values: Sequence[float]) -> list[float]:
     """Exponential moving average, debiased at the start; the span grows with the run."""
-    span = max(1.0, len(values) / 30)
+    span = max(4.0, len(values) / 25)
     weight = 2.0 / (span + 1.0)
     average = 0.0
     weight_sum = 0.0
