@@ -124,6 +124,9 @@ def validate(data: Mapping[str, Any], *, base_dir: Optional[Path], check_paths: 
     context = {"_base_dir": str(base_dir)} if base_dir else {}
     values = Q.applicable_values({**known, **context})
     for q in Q.QUESTIONS:
+        if q.id == "image_folder" and known.get("dataset_config") and not known.get("image_folder"):
+            values.pop("image_folder", None)  # a dataset TOML names the folders instead
+            continue
         if q.id not in values:
             if q.required and q.applies(values) and q.id not in known:
                 problems.append(f"{q.id}: missing; it is required ({Q.allowed_text(q)})")

@@ -109,6 +109,7 @@ class TrainPlan:
     save_precision: str
     train_unet: bool
     train_text_encoder: bool
+    batch_size: int
     unet_lr: float
     text_encoder_lr: float
     resolution: tuple[int, int]
@@ -119,7 +120,7 @@ class TrainPlan:
 
     @property
     def steps(self) -> StepCount:
-        return StepCount(self.train_scan.total_images, self.images_per_epoch, self.answers.batch_size,
+        return StepCount(self.train_scan.total_images, self.images_per_epoch, self.batch_size,
                          self.steps_per_epoch, self.epochs, self.total_steps)
 
     @classmethod
@@ -132,6 +133,12 @@ class TrainPlan:
             )
         settings = bucket_settings(answers)
         batch = answers.batch_size
+        toml_options = getattr(train_scan, "config_options", None) or {}
+        if toml_options:  # a dataset TOML's own resolution, bucket and batch settings win
+            from easytrain.data.toml_config import bucket_settings_from_config
+
+            settings = bucket_settings_from_config(settings, toml_options)
+            batch = toml_options.get("batch_size", batch)
         epoch = count_epoch(train_scan, reg_scan, settings, batch)
         count = count_steps(images=train_scan.total_images, images_per_epoch=epoch.images_per_epoch,
                             steps_per_epoch=epoch.steps_per_epoch, batch_size=batch,
@@ -180,6 +187,7 @@ class TrainPlan:
             save_precision=answers.save_precision,
             train_unet=train_unet,
             train_text_encoder=train_te,
+            batch_size=batch,
             unet_lr=float(answers.unet_lr),
             text_encoder_lr=float(answers.text_encoder_lr) if train_te else 0.0,
             resolution=settings.resolution,
@@ -208,7 +216,7 @@ class TrainPlan:
             ],
             "buckets": {f"{w}x{h}": n for (w, h), n in sorted(self.bucket_counts.items())},
             "images_per_epoch": self.images_per_epoch,
-            "batch_size": self.answers.batch_size,
+            "batch_size": self.batch_size,
             "steps_per_epoch": self.steps_per_epoch,
             "epochs": self.epochs,
             "total_steps": self.total_steps,

@@ -89,3 +89,16 @@ def test_plan_is_immutable_and_serialisable(tmp_path):
         plan.total_steps = 5  # type: ignore[misc]
     data = json.loads(json.dumps(plan.to_dict()))
     assert data["total_steps"] == plan.total_steps and data["buckets"] == {"512x512": 8}
+
+
+def test_dataset_toml_settings_drive_the_plan(tmp_path):
+    make_folder(tmp_path / "imgs", "a", 6)
+    (tmp_path / "data.toml").write_text(
+        '[general]\nresolution = 768\n[[datasets]]\nbatch_size = 3\n'
+        '[[datasets.subsets]]\nimage_dir = "imgs/a"\nnum_repeats = 4\n')
+    data = {"schema_version": 1, "base_model": "builtin:tiny", "dataset_config": "data.toml", "batch_size": 1,
+            "output_name": "toml_run"}
+    (tmp_path / "a.json").write_text(json.dumps(data))
+    plan = TrainPlan.from_answers(A.load(tmp_path / "a.json"))
+    assert plan.batch_size == 3 and plan.resolution == (768, 768)
+    assert (plan.images_per_epoch, plan.steps_per_epoch) == (24, 8)

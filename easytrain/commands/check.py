@@ -35,7 +35,7 @@ def plan_lines(plan: TrainPlan) -> list[str]:
 
         lines.append("  dataset:")
         lines += ["    " + line for line in dataset_report_lines(plan.train_scan, plan.reg_scan,
-                                                                 plan.bucket_settings, a.batch_size)]
+                                                                 plan.bucket_settings, plan.batch_size)]
     except ImportError:
         pass
     if plan.warnings:

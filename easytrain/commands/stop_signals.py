@@ -1,0 +1,56 @@
+"""Ctrl+C, SIGTERM and SIGHUP ask the trainer to stop safely; a second Ctrl+C stops at once.
+
+The loop polls the control object between steps, finishes the step, saves a
+LoRA file and its state, and returns; the command then prints how to resume.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from contextlib import contextmanager
+from typing import Iterator
+
+from easytrain.train.control import TrainControl
+
+REASONS = {
+    signal.SIGINT: "Ctrl+C",
+    signal.SIGTERM: "SIGTERM (the machine or job is stopping)",
+}
+if hasattr(signal, "SIGHUP"):
+    REASONS[signal.SIGHUP] = "SIGHUP (the terminal or SSH connection closed)"
+
+EXIT_AT_ONCE = 130
+
+
+@contextmanager
+def stop_on_signals(control: TrainControl) -> Iterator[None]:
+    """Route stop signals to ``control`` while the block runs (main thread only)."""
+    previous = {}
+
+    def handle(signum, _frame):
+        if control.stop_requested and signum == signal.SIGINT:
+            _say("second Ctrl+C: stopping now without saving")
+            os._exit(EXIT_AT_ONCE)
+        if not control.stop_requested:
+            _say(f"{REASONS.get(signum, 'signal')}: finishing this step, then saving (Ctrl+C again to quit at once)")
+        control.request_stop(REASONS.get(signum, f"signal {signum}"))
+
+    for signum in REASONS:
+        try:
+            previous[signum] = signal.signal(signum, handle)
+        except (ValueError, OSError):  # not the main thread, or not supported here
+            pass
+    try:
+        yield
+    finally:
+        for signum, old in previous.items():
+            signal.signal(signum, old)
+
+
+def _say(text: str) -> None:
+    try:
+        print(f"\neasytrain: {text}", file=sys.stderr, flush=True)
+    except (OSError, ValueError):  # the terminal may be gone (SIGHUP)
+        pass
