@@ -48,6 +48,18 @@ def _listed(title: str, items: list[str]) -> list[str]:
     return shown
 
 
+_FAMILY_MARKERS = {".lora_down.weight": "LoRA/LoCon", ".hada_w1_a": "LoHa", ".lokr_w1": "LoKr"}
+
+
+def _type_mismatch(network_type: str, tensors: dict) -> list[str]:
+    """A one-line hint when the file holds another kind of network than the one being trained."""
+    families = {family for marker, family in _FAMILY_MARKERS.items() for key in tensors if marker in key}
+    ours = "LoRA/LoCon" if network_type in ("LoRA", "LoCon") else network_type
+    if families and ours not in families:
+        return [f"the file holds a {' + '.join(sorted(families))} network; this run trains {network_type}"]
+    return []
+
+
 def load_lora_into(network, path: str | Path) -> LoadReport:
     """Copy the weights in ``path`` into ``network``'s adapters.
 
@@ -94,7 +106,7 @@ def load_lora_into(network, path: str | Path) -> LoadReport:
             elif suffix not in expected:
                 unknown.append(f"{name}.{suffix}")
 
-    problems = (
+    problems = _type_mismatch(network_type, tensors) + (
         _listed("wrong shape", wrong_shape)
         + _listed("unknown key", sorted(unknown))
         + _listed("missing key", missing)
