@@ -11,7 +11,11 @@ LoRA targeting and export exercise the same paths as a real checkpoint.
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import tempfile
 from pathlib import Path
+from typing import NamedTuple
 
 TINY_SEED = 0
 TINY_VERSION = 1  # bump when the architecture below changes; invalidates caches
@@ -157,3 +161,56 @@ def save_tiny_diffusers(folder: Path, seed: int = TINY_SEED) -> Path:
     )
     pipe.save_pretrained(str(folder), safe_serialization=True)
     return Path(folder)
+
+
+class TinyPaths(NamedTuple):
+    diffusers_dir: Path
+    single_file: Path
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("EASYTRAIN_CACHE") or Path.home() / ".cache" / "easytrain")
+
+
+def tiny_model_paths(cache_dir: str | os.PathLike | None = None) -> TinyPaths:
+    """The cached tiny model as a diffusers folder and as an original-layout single file.
+
+    Built once per TINY_VERSION: everything is written into a temporary folder
+    that is renamed into place, so a crash or a concurrent build never leaves a
+    half-written model behind.
+    """
+    root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    final = root / f"tiny-v{TINY_VERSION}"
+    paths = TinyPaths(final / "diffusers", final / "tiny-sd1.safetensors")
+    if (final / _COMPLETE_MARKER).is_file():
+        return paths
+    root.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".tiny-building-", dir=root))
+    try:
+        _build_tiny_cache(staging)
+        try:
+            os.rename(staging, final)
+        except OSError:
+            if not (final / _COMPLETE_MARKER).is_file():
+                raise  # not a concurrent build that won: a real failure
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return paths
+
+
+_COMPLETE_MARKER = "complete"
+
+
+def _build_tiny_cache(folder: Path) -> None:
+    from easytrain.model.convert import write_single_file
+    from easytrain.model.detect import TINY_MARKER_FILE, TINY_MARKER_KEY, TINY_MARKER_VALUE
+
+    save_tiny_diffusers(folder / "diffusers")
+    marker = json.dumps({TINY_MARKER_KEY: TINY_MARKER_VALUE, "version": TINY_VERSION})
+    (folder / "diffusers" / TINY_MARKER_FILE).write_text(marker + "\n", encoding="utf-8")
+    parts = build_tiny_components()
+    write_single_file(
+        parts["unet"], parts["vae"], parts["text_encoder"], folder / "tiny-sd1.safetensors",
+        metadata={TINY_MARKER_KEY: TINY_MARKER_VALUE, "easytrain.tiny_version": str(TINY_VERSION)},
+    )
+    (folder / _COMPLETE_MARKER).write_text("ok\n", encoding="utf-8")
