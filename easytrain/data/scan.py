@@ -27,6 +27,9 @@ from easytrain.errors import UserError
 CACHE_DIR_NAME = ".easytrain-cache"
 SUBSET_NAME = re.compile(r"^(\d+)(?:_(.*))?$", re.DOTALL)
 LISTED_PATHS = 5  # how many example paths a finding names before "and N more"
+# Phrases of the per-folder summary warnings (the check report lists those findings itself).
+MISSING_CAPTION_PHRASE = "have no caption file"
+UNREADABLE_PHRASE = "cannot be read and are left out"
 
 
 @dataclass(frozen=True)
@@ -195,11 +198,11 @@ def scan_subset(folder: Path, *, name: str, repeats: int, is_reg: bool, caption_
     if missing:
         fallback = f"the folder name '{name}'" if name else "an empty caption"
         warnings.append(
-            f"{folder}: {len(missing)} image(s) have no {caption_extension} caption and use {fallback} "
-            f"instead: {_some_paths(missing)}")
+            f"{folder}: {len(missing)} image(s) {MISSING_CAPTION_PHRASE} ({caption_extension}) and use "
+            f"{fallback} instead: {_some_paths(missing)}")
     if unreadable:
         warnings.append(
-            f"{folder}: {len(unreadable)} image(s) cannot be read and are left out: "
+            f"{folder}: {len(unreadable)} image(s) {UNREADABLE_PHRASE}: "
             + "; ".join(str(u) for u in unreadable[:LISTED_PATHS])
             + (f"; and {len(unreadable) - LISTED_PATHS} more" if len(unreadable) > LISTED_PATHS else ""))
     subset = SubsetScan(
