@@ -104,6 +104,16 @@ def test_modes_become_rgb_and_transparency_is_white(tmp_path, mode, color):
         assert torch.allclose(pixels, -torch.ones_like(pixels))
 
 
+def test_sixteen_bit_greyscale_is_scaled_not_clipped(tmp_path):
+    path = tmp_path / "1_x" / "deep.png"
+    path.parent.mkdir()
+    Image.new("I;16", (64, 64), 40000).save(path)
+    dataset = TrainDataset(scan_image_folder(tmp_path), None, BucketSettings((64, 64), enable_bucket=False))
+    pixels = dataset.load_batch(dataset.epoch_batches(0, 1)[0], 0).pixel_values
+    expected = round(40000 / 65535 * 255) / 127.5 - 1
+    assert torch.allclose(pixels, torch.full_like(pixels, expected), atol=0.01)
+
+
 def test_exif_rotation_is_applied(tmp_path):
     path = tmp_path / "1_x" / "turned.jpg"
     path.parent.mkdir()
