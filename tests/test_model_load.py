@@ -211,3 +211,46 @@ def test_diffusers_folder_with_v_prediction_scheduler(tiny_paths, tmp_path):
         load_base_model(str(folder))
     model = load_base_model(str(folder), architecture="sd1")
     assert model.prediction_type == "epsilon"  # an explicit answer wins
+
+
+def test_sd2_openclip_text_encoder_layout_is_split_and_renamed():
+    """SD2 files keep OpenCLIP names with fused q/k/v and one layer more than diffusers uses."""
+    from accelerate import init_empty_weights
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from easytrain.model.load import _fill, _TensorSource, _text_sources
+
+    config = CLIPTextConfig(vocab_size=50, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+                            num_attention_heads=2, max_position_embeddings=77, hidden_act="gelu")
+    torch.manual_seed(0)
+    reference = CLIPTextModel(config)
+    ref = reference.state_dict()
+    p = "cond_stage_model.model."
+    original = {
+        p + "token_embedding.weight": ref["embeddings.token_embedding.weight"],
+        p + "positional_embedding": ref["embeddings.position_embedding.weight"],
+        p + "ln_final.weight": ref["final_layer_norm.weight"],
+        p + "ln_final.bias": ref["final_layer_norm.bias"],
+        p + "text_projection": torch.zeros(16, 8),
+        p + "logit_scale": torch.tensor(1.0),
+    }
+    for i in range(3):  # layer 2 exists only in the file, as SD2's 24th layer does
+        src = i if i < 2 else 0
+        b, e = f"{p}transformer.resblocks.{i}.", f"encoder.layers.{src}."
+        for param in ("weight", "bias"):
+            original[f"{b}attn.in_proj_{param}"] = torch.cat(
+                [ref[f"{e}self_attn.{x}_proj.{param}"] for x in "qkv"])
+            original[f"{b}attn.out_proj.{param}"] = ref[f"{e}self_attn.out_proj.{param}"]
+            original[f"{b}ln_1.{param}"] = ref[f"{e}layer_norm1.{param}"]
+            original[f"{b}ln_2.{param}"] = ref[f"{e}layer_norm2.{param}"]
+            original[f"{b}mlp.c_fc.{param}"] = ref[f"{e}mlp.fc1.{param}"]
+            original[f"{b}mlp.c_proj.{param}"] = ref[f"{e}mlp.fc2.{param}"]
+    with init_empty_weights():
+        loaded = CLIPTextModel(config)
+    names = list(loaded.state_dict().keys())
+    source = _TensorSource(original.keys(), original.__getitem__)
+    _fill(Path("sd2.safetensors"), loaded, _text_sources(Path("sd2.safetensors"), source, names, openclip=True),
+          torch.float32)
+    assert state_dicts_equal(loaded, reference)
+    ids = torch.tensor([[49 % 50, 3, 7, 2]])
+    assert torch.equal(loaded(ids).last_hidden_state, reference(ids).last_hidden_state)

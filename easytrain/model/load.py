@@ -10,7 +10,6 @@ The base weights come back frozen (requires_grad False) and in eval mode.
 from __future__ import annotations
 
 import json
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -28,6 +27,7 @@ from easytrain.model.convert import (
     vae_key_map,
 )
 from easytrain.model.detect import ARCHITECTURES, Detection, detect_architecture
+from easytrain.model.quiet import quiet_model_libraries
 
 CONFIG_ROOT = Path(__file__).parent / "configs"
 CLIP_TOKENIZER_DIR = CONFIG_ROOT / "clip_tokenizer"
@@ -56,7 +56,7 @@ def load_base_model(spec: str, architecture: str = "auto", dtype: torch.dtype = 
     """
     if architecture != "auto" and architecture not in ARCHITECTURES:
         raise UserError(f"architecture: must be auto or one of {', '.join(ARCHITECTURES)}, got {architecture!r}")
-    _quiet_libraries()
+    quiet_model_libraries()
     if spec == BUILTIN_TINY:
         paths = tiny.tiny_model_paths()
         model = _load_diffusers_folder(paths.diffusers_dir, "sd1", "epsilon", dtype)
@@ -334,17 +334,3 @@ def _finish(arch, prediction, unet, vae, text_encoder, tokenizer, source) -> Bas
         noise_scheduler=make_noise_scheduler(prediction),
         source=source,
     )
-
-
-def _quiet_libraries() -> None:
-    for name in ("diffusers", "transformers", "accelerate"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    try:
-        from diffusers.utils import logging as diffusers_logging
-        from transformers.utils import logging as transformers_logging
-
-        diffusers_logging.set_verbosity_error()
-        transformers_logging.set_verbosity_error()
-        transformers_logging.disable_progress_bar()
-    except ImportError:
-        pass

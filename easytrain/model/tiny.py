@@ -111,7 +111,7 @@ def text_encoder_config(vocab_size: int):
     from transformers import CLIPTextConfig
 
     vocab, _ = tiny_vocab_and_merges()
-    config = CLIPTextConfig(
+    return CLIPTextConfig(
         vocab_size=vocab_size,
         hidden_size=32,
         intermediate_size=64,
@@ -120,12 +120,11 @@ def text_encoder_config(vocab_size: int):
         max_position_embeddings=77,
         projection_dim=32,
         hidden_act="quick_gelu",
+        # given here, not left at CLIP's defaults (49406/49407), which lie outside the tiny vocabulary
+        bos_token_id=vocab["<|startoftext|>"],
+        eos_token_id=vocab["<|endoftext|>"],
+        pad_token_id=vocab["<|endoftext|>"],
     )
-    # Set after construction: transformers 5 checks ids against a default vocab size first.
-    config.bos_token_id = vocab["<|startoftext|>"]
-    config.eos_token_id = vocab["<|endoftext|>"]
-    config.pad_token_id = vocab["<|endoftext|>"]
-    return config
 
 
 def build_tiny_components(seed: int = TINY_SEED) -> dict:
@@ -204,7 +203,9 @@ _COMPLETE_MARKER = "complete"
 def _build_tiny_cache(folder: Path) -> None:
     from easytrain.model.convert import write_single_file
     from easytrain.model.detect import TINY_MARKER_FILE, TINY_MARKER_KEY, TINY_MARKER_VALUE
+    from easytrain.model.quiet import quiet_model_libraries
 
+    quiet_model_libraries()
     save_tiny_diffusers(folder / "diffusers")
     marker = json.dumps({TINY_MARKER_KEY: TINY_MARKER_VALUE, "version": TINY_VERSION})
     (folder / "diffusers" / TINY_MARKER_FILE).write_text(marker + "\n", encoding="utf-8")

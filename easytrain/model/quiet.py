@@ -1,0 +1,17 @@
+"""Turn down diffusers/transformers chatter (info logs, progress bars) while easytrain loads models."""
+
+from __future__ import annotations
+
+import logging
+
+
+def quiet_model_libraries() -> None:
+    """Errors still show and exceptions still raise; only info/warning noise and bars go."""
+    for name in ("diffusers", "transformers", "accelerate"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    diffusers_logging.set_verbosity_error()
+    transformers_logging.set_verbosity_error()
+    transformers_logging.disable_progress_bar()
