@@ -1,0 +1,371 @@
+"""The training loop: one plan in, LoRA files and events out.
+
+It reads top to bottom in the phase order of diffusers'
+train_text_to_image_lora.py: accelerator, output folder, base model (frozen,
+in the mixed precision), network (fp32 adapters), dataset and latent cache,
+optimizer and scheduler, prepare, epochs of steps with saves, final save.
+Every number comes from the plan; nothing here changes configuration.
+The only way in from outside is the control object, polled between steps.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from easytrain.errors import UserError
+from easytrain.train import events as ev
+from easytrain.train.control import TrainControl
+from easytrain.train.diffusion import (
+    all_snr, diffusion_loss, sample_noise, sample_timesteps, training_target,
+)
+from easytrain.train.optimizers import build_optimizer, effective_lrs
+from easytrain.train.saving import (
+    epoch_file, final_file, run_metadata, step_file, write_run_files,
+)
+from easytrain.train.schedulers import build_scheduler
+from easytrain.train.text import encode_tokens, tokenize_captions
+
+log = logging.getLogger(__name__)
+
+_OUT_OF_MEMORY = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
+DTYPES = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+NAN_ADVICE = ("lower the learning rate, use bf16 instead of fp16 mixed precision, "
+              "or lower max_grad_norm")
+OOM_ADVICE = ("lower the batch size or the resolution, keep gradient checkpointing on, "
+              "and cache latents")
+
+
+@dataclass(frozen=True)
+class RunResult:
+    final_path: Optional[Path]          # name.safetensors; the last saved file for a stopped run
+    files: tuple[Path, ...]             # every file written into the output folder
+    steps: int
+    seconds: float
+    average_loss: Optional[float]       # over the last epoch trained
+    outcome: ev.Event                   # the RunFinished or RunStopped event that ended the run
+
+
+class TrainingFailed(UserError):
+    """The run stopped itself (NaN loss, out of memory); RunFailed was emitted."""
+
+
+@dataclass
+class Position:
+    """Where the run stands; what a saved state needs to continue (epoch and batch are 1-/0-based)."""
+    epoch: int = 1
+    batch_index: int = 0
+    global_step: int = 0
+
+
+def run_training(plan, sink: ev.Sink, control: Optional[TrainControl] = None, *,
+                 resume: Optional[str] = None) -> RunResult:
+    """Train the network described by ``plan``; write its files into plan.output_dir."""
+    if resume:
+        raise UserError("--resume: continuing a stopped run is not available in this version yet")
+    control = control or TrainControl()
+    emit = _guarded(sink)
+    answers = plan.answers
+    started = time.monotonic()
+
+    # ---- accelerator and precision -------------------------------------------------------------
+    accelerator, mixed_precision = _make_accelerator(plan.mixed_precision, emit)
+    device = accelerator.device
+    weight_dtype = DTYPES[mixed_precision]
+    seed = int(answers.get("seed", 42))
+    from accelerate.utils import set_seed
+
+    set_seed(seed)
+    is_main = accelerator.is_main_process
+    files: list[Path] = write_run_files(plan) if is_main else []
+
+    # ---- base model, frozen, in the mixed precision -----------------------------------------------
+    emit(ev.PhaseStarted("loading model"))
+    phase_start = time.monotonic()
+    from easytrain.model.load import load_base_model
+
+    base = load_base_model(plan.base_model, answers.get("architecture", "auto"), dtype=weight_dtype)
+    unet, vae, text_encoder, tokenizer = base.unet, base.vae, base.text_encoder, base.tokenizer
+    for frozen in (unet, vae, text_encoder):
+        frozen.requires_grad_(False)
+    emit(ev.PhaseEnded("loading model", time.monotonic() - phase_start))
+
+    # ---- network: adapters in fp32 on the frozen weights ------------------------------------------
+    from easytrain.network.build import apply_network
+    from easytrain.network.spec import NetworkSpec
+
+    spec = NetworkSpec(answers.network_type, answers.network_dim, answers.network_alpha,
+                       conv_dim=answers.conv_dim, conv_alpha=answers.conv_alpha,
+                       train_unet=plan.train_unet, train_text_encoder=plan.train_text_encoder)
+    network = apply_network(unet, text_encoder, spec, seed=seed)
+    if plan.network_weights is not None:
+        from easytrain.network.load import load_lora_into
+
+        report = load_lora_into(network, plan.network_weights)
+        emit(ev.Message(f"continuing from {plan.network_weights}: {report.modules_loaded} modules loaded"))
+    network.cast_base(weight_dtype)
+    unet.to(device)
+    text_encoder.to(device)
+    if answers.get("gradient_checkpointing", True):
+        unet.enable_gradient_checkpointing()
+        if plan.train_text_encoder:
+            text_encoder.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    unet.train(plan.train_unet)
+    text_encoder.train(plan.train_text_encoder)
+
+    # ---- dataset, latents cached once, then the VAE leaves the GPU --------------------------------
+    from easytrain.data.dataset import TrainDataset
+
+    dataset = TrainDataset(
+        plan.train_scan, plan.reg_scan, plan.bucket_settings,
+        shuffle_captions=bool(answers.shuffle_captions), keep_tokens=answers.keep_tokens or 0,
+        flip_aug=bool(answers.flip_aug), prior_loss_weight=answers.get("prior_loss_weight", 1.0),
+        seed=seed, caption_extension=answers.get("caption_extension", ".txt"),
+    )
+    cache_mode = answers.get("cache_latents", "off")
+    latent_rng = torch.Generator(device=device).manual_seed(seed + 1)
+    # The VAE encodes in fp32 when caching (once, exact); per step it runs in the mixed precision.
+    vae_dtype = torch.float32 if cache_mode != "off" else weight_dtype
+    vae.to(device, dtype=vae_dtype)
+
+    def encode(pixels: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            dist = vae.encode(pixels.to(device, dtype=vae_dtype)).latent_dist
+            return dist.sample(generator=latent_rng).float()
+
+    if cache_mode != "off":
+        total_images = len(dataset.samples)
+        emit(ev.PhaseStarted("caching latents", total_images))
+        phase_start = time.monotonic()
+        dataset.cache_latents(
+            encode, cache_mode, batch_size=answers.batch_size,
+            on_progress=lambda done, total: emit(ev.PhaseProgress("caching latents", done, total)),
+            cache_key=f"{base.source}|{base.arch}",
+        )
+        emit(ev.PhaseEnded("caching latents", time.monotonic() - phase_start))
+        vae.to("cpu")
+        _empty_device_cache(device)
+    scaling_factor = float(vae.config.scaling_factor)
+
+    # ---- optimizer and learning-rate schedule ----------------------------------------------------
+    groups = network.parameter_groups(plan.unet_lr, plan.text_encoder_lr)
+    built = build_optimizer(answers.optimizer, groups, args=answers.get("optimizer_args"), device=device)
+    for note in built.notes:
+        emit(ev.Message(note, "warning"))
+    world, rank = accelerator.num_processes, accelerator.process_index
+    steps_per_epoch = math.ceil(plan.steps_per_epoch / world)
+    total_steps = plan.total_steps if world == 1 else math.ceil(plan.total_steps / world)
+    lr_scheduler = build_scheduler(built.optimizer, answers.scheduler, total_steps=total_steps,
+                                   warmup_steps=plan.warmup_steps // world,
+                                   restarts=answers.get("scheduler_restarts", 1),
+                                   power=answers.get("scheduler_power", 1.0))
+    lr_groups = tuple(g["name"] for g in built.optimizer.param_groups)
+
+    # ---- prepare (DDP, autocast) -------------------------------------------------------------------
+    trained = [m for m, on in ((unet, plan.train_unet), (text_encoder, plan.train_text_encoder)) if on]
+    prepared = accelerator.prepare(*trained, built.optimizer)
+    prepared = list(prepared) if isinstance(prepared, (list, tuple)) else [prepared]
+    optimizer = prepared.pop()
+    if plan.train_unet:
+        unet = prepared.pop(0)
+    if plan.train_text_encoder:
+        text_encoder = prepared.pop(0)
+
+    noise_scheduler = base.noise_scheduler
+    snr = all_snr(noise_scheduler).to(device)
+    noise_rng = torch.Generator(device=device).manual_seed(seed + 2 + rank)
+    trainable = network.trainable_parameters()
+    max_grad_norm = float(answers.get("max_grad_norm", 1.0) or 0.0)
+    min_snr_gamma = float(answers.get("min_snr_gamma", 0.0) or 0.0)
+    noise_offset = float(answers.get("noise_offset", 0.0) or 0.0)
+    max_token_length = int(answers.get("max_token_length", 225))
+    # .item() waits for the GPU; on the CPU it costs nothing, so sync every step there.
+    sync_every = 1 if device.type == "cpu" else max(1, int(answers.get("log_every_n_steps", 10)))
+    metadata = run_metadata(plan, spec=spec, arch=base.arch, prediction_type=base.prediction_type,
+                            optimizer_name=built.name, optimizer_args=answers.get("optimizer_args"),
+                            mixed_precision=mixed_precision, total_steps=total_steps,
+                            steps_per_epoch=steps_per_epoch)
+    save_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16, "float": torch.float32}[plan.save_precision]
+
+    def save(path: Path, position: Position) -> Optional[Path]:
+        """Write the network now (main process only); every process waits for it."""
+        accelerator.wait_for_everyone()
+        if not is_main:
+            return None
+        from easytrain.network.export import save_lora
+
+        save_lora(network, path, dtype=save_dtype,
+                  metadata=metadata.for_save(steps=position.global_step, epoch=position.epoch))
+        files.append(Path(path))
+        emit(ev.CheckpointSaved(str(path), position.epoch, position.global_step))
+        return Path(path)
+
+    def training_step(batch) -> torch.Tensor:
+        """Forward and backward of one batch; returns the (device) loss."""
+        with torch.no_grad():
+            latents = batch.latents if batch.latents is not None else encode(batch.pixel_values)
+            latents = latents.to(device, dtype=torch.float32) * scaling_factor
+        noise = sample_noise(latents, noise_offset, noise_rng)
+        timesteps = sample_timesteps(latents.shape[0], noise_scheduler.config.num_train_timesteps, device, noise_rng)
+        noisy_latents = noise_scheduler.add_noise(latents, noise, timesteps)
+        input_ids = tokenize_captions(tokenizer, batch.captions, max_token_length).to(device)
+        with accelerator.autocast():
+            with torch.set_grad_enabled(plan.train_text_encoder):
+                hidden_states = encode_tokens(text_encoder, input_ids, plan.clip_skip)
+            model_pred = unet(noisy_latents, timesteps, hidden_states).sample
+        target = training_target(noise_scheduler, latents, noise, timesteps, base.prediction_type)
+        loss = diffusion_loss(model_pred, target, timesteps, loss_weights=batch.loss_weights.to(device),
+                              snr=snr, min_snr_gamma=min_snr_gamma, prediction_type=base.prediction_type)
+        accelerator.backward(loss)
+        if max_grad_norm > 0 and accelerator.sync_gradients:
+            accelerator.clip_grad_norm_(trainable, max_grad_norm)
+        optimizer.step()
+        if not accelerator.optimizer_step_was_skipped:   # fp16 overflow: the scaler skipped the step
+            lr_scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        return loss.detach()
+
+    # ---- the epochs ----------------------------------------------------------------------------------
+    position = Position()
+    emit(ev.RunStarted(
+        name=plan.output_name, total_steps=total_steps, epochs=plan.epochs, steps_per_epoch=steps_per_epoch,
+        batch_size=answers.batch_size, num_images=plan.images_per_epoch, device=_device_text(device),
+        output_dir=str(plan.output_dir), start_step=position.global_step, lr_groups=lr_groups,
+    ))
+    if answers.get("sample_images"):
+        emit(ev.Message("sample images during training are not made in this version; training goes on without",
+                        "warning"))
+    save_every = int(answers.get("save_every_n_epochs", 0) or 0)
+    last_saved: Optional[Path] = None
+    epoch_average: Optional[float] = None
+    shown_loss = float("nan")
+    try:
+        for epoch in range(position.epoch, plan.epochs + 1):
+            position.epoch = epoch
+            batches = _process_share(dataset.epoch_batches(epoch, answers.batch_size), rank, world)
+            epoch_sum = torch.zeros((), device=device)
+            window_sum = torch.zeros((), device=device)
+            epoch_count = window_count = 0
+            for index in range(position.batch_index, len(batches)):
+                if position.global_step >= total_steps:
+                    break
+                step_start = time.monotonic()
+                batch = dataset.load_batch(batches[index], epoch)
+                loss = training_step(batch)
+                position.global_step += 1
+                position.batch_index = index + 1
+                epoch_sum += loss
+                window_sum += loss
+                epoch_count += 1
+                window_count += 1
+                if window_count >= sync_every or position.global_step == total_steps:
+                    shown_loss = window_sum.item() / window_count
+                    window_sum.zero_()
+                    window_count = 0
+                    if not math.isfinite(shown_loss):
+                        _fail(emit, position, "loss became NaN" if shown_loss != shown_loss else "loss became infinite",
+                              NAN_ADVICE, last_saved)
+                emit(ev.StepEnded(
+                    step=position.global_step, epoch=epoch, loss=shown_loss, lrs=effective_lrs(optimizer),
+                    seconds=time.monotonic() - step_start, images=len(batch.captions) * world,
+                    peak_memory_bytes=torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None,
+                ))
+                if control.take_save_request():
+                    last_saved = save(step_file(plan.output_dir, plan.output_name, position.global_step), position) or last_saved
+                if control.stop_requested:
+                    saved = save(step_file(plan.output_dir, plan.output_name, position.global_step), position)
+                    outcome = ev.RunStopped(position.global_step, control.stop_reason or "stop requested",
+                                            saved_path=str(saved) if saved else None)
+                    emit(outcome)
+                    return RunResult(saved, tuple(files), position.global_step, time.monotonic() - started,
+                                     epoch_average, outcome)
+            position.batch_index = 0
+            if epoch_count:
+                epoch_average = epoch_sum.item() / epoch_count
+                emit(ev.EpochEnded(epoch, position.global_step, epoch_average))
+            done = position.global_step >= total_steps or epoch == plan.epochs
+            if save_every and epoch % save_every == 0 and not done:
+                last_saved = save(epoch_file(plan.output_dir, plan.output_name, epoch), position) or last_saved
+            if done:
+                break
+
+        final = save(final_file(plan.output_dir, plan.output_name), position)
+    except _OUT_OF_MEMORY:
+        _fail(emit, position, "out of GPU memory", OOM_ADVICE, last_saved)
+    except (UserError, KeyboardInterrupt):
+        raise
+    except Exception as exc:
+        emit(ev.RunFailed(position.global_step, f"{type(exc).__name__}: {exc}"[:300],
+                          last_good_path=str(last_saved) if last_saved else None))
+        raise
+    accelerator.wait_for_everyone()
+    seconds = time.monotonic() - started
+    final_path = final or final_file(plan.output_dir, plan.output_name)
+    outcome = ev.RunFinished(position.global_step, seconds, str(final_path), epoch_average,
+                             tuple(str(f) for f in files))
+    emit(outcome)
+    accelerator.end_training()
+    return RunResult(final_path, tuple(files), position.global_step, seconds, epoch_average, outcome)
+
+
+# ---- helpers --------------------------------------------------------------------------------------
+
+
+def _guarded(sink: ev.Sink):
+    """A sink that cannot kill training: its exceptions are logged."""
+    def emit(event: ev.Event) -> None:
+        try:
+            sink(event)
+        except Exception:  # a view's bug must not cost a training run
+            log.exception("progress sink failed on %s", type(event).__name__)
+    return emit
+
+
+def _make_accelerator(mixed_precision: str, emit):
+    """An Accelerator for this run; fp16 falls back to fp32 where there is no GPU."""
+    from accelerate import Accelerator, PartialState
+    from accelerate.state import AcceleratorState
+
+    device = PartialState().device
+    if mixed_precision == "fp16" and device.type == "cpu":
+        emit(ev.Message("fp16 mixed precision needs a GPU; training in fp32 on the CPU "
+                        "(bf16 also works on the CPU)", "warning"))
+        mixed_precision = "no"
+    # Several runs in one process (a queue, the tests) may each pick a precision;
+    # the process group (PartialState) stays as it is.
+    AcceleratorState._reset_state(reset_partial_state=False)
+    return Accelerator(mixed_precision=mixed_precision, gradient_accumulation_steps=1), mixed_precision
+
+
+def _process_share(batches: list, rank: int, world: int) -> list:
+    """This process's batches: every world-th one, padded by wrapping so all processes step equally."""
+    if world == 1:
+        return batches
+    per_process = math.ceil(len(batches) / world)
+    padded = batches + batches[: per_process * world - len(batches)]
+    return padded[rank::world]
+
+
+def _device_text(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"{device} ({torch.cuda.get_device_name(device)})"
+    return str(device)
+
+
+def _empty_device_cache(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def _fail(emit, position: Position, reason: str, advice: str, last_saved: Optional[Path]):
+    emit(ev.RunFailed(position.global_step, reason, advice,
+                      last_good_path=str(last_saved) if last_saved else None))
+    kept = f"; the last good file is {last_saved}" if last_saved else ""
+    raise TrainingFailed(f"training stopped at step {position.global_step}: {reason}{kept}. "
+                         f"What usually helps: {advice}")

@@ -1,0 +1,65 @@
+"""Shared pieces for the trainer tests: a tiny solid-colour dataset and answers for it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+COLOURS = {"red": (220, 30, 30), "green": (30, 200, 60), "blue": (30, 60, 220), "yellow": (230, 210, 30)}
+
+
+def make_colour_dataset(root: Path, size: int = 256, repeats: int = 1) -> Path:
+    """Four solid-colour images with captions in ``root/<repeats>_colours``; returns ``root``."""
+    from PIL import Image
+
+    folder = Path(root) / f"{repeats}_colours"
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, rgb in COLOURS.items():
+        Image.new("RGB", (size, size), rgb).save(folder / f"{name}.png")
+        (folder / f"{name}.txt").write_text(f"colours, {name} square\n", encoding="utf-8")
+    return Path(root)
+
+
+def tiny_answers(tmp_path: Path, **overrides):
+    """Valid answers for a short CPU run of the embedded tiny model on the colour dataset."""
+    from easytrain import answers as answers_file
+
+    images = make_colour_dataset(tmp_path / "images")
+    data = {
+        "schema_version": 1,
+        "base_model": "builtin:tiny",
+        "architecture": "sd1",
+        "image_folder": str(images),
+        "output_folder": str(tmp_path / "out"),
+        "output_name": "tiny",
+        "optimizer": "AdamW",
+        "network_dim": 4,
+        "network_alpha": 4.0,
+        "unet_lr": 1e-3,
+        "text_encoder_lr": 1e-4,
+        "scheduler": "constant",
+        "resolution": 256,
+        "batch_size": 2,
+        "epochs": 2,
+        "save_every_n_epochs": 1,
+        "mixed_precision": "no",
+        "cache_latents": "memory",
+        "gradient_checkpointing": False,
+    }
+    data.update(overrides)
+    return answers_file.from_dict(data, source=tmp_path / "answers.json")
+
+
+def tiny_plan(tmp_path: Path, **overrides):
+    from easytrain.plan import TrainPlan
+
+    return TrainPlan.from_answers(tiny_answers(tmp_path, **overrides))
+
+
+class Recorder(list):
+    """A sink that keeps every event."""
+
+    def __call__(self, event) -> None:
+        self.append(event)
+
+    def of(self, kind) -> list:
+        return [e for e in self if isinstance(e, kind)]
