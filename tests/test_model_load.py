@@ -254,3 +254,33 @@ def test_sd2_openclip_text_encoder_layout_is_split_and_renamed():
     assert state_dicts_equal(loaded, reference)
     ids = torch.tensor([[49 % 50, 3, 7, 2]])
     assert torch.equal(loaded(ids).last_hidden_state, reference(ids).last_hidden_state)
+
+
+def test_tiny_cache_race_keeps_the_winner_and_cleans_up(tmp_path, monkeypatch):
+    from easytrain.model import tiny
+
+    final = tmp_path / f"tiny-v{tiny.TINY_VERSION}"
+
+    def build_while_another_process_wins(staging):
+        (staging / "complete").write_text("loser\n")
+        final.mkdir()
+        (final / "complete").write_text("winner\n")
+
+    monkeypatch.setattr(tiny, "_build_tiny_cache", build_while_another_process_wins)
+    paths = tiny.tiny_model_paths(tmp_path)
+    assert paths.single_file.parent == final
+    assert (final / "complete").read_text() == "winner\n"
+    assert [p.name for p in tmp_path.iterdir()] == [final.name]
+
+
+def test_tiny_cache_failed_build_leaves_nothing(tmp_path, monkeypatch):
+    from easytrain.model import tiny
+
+    def broken(staging):
+        (staging / "half-written").write_text("x")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(tiny, "_build_tiny_cache", broken)
+    with pytest.raises(OSError, match="disk full"):
+        tiny.tiny_model_paths(tmp_path)
+    assert list(tmp_path.iterdir()) == []

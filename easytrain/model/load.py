@@ -69,7 +69,7 @@ def load_base_model(spec: str, architecture: str = "auto", dtype: torch.dtype = 
     if path.is_dir():
         return _load_diffusers_folder(path, arch, prediction, dtype)
     if detection.is_tiny:
-        return _load_single_file(path, _tiny_parts(), "sd1", "epsilon", dtype)
+        return _load_single_file(path, _tiny_parts(), arch, prediction, dtype)
     return _load_single_file(path, _shipped_parts(arch), arch, prediction, dtype)
 
 
@@ -105,7 +105,7 @@ def _resolve_architecture(path: Path, detection: Detection, answer: str) -> tupl
         arch = detection.arch
     else:
         arch = answer
-        if detection.arch is not None and _FAMILY[detection.arch] != _FAMILY[arch] and not detection.is_tiny:
+        if detection.arch is not None and _FAMILY[detection.arch] != _FAMILY[arch]:
             raise UserError(
                 f"{path}: architecture is set to {arch}, but the file is {detection.description}; "
                 f"set architecture to auto or {detection.arch}"
