@@ -63,3 +63,25 @@ class Recorder(list):
 
     def of(self, kind) -> list:
         return [e for e in self if isinstance(e, kind)]
+
+
+def fast_plan(tmp_path: Path, **overrides):
+    """A plan at 64 px (below what the wizard allows, for speed): 4 images x 4 repeats, batch 4.
+
+    The answers are built without validation so the resolution can go under 256.
+    """
+    from easytrain import answers as answers_file
+    from easytrain import questions as Q
+    from easytrain.plan import TrainPlan
+
+    images = make_colour_dataset(tmp_path / "images", size=64, repeats=4)
+    data = dict(
+        base_model="builtin:tiny", architecture="sd1", image_folder=str(images),
+        output_folder=str(tmp_path / "out"), output_name="fast", optimizer="AdamW",
+        network_dim=8, network_alpha=8.0, unet_lr=1e-2, text_encoder_lr=0.0, scheduler="constant",
+        resolution=64, min_bucket_reso=64, max_bucket_reso=128, batch_size=4, epochs=6,
+        save_every_n_epochs=0, mixed_precision="no", cache_latents="memory", gradient_checkpointing=False,
+        max_token_length=75, min_snr_gamma=0.0, tag_summary="none", seed=1,
+    )
+    data.update(overrides)
+    return TrainPlan.from_answers(answers_file.Answers(Q.applicable_values(data)))

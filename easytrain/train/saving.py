@@ -77,7 +77,7 @@ def run_metadata(plan, *, spec, arch: str, prediction_type: str, optimizer_name:
     from easytrain.data.tags import dataset_dirs, tag_frequency
 
     answers = plan.answers
-    args_text = " ".join(f"{k}={v}" for k, v in (optimizer_args or {}).items())
+    args_text = ",".join(f"{k}={tuple(v) if isinstance(v, list) else v}" for k, v in (optimizer_args or {}).items())
     base = plan.base_model
     return MetadataBase(dict(
         spec=spec,

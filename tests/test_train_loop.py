@@ -1,0 +1,116 @@
+"""run_training end to end on the embedded tiny model, on the CPU."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors import safe_open
+
+from _train_helpers import Recorder, fast_plan, tiny_plan
+from easytrain import answers as answers_file
+from easytrain.train import events as ev
+from easytrain.train.control import TrainControl
+from easytrain.train.loop import RunResult, run_training
+
+
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory):
+    """The defaults a user gets (AdamW8bit, cosine with restarts, min-SNR 5, 225 tokens,
+    fp16 asked for), two epochs of two steps, a file per epoch."""
+    tmp = tmp_path_factory.mktemp("full")
+    plan = tiny_plan(tmp, optimizer="AdamW8bit", scheduler="cosine_with_restarts", mixed_precision="fp16",
+                     comment="trigger: colours")
+    events = Recorder()
+    result = run_training(plan, events)
+    return plan, events, result
+
+
+def test_writes_epoch_files_final_file_and_run_copies(full_run):
+    plan, _, result = full_run
+    out = plan.output_dir
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["tiny-000001.safetensors", "tiny.answers.json", "tiny.plan.json",
+                     "tiny.safetensors", "tiny_tags.txt"]
+    assert isinstance(result, RunResult)
+    assert result.final_path == out / "tiny.safetensors" and result.steps == plan.total_steps == 4
+    assert set(result.files) == {out / n for n in names}
+    assert answers_file.load(out / "tiny.answers.json") == plan.answers
+    assert json.loads((out / "tiny.plan.json").read_text())["total_steps"] == 4
+    assert (out / "tiny_tags.txt").read_text().splitlines()[0] == "4 colours"
+
+
+def test_saved_files_carry_the_step_epoch_and_run_metadata(full_run):
+    plan, _, _ = full_run
+    with safe_open(plan.output_dir / "tiny-000001.safetensors", "pt") as f:
+        first = f.metadata()
+    with safe_open(plan.output_dir / "tiny.safetensors", "pt") as f:
+        final = f.metadata()
+        ups = [f.get_tensor(k) for k in f.keys() if k.endswith("lora_up.weight")]
+        alphas = [f.get_tensor(k) for k in f.keys() if k.endswith(".alpha")]
+    assert (first["ss_steps"], first["ss_epoch"]) == ("2", "1")
+    assert (final["ss_steps"], final["ss_epoch"]) == ("4", "2")
+    assert final["ss_training_comment"] == "trigger: colours"
+    assert final["ss_clip_skip"] == "2" and final["ss_base_model_version"] == "sd_v1"
+    assert json.loads(final["ss_tag_frequency"])["1_colours"]["colours"] == 4
+    assert json.loads(final["ss_dataset_dirs"]) == {"1_colours": {"n_repeats": 1, "img_count": 4}}
+    assert final["ss_mixed_precision"] == "no"          # fp16 fell back on the CPU
+    assert final["ss_optimizer"].startswith("AdamW8bit")
+    assert ups[0].dtype == torch.float16
+    assert any(u.abs().max() > 0 for u in ups)          # trained: the up weights left zero
+    assert all(float(a) == 4.0 for a in alphas)
+
+
+def test_events_tell_the_run_in_order(full_run):
+    _, events, result = full_run
+    kinds = [type(e).__name__ for e in events]
+    assert kinds.index("PhaseStarted") < kinds.index("RunStarted") < kinds.index("StepEnded")
+    assert kinds[-1] == "RunFinished" and events[-1] == result.outcome
+    assert [e.step for e in events.of(ev.StepEnded)] == [1, 2, 3, 4]
+    assert [(e.epoch, e.step) for e in events.of(ev.EpochEnded)] == [(1, 2), (2, 4)]
+    assert [e.step for e in events.of(ev.CheckpointSaved)] == [2, 4]
+    started = events.of(ev.RunStarted)[0]
+    assert started.lr_groups == ("unet", "text_encoder") and started.device == "cpu"
+    steps = events.of(ev.StepEnded)
+    assert all(len(e.lrs) == 2 and e.images == 2 and e.loss == e.loss for e in steps)
+    caching = [e for e in events.of(ev.PhaseProgress) if e.phase == "caching latents"]
+    assert caching[-1].done == caching[-1].total == 4
+    assert any("fp16" in m.text for m in events.of(ev.Message))
+    assert not any("AdamW8bit is not available" in m.text for m in events.of(ev.Message))
+
+
+def test_loss_goes_down_on_a_fixed_dataset(tmp_path):
+    plan = fast_plan(tmp_path, epochs=6)                    # 4 steps an epoch: 24 steps
+    events = Recorder()
+    run_training(plan, events)
+    losses = [e.loss for e in events.of(ev.StepEnded)]
+    assert len(losses) == 24
+    first, last = sum(losses[:6]) / 6, sum(losses[-6:]) / 6
+    assert last < 0.85 * first, (first, last)
+
+
+def test_stop_request_saves_and_ends_between_steps(tmp_path):
+    plan = fast_plan(tmp_path, epochs=3, mixed_precision="bf16", save_every_n_epochs=1)
+    control = TrainControl()
+    events = Recorder()
+
+    def sink(event):
+        events(event)
+        if isinstance(event, ev.StepEnded) and event.step == 2:
+            control.request_save()
+        if isinstance(event, ev.StepEnded) and event.step == 5:
+            control.request_stop("test stop")
+
+    result = run_training(plan, sink, control)
+    assert result.steps == 5 and isinstance(result.outcome, ev.RunStopped)
+    assert result.outcome.reason == "test stop"
+    out = plan.output_dir
+    assert result.final_path == out / "fast-step00000005.safetensors"
+    assert {e.path for e in events.of(ev.CheckpointSaved)} == {
+        str(out / "fast-step00000002.safetensors"), str(out / "fast-000001.safetensors"), str(result.final_path)}
+    assert not (out / "fast.safetensors").exists()
+    assert not any(isinstance(e, ev.RunFinished) for e in events)
+    assert not any("fp16" in m.text for m in events.of(ev.Message))   # bf16 stays bf16 on the CPU
+    with safe_open(result.final_path, "pt") as f:
+        assert f.metadata()["ss_mixed_precision"] == "bf16"
