@@ -23,6 +23,14 @@ class JobResult:
     seconds: float
     output: str = ""
     error: str = ""
+    exit_code: int = 0
+
+
+EXIT_STOPPED = 3  # stopped on request, state saved: `--resume` continues
+
+
+def resume_command(path: str) -> str:
+    return f"easytrain train {path} --resume"
 
 
 def train_one(path: str, *, resume: Optional[str] = None, plain: bool = False) -> JobResult:
@@ -30,28 +38,33 @@ def train_one(path: str, *, resume: Optional[str] = None, plain: bool = False) -
     answers = answers_file.load(path)
     plan = TrainPlan.from_answers(answers)
     from easytrain.commands.check import plan_lines
+    from easytrain.commands.stop_signals import stop_on_signals
     from easytrain.progress import MetricsWriter, fan_out, make_view, summary_lines
+    from easytrain.train import events as ev
     from easytrain.train.control import TrainControl
     from easytrain.train.loop import run_training
 
-    for warning in answers.warnings:
-        print(f"note: {warning}")
     print("\n".join(plan_lines(plan)), flush=True)
     control = TrainControl()
     started = time.monotonic()
-    with make_view(sys.stdout, plain=True if plain else None, every=answers.get("log_every_n_steps", 10)) as view:
-        metrics = MetricsWriter(plan.output_dir, plan.output_name)
-        sink = fan_out(view, metrics)
-        result = run_training(plan, sink, control, resume=resume)
-    for line in summary_lines(result, plan.output_name):
+    metrics = MetricsWriter(plan.output_dir, plan.output_name)
+    try:
+        with stop_on_signals(control), make_view(sys.stdout, plain=True if plain else None,
+                                                 every=answers.get("log_every_n_steps", 10)) as view:
+            result = run_training(plan, fan_out(view, metrics), control, resume=resume)
+    finally:
+        metrics.close()
+    for line in summary_lines(result.outcome, extra_files=(metrics.csv_path, metrics.png_path),
+                              resume_command=resume_command(path)):
         print(line)
-    return JobResult(path, True, time.monotonic() - started, str(result.final_path))
+    stopped = isinstance(result.outcome, ev.RunStopped)
+    return JobResult(path, not stopped, time.monotonic() - started, str(result.final_path),
+                     error="stopped" if stopped else "", exit_code=EXIT_STOPPED if stopped else 0)
 
 
 def run_train(files: Sequence[str], *, resume: Optional[str] = None, plain: bool = False) -> int:
     if len(files) == 1:
-        train_one(files[0], resume=resume, plain=plain)
-        return 0
+        return train_one(files[0], resume=resume, plain=plain).exit_code
     if resume:
         raise UserError("--resume works with one answers file at a time")
     return run_jobs(list(files), plain=plain)
