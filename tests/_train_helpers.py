@@ -46,7 +46,6 @@ def tiny_answers(tmp_path: Path, **overrides):
         "save_every_n_epochs": 1,
         "mixed_precision": "no",
         "cache_latents": "memory",
-        "gradient_checkpointing": False,
         "bucket_no_upscale": True,
     }
     data.update(overrides)

@@ -47,7 +47,8 @@ def test_saved_files_carry_the_step_epoch_and_run_metadata(full_run):
         first = f.metadata()
     with safe_open(plan.output_dir / "tiny.safetensors", "pt") as f:
         final = f.metadata()
-        ups = [f.get_tensor(k) for k in f.keys() if k.endswith("lora_up.weight")]
+        up_keys = [k for k in f.keys() if k.endswith("lora_up.weight")]
+        ups = [f.get_tensor(k) for k in up_keys]
         alphas = [f.get_tensor(k) for k in f.keys() if k.endswith(".alpha")]
     assert (first["ss_steps"], first["ss_epoch"]) == ("2", "1")
     assert (final["ss_steps"], final["ss_epoch"]) == ("4", "2")
@@ -59,6 +60,9 @@ def test_saved_files_carry_the_step_epoch_and_run_metadata(full_run):
     assert final["ss_optimizer"].startswith("AdamW8bit")
     assert ups[0].dtype == torch.float16
     assert any(u.abs().max() > 0 for u in ups)          # trained: the up weights left zero
+    # with gradient checkpointing on (the default), the text encoder's adapters train too
+    assert final["ss_gradient_checkpointing"] == "True"
+    assert any(u.abs().max() > 0 for k, u in zip(up_keys, ups) if k.startswith("lora_te_"))
     assert all(float(a) == 4.0 for a in alphas)
 
 

@@ -115,7 +115,7 @@ def run_training(plan, sink: ev.Sink, control: Optional[TrainControl] = None, *,
     if answers.get("gradient_checkpointing", True):
         unet.enable_gradient_checkpointing()
         if plan.train_text_encoder:
-            text_encoder.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            _checkpoint_text_encoder(text_encoder)
     unet.train(plan.train_unet)
     text_encoder.train(plan.train_text_encoder)
 
@@ -238,6 +238,8 @@ def run_training(plan, sink: ev.Sink, control: Optional[TrainControl] = None, *,
         batch_size=answers.batch_size, num_images=plan.images_per_epoch, device=_device_text(device),
         output_dir=str(plan.output_dir), start_step=position.global_step, lr_groups=lr_groups,
     ))
+    if answers.get("torch_compile"):
+        emit(ev.Message("torch_compile is not used in this version; training runs uncompiled", "warning"))
     if answers.get("sample_images"):
         emit(ev.Message("sample images during training are not made in this version; training goes on without",
                         "warning"))
@@ -341,6 +343,16 @@ def _make_accelerator(mixed_precision: str, emit):
     # the process group (PartialState) stays as it is.
     AcceleratorState._reset_state(reset_partial_state=False)
     return Accelerator(mixed_precision=mixed_precision, gradient_accumulation_steps=1), mixed_precision
+
+
+def _checkpoint_text_encoder(text_encoder) -> None:
+    # Non-reentrant: the frozen embeddings feed no grad into the checkpointed layers,
+    # and the reentrant variant would then drop the adapters' gradients.
+    kwargs = {"use_reentrant": False}
+    if hasattr(text_encoder, "activation_checkpointing_enable"):      # transformers >= 5.x
+        text_encoder.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        text_encoder.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
 
 
 def _process_share(batches: list, rank: int, world: int) -> list:
