@@ -85,11 +85,15 @@ def test_events_tell_the_run_in_order(full_run):
 
 
 def test_loss_goes_down_on_a_fixed_dataset(tmp_path):
-    plan = fast_plan(tmp_path, epochs=4)                    # 4 steps an epoch: 16 steps
+    # 4 steps an epoch; a length in steps ends inside the fourth epoch
+    plan = fast_plan(tmp_path, length_by="steps", max_steps=14)
+    assert (plan.epochs, plan.total_steps) == (4, 14)
     events = Recorder()
-    run_training(plan, events)
+    result = run_training(plan, events)
     losses = [e.loss for e in events.of(ev.StepEnded)]
-    assert len(losses) == 16
+    assert len(losses) == 14 and result.steps == 14
+    assert [(e.epoch, e.step) for e in events.of(ev.EpochEnded)][-1] == (4, 14)
+    assert result.final_path.is_file()
     first, last = sum(losses[:5]) / 5, sum(losses[-5:]) / 5
     assert last < 0.85 * first, (first, last)
 
@@ -133,3 +137,12 @@ def test_a_diverging_run_stops_with_advice_and_keeps_the_last_good_file(tmp_path
     assert not (plan.output_dir / "fast.safetensors").exists()
     saved = events.of(ev.CheckpointSaved)
     assert failed[0].last_good_path == (saved[-1].path if saved else None)
+
+
+def test_processes_share_an_epoch_evenly():
+    from easytrain.train.loop import _process_share
+
+    batches = list(range(7))
+    shares = [_process_share(batches, rank, 3) for rank in range(3)]
+    assert shares == [[0, 3, 6], [1, 4, 0], [2, 5, 1]]
+    assert _process_share(batches, 0, 1) == batches
