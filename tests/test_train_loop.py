@@ -146,3 +146,23 @@ def test_processes_share_an_epoch_evenly():
     shares = [_process_share(batches, rank, 3) for rank in range(3)]
     assert shares == [[0, 3, 6], [1, 4, 0], [2, 5, 1]]
     assert _process_share(batches, 0, 1) == batches
+
+
+def test_continues_from_an_earlier_lora(full_run, tmp_path):
+    earlier_plan, _, earlier = full_run
+    plan = fast_plan(tmp_path, network_dim=4, network_alpha=4.0, unet_lr=1e-12, text_encoder_lr=1e-12,
+                     network_weights=str(earlier.final_path))
+    control = TrainControl()
+    events = Recorder()
+
+    def sink(event):
+        events(event)
+        if isinstance(event, ev.StepEnded):
+            control.request_stop()
+
+    result = run_training(plan, sink, control)
+    assert any("continuing from" in m.text for m in events.of(ev.Message))
+    with safe_open(earlier.final_path, "pt") as before, safe_open(result.final_path, "pt") as after:
+        assert set(before.keys()) == set(after.keys())
+        for key in before.keys():
+            assert torch.allclose(before.get_tensor(key).float(), after.get_tensor(key).float(), atol=1e-3), key
