@@ -94,6 +94,9 @@ def run_training(plan, sink: ev.Sink, control: Optional[TrainControl] = None, *,
     unet, vae, text_encoder, tokenizer = base.unet, base.vae, base.text_encoder, base.tokenizer
     for frozen in (unet, vae, text_encoder):
         frozen.requires_grad_(False)
+    from diffusers.models.attention_processor import AttnProcessor2_0
+
+    unet.set_attn_processor(AttnProcessor2_0())      # PyTorch SDPA (flash / memory-efficient kernels)
     emit(ev.PhaseEnded("loading model", time.monotonic() - phase_start))
 
     # ---- network: adapters in fp32 on the frozen weights ------------------------------------------
