@@ -1,0 +1,333 @@
+"""The wizard's routes, read top to bottom: each pushes a screen, waits for its answer, moves on.
+
+Runs inside the app's worker (push_screen_wait). The screens only show and
+return values; every decision about what comes next is made here, from the
+WizardState.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from easytrain import answers as answers_file
+from easytrain import questions as Q
+from easytrain.errors import UserError
+from easytrain.plan import TrainPlan, steps_warning
+from easytrain.tui.done_screen import DoneScreen
+from easytrain.tui.preview import StepsPreview
+from easytrain.tui.question_screen import Move, QuestionScreen, QuestionView
+from easytrain.tui.queue_screen import QueueScreen, check_queue
+from easytrain.tui.review_screen import ReviewRow, ReviewScreen, ReviewView
+from easytrain.tui.scan_screen import ScanScreen
+from easytrain.tui.start_screen import ROUTES, StartScreen
+from easytrain.tui.state import WizardState, inspect_model
+
+ROUTE_LABELS = {key: label for key, label, _ in ROUTES}
+
+# The route questions: data for the generic screen, not part of the answers file.
+ANSWERS_FILE = Q.Question(
+    "answers_file", "Which answers file?",
+    "An answers .json saved by this wizard; files from the old popup scripts and kohya_ss GUI "
+    "configs work too.",
+    "file", "output", required=True, extensions=(".json",), stored=False,
+)
+QUEUE_FOLDER = Q.Question(
+    "queue_folder", "Which queue folder?",
+    "A folder of answers files. They run in name order; an invalid or failing file is reported "
+    "and skipped, and finished files move to complete/ inside the folder.",
+    "folder", "output", required=True, stored=False,
+)
+STEPS_FROM = "image_folder"  # the steps preview shows from this question on
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What the app returns: what run_app does after the Textual app has exited."""
+    action: str  # "train" | "exit" | "queue" | "quit"
+    path: Optional[str] = None  # absolute path of the answers file or queue folder
+    shown: Optional[str] = None  # the same path as the person typed it
+
+    @property
+    def command(self) -> str:
+        verb = "queue" if self.action == "queue" else "train"
+        return f"easytrain {verb} {shlex.quote(self.shown or self.path or '')}"
+
+
+@dataclass
+class Wizard:
+    app: Any  # the WizardApp (push_screen_wait, notify)
+    base_dir: Path
+    state: WizardState = None  # type: ignore[assignment]
+    route: str = "new"
+    preview: StepsPreview = field(default_factory=StepsPreview)
+    changed: bool = False  # for the train route: answers differ from the file
+
+    def __post_init__(self) -> None:
+        if self.state is None:
+            self.state = WizardState(base_dir=self.base_dir)
+
+    # ---------------------------------------------------------------- routes
+    async def run(self, route: Optional[str] = None, path: Optional[str] = None) -> Outcome:
+        """From the start screen (or straight into ``route``) to an outcome."""
+        while True:
+            chosen = route or await self.app.push_screen_wait(StartScreen())
+            self.route = chosen
+            self.state = WizardState(base_dir=self.base_dir)
+            outcome = await getattr(self, f"route_{chosen}")(path)
+            if outcome is not None:
+                return outcome
+            route, path = None, None  # back to the start screen
+
+    async def route_new(self, _path: Optional[str] = None) -> Optional[Outcome]:
+        if await self.questions(None) == "back":
+            return None
+        return await self.review_and_save()
+
+    async def route_edit(self, path: Optional[str] = None) -> Optional[Outcome]:
+        loaded = await self.pick_answers_file(path, check_paths=False)
+        if loaded is None:
+            return None
+        self.state = WizardState.from_answers(loaded, self.base_dir)
+        while await self.questions(None) == "back":
+            loaded = await self.pick_answers_file(None, check_paths=False)
+            if loaded is None:
+                return None
+            self.state = WizardState.from_answers(loaded, self.base_dir)
+        return await self.review_and_save()
+
+    async def route_train(self, path: Optional[str] = None) -> Optional[Outcome]:
+        loaded = await self.pick_answers_file(path, check_paths=True)
+        if loaded is None:
+            return None
+        self.state = WizardState.from_answers(loaded, self.base_dir)
+        self.changed = False
+        return await self.review_and_save()
+
+    async def route_queue(self, path: Optional[str] = None) -> Optional[Outcome]:
+        shown = path
+        while True:
+            if shown is None:
+                move = await self.ask_route_question(QUEUE_FOLDER)
+                if move.kind != "accept":
+                    return None
+                shown = move.value
+            folder = Q.resolve(shown, self.base_dir).resolve()
+            entries = check_queue(folder)
+            choice = await self.app.push_screen_wait(QueueScreen(self.where("queue folder"), shown, entries))
+            if choice == "run":
+                return Outcome("queue", str(folder), shown)
+            shown = None
+
+    # ---------------------------------------------------------------- questions
+    async def questions(self, start: Optional[str]) -> str:
+        """Ask from ``start`` (None: the first question) to the end of the flow.
+
+        Returns "review" when the flow is done or Ctrl+S was pressed, "back"
+        when Esc was pressed on the first question.
+        """
+        q = self.state.next_after(None) if start is None else _question(start)
+        while q is not None:
+            move = await self.ask(q)
+            if move.kind == "review":
+                return "review"
+            if move.kind == "back":
+                previous = self.state.previous_before(q.id)
+                if previous is None:
+                    return "back"
+                q = previous
+                continue
+            self.state.set_answer(q, move.value, typed=move.typed)
+            if q.id == "image_folder" and not await self.show_scan():
+                continue  # back to the folder question
+            q = self.state.next_after(q.id)
+        return "review"
+
+    async def ask(self, q: Q.Question) -> Move:
+        state = self.state
+        if q is Q.ADVANCED_GATE:
+            value, typed, default = state.advanced, state.advanced, False
+        else:
+            value, typed, default = state.value(q.id), state.is_typed(q.id), state.default_for(q)
+        index, total = state.position(q.id)
+        view = QuestionView(
+            question=q, value=value, typed=typed, default=default,
+            where=self.where(f"{q.group} - question {index} of {total}"),
+            steps=self.steps_line() if _at_or_after(q.id, STEPS_FROM) else None,
+            check=lambda question, v: state.check(question, v) if question.stored else None,
+            base_dir=self.base_dir, note=self.note,
+        )
+        return await self.app.push_screen_wait(QuestionScreen(view))
+
+    async def ask_one(self, key: str) -> None:
+        """Ask one question (a jump from the review); Esc comes back unchanged."""
+        q = _question(key)
+        move = await self.ask(q)
+        if move.kind != "accept":
+            return
+        self.state.set_answer(q, move.value, typed=move.typed)
+        self.changed = True
+        if q.id == "image_folder" and not await self.show_scan():
+            await self.ask_one(key)
+
+    async def show_scan(self) -> bool:
+        """The scan of the chosen image folder; False when the person goes back."""
+        values = self.state.values()
+        folder = values.get("image_folder")
+        try:
+            scan = self.preview.scan(folder, self.base_dir, values.get("caption_extension") or ".txt")
+        except UserError as exc:
+            self.app.notify(str(exc), severity="error")
+            return False
+        screen = ScanScreen(scan, folder, self.where("data - what is in the image folder"), self.steps_line())
+        return await self.app.push_screen_wait(screen) == "continue"
+
+    async def ask_route_question(self, q: Q.Question, check=None) -> Move:
+        view = QuestionView(question=q, value=None, typed=False, default=None, where=self.where(q.group),
+                            steps=None, check=check or (lambda question, v: Q.check_value(
+                                question, v, {}, self.base_dir)),
+                            base_dir=self.base_dir)
+        return await self.app.push_screen_wait(QuestionScreen(view))
+
+    async def pick_answers_file(self, path: Optional[str], *, check_paths: bool):
+        """Ask for an answers file until one loads; None when the person goes back."""
+        def check(question, value):
+            problem = Q.check_value(question, value, {}, self.base_dir)
+            if problem:
+                return problem
+            try:
+                answers_file.load(Q.resolve(value, self.base_dir), check_paths=check_paths)
+            except UserError as exc:
+                return str(exc)
+            return None
+
+        if path is not None and check(ANSWERS_FILE, path) is None:
+            return answers_file.load(Q.resolve(path, self.base_dir), check_paths=check_paths)
+        move = await self.ask_route_question(ANSWERS_FILE, check)
+        if move.kind != "accept":
+            return None
+        return answers_file.load(Q.resolve(move.value, self.base_dir), check_paths=check_paths)
+
+    # ---------------------------------------------------------------- review and save
+    async def review_and_save(self) -> Optional[Outcome]:
+        while True:
+            choice = await self.app.push_screen_wait(ReviewScreen(self.review_view()))
+            if choice[0] == "jump":
+                await self.ask_one(choice[1])
+            elif choice[0] == "back":
+                flow = self.state.flow()
+                if await self.questions(flow[-1].id) == "back":
+                    return None
+            elif choice[0] == "save":
+                missing = self.state.missing()
+                if missing:
+                    await self.ask_one(missing[0])
+                    continue
+                outcome = await self.save()
+                if outcome is not None:
+                    return outcome
+
+    async def save(self) -> Optional[Outcome]:
+        """Save the answers (asking where), then ask: train now or exit. None: back to the review."""
+        source = self.state.source
+        if self.route == "train" and not self.changed and source is not None:
+            shown = _shown_path(source, self.base_dir)
+            message = f"{shown} is valid and ready to train."
+        else:
+            default = Q.SAVE_AS.default_for(self.state.values())
+            if self.route == "train" and source is not None:
+                default = _shown_path(source, self.base_dir)  # changed in the review: save it back
+            while True:
+                view = QuestionView(
+                    question=Q.SAVE_AS, value=default, typed=False, default=default,
+                    where=self.where("output - save"), steps=self.steps_line(),
+                    check=lambda q, v: Q.check_value(q, v, {}, None), base_dir=self.base_dir,
+                    note=lambda q, v: f"{v} exists and will be replaced" if Q.resolve(
+                        str(v), self.base_dir).exists() else None)
+                move = await self.app.push_screen_wait(QuestionScreen(view))
+                if move.kind != "accept":
+                    return None
+                shown = move.value
+                target = Q.resolve(shown, self.base_dir)
+                try:
+                    answers_file.save(self.state.answers(), target)
+                except OSError as exc:
+                    self.app.notify(f"cannot save {target}: {exc.strerror or exc}", severity="error")
+                    continue
+                break
+            message = f"Saved the answers to {shown}."
+        outcome = Outcome("train", str(Q.resolve(shown, self.base_dir).resolve()), shown)
+        choice = await self.app.push_screen_wait(DoneScreen(self.where("done"), message, outcome.command))
+        return outcome if choice == "train" else Outcome("exit", outcome.path, outcome.shown)
+
+    def review_view(self) -> ReviewView:
+        state = self.state
+        values = state.values()
+        rows = [ReviewRow(q.id, values[q.id], state.origin(q.id)) for q in Q.QUESTIONS if q.id in values]
+        summary, warnings = self.plan_summary()
+        for key in state.missing():
+            warnings.insert(0, f"{key}: still needs an answer (Enter on its row)")
+        return ReviewView(where=self.where("review"), rows=rows, summary=summary, warnings=warnings,
+                          steps=self.steps_line(),
+                          save_label="continue" if self.route == "train" and not self.changed else "save")
+
+    def plan_summary(self) -> tuple[list[str], list[str]]:
+        """Lines about the model and planned files, and the plan's warnings."""
+        state = self.state
+        model = state.model
+        arch = state.value("architecture")
+        if model is not None and model.sure:
+            summary = [f"Architecture: {model.label} (detected)"]
+        else:
+            summary = [f"Architecture: {arch} (chosen; detection was not sure)"]
+        if state.missing():
+            return summary, []
+        try:
+            plan = TrainPlan.from_answers(state.answers())
+        except UserError as exc:
+            return summary, [str(exc).splitlines()[0]] + list(getattr(exc, "problems", []))
+        files = [_shown_path(Path(p), self.base_dir) for p in plan.output_files]
+        more = f" and {len(files) - 1} epoch files" if len(files) > 1 else ""
+        summary.append(f"Output: {files[-1]}{more}")
+        shown_in_bar = steps_warning(plan.total_steps)
+        return summary, [w for w in plan.warnings if w != shown_in_bar]
+
+    # ---------------------------------------------------------------- small helpers
+    def where(self, detail: str) -> str:
+        return f"easytrain - {ROUTE_LABELS.get(self.route, self.route)} - {detail}"
+
+    def steps_line(self):
+        return self.preview.line(self.state.values(), self.base_dir)
+
+    def note(self, q: Q.Question, value: Any) -> Optional[str]:
+        if q.id == "base_model":
+            model = inspect_model(value, self.base_dir)
+            if model.sure:
+                return f"Detected: {model.label} ({model.description})"
+            return f"Not sure which architecture this is ({model.description}); you will be asked next."
+        if q.id == "architecture" and self.state.model is not None:
+            return f"Detection said: {self.state.model.description}"
+        return None
+
+
+def _question(key: str) -> Q.Question:
+    if key == Q.ADVANCED_GATE.id:
+        return Q.ADVANCED_GATE
+    return Q.BY_ID[key]
+
+
+def _at_or_after(key: str, start: str) -> bool:
+    order = [q.id for q in Q.BASIC] + [Q.ADVANCED_GATE.id] + [q.id for q in Q.ADVANCED]
+    return key in order and order.index(key) >= order.index(start)
+
+
+def _shown_path(path: Path, base_dir: Path) -> str:
+    """A path relative to the working folder when it is inside it."""
+    try:
+        return os.path.relpath(path, base_dir) if Path(path).resolve().is_relative_to(base_dir.resolve()) \
+            else str(path)
+    except ValueError:
+        return str(path)

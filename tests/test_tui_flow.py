@@ -1,0 +1,289 @@
+"""The wizard driven by Pilot at 80x24: the whole flow, going back, bad values, edit, review jumps."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from easytrain import answers as answers_file
+from easytrain import questions as Q
+from easytrain.tui.flow import Outcome
+from tests._tui_helpers import (SIZE, answer, field_text, make_workdir, new_app, press, question_key, screen_name,
+                                shown_text, start_new, to_question, to_review, type_text)
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, monkeypatch) -> Path:
+    monkeypatch.chdir(tmp_path)
+    return make_workdir(tmp_path)
+
+
+def expected_defaults(workdir: Path) -> dict:
+    """The answers file the wizard must write when every default is kept (paths made absolute)."""
+    values = Q.applicable_values({"base_model": "builtin:tiny", "architecture": "sd1",
+                                  "image_folder": str(workdir / "images")})
+    return {"schema_version": 1, **values}
+
+
+async def test_whole_flow_with_defaults_saves_the_expected_file(workdir):
+    app = new_app(workdir)
+    async with app.run_test(size=SIZE) as pilot:
+        await start_new(pilot)
+        await to_review(pilot)
+        await press(pilot, "s")
+        assert question_key(app) == "save_answers_as"
+        assert "Enter keeps answers/shapes.json" in shown_text(app, "#hint")
+        await press(pilot, "enter")
+        assert screen_name(app) == "DoneScreen"
+        await press(pilot, "e")
+    saved = workdir / "answers" / "shapes.json"
+    assert app.return_value == Outcome("exit", str(saved), "answers/shapes.json")
+    data = json.loads(saved.read_text())
+    assert data == expected_defaults(workdir)
+    assert list(data) == ["schema_version"] + [k for k in Q.KEYS if k in data]  # question order
+    assert data["output_folder"] == str(workdir / "output") and data["output_name"] == "shapes"
+    answers_file.load(saved)  # the trainer's gate accepts it, paths included
+
+
+async def test_architecture_is_not_asked_when_detection_is_sure(workdir):
+    app = new_app(workdir, route="new")
+    async with app.run_test(size=SIZE) as pilot:
+        await type_text(pilot, "builtin:tiny")
+        assert "Detected: SD1.x" in shown_text(app, "#note")
+        await press(pilot, "enter")
+        assert question_key(app) == "image_folder"
+        assert app.wizard.state.value("architecture") == "sd1"
+
+
+async def test_going_back_and_changing_the_network_type_drops_the_conv_questions(workdir):
+    app = new_app(workdir, route="new")
+    async with app.run_test(size=SIZE) as pilot:
+        await start_new(pilot)
+        await to_question(pilot, "network_type")
+        await press(pilot, "down", "enter")  # LoCon
+        assert app.wizard.state.value("network_type") == "LoCon"
+        await answer(pilot)  # dim
+        await answer(pilot)  # alpha
+        assert question_key(app) == "conv_dim"
+        assert field_text(app) == "" and "Enter keeps 8" in shown_text(app, "#hint")
+        await answer(pilot, "12")
+        assert question_key(app) == "conv_alpha"
+        assert "Enter keeps 6" in shown_text(app, "#hint")  # follows the typed conv dim
+        await press(pilot, "escape")
+        assert question_key(app) == "conv_dim" and field_text(app) == "12"  # typed answers come back
+        await press(pilot, "escape", "escape", "escape")
+        assert question_key(app) == "network_type"
+        await press(pilot, "up", "enter")  # LoRA
+        await answer(pilot)  # dim
+        await answer(pilot)  # alpha
+        assert question_key(app) == "unet_lr"
+        values = app.wizard.state.values()
+        assert "conv_dim" not in values and "conv_alpha" not in values
+        assert "conv_dim" not in app.wizard.state.typed
+        await press(pilot, "escape")
+        assert question_key(app) == "network_alpha"
+        await press(pilot, "escape", "escape", "down", "enter")  # LoCon again: the conv questions return
+        await to_question(pilot, "conv_dim")
+        assert "Enter keeps 8" in shown_text(app, "#hint")
+
+
+async def test_prodigy_moves_defaults_but_keeps_typed_values(workdir):
+    app = new_app(workdir, route="new")
+    async with app.run_test(size=SIZE) as pilot:
+        await start_new(pilot)
+        await to_question(pilot, "unet_lr")
+        await answer(pilot, "2e-4")
+        assert question_key(app) == "text_encoder_lr"
+        for _ in range(5):  # text_encoder_lr -> unet_lr -> alpha -> dim -> network_type -> optimizer
+            await press(pilot, "escape")
+        assert question_key(app) == "optimizer"
+        await press(pilot, "down", "down", "down", "down", "enter")  # Prodigy
+        state = app.wizard.state
+        assert state.value("optimizer") == "Prodigy"
+        assert state.value("unet_lr") == pytest.approx(2e-4)  # typed: kept
+        assert state.value("text_encoder_lr") == 1.0  # default: follows
+        assert state.value("scheduler") == "constant_with_warmup"
+        assert state.value("network_alpha") == 16.0
+        await to_question(pilot, "unet_lr")
+        assert field_text(app) == "0.0002"
+
+
+async def test_bad_values_are_refused_with_their_reason(workdir):
+    app = new_app(workdir, route="new")
+    async with app.run_test(size=SIZE) as pilot:
+        await answer(pilot, "x.ckpt")
+        assert question_key(app) == "base_model"
+        assert "file not found" in shown_text(app, "#error")
+        await answer(pilot, "builtin:tiny")
+        await answer(pilot, "nowhere")
+        assert question_key(app) == "image_folder"
+        assert "folder not found" in shown_text(app, "#error")
+        await answer(pilot, "images")
+        await press(pilot, "enter")  # the scan
+        await to_question(pilot, "network_dim")
+        await type_text(pilot, "abc")
+        assert shown_text(app, "#error") == "must be an integer from 1 to 1024, got 'abc'"  # live, before Enter
+        await press(pilot, "enter")
+        assert question_key(app) == "network_dim"
+        await press(pilot, "backspace", "backspace", "backspace")
+        await answer(pilot, "0")
+        assert question_key(app) == "network_dim"
+        assert "from 1 to 1024" in shown_text(app, "#error")
+        await press(pilot, "backspace")
+        await answer(pilot, "32")
+        assert app.wizard.state.value("network_dim") == 32
+        await to_question(pilot, "unet_lr")
+        await answer(pilot, "1e-4")
+        assert app.wizard.state.value("unet_lr") == pytest.approx(0.0001)
+        await answer(pilot, "0.0001")
+        assert app.wizard.state.value("text_encoder_lr") == pytest.approx(0.0001)
+        await to_question(pilot, "advanced_settings")  # yes: the advanced keys become questions
+        await press(pilot, "up", "enter")
+        assert question_key(app) == Q.ADVANCED[0].id
+        await answer(pilot, "-1")
+        assert "from 0 to 1" in shown_text(app, "#error")
+        await answer(pilot, "0.05")
+        await to_review(pilot)
+        assert app.wizard.state.value("noise_offset") == 0.05
+
+
+async def test_backspace_on_an_empty_field_goes_back(workdir):
+    app = new_app(workdir, route="new")
+    async with app.run_test(size=SIZE) as pilot:
+        await start_new(pilot)
+        assert question_key(app) == "output_folder"
+        await press(pilot, "backspace")
+        assert question_key(app) == "image_folder" and field_text(app) == "images"
+
+
+async def test_edit_route_prefills_every_answer(workdir):
+    answers = answers_file.defaults(base_model="builtin:tiny", architecture="sd1", image_folder="images",
+                                    network_dim=32, output_name="custom", optimizer="Lion",
+                                    comment="trigger: shapes")
+    path = answers_file.save(answers.replace(), workdir / "answers" / "custom.json")
+    path.write_text(path.read_text().replace('"images"', '"../images"'))  # relative to the file
+    app = new_app(workdir, route="edit", path=str(path))
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        assert question_key(app) == "base_model" and field_text(app) == "builtin:tiny"
+        await press(pilot, "enter")
+        assert field_text(app) == str(workdir / "images")
+        await press(pilot, "enter", "enter")  # folder, scan
+        await to_question(pilot, "output_name")
+        assert field_text(app) == "custom"
+        await to_question(pilot, "optimizer")
+        assert app.screen.query_one("#field").highlighted == Q.OPTIMIZERS.index("Lion")
+        await to_question(pilot, "network_dim")
+        assert field_text(app) == "32"
+        await press(pilot, "enter")
+        assert field_text(app) == "" and "Enter keeps 16" in shown_text(app, "#hint")  # alpha follows dim
+        await to_question(pilot, "comment")
+        assert field_text(app) == "trigger: shapes"
+        await to_review(pilot)
+        await press(pilot, "s")
+        assert "answers/custom.json" in shown_text(app, "#hint")
+        await press(pilot, "enter", "e")
+    data = json.loads(path.read_text())
+    assert data["network_dim"] == 32 and data["optimizer"] == "Lion" and data["image_folder"] == str(workdir / "images")
+
+
+async def test_review_row_jumps_to_its_question_and_comes_back(workdir):
+    app = new_app(workdir, route="new")
+    async with app.run_test(size=SIZE) as pilot:
+        await start_new(pilot)
+        await press(pilot, "ctrl+s")
+        assert screen_name(app) == "ReviewScreen"
+        app.screen.select_key("network_dim")
+        await press(pilot, "enter")
+        assert question_key(app) == "network_dim"
+        await answer(pilot, "8")
+        assert screen_name(app) == "ReviewScreen"
+        rows = app.screen.query_one("#rows")
+        assert "8" in str(rows.get_option("network_dim").prompt)
+        assert "4" in str(rows.get_option("network_alpha").prompt)  # the default followed the new dim
+        assert app.wizard.state.value("network_alpha") == 4.0
+        app.screen.select_key("network_type")
+        await press(pilot, "enter", "escape")  # Esc on a jumped-to question returns unchanged
+        assert screen_name(app) == "ReviewScreen"
+        assert app.wizard.state.value("network_type") == "LoRA"
+
+
+async def test_review_names_missing_answers_and_save_asks_for_them(workdir):
+    app = new_app(workdir, route="new")
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        await press(pilot, "ctrl+s")
+        assert screen_name(app) == "ReviewScreen"
+        assert "base_model: still needs an answer" in shown_text(app, "#summary")
+        await press(pilot, "s")
+        assert question_key(app) == "base_model"
+
+
+async def test_ctrl_q_asks_before_quitting(workdir):
+    app = new_app(workdir)
+    async with app.run_test(size=SIZE) as pilot:
+        await press(pilot, "enter", "ctrl+q")
+        assert screen_name(app) == "ConfirmScreen"
+        await press(pilot, "n")
+        assert question_key(app) == "base_model"
+        await press(pilot, "ctrl+q", "y")
+    assert app.return_value == Outcome("quit")
+
+
+async def test_train_route_validates_reviews_and_starts(workdir):
+    path = answers_file.save(answers_file.defaults(base_model="builtin:tiny", image_folder=str(workdir / "images"),
+                                                   output_name="ready"), workdir / "ready.json")
+    app = new_app(workdir, route="train")
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        await answer(pilot, "nothing.json")
+        assert "file not found" in shown_text(app, "#error")
+        await answer(pilot, "ready.json")
+        assert screen_name(app) == "ReviewScreen"
+        await press(pilot, "s")
+        assert screen_name(app) == "DoneScreen"  # unchanged: the file is the hand-off already
+        await press(pilot, "t")
+    assert app.return_value == Outcome("train", str(path), "ready.json")
+
+
+async def test_train_route_refuses_an_invalid_file_with_its_problems(workdir):
+    (workdir / "bad.json").write_text(json.dumps({"schema_version": 1, "base_model": "builtin:tiny",
+                                                  "image_folder": "images", "network_dim": "abc"}))
+    app = new_app(workdir, route="train")
+    async with app.run_test(size=SIZE) as pilot:
+        await answer(pilot, "bad.json")
+        assert question_key(app) == "answers_file"
+        assert "network_dim: must be an integer" in shown_text(app, "#error")
+
+
+async def test_queue_route_lists_files_and_whether_they_validate(workdir):
+    queue = workdir / "queue"
+    answers_file.save(answers_file.defaults(base_model="builtin:tiny", image_folder=str(workdir / "images")),
+                      queue / "a_good.json")
+    (queue / "b_bad.json").write_text("{not json")
+    app = new_app(workdir, route="queue")
+    async with app.run_test(size=SIZE) as pilot:
+        await answer(pilot, "queue")
+        assert screen_name(app) == "QueueScreen"
+        table = app.screen.query_one("#files")
+        assert [str(c) for c in table.get_row_at(0)] == ["a_good.json", "ok"]
+        assert str(table.get_row_at(1)[1]).startswith("invalid: ")
+        await press(pilot, "enter")
+    assert app.return_value == Outcome("queue", str(queue), "queue")
+
+
+async def test_browser_picks_a_folder_without_typing(workdir):
+    app = new_app(workdir, route="new")
+    async with app.run_test(size=SIZE) as pilot:
+        await answer(pilot, "builtin:tiny")
+        await press(pilot, "f2")
+        assert screen_name(app) == "PathBrowser"
+        tree = app.screen.query_one("#tree")
+        await pilot.pause(0.3)
+        labels = [str(node.label) for node in tree.root.children]
+        assert labels == ["images"]
+        tree.move_cursor(tree.root.children[0])
+        await press(pilot, "enter")
+        assert question_key(app) == "image_folder" and field_text(app) == "images"
