@@ -145,3 +145,22 @@ def test_contact_sheet_captions_wrap_and_truncate():
     assert wrap_text("x" * 300, font, 100, 2)[0].startswith("x")          # one unbreakable word is cut
     sheet = contact_sheet([Image.new("RGB", (1024, 512), "red")] * 5, ["a"] * 5)
     assert sheet.width < 3 * 400 + 100                                     # thumbnails, 3 columns
+
+
+def test_mixed_precision_bf16_base_with_fp32_adapters(tmp_path):
+    """As in a bf16 run: frozen weights in bf16, easytrain's LoRA in fp32, sampling under autocast."""
+    from easytrain.network.build import apply_network
+    from easytrain.network.spec import NetworkSpec
+
+    parts = build_tiny_components(0)
+    network = apply_network(parts["unet"], parts["text_encoder"], NetworkSpec("LoRA", 4, 2.0))
+    network.cast_base(torch.bfloat16)
+    parts["vae"].to(torch.bfloat16)
+    paths = generate_samples(
+        unet=parts["unet"], vae=parts["vae"], text_encoder=parts["text_encoder"], tokenizer=parts["tokenizer"],
+        prompts=[SamplePrompt("a red circle", negative="blue", width=64, height=64, seed=1, steps=STEPS)],
+        output_dir=tmp_path, name="bf16", epoch=2, device="cpu", dtype=torch.bfloat16, clip_skip=2,
+    )
+    image = pixels(paths[0])
+    assert image.shape == (64, 64, 3) and image.std() > 0
+    assert {p.dtype for p in network.trainable_parameters()} == {torch.float32}
