@@ -48,6 +48,7 @@ async def type_text(pilot, text: str) -> None:
 
 async def fill(pilot, text: str) -> None:
     """Put ``text`` into the field at once (as a paste would); ``type_text`` types key by key."""
+    await settle(pilot)
     field = pilot.app.screen.query_one("#field")
     field.value = text
     field.cursor_position = len(text)

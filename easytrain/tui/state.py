@@ -7,6 +7,7 @@ answers following their default function) are plain code that tests can call.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -156,14 +157,16 @@ class WizardState:
         """Why ``value`` cannot be the answer to ``q`` (None when it can)."""
         values = {**self.values(), q.id: value}
         problem = Q.check_value(q, value, values, self.base_dir)
-        if problem:
-            return problem
-        if q.id == "base_model" and value:
+        if problem is None and q.id == "base_model" and value:
             try:
                 inspect_model(value, self.base_dir)
             except UserError as exc:
-                return str(exc)
-        return None
+                problem = str(exc)
+        return self.shorten_paths(problem) if problem else None
+
+    def shorten_paths(self, text: str) -> str:
+        """Paths inside the working folder read as typed (relative), not as long absolute paths."""
+        return text.replace(str(self.base_dir) + os.sep, "")
 
     def answers(self) -> Answers:
         """The answers as the file will hold them; relative paths are relative to ``base_dir``."""
