@@ -65,8 +65,10 @@ def tree_digest(root: Path, skip_tools_dir: bool = False) -> dict[str, str]:
 
 
 def all_file_hashes(root: Path) -> list[str]:
-    """Every file's content hash anywhere under root (undo and _excluded folders included), sorted."""
-    return sorted(tree_digest(root).values())
+    """Every file's content hash anywhere under root (undo and _excluded folders included, the undo
+    records themselves left out), sorted: equal lists mean nothing was lost or added."""
+    return sorted(digest for name, digest in tree_digest(root).items()
+                  if not (name.startswith(".easytrain/") and name.endswith("/manifest.json")))
 
 
 def run_cli(*args, cwd: Path | None = None, timeout: int = 120) -> subprocess.CompletedProcess:
@@ -93,9 +95,10 @@ def shape_picture(seed: int, size=(256, 256)) -> Image.Image:
     for y in range(size[1]):
         t = y / max(1, size[1] - 1)
         draw.line([(0, y), (size[0], y)], fill=tuple(int(a + (b - a) * t) for a, b in zip(top, bottom)))
+    low = max(2, min(size) // 8)
     for _ in range(4):
-        x0, y0 = rng.randint(0, size[0] - 40), rng.randint(0, size[1] - 40)
-        x1, y1 = x0 + rng.randint(30, size[0] // 2), y0 + rng.randint(30, size[1] // 2)
+        x0, y0 = rng.randint(0, size[0] - low), rng.randint(0, size[1] - low)
+        x1, y1 = x0 + rng.randint(low, max(low, size[0] // 2)), y0 + rng.randint(low, max(low, size[1] // 2))
         colour = tuple(rng.randint(0, 255) for _ in range(3))
         (draw.ellipse if rng.random() < 0.5 else draw.rectangle)((x0, y0, x1, y1), fill=colour)
     return image
