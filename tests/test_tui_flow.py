@@ -287,3 +287,20 @@ async def test_browser_picks_a_folder_without_typing(workdir):
         tree.move_cursor(tree.root.children[0])
         await press(pilot, "enter")
         assert question_key(app) == "image_folder" and field_text(app) == "images"
+
+
+async def test_train_route_saves_again_after_a_change(workdir):
+    path = answers_file.save(answers_file.defaults(base_model="builtin:tiny", image_folder=str(workdir / "images"),
+                                                   output_name="ready"), workdir / "ready.json")
+    app = new_app(workdir, route="train", path="ready.json")
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        assert screen_name(app) == "ReviewScreen"
+        app.screen.select_key("epochs")
+        await press(pilot, "enter")
+        await answer(pilot, "3")
+        await press(pilot, "s")
+        assert question_key(app) == "save_answers_as" and "Enter keeps ready.json" in shown_text(app, "#hint")
+        await press(pilot, "enter", "t")
+    assert app.return_value == Outcome("train", str(path), "ready.json")
+    assert json.loads(path.read_text())["epochs"] == 3

@@ -140,11 +140,17 @@ class Wizard:
                     return "back"
                 q = previous
                 continue
-            self.state.set_answer(q, move.value, typed=move.typed)
+            self.record(q, move)
             if q.id == "image_folder" and not await self.show_scan():
                 continue  # back to the folder question
             q = self.state.next_after(q.id)
         return "review"
+
+    def record(self, q: Q.Question, move: Move) -> None:
+        before = self.state.values()
+        self.state.set_answer(q, move.value, typed=move.typed)
+        if self.state.values() != before:
+            self.changed = True
 
     async def ask(self, q: Q.Question) -> Move:
         state = self.state
@@ -168,8 +174,7 @@ class Wizard:
         move = await self.ask(q)
         if move.kind != "accept":
             return
-        self.state.set_answer(q, move.value, typed=move.typed)
-        self.changed = True
+        self.record(q, move)
         if q.id == "image_folder" and not await self.show_scan():
             await self.ask_one(key)
 
