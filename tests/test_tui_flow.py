@@ -304,3 +304,21 @@ async def test_train_route_saves_again_after_a_change(workdir):
         await press(pilot, "enter", "t")
     assert app.return_value == Outcome("train", str(path), "ready.json")
     assert json.loads(path.read_text())["epochs"] == 3
+
+
+async def test_scan_screen_names_problems_and_refuses_an_empty_dataset(workdir):
+    (workdir / "images" / "no_prefix").mkdir()
+    (workdir / "empty").mkdir()
+    app = new_app(workdir, route="new")
+    async with app.run_test(size=SIZE) as pilot:
+        await answer(pilot, "builtin:tiny")
+        await answer(pilot, "images")
+        assert screen_name(app) == "ScanScreen"
+        problems = shown_text(app, "#scan-problems")
+        assert problems.startswith("! images/no_prefix:")  # relative to the working folder
+        await press(pilot, "escape")
+        assert question_key(app) == "image_folder"
+        await answer(pilot, "empty")
+        assert screen_name(app) == "ScanScreen"
+        await press(pilot, "enter")
+        assert screen_name(app) == "ScanScreen"  # nothing to train on: cannot go on

@@ -22,6 +22,11 @@ from easytrain.tui.paths import shows_entry, wants_files
 
 
 class FilteredTree(DirectoryTree):
+    # Plain symbols instead of emoji: they line up in every terminal font.
+    ICON_NODE = "> "
+    ICON_NODE_EXPANDED = "v "
+    ICON_FILE = "  "
+
     def __init__(self, path: Path, kind: str, extensions: Iterable[str], **kwargs) -> None:
         self.kind = kind
         self.extensions = tuple(extensions)

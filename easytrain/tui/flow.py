@@ -187,7 +187,8 @@ class Wizard:
         except UserError as exc:
             self.app.notify(str(exc), severity="error")
             return False
-        screen = ScanScreen(scan, folder, self.where("data - what is in the image folder"), self.steps_line())
+        screen = ScanScreen(scan, folder, self.where("data - what is in the image folder"), self.steps_line(),
+                            shorten=self.state.shorten_paths)
         return await self.app.push_screen_wait(screen) == "continue"
 
     async def ask_route_question(self, q: Q.Question, check=None) -> Move:

@@ -8,7 +8,7 @@ folder question. A folder with no usable images cannot be accepted.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -27,15 +27,21 @@ def scan_problems(scan: DatasetScan) -> list[str]:
     return lines
 
 
+def plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" + ("" if count == 1 else "s")
+
+
 class ScanScreen(WizardScreen[str]):
     BINDINGS = [
         Binding("enter", "accept", "Continue"),
         Binding("escape,backspace", "back", "Back"),
     ]
 
-    def __init__(self, scan: DatasetScan, shown_as: str, where: str, steps: Optional[StepsLine]) -> None:
+    def __init__(self, scan: DatasetScan, shown_as: str, where: str, steps: Optional[StepsLine],
+                 shorten: Callable[[str], str] = str) -> None:
         super().__init__(classes="scan")
         self.scan = scan
+        self.shorten = shorten
         self.shown_as = shown_as
         self.where = where
         self.steps = steps
@@ -45,8 +51,9 @@ class ScanScreen(WizardScreen[str]):
         yield Static(self.where, id="where", markup=False)
         with VerticalScroll(id="card"):
             total = scan.total_images
-            yield Static(f"Found in {self.shown_as}: {len(scan.subsets)} folders, {total} images, "
-                         f"{scan.images_per_epoch} per epoch with repeats", id="prompt", markup=False)
+            yield Static(f"Found in {self.shown_as}: {plural(len(scan.subsets), 'folder')}, "
+                         f"{plural(total, 'image')}, {scan.images_per_epoch} per epoch with repeats",
+                         id="prompt", markup=False)
             table = DataTable(id="subsets", show_cursor=False, zebra_stripes=True)
             table.can_focus = False
             table.add_columns("folder", "repeats", "images", "captions", "x repeats")
@@ -54,7 +61,7 @@ class ScanScreen(WizardScreen[str]):
                 table.add_row(subset.folder.name, str(subset.repeats), str(len(subset.images)),
                               str(subset.captions), str(subset.images_per_epoch))
             yield table
-            problems = scan_problems(scan)
+            problems = [self.shorten(line) for line in scan_problems(scan)]
             text = "\n".join(problems) if problems else "No problems found."
             yield Static(text, id="scan-problems", classes="bad" if scan.problems else "", markup=False)
             if total == 0:
