@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from easytrain.errors import UserError
-from easytrain.fsutil import atomic_write_bytes
+from easytrain.tools.batch_write import write_many
 from easytrain.tools.caption_files import load_captions
 from easytrain.tools.dataset_files import resolve_root
 from easytrain.tools.tag_ops import TagEdits, edit_tags, is_kaomoji
@@ -85,8 +85,7 @@ def apply(plan: EditPlan) -> str | None:
                             "preview again")
     description = "tags: " + "; ".join(plan.edits.describe())
     undo_id, _entry = record_undo(plan.root, description, kept=plan.changed_files)
-    for change in plan.changes:
-        atomic_write_bytes(change.path, change.new_bytes)
+    write_many((change.path, change.new_bytes) for change in plan.changes)
     return undo_id
 
 

@@ -7,6 +7,7 @@ returns plain picklable values and imports only PIL and numpy.
 from __future__ import annotations
 
 import hashlib
+import io
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,7 +71,7 @@ def inspect_image(path) -> ImageInfo:
         return ImageInfo(path, len(data), str(problem))
     digest = hashlib.sha256(data).hexdigest()
     try:
-        with warnings.catch_warnings(), Image.open(path) as image:
+        with warnings.catch_warnings(), Image.open(io.BytesIO(data)) as image:
             warnings.simplefilter("ignore")
             image_format, mode = image.format or "", image.mode
             frames = getattr(image, "n_frames", 1)
