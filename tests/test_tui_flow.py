@@ -139,14 +139,17 @@ async def test_bad_values_are_refused_with_their_reason(workdir):
         assert app.wizard.state.value("unet_lr") == pytest.approx(0.0001)
         await answer(pilot, "0.0001")
         assert app.wizard.state.value("text_encoder_lr") == pytest.approx(0.0001)
-        await to_question(pilot, "advanced_settings")  # yes: the advanced keys become questions
-        await press(pilot, "up", "enter")
+        await press(pilot, "ctrl+s", "escape")  # Esc on the review: the last question, the advanced gate
+        assert question_key(app) == "advanced_settings"
+        await press(pilot, "up", "enter")  # yes: the advanced keys become questions
         assert question_key(app) == Q.ADVANCED[0].id
         await answer(pilot, "-1")
         assert "from 0 to 1" in shown_text(app, "#error")
         await answer(pilot, "0.05")
-        await to_review(pilot)
+        assert question_key(app) == Q.ADVANCED[1].id
+        await press(pilot, "ctrl+s")
         assert app.wizard.state.value("noise_offset") == 0.05
+        assert "noise_offset" in [row.key for row in app.screen.view.rows]
 
 
 async def test_backspace_on_an_empty_field_goes_back(workdir):
@@ -181,8 +184,7 @@ async def test_edit_route_prefills_every_answer(workdir):
         assert field_text(app) == "" and "Enter keeps 16" in shown_text(app, "#hint")  # alpha follows dim
         await to_question(pilot, "comment")
         assert field_text(app) == "trigger: shapes"
-        await to_review(pilot)
-        await press(pilot, "s")
+        await press(pilot, "ctrl+s", "s")
         assert "answers/custom.json" in shown_text(app, "#hint")
         await press(pilot, "enter", "e")
     data = json.loads(path.read_text())
