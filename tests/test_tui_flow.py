@@ -230,6 +230,8 @@ async def test_ctrl_q_asks_before_quitting(workdir):
         assert screen_name(app) == "ConfirmScreen"
         await press(pilot, "n")
         assert question_key(app) == "base_model"
+        await press(pilot, "escape")  # back from the first question: the start screen
+        assert screen_name(app) == "StartScreen"
         await press(pilot, "ctrl+q", "y")
     assert app.return_value == Outcome("quit")
 
@@ -324,3 +326,33 @@ async def test_scan_screen_names_problems_and_refuses_an_empty_dataset(workdir):
         assert screen_name(app) == "ScanScreen"
         await press(pilot, "enter")
         assert screen_name(app) == "ScanScreen"  # nothing to train on: cannot go on
+
+
+def diffusers_folder(root: Path, cross: int, with_scheduler: bool) -> Path:
+    """Just the configs detection reads (model_index.json, unet and scheduler configs)."""
+    (root / "unet").mkdir(parents=True)
+    (root / "model_index.json").write_text(json.dumps({"_class_name": "StableDiffusionPipeline"}))
+    (root / "unet" / "config.json").write_text(json.dumps({"cross_attention_dim": cross}))
+    if with_scheduler:
+        (root / "scheduler").mkdir()
+        (root / "scheduler" / "scheduler_config.json").write_text(json.dumps({"prediction_type": "epsilon"}))
+    return root
+
+
+async def test_architecture_is_asked_when_detection_is_unsure(workdir):
+    diffusers_folder(workdir / "sd2model", 1024, with_scheduler=False)
+    app = new_app(workdir, route="new")
+    async with app.run_test(size=SIZE) as pilot:
+        await answer(pilot, "sd2model")
+        assert question_key(app) == "architecture"
+        field = app.screen.query_one("#field")
+        assert field.highlighted == [v for v, _ in Q.BY_ID["architecture"].choices].index("sd2")  # the guess
+        await press(pilot, "down", "enter")  # SD2.x 768 (v-prediction)
+        assert question_key(app) == "image_folder"
+        assert app.wizard.state.value("architecture") == "sd2-v"
+        assert app.wizard.state.value("resolution") == 768  # the default follows the architecture
+        await press(pilot, "escape", "escape")
+        assert question_key(app) == "base_model" and field_text(app) == "sd2model"
+        await answer(pilot, "builtin:tiny")  # a sure model: the question and its typed answer go away
+        assert question_key(app) == "image_folder"
+        assert app.wizard.state.value("architecture") == "sd1"
