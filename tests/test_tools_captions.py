@@ -162,6 +162,7 @@ def test_cli_dry_run_leaves_tree_byte_identical_then_apply_and_undo(dataset):
     assert dry.returncode == 0, dry.stderr
     assert "6 of 6 caption files change" in dry.stdout and "Dry run" in dry.stdout
     assert "+ mytrig, alice, 1girl, long hair, ^_^" in dry.stdout
+    assert "1 image(s) have no caption file" in dry.stdout
     assert tree_digest(dataset) == before
     applied = run_cli("tags", dataset, "--add-trigger", "mytrig", "--apply")
     assert applied.returncode == 0, applied.stderr

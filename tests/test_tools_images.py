@@ -160,6 +160,7 @@ def test_gif_frames_become_pngs_with_captions_and_undo_puts_the_gif_back(mixed):
         assert frame.with_suffix(".txt").read_text(encoding="utf-8") == "anim, 1girl"
     assert colours == [(255, 0, 0), (0, 255, 0), (0, 0, 255)]
     assert not (folder / "anim.gif").exists() and not (folder / "anim.txt").exists()
+    assert set(before.values()) <= set(tree_digest(mixed).values())  # the GIF and its caption are kept
     undo(mixed)
     assert tree_digest(mixed, skip_tools_dir=True) == before
 
@@ -210,3 +211,16 @@ def test_cli_dry_run_apply_undo_and_bad_input(mixed, tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
     assert_clean_error(run_cli("images", empty), str(empty), "no images found")
+
+
+def test_animated_webp_is_found_and_converted(tmp_path):
+    folder = tmp_path / "2_anim"
+    folder.mkdir()
+    frames = [Image.new("RGB", (32, 32), colour) for colour in [(255, 0, 0), (0, 0, 255)]]
+    frames[0].save(folder / "move.webp", save_all=True, append_images=frames[1:], duration=100, lossless=True)
+    report = image_report(tmp_path, workers=1)
+    assert [(i.path.name, i.frames) for i in report.animated] == [("move.webp", 2)]
+    apply_fixes(plan_fixes(report, FixOptions(convert_animated="all")))
+    assert sorted(p.name for p in folder.iterdir()) == ["move_000.png", "move_001.png"]
+    with Image.open(folder / "move_001.png") as image:
+        assert image.convert("RGB").getpixel((16, 16)) == (0, 0, 255)

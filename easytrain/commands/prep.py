@@ -147,6 +147,9 @@ def _run_edits(args) -> int:
         print(f"  ... and {len(plan.changes) - PREVIEW_LINES} more")
     for message in plan.skipped:
         print(f"  skipped: {message}")
+    if plan.without_caption:
+        print(f"Note: {plan.without_caption} image(s) have no caption file, so no edit reaches them "
+              "(they train on the folder name; --tagger can caption them).")
     if plan.head_underscores:
         print(f"Note: {plan.head_underscores} caption(s) keep underscores in their first {edits.keep_tokens} "
               f"tag(s) (kept as the trigger); use --keep-tokens 0 to change those too.")

@@ -40,6 +40,7 @@ class EditPlan:
     captions: int  # caption files looked at
     skipped: tuple[str, ...]  # files left untouched, each message naming the file (not UTF-8)
     head_underscores: int = 0  # captions whose protected first tags still hold underscores
+    without_caption: int = 0  # images with no caption file: no edit reaches them
 
     @property
     def changed_files(self) -> list[Path]:
@@ -65,7 +66,8 @@ def plan_edits(folder, edits: TagEdits, caption_extension: str = ".txt") -> Edit
         after = ", ".join(new_tags)
         changes.append(CaptionChange(caption.path, caption.first_line, after, caption.raw,
                                      caption.with_first_line(after)))
-    return EditPlan(root, edits, tuple(changes), len(dataset.captions), dataset.not_utf8, head_underscores)
+    return EditPlan(root, edits, tuple(changes), len(dataset.captions), dataset.not_utf8, head_underscores,
+                    len(dataset.without_caption))
 
 
 def apply(plan: EditPlan) -> str | None:

@@ -93,7 +93,7 @@ def format_report(report: CaptionReport, listed: int = 5) -> list[str]:
         lines += _paths(report.not_utf8, listed)
     if report.top:
         lines.append("")
-        lines.append(f"Top tags (in how many captions):")
+        lines.append("Top tags (in how many captions):")
         lines += [f"  {count:6d}  {tag}" for tag, count in report.top]
     if len(report.folders) > 1:
         for folder in report.folders:

@@ -10,7 +10,7 @@ tag is.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from easytrain.data.captions import split_tags
 from easytrain.errors import UserError
