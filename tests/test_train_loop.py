@@ -31,8 +31,9 @@ def test_writes_epoch_files_final_file_and_run_copies(full_run):
     plan, _, result = full_run
     out = plan.output_dir
     names = sorted(p.name for p in out.iterdir())
-    assert names == ["tiny-000001.safetensors", "tiny.answers.json", "tiny.plan.json",
+    assert names == ["tiny-000001-state", "tiny-000001.safetensors", "tiny.answers.json", "tiny.plan.json",
                      "tiny.safetensors", "tiny_tags.txt"]
+    names.remove("tiny-000001-state")       # a folder (save_state is on by default), not in result.files
     assert isinstance(result, RunResult)
     assert result.final_path == out / "tiny.safetensors" and result.steps == plan.total_steps == 4
     assert set(result.files) == {out / n for n in names}
