@@ -33,10 +33,26 @@ def resume_command(path: str) -> str:
     return f"easytrain train {path} --resume"
 
 
+def is_main_process() -> bool:
+    """True unless this is a non-main process of a distributed launch (torchrun, accelerate, MPI)."""
+    import os
+
+    for variable in ("RANK", "OMPI_COMM_WORLD_RANK", "PMI_RANK"):
+        if os.environ.get(variable, "").strip().isdigit():
+            return int(os.environ[variable]) == 0
+    return True
+
+
+def _quiet_sink(event) -> None:
+    """The progress view of a non-main process: it says nothing (the main process shows the run)."""
+
+
 def train_one(path: str, *, resume: Optional[str] = None, plain: bool = False) -> JobResult:
     """Validate, plan and train one answers file. UserErrors propagate to the caller."""
     answers = answers_file.load(path)
     plan = TrainPlan.from_answers(answers)
+    from contextlib import nullcontext
+
     from easytrain.commands.check import plan_lines
     from easytrain.commands.stop_signals import stop_on_signals
     from easytrain.progress import MetricsWriter, fan_out, make_view, summary_lines
@@ -44,19 +60,24 @@ def train_one(path: str, *, resume: Optional[str] = None, plain: bool = False) -
     from easytrain.train.control import TrainControl
     from easytrain.train.loop import run_training
 
-    print("\n".join(plan_lines(plan)), flush=True)
+    main = is_main_process()
+    if main:
+        print("\n".join(plan_lines(plan)), flush=True)
     control = TrainControl()
     started = time.monotonic()
-    metrics = MetricsWriter(plan.output_dir, plan.output_name)
+    metrics = MetricsWriter(plan.output_dir, plan.output_name) if main else None
+    view_context = (make_view(sys.stdout, plain=True if plain else None, every=answers.get("log_every_n_steps", 10))
+                    if main else nullcontext(_quiet_sink))
     try:
-        with stop_on_signals(control), make_view(sys.stdout, plain=True if plain else None,
-                                                 every=answers.get("log_every_n_steps", 10)) as view:
-            result = run_training(plan, fan_out(view, metrics), control, resume=resume)
+        with stop_on_signals(control), view_context as view:
+            result = run_training(plan, fan_out(view, metrics) if metrics else view, control, resume=resume)
     finally:
-        metrics.close()
-    for line in summary_lines(result.outcome, extra_files=(metrics.csv_path, metrics.png_path),
-                              resume_command=resume_command(path)):
-        print(line)
+        if metrics is not None:
+            metrics.close()
+    if main:
+        for line in summary_lines(result.outcome, extra_files=(metrics.csv_path, metrics.png_path),
+                                  resume_command=resume_command(path)):
+            print(line, flush=True)
     stopped = isinstance(result.outcome, ev.RunStopped)
     return JobResult(path, not stopped, time.monotonic() - started, str(result.final_path),
                      error="stopped" if stopped else "", exit_code=EXIT_STOPPED if stopped else 0)
@@ -71,27 +92,79 @@ def run_train(files: Sequence[str], *, resume: Optional[str] = None, plain: bool
 
 
 def run_jobs(files: list[str], *, plain: bool, done_folder: Optional[Path] = None) -> int:
-    """Run several answers files; a failing one is reported and skipped."""
+    """Run several answers files in order; a failing one is reported and skipped, the rest go on.
+
+    A stopped job (Ctrl+C, SIGTERM) stops the whole queue: the remaining jobs
+    are listed as not run. Finished files move into ``done_folder`` if given.
+    Returns 0 when every job finished, EXIT_STOPPED after a stop, 1 otherwise.
+    """
     results: list[JobResult] = []
+    stopped = False
     for index, path in enumerate(files, 1):
-        print(f"\n=== job {index}/{len(files)}: {path}", flush=True)
+        if stopped:
+            results.append(JobResult(path, False, 0.0, error="not run (the queue was stopped)", exit_code=-1))
+            continue
+        if is_main_process():
+            print(f"\n=== job {index}/{len(files)}: {path}", flush=True)
         started = time.monotonic()
         try:
             result = train_one(path, plain=plain)
         except UserError as exc:
-            print(f"easytrain: {exc}", file=sys.stderr, flush=True)
-            results.append(JobResult(path, False, time.monotonic() - started, error=str(exc).splitlines()[0]))
+            print(f"easytrain: job {index} ({Path(path).name}) failed: {exc}", file=sys.stderr, flush=True)
+            results.append(JobResult(path, False, time.monotonic() - started, error=_first_line(exc), exit_code=1))
+            continue
+        except Exception as exc:  # a bug or a library error in one job must not cost the others
+            import traceback
+
+            traceback.print_exc(file=sys.stderr)
+            print(f"easytrain: job {index} ({Path(path).name}) failed with an unexpected error; "
+                  "going on with the next job", file=sys.stderr, flush=True)
+            results.append(JobResult(path, False, time.monotonic() - started,
+                                     error=f"{type(exc).__name__}: {_first_line(exc)}", exit_code=1))
             continue
         results.append(result)
-        if done_folder is not None:
+        if result.exit_code == EXIT_STOPPED:
+            stopped = True
+        elif done_folder is not None and is_main_process():
             done_folder.mkdir(exist_ok=True)
             Path(path).replace(done_folder / Path(path).name)
-    print("\njob summary:")
-    for r in results:
-        status = "done" if r.ok else "FAILED"
-        detail = r.output if r.ok else r.error
-        print(f"  {status:6} {r.seconds:7.1f}s  {Path(r.file).name}  {detail}")
+    if is_main_process():
+        print("\n" + "\n".join(summary_table(results, moved_to=done_folder)), flush=True)
+    if stopped:
+        return EXIT_STOPPED
     return 0 if all(r.ok for r in results) else 1
+
+
+def summary_table(results: Sequence[JobResult], *, moved_to: Optional[Path] = None) -> list[str]:
+    """The queue's closing table: job, result, time, output (or what went wrong)."""
+    rows = []
+    for r in results:
+        if r.ok:
+            outcome = "done"
+        elif r.error == "stopped":
+            outcome = "stopped"
+        elif r.exit_code == -1:
+            outcome = "not run"
+        else:
+            outcome = "FAILED"
+        seconds = f"{r.seconds:.1f}s" if r.seconds else "-"
+        rows.append((Path(r.file).name, outcome, seconds, r.output if r.ok or r.error == "stopped" else r.error))
+    header = ("job", "result", "time", "output")
+    widths = [max(len(header[i]), *(len(row[i]) for row in rows)) if rows else len(header[i]) for i in range(3)]
+    lines = ["queue summary:"]
+    for row in (header, *rows):
+        lines.append("  " + "  ".join(cell.ljust(width) for cell, width in zip(row[:3], widths)) + "  " + row[3])
+    done = sum(1 for r in results if r.ok)
+    tail = f"{done} of {len(results)} jobs finished"
+    if moved_to is not None and done:
+        tail += f"; their answers files moved to {moved_to}"
+    lines.append(tail)
+    return lines
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def run_queue(folder: str, *, plain: bool = False) -> int:

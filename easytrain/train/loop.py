@@ -94,7 +94,9 @@ def run_training(plan, sink: ev.Sink, control: Optional[TrainControl] = None, *,
     started = time.monotonic()
 
     # ---- accelerator and precision -------------------------------------------------------------
-    accelerator, mixed_precision = _make_accelerator(plan.mixed_precision, emit)
+    # With clip skip, the text encoder's last layers feed nothing: DDP must expect adapters without grads.
+    unused_parameters = plan.train_text_encoder and plan.clip_skip > 1
+    accelerator, mixed_precision = _make_accelerator(plan.mixed_precision, emit, unused_parameters)
     device = accelerator.device
     weight_dtype = DTYPES[mixed_precision]
     seed = int(answers.get("seed", 42))
@@ -448,12 +450,16 @@ def _guarded(sink: ev.Sink):
     return emit
 
 
-def _make_accelerator(mixed_precision: str, emit):
+def _make_accelerator(mixed_precision: str, emit, unused_parameters: bool = False):
     """An Accelerator for this run; fp16 falls back to fp32 where there is no GPU."""
     from accelerate import Accelerator, PartialState
     from accelerate.state import AcceleratorState
 
-    device = PartialState().device
+    from accelerate.utils import parse_flag_from_env
+
+    # Without a GPU, a distributed launch (torchrun, accelerate launch) runs on CPU processes over gloo.
+    cpu = parse_flag_from_env("ACCELERATE_USE_CPU") or not torch.cuda.is_available()
+    device = PartialState(cpu=cpu).device
     if mixed_precision == "fp16" and device.type == "cpu":
         emit(ev.Message("fp16 mixed precision needs a GPU; training in fp32 on the CPU "
                         "(bf16 also works on the CPU)", "warning"))
@@ -461,7 +467,11 @@ def _make_accelerator(mixed_precision: str, emit):
     # Several runs in one process (a queue, the tests) may each pick a precision;
     # the process group (PartialState) stays as it is.
     AcceleratorState._reset_state(reset_partial_state=False)
-    return Accelerator(mixed_precision=mixed_precision, gradient_accumulation_steps=1), mixed_precision
+    from accelerate.utils import DistributedDataParallelKwargs
+
+    ddp = DistributedDataParallelKwargs(find_unused_parameters=unused_parameters)
+    return (Accelerator(mixed_precision=mixed_precision, gradient_accumulation_steps=1, cpu=cpu,
+                        kwargs_handlers=[ddp]), mixed_precision)
 
 
 def _checkpoint_text_encoder(text_encoder) -> None:
