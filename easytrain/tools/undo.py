@@ -54,12 +54,10 @@ def record_undo(root: Path, description: str, *, kept: Iterable[Path] = (), take
     entry = _new_entry(root)
     files = entry / "files"
     kept, taken = list(kept), list(taken)
-    made: set[Path] = set()
-    for path in kept:
-        target = files / _rel(root, path)
-        if target.parent not in made:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            made.add(target.parent)
+    pairs = [(path, files / _rel(root, path)) for path in kept]
+    for folder in {target.parent for _path, target in pairs}:
+        folder.mkdir(parents=True, exist_ok=True)
+    for path, target in pairs:
         keep_original(path, target)
     manifest = {
         "id": entry.name,
