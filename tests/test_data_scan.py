@@ -160,3 +160,16 @@ def test_jpeg_with_trailing_bytes_is_kept(tmp_path):
     path.write_bytes(path.read_bytes() + b"appended video or metadata")
     scan = scan_image_folder(tmp_path)
     assert scan.total_images == 1 and scan.unreadable == ()
+
+
+def test_the_excluded_folder_of_the_image_tools_is_not_a_dataset_folder(tmp_path):
+    from PIL import Image
+
+    from easytrain.data.scan import scan_image_folder
+
+    for name in ("10_char", "_excluded/duplicate"):
+        (tmp_path / name).mkdir(parents=True)
+        Image.new("RGB", (64, 64)).save(tmp_path / name / "a.png")
+    scan = scan_image_folder(tmp_path)
+    assert [s.folder.name for s in scan.subsets] == ["10_char"]
+    assert not any("_excluded" in p for p in scan.problems)

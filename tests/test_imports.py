@@ -11,7 +11,7 @@ HEAVY = ("torch", "diffusers", "peft", "transformers", "accelerate")
 LIGHT_MODULES = (
     "easytrain.cli", "easytrain.questions", "easytrain.answers", "easytrain.legacy", "easytrain.plan",
     "easytrain.commands.check", "easytrain.commands.listing", "easytrain.commands.wizard",
-    "easytrain.commands.train", "easytrain.train.events", "easytrain.train.control",
+    "easytrain.commands.train", "easytrain.commands.prep", "easytrain.train.events", "easytrain.train.control",
     "easytrain.data.scan", "easytrain.data.buckets",
 )
 NO_UI_PACKAGES = ("easytrain.data", "easytrain.model", "easytrain.network", "easytrain.train")

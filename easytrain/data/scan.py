@@ -25,6 +25,7 @@ from easytrain.data.images import IMAGE_SUFFIXES, ImageProblem, is_image_name, p
 from easytrain.errors import UserError
 
 CACHE_DIR_NAME = ".easytrain-cache"
+EXCLUDED_DIR_NAME = "_excluded"  # where `easytrain images --apply` moves images it set aside
 SUBSET_NAME = re.compile(r"^(\d+)(?:_(.*))?$", re.DOTALL)
 LISTED_PATHS = 5  # how many example paths a finding names before "and N more"
 # Phrases of the per-folder summary warnings (the check report lists those findings itself).
@@ -221,7 +222,7 @@ def normalise_extension(extension: str) -> str:
 def _list_root(root: Path) -> tuple[list[Path], list[Path]]:
     folders, loose = [], []
     for entry in sorted(os.scandir(root), key=lambda e: e.name):
-        if entry.name.startswith(".") or entry.name == CACHE_DIR_NAME:
+        if entry.name.startswith(".") or entry.name in (CACHE_DIR_NAME, EXCLUDED_DIR_NAME):
             continue
         if entry.is_dir():
             folders.append(Path(entry.path))
