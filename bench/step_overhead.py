@@ -176,8 +176,14 @@ class Prepared:
     loss_weights: torch.Tensor
 
 
-def bare_setup(plan):
-    """Model, network, optimizer, scheduler and the batches of the run, as the loop builds them."""
+def bare_setup(plan, *, checkpointing: bool | None = None, adamw: dict | None = None,
+               channels_last: bool = False):
+    """Model, network, optimizer, scheduler and the batches of the run, as the loop builds them.
+
+    The keywords are the variants --variants measures: gradient checkpointing
+    forced on or off, torch AdamW with these extra arguments (foreach, fused)
+    instead of the answers' optimizer, the UNet in channels_last.
+    """
     from easytrain.data.dataset import TrainDataset
     from easytrain.model.load import load_base_model
     from easytrain.network.build import apply_network
@@ -197,10 +203,15 @@ def bare_setup(plan):
                        train_unet=plan.train_unet, train_text_encoder=plan.train_text_encoder)
     network = apply_network(base.unet, base.text_encoder, spec, seed=seed)
     network.cast_base(torch.float32)
-    if answers.get("gradient_checkpointing", True):
+    if checkpointing is None:
+        checkpointing = answers.get("gradient_checkpointing", True)
+    if checkpointing:
         base.unet.enable_gradient_checkpointing()
         if plan.train_text_encoder:
-            base.text_encoder.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            base.text_encoder.activation_checkpointing_enable(
+                activation_checkpointing_kwargs={"use_reentrant": False})
+    if channels_last:
+        base.unet.to(memory_format=torch.channels_last)
     base.unet.train(plan.train_unet)
     base.text_encoder.train(plan.train_text_encoder)
 
@@ -223,27 +234,42 @@ def bare_setup(plan):
     while len(batches) < plan.total_steps:
         for spec_ in dataset.epoch_batches(epoch, answers.batch_size):
             batch = dataset.load_batch(spec_, epoch)
-            batches.append(Prepared(batch.latents.float() * scale,
+            latents = batch.latents.float() * scale
+            if channels_last:
+                latents = latents.contiguous(memory_format=torch.channels_last)
+            batches.append(Prepared(latents,
                                     tokenize_captions(base.tokenizer, batch.captions, max_tokens),
                                     batch.loss_weights))
         epoch += 1
     batches = batches[: plan.total_steps]
 
     groups = network.parameter_groups(plan.unet_lr, plan.text_encoder_lr)
-    optimizer = build_optimizer(answers.optimizer, groups, args=answers.get("optimizer_args"),
-                                device=torch.device("cpu")).optimizer
+    if adamw is not None:
+        optimizer = torch.optim.AdamW(groups, lr=groups[0]["lr"], **adamw)
+    else:
+        optimizer = build_optimizer(answers.optimizer, groups, args=answers.get("optimizer_args"),
+                                    device=torch.device("cpu")).optimizer
     scheduler = build_scheduler(optimizer, answers.scheduler, total_steps=plan.total_steps,
                                 warmup_steps=plan.warmup_steps, restarts=answers.get("scheduler_restarts", 1),
                                 power=answers.get("scheduler_power", 1.0))
     return base, network, optimizer, scheduler, batches
 
 
-def bare_loop(plan):
-    """One bare training step as a function, and the batches to feed it."""
+def bare_loop(plan, *, cached_text: bool = False, **variant):
+    """One bare training step as a function, and the batches to feed it.
+
+    cached_text: the text encoder's states are computed once per batch
+    beforehand (possible when it is not trained and captions do not change).
+    """
     from easytrain.train.diffusion import all_snr, diffusion_loss, sample_noise, sample_timesteps, training_target
     from easytrain.train.text import encode_tokens
 
-    base, network, optimizer, scheduler, batches = bare_setup(plan)
+    base, network, optimizer, scheduler, batches = bare_setup(plan, **variant)
+    if cached_text:
+        if plan.train_text_encoder:
+            raise ValueError("text states can be cached only when the text encoder is not trained")
+        with torch.no_grad():
+            states_of = {id(b): encode_tokens(base.text_encoder, b.input_ids, plan.clip_skip) for b in batches}
     answers = plan.answers
     unet, text_encoder, noise_scheduler = base.unet, base.text_encoder, base.noise_scheduler
     snr = all_snr(noise_scheduler)
@@ -257,8 +283,11 @@ def bare_loop(plan):
         noise = sample_noise(batch.latents, 0.0, rng)
         timesteps = sample_timesteps(batch.latents.shape[0], timesteps_total, "cpu", rng)
         noisy = noise_scheduler.add_noise(batch.latents, noise, timesteps)
-        with torch.set_grad_enabled(plan.train_text_encoder):
-            states = encode_tokens(text_encoder, batch.input_ids, plan.clip_skip)
+        if cached_text:
+            states = states_of[id(batch)]
+        else:
+            with torch.set_grad_enabled(plan.train_text_encoder):
+                states = encode_tokens(text_encoder, batch.input_ids, plan.clip_skip)
         pred = unet(noisy, timesteps, states).sample
         target = training_target(noise_scheduler, batch.latents, noise, timesteps, base.prediction_type)
         loss = diffusion_loss(pred, target, timesteps, loss_weights=batch.loss_weights, snr=snr,
@@ -272,6 +301,54 @@ def bare_loop(plan):
         return loss.item()
 
     return step, batches
+
+
+# ---- variants of the bare step, to see what makes the math itself faster ------------------------------
+
+
+VARIANTS = {
+    # name: (plan overrides, bare_loop keywords)
+    "demo (UNet + text encoder)": ({}, {}),
+    "AdamW foreach=True": ({}, {"adamw": {"foreach": True}}),
+    "AdamW fused=True": ({}, {"adamw": {"fused": True}}),
+    "gradient checkpointing off": ({}, {"checkpointing": False}),
+    "channels_last UNet": ({}, {"channels_last": True}),
+    "UNet only": ({"train_parts": "unet_only", "shuffle_captions": False}, {}),
+    "UNet only, text states cached": ({"train_parts": "unet_only", "shuffle_captions": False},
+                                      {"cached_text": True}),
+}
+
+
+def time_variants(make, warmup: int, steps: int) -> dict[str, list[float]]:
+    """Every variant's bare step, round robin step by step, the order rotating each round.
+
+    Returns seconds per measured step, index-aligned across variants, so a
+    step of one variant can be compared with the same step of another.
+    """
+    loops = {}
+    for name, (overrides, keywords) in VARIANTS.items():
+        loops[name] = bare_loop(make(overrides), **keywords)
+    names = list(loops)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for index in range(warmup + steps):
+        shift = index % len(names)
+        for name in names[shift:] + names[:shift]:
+            step, batches = loops[name]
+            start = time.perf_counter()
+            step(batches[index % len(batches)])
+            if index >= warmup:
+                times[name].append(time.perf_counter() - start)
+    return times
+
+
+def report_variants(times: dict[str, list[float]]) -> None:
+    names = list(times)
+    print("bare-step variants: median ms per step, and the median over steps of the step's time over the")
+    print(f"reference's on the same step (reference: '{names[0]}'; for the cached-text line: 'UNet only'):")
+    for name, values in times.items():
+        reference = times["UNet only"] if name == "UNet only, text states cached" else times[names[0]]
+        ratio = statistics.median(v / r for v, r in zip(values, reference))
+        print(f"  {name:32s} {statistics.median(values) * 1000:8.2f} ms  x{ratio:.3f}")
 
 
 # ---- report ------------------------------------------------------------------------------------------
@@ -300,6 +377,9 @@ def main(argv=None) -> int:
     parser.add_argument("--image-size", type=int, default=128,
                         help="the demo images are scaled from 256 to this many pixels (default 128: 16x16 latents; "
                              "256 is the demo run itself)")
+    parser.add_argument("--variants", action="store_true",
+                        help="instead: time variants of the bare step (fused/foreach AdamW, checkpointing off, "
+                             "channels_last, cached text states) against each other")
     parser.add_argument("--profile", metavar="FILE",
                         help="also profile one easytrain run with cProfile into FILE and print the top entries")
     args = parser.parse_args(argv)
@@ -323,6 +403,11 @@ def main(argv=None) -> int:
         images = bench_images(tmp_path / "images", args.image_size / 256)
         data = bench_answers(images, tmp_path / "out", total, args.batch_size)
         plan = make_plan(data, tmp_path / "bench.json")
+        if args.variants:
+            times = time_variants(lambda overrides: make_plan({**data, **overrides}, tmp_path / "bench.json"),
+                                  args.warmup, args.steps * args.reps)
+            report_variants(times)
+            return 0
         for rep in range(args.reps):
             times = time_paired(plan, args.warmup)
             if torch.get_num_threads() != args.threads:
