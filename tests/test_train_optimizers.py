@@ -91,3 +91,16 @@ def test_own_lion_matches_the_paper_update():
     expected = torch.tensor([1.0, -2.0]) * (1 - 0.05) - 0.1 * torch.tensor([1.0, -1.0])
     assert torch.allclose(p.detach(), expected)
     assert torch.allclose(opt.state[p]["exp_avg"], 0.01 * torch.tensor([0.3, -0.4]))
+
+
+def test_plain_adamw_uses_the_fused_step():
+    import torch
+
+    from easytrain.train.optimizers import build_optimizer
+
+    p = torch.nn.Parameter(torch.ones(8))
+    built = build_optimizer("AdamW", [{"params": [p], "lr": 1e-3, "name": "unet"}], args={"weight_decay": 0.1})
+    assert built.optimizer.defaults["fused"] is True
+    p.grad = torch.ones_like(p)
+    built.optimizer.step()
+    assert p.detach().lt(1).all()

@@ -75,6 +75,8 @@ def encode_tokens(text_encoder, input_ids: torch.Tensor, clip_skip: int = 1) -> 
     batch, n_chunks, width = input_ids.shape
     flat = input_ids.reshape(batch * n_chunks, width)
     out = text_encoder(flat, output_hidden_states=True, return_dict=True)
-    states = final_layer_norm(text_encoder)(out.hidden_states[-clip_skip])
+    norm = final_layer_norm(text_encoder)
+    # The hidden states may be fp32 while a frozen bf16/fp16 norm is not (autocast leaves layer norm alone on the CPU).
+    states = norm(out.hidden_states[-clip_skip].to(norm.weight.dtype))
     states = states.reshape(batch, n_chunks * width, states.shape[-1])
     return join_chunk_states(states, n_chunks)
