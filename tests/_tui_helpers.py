@@ -67,7 +67,7 @@ async def to_question(pilot, key: str, limit: int = 80) -> None:
     for _ in range(limit):
         if question_key(pilot.app) == key:
             return
-        assert screen_name(pilot.app) in ("QuestionScreen", "ScanScreen"), screen_name(pilot.app)
+        assert screen_name(pilot.app) in ("QuestionScreen", "ScanScreen", "CaptionsScreen"), screen_name(pilot.app)
         await press(pilot, "enter")
     raise AssertionError(f"never reached {key}; at {question_key(pilot.app)}")
 
@@ -81,7 +81,7 @@ async def to_review(pilot, limit: int = 80) -> None:
 
 
 async def start_new(pilot, base_model: str = "builtin:tiny", image_folder: str = "images") -> None:
-    """From the start screen: the new route, the base model, the image folder, past the scan."""
+    """From the start screen: the new route, the base model, the image folder, past the scan and captions."""
     await settle(pilot)
     if screen_name(pilot.app) == "StartScreen":
         await press(pilot, "enter")
@@ -91,6 +91,8 @@ async def start_new(pilot, base_model: str = "builtin:tiny", image_folder: str =
     await answer(pilot, image_folder)
     assert screen_name(pilot.app) == "ScanScreen"
     await press(pilot, "enter")
+    assert screen_name(pilot.app) == "CaptionsScreen"
+    await press(pilot, "enter")  # skip the optional captions step
 
 
 def field_text(app: WizardApp) -> str:

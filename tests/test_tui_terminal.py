@@ -86,6 +86,9 @@ def test_wizard_in_tmux_saves_a_file_that_check_accepts(tmp_path):
         screen = session.wait_for("Found in images")
         assert "5_shapes" in screen
         session.keys("Enter")
+        screen = session.wait_for("Top tags")
+        assert "16  shapes" in screen
+        session.keys("Enter")  # skip the captions step
         for q in default_flow_after_image_folder():
             screen = session.wait_for(q.prompt)
             assert "per epoch / batch 2 = 40 steps x 10 epochs = 400" in screen  # the steps preview

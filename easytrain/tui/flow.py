@@ -17,6 +17,8 @@ from easytrain import answers as answers_file
 from easytrain import questions as Q
 from easytrain.errors import UserError
 from easytrain.plan import TrainPlan, steps_warning
+from easytrain.tui.captions import CaptionStep
+from easytrain.tui.captions_screen import CaptionsScreen
 from easytrain.tui.done_screen import DoneScreen
 from easytrain.tui.preview import StepsPreview
 from easytrain.tui.question_screen import Move, QuestionScreen, QuestionView
@@ -65,6 +67,7 @@ class Wizard:
     route: str = "new"
     preview: StepsPreview = field(default_factory=StepsPreview)
     changed: bool = False  # for the train route: answers differ from the file
+    caption_steps: dict[str, CaptionStep] = field(default_factory=dict)  # per image folder: what it applied
 
     def __post_init__(self) -> None:
         if self.state is None:
@@ -141,7 +144,7 @@ class Wizard:
                 q = previous
                 continue
             self.record(q, move)
-            if q.id == "image_folder" and not await self.show_scan():
+            if q.id == "image_folder" and not await self.after_image_folder():
                 continue  # back to the folder question
             q = self.state.next_after(q.id)
         return "review"
@@ -175,8 +178,15 @@ class Wizard:
         if move.kind != "accept":
             return
         self.record(q, move)
-        if q.id == "image_folder" and not await self.show_scan():
+        if q.id == "image_folder" and not await self.after_image_folder():
             await self.ask_one(key)
+
+    async def after_image_folder(self) -> bool:
+        """The scan, then the optional captions step; False when the person goes back to the folder."""
+        while await self.show_scan():
+            if await self.show_captions() == "continue":
+                return True
+        return False
 
     async def show_scan(self) -> bool:
         """The scan of the chosen image folder; False when the person goes back."""
@@ -190,6 +200,17 @@ class Wizard:
         screen = ScanScreen(scan, folder, self.where("data - what is in the image folder"), self.steps_line(),
                             shorten=self.state.shorten_paths)
         return await self.app.push_screen_wait(screen) == "continue"
+
+    async def show_captions(self) -> str:
+        """The captions step (not an answer: nothing of it goes into the answers file)."""
+        values = self.state.values()
+        folder = Q.resolve(values["image_folder"], self.base_dir).resolve()
+        extension = values.get("caption_extension") or ".txt"
+        keep_tokens = values.get("keep_tokens")
+        step = self.caption_steps.setdefault(f"{folder}|{extension}", CaptionStep(folder, extension))
+        screen = CaptionsScreen(step, values["image_folder"], self.where("data - captions (optional)"),
+                                self.steps_line(), keep_tokens=1 if keep_tokens is None else keep_tokens)
+        return await self.app.push_screen_wait(screen)
 
     async def ask_route_question(self, q: Q.Question, check=None) -> Move:
         view = QuestionView(question=q, value=None, typed=False, default=None, where=self.where(q.group),
