@@ -384,7 +384,10 @@ def run_training(plan, sink: ev.Sink, control: Optional[TrainControl] = None, *,
                     seconds=time.monotonic() - step_start, images=len(batch.captions) * world,
                     peak_memory_bytes=torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None,
                 ))
-                stop, save_now = _agree(control.stop_requested, control.take_save_request(), world, device)
+                # Several processes must agree (a collective, so a host sync): at the loss sync cadence only.
+                stop = save_now = False
+                if world == 1 or position.global_step % sync_every == 0 or position.global_step == total_steps:
+                    stop, save_now = _agree(control.stop_requested, control.take_save_request(), world, device)
                 if save_now or stop:
                     if window_count:
                         shown_loss = flush_window()      # never save weights a NaN step has touched
@@ -522,7 +525,7 @@ def _resume_point(plan, which: str, current: dict) -> tr_state.SavedState:
     if problems:
         raise UserError(f"--resume: {state.folder} was saved with other settings; resuming needs the same "
                         "answers (change them back, or start a new run without --resume)", problems=problems)
-    if state.global_step >= current["total_steps"] // max(1, current["processes"]):
+    if state.global_step >= math.ceil(current["total_steps"] / max(1, current["processes"])):
         raise UserError(f"--resume: {state.folder} is at step {state.global_step}, the end of this run; "
                         "nothing left to train")
     return state
