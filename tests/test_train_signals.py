@@ -72,10 +72,11 @@ def test_ctrl_c_saves_a_state_and_resume_ends_like_an_uninterrupted_run(tmp_path
         torch.testing.assert_close(final[key], value, rtol=1e-5, atol=1e-6, msg=key)
 
 
-def test_sigterm_stops_like_the_first_ctrl_c(tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
+def test_sigterm_and_sighup_stop_like_the_first_ctrl_c(tmp_path, sig):
     write_answers(tmp_path)
-    process, out, err = stop_with(signal.SIGTERM, tmp_path)
-    assert "SIGTERM" in err
+    process, out, err = stop_with(sig, tmp_path)
+    assert signal.Signals(sig).name in err
     state = assert_stopped_cleanly(process, out, err, tmp_path)
     assert tr_state.load_training(state)["adapters"]
 

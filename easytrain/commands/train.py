@@ -75,9 +75,12 @@ def train_one(path: str, *, resume: Optional[str] = None, plain: bool = False) -
         if metrics is not None:
             metrics.close()
     if main:
-        for line in summary_lines(result.outcome, extra_files=(metrics.csv_path, metrics.png_path),
-                                  resume_command=resume_command(path)):
-            print(line, flush=True)
+        lines = summary_lines(result.outcome, extra_files=(metrics.csv_path, metrics.png_path),
+                              resume_command=resume_command(path))
+        try:
+            print("\n".join(lines), flush=True)
+        except OSError:  # the terminal is gone (SIGHUP after an SSH drop); the files are saved all the same
+            pass
     stopped = isinstance(result.outcome, ev.RunStopped)
     return JobResult(path, not stopped, time.monotonic() - started, str(result.final_path),
                      error="stopped" if stopped else "", exit_code=EXIT_STOPPED if stopped else 0)
