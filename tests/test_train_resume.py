@@ -201,3 +201,19 @@ def test_a_failing_torch_compile_is_reported_and_the_run_trains_uncompiled(unint
     expected = load_file(whole.final_path)
     for key, value in load_file(result.final_path).items():
         torch.testing.assert_close(value, expected[key], rtol=1e-5, atol=1e-6, msg=key)
+
+
+def test_resume_from_a_named_state_folder(uninterrupted, stopped, tmp_path):
+    """`--resume PATH`: here the epoch-1 state (an epoch boundary), in a copy of the stopped run's folder."""
+    import shutil
+
+    _, _, whole = uninterrupted
+    plan, _, _ = stopped
+    out = tmp_path / "out"
+    shutil.copytree(plan.output_dir / "fast-000001-state", out / "fast-000001-state")
+    events = Recorder()
+    result = run_training(_with_output(plan, out), events, resume=str(out / "fast-000001-state"))
+    assert [e.step for e in events.of(ev.StepEnded)] == [5, 6, 7, 8]
+    expected = load_file(whole.final_path)
+    for key, value in load_file(result.final_path).items():
+        torch.testing.assert_close(value, expected[key], rtol=1e-5, atol=1e-6, msg=key)
