@@ -56,10 +56,11 @@ def test_check_popup_era_fixture_in_place_gives_clear_errors():
 
 
 def test_check_popup_era_fixture_with_its_data_prints_a_plan(tmp_path, demo_images):
+    from easytrain.model.tiny import tiny_model_paths
+
     shutil.copy(FIXTURES / "popup_era.json", tmp_path)
-    (tmp_path / "model.safetensors").write_bytes(b"")
+    shutil.copy(tiny_model_paths().single_file, tmp_path / "model.safetensors")
     out = easytrain("check", str(tmp_path / "popup_era.json"))
-    # An empty model file passes the path check; check reads no weights.
     assert out.returncode == 0, out.stderr
     assert "read as a popup-era answers file" in out.stdout
     assert "/ batch 3 =" in out.stdout and "x 12 epochs" in out.stdout
@@ -97,3 +98,16 @@ def test_ci_runs_the_readme_test_command():
     readme = (REPO / "README.md").read_text()
     ci = (REPO / ".ci" / "run").read_text()
     assert "python3 wizard.py test" in readme and "python3 wizard.py test" in ci
+
+
+def test_check_refuses_a_lora_given_as_the_base_model(tmp_path, demo_images):
+    from safetensors.torch import save_file
+    import torch
+
+    save_file({"lora_unet_down_blocks_0_attentions_0_proj_in.lora_down.weight": torch.zeros(4, 32, 1, 1)},
+              str(tmp_path / "my_lora.safetensors"))
+    (tmp_path / "a.json").write_text(json.dumps({"schema_version": 1, "base_model": "my_lora.safetensors",
+                                                  "image_folder": "images"}))
+    out = easytrain("check", str(tmp_path / "a.json"))
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "LoRA" in out.stderr and "my_lora.safetensors" in out.stderr

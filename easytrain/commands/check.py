@@ -3,12 +3,36 @@
 from __future__ import annotations
 
 from easytrain import answers as answers_file
+from easytrain.errors import UserError
 from easytrain.plan import TrainPlan
+
+
+ARCH_NAMES = {"sd1": "SD1.x", "sd2": "SD2.x 512 (epsilon)", "sd2-v": "SD2.x 768 (v-prediction)", "sdxl": "SDXL"}
+
+
+def base_model_line(plan: TrainPlan) -> str:
+    """The base model and its architecture, read from the file's header (no weights loaded).
+
+    A file that is not a usable checkpoint (a LoRA, a VAE, random tensors) raises UserError here,
+    before anyone waits for a model to load.
+    """
+    from easytrain.model.detect import detect_architecture
+
+    chosen = plan.answers.architecture or "auto"
+    if plan.base_model.startswith("builtin:"):
+        return f"{plan.base_model} (easytrain's embedded tiny SD1-shaped model)"
+    found = detect_architecture(plan.base_model)
+    if chosen != "auto":
+        return f"{plan.base_model} ({ARCH_NAMES[chosen]}, as set in the answers; the file says: {found.description})"
+    if not found.sure:
+        raise UserError(f"{plan.base_model}: {found.description}; set architecture in the answers file "
+                        "to 'sd2' (512, epsilon) or 'sd2-v' (768, v-prediction), or 'sd1'")
+    return f"{plan.base_model} ({found.description})"
 
 
 def plan_lines(plan: TrainPlan) -> list[str]:
     a = plan.answers
-    lines = [f"Plan for {a.source or 'answers'}", f"  base model: {plan.base_model}"]
+    lines = [f"Plan for {a.source or 'answers'}", f"  base model: {base_model_line(plan)}"]
     lines.append("  data:")
     for scan in (plan.train_scan, plan.reg_scan):
         if scan is None:
