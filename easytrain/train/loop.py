@@ -32,7 +32,7 @@ from easytrain.train.saving import (
 )
 from easytrain.train import state as tr_state
 from easytrain.train.schedulers import build_scheduler
-from easytrain.train.text import encode_tokens, tokenize_captions
+from easytrain.train.text import TextStateCache, encode_tokens, tokenize_captions
 
 log = logging.getLogger(__name__)
 
@@ -280,6 +280,12 @@ def run_training(plan, sink: ev.Sink, control: Optional[TrainControl] = None, *,
                                 str(state_path) if state_path else None))
         return Path(path), state_path
 
+    # A frozen text encoder and fixed captions give the same states every epoch: encode each caption once.
+    text_states = None
+    if not plan.train_text_encoder and not dataset_shuffles_captions(plan):
+        text_states = TextStateCache(text_encoder, tokenizer, clip_skip=plan.clip_skip,
+                                     max_token_length=max_token_length, device=device)
+
     def training_step(batch, forward) -> torch.Tensor:
         """Forward and backward of one batch through ``forward`` (the UNet, maybe compiled); returns the loss."""
         with torch.no_grad():
@@ -288,10 +294,13 @@ def run_training(plan, sink: ev.Sink, control: Optional[TrainControl] = None, *,
         noise = sample_noise(latents, noise_offset, noise_rng)
         timesteps = sample_timesteps(latents.shape[0], noise_scheduler.config.num_train_timesteps, device, noise_rng)
         noisy_latents = noise_scheduler.add_noise(latents, noise, timesteps)
-        input_ids = tokenize_captions(tokenizer, batch.captions, max_token_length).to(device)
         with accelerator.autocast():
-            with torch.set_grad_enabled(plan.train_text_encoder):
-                hidden_states = encode_tokens(text_encoder, input_ids, plan.clip_skip)
+            if text_states is not None:
+                hidden_states = text_states(batch.captions)
+            else:
+                input_ids = tokenize_captions(tokenizer, batch.captions, max_token_length).to(device)
+                with torch.set_grad_enabled(plan.train_text_encoder):
+                    hidden_states = encode_tokens(text_encoder, input_ids, plan.clip_skip)
             model_pred = forward(noisy_latents, timesteps, hidden_states).sample
         target = training_target(noise_scheduler, latents, noise, timesteps, base.prediction_type)
         loss = diffusion_loss(model_pred, target, timesteps, loss_weights=batch.loss_weights.to(device),
@@ -566,6 +575,13 @@ def _compiled(unet, emit):
         emit(ev.Message(f"torch_compile failed ({type(exc).__name__}: {str(exc)[:200]}); training uncompiled",
                         "warning"))
         return unet
+
+
+def dataset_shuffles_captions(plan) -> bool:
+    """Whether any subset shuffles its captions (the answers' setting, or a dataset TOML's own)."""
+    default = bool(plan.answers.shuffle_captions)
+    subsets = [s for scan in (plan.train_scan, plan.reg_scan) if scan is not None for s in scan.subsets]
+    return any(default if s.shuffle_caption is None else s.shuffle_caption for s in subsets)
 
 
 def _first_compiled_step(training_step, batch, compiled, unet, emit, optimizer, generators):

@@ -80,3 +80,30 @@ def encode_tokens(text_encoder, input_ids: torch.Tensor, clip_skip: int = 1) -> 
     states = norm(out.hidden_states[-clip_skip].to(norm.weight.dtype))
     states = states.reshape(batch, n_chunks * width, states.shape[-1])
     return join_chunk_states(states, n_chunks)
+
+
+class TextStateCache:
+    """Hidden states per caption, for a frozen text encoder and captions that never change.
+
+    Each distinct caption is encoded once and kept on the device; later batches
+    only stack. Only valid when the text encoder is not trained and captions are
+    not shuffled (the caller decides).
+    """
+
+    def __init__(self, text_encoder, tokenizer, *, clip_skip: int, max_token_length: int, device) -> None:
+        self.text_encoder = text_encoder
+        self.tokenizer = tokenizer
+        self.clip_skip = clip_skip
+        self.max_token_length = max_token_length
+        self.device = device
+        self.states: dict[str, torch.Tensor] = {}
+
+    def __call__(self, captions: list[str]) -> torch.Tensor:
+        missing = list(dict.fromkeys(c for c in captions if c not in self.states))
+        if missing:
+            ids = tokenize_captions(self.tokenizer, missing, self.max_token_length).to(self.device)
+            with torch.no_grad():
+                encoded = encode_tokens(self.text_encoder, ids, self.clip_skip)
+            for caption, row in zip(missing, encoded):
+                self.states[caption] = row
+        return torch.stack([self.states[c] for c in captions])
