@@ -86,6 +86,8 @@ def build_sample_scheduler(sampler: str, scheduler_config=None, prediction_type:
     config = dict(scheduler_config) if scheduler_config is not None else dict(DEFAULT_SCHEDULER_CONFIG)
     # DDIM's default is to clip x0 to [-1, 1], wrong for SD latents; the pipeline would warn and undo it.
     config["clip_sample"] = False
+    # SD's inference schedules start one step later than the training schedule (diffusers warns otherwise).
+    config["steps_offset"] = 1
     return classes[sampler].from_config(config, prediction_type=prediction_type)
 
 
