@@ -53,6 +53,7 @@ def test_piped_output_is_plain_lines(trained):
     assert "\x1b" not in result.stdout and "\x1b" not in result.stderr
     assert "step 8/8" in result.stdout
     assert "Traceback" not in result.stderr
+    assert "kernels-community" not in result.stdout + result.stderr  # no third-party start-up noise
 
 
 def test_metrics_csv_has_every_step(trained):

@@ -55,6 +55,7 @@ def train_one(path: str, *, resume: Optional[str] = None, plain: bool = False) -
 
     from easytrain.commands.check import plan_lines
     from easytrain.commands.stop_signals import stop_on_signals
+    from easytrain.model.quiet import quiet_model_libraries
     from easytrain.progress import MetricsWriter, fan_out, make_view, summary_lines
     from easytrain.train import events as ev
     from easytrain.train.control import TrainControl
@@ -63,6 +64,7 @@ def train_one(path: str, *, resume: Optional[str] = None, plain: bool = False) -
     main = is_main_process()
     if main:
         print("\n".join(plan_lines(plan)), flush=True)
+    quiet_model_libraries()
     control = TrainControl()
     started = time.monotonic()
     metrics = MetricsWriter(plan.output_dir, plan.output_name) if main else None

@@ -7,7 +7,8 @@ import logging
 
 def quiet_model_libraries() -> None:
     """Errors still show and exceptions still raise; only info/warning noise and bars go."""
-    for name in ("diffusers", "transformers", "accelerate"):
+    # bitsandbytes warns at import about optional CPU kernels it cannot fetch (offline by design).
+    for name in ("diffusers", "transformers", "accelerate", "bitsandbytes"):
         logging.getLogger(name).setLevel(logging.ERROR)
     from diffusers.utils import logging as diffusers_logging
     from transformers.utils import logging as transformers_logging
