@@ -284,3 +284,19 @@ def test_tiny_cache_failed_build_leaves_nothing(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="disk full"):
         tiny.tiny_model_paths(tmp_path)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_diffusers_folder_saved_as_fp16_variant_loads(tmp_path):
+    import torch
+    from diffusers import StableDiffusionPipeline
+
+    from easytrain.model.load import load_base_model
+    from easytrain.model.tiny import tiny_model_paths
+
+    pipe = StableDiffusionPipeline.from_pretrained(str(tiny_model_paths().diffusers_dir), local_files_only=True)
+    pipe.to(torch.float16).save_pretrained(str(tmp_path / "fp16"), variant="fp16")
+    assert not list((tmp_path / "fp16" / "unet").glob("diffusion_pytorch_model.safetensors"))
+    model = load_base_model(str(tmp_path / "fp16"), "sd1")
+    reference = load_base_model("builtin:tiny")
+    for (name, a), b in zip(model.unet.state_dict().items(), reference.unet.state_dict().values()):
+        torch.testing.assert_close(a.float(), b.half().float(), msg=name)

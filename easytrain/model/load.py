@@ -130,21 +130,31 @@ def _load_diffusers_folder(folder: Path, arch: str, prediction: str, dtype: torc
         if not (folder / part).is_dir():
             raise UserError(f"{folder}: diffusers folder without its {part}/ subfolder")
     try:
-        unet = UNet2DConditionModel.from_pretrained(folder, subfolder="unet", torch_dtype=dtype, local_files_only=True)
-        vae = AutoencoderKL.from_pretrained(folder, subfolder="vae", torch_dtype=dtype, local_files_only=True)
-        text_encoder = CLIPTextModel.from_pretrained(folder, subfolder="text_encoder", dtype=dtype, local_files_only=True)
+        unet = _from_folder(UNet2DConditionModel, folder, "unet", torch_dtype=dtype)
+        vae = _from_folder(AutoencoderKL, folder, "vae", torch_dtype=dtype)
+        text_encoder = _from_folder(CLIPTextModel, folder, "text_encoder", dtype=dtype)
     except (OSError, EnvironmentError) as exc:
         raise UserError(f"{folder}: cannot load this diffusers folder: {exc}") from exc
     if any((folder / "tokenizer" / name).is_file() for name in ("tokenizer.json", "vocab.json")):
         tokenizer = CLIPTokenizer.from_pretrained(folder, subfolder="tokenizer", local_files_only=True)
     else:
         tokenizer = load_clip_tokenizer("!" if arch.startswith("sd2") else "<|endoftext|>")
-    if len(tokenizer) != text_encoder.config.vocab_size:
+    if len(tokenizer) > text_encoder.config.vocab_size:  # a larger embedding table is fine, a smaller one is not
         raise UserError(
             f"{folder}: the tokenizer has {len(tokenizer)} tokens but the text encoder expects "
             f"{text_encoder.config.vocab_size}; the folder's tokenizer/ does not belong to its text_encoder/"
         )
     return _finish(arch, prediction, unet, vae, text_encoder, tokenizer, str(folder))
+
+
+def _from_folder(cls, folder: Path, subfolder: str, **kwargs):
+    """A component of a diffusers folder; folders saved with only fp16 variant files load too."""
+    try:
+        return cls.from_pretrained(folder, subfolder=subfolder, local_files_only=True, **kwargs)
+    except (OSError, EnvironmentError):
+        if not any((folder / subfolder).glob("*.fp16.*")):
+            raise
+        return cls.from_pretrained(folder, subfolder=subfolder, local_files_only=True, variant="fp16", **kwargs)
 
 
 # ---- single files ------------------------------------------------------------------------------
