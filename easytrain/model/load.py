@@ -26,7 +26,7 @@ from easytrain.model.convert import (
     unet_key_map,
     vae_key_map,
 )
-from easytrain.model.detect import ARCHITECTURES, Detection, detect_architecture
+from easytrain.model.detect import ARCHITECTURES, Detection, detect_architecture, read_safetensors_header
 from easytrain.model.quiet import quiet_model_libraries
 
 CONFIG_ROOT = Path(__file__).parent / "configs"
@@ -70,7 +70,10 @@ def load_base_model(spec: str, architecture: str = "auto", dtype: torch.dtype = 
         return _load_diffusers_folder(path, arch, prediction, dtype)
     if detection.is_tiny:
         return _load_single_file(path, _tiny_parts(), arch, prediction, dtype)
-    return _load_single_file(path, _shipped_parts(arch), arch, prediction, dtype)
+    parts = _shipped_parts(arch)
+    if arch == "sd1" and path.suffix.lower() == ".safetensors":
+        parts = _parts_for_sizes(path, parts)
+    return _load_single_file(path, parts, arch, prediction, dtype)
 
 
 def make_noise_scheduler(prediction_type: str):
@@ -192,6 +195,31 @@ def _tiny_parts() -> _Parts:
         vae_config=dict(tiny.VAE_CONFIG),
         text_encoder_config=tiny.text_encoder_config(len(tokenizer)),
         make_tokenizer=lambda: tokenizer,
+        openclip_text=False,
+    )
+
+
+def _parts_for_sizes(path: Path, shipped: _Parts) -> _Parts:
+    """The shipped SD1 configs, or configs read off the file when its sizes are not SD1.5's."""
+    from easytrain.model import infer
+
+    shapes = {k: tuple(v.get("shape") or ()) for k, v in read_safetensors_header(path).tensors.items()
+              if isinstance(v, dict)}
+    text_prefix = infer.sd1_text_prefix(shapes)
+    try:
+        same = (shapes[infer.UNET + "input_blocks.0.0.weight"][0] == shipped.unet_config["block_out_channels"][0]
+                and shapes[text_prefix + "embeddings.token_embedding.weight"][1] == shipped.text_encoder_config.hidden_size
+                and infer.unet_config(shapes)["block_out_channels"] == tuple(shipped.unet_config["block_out_channels"])
+                and infer.vae_config(shapes)["block_out_channels"] == tuple(shipped.vae_config["block_out_channels"]))
+    except (KeyError, TypeError, IndexError, StopIteration):
+        return shipped  # not the layout inference understands; the loader names what is missing
+    if same:
+        return shipped
+    return _Parts(
+        unet_config=infer.unet_config(shapes),
+        vae_config=infer.vae_config(shapes),
+        text_encoder_config=infer.text_encoder_config(shapes, text_prefix, pad_token_id=49407),
+        make_tokenizer=shipped.make_tokenizer,
         openclip_text=False,
     )
 
