@@ -13,21 +13,21 @@ from textual.screen import ModalScreen, Screen
 ResultType = TypeVar("ResultType")
 
 
-class WizardScreen(Screen[ResultType]):
+class _FinishOnce:
+    """Mixed into a screen: ``finish`` dismisses with a result the first time only."""
+
     _finished = False
 
-    def finish(self, result: ResultType) -> None:
+    def finish(self, result) -> None:
         if self._finished:
             return
         self._finished = True
         self.dismiss(result)
 
 
-class WizardModal(ModalScreen[ResultType]):
-    _finished = False
+class WizardScreen(_FinishOnce, Screen[ResultType]):
+    pass
 
-    def finish(self, result: ResultType) -> None:
-        if self._finished:
-            return
-        self._finished = True
-        self.dismiss(result)
+
+class WizardModal(_FinishOnce, ModalScreen[ResultType]):
+    pass
