@@ -33,7 +33,8 @@ def test_single_file_of_other_sizes_loads_with_every_weight(tmp_path):
     unet, vae, text_encoder = build_other_model()
     path = tmp_path / "other.safetensors"
     write_single_file(unet, vae, text_encoder, path, {})
-    model = load_base_model(str(path), "sd1")
+    model = load_base_model(str(path))  # the SD1 layout is enough to know the family
+    assert model.arch == "sd1"
     assert model.unet.config.block_out_channels == (32, 64, 64)
     assert model.unet.config.down_block_types == ("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D")
     assert model.vae.config.block_out_channels == (32, 64) and model.vae.config.layers_per_block == 2

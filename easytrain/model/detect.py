@@ -112,7 +112,8 @@ def _detect_from_keys(path: Path, shapes: dict[str, list | None], metadata: dict
         width = _token_embedding_width(shapes)
         if width in (None, 768):
             return Detection("sd1", "epsilon", True, "SD 1.x (CLIP ViT-L text encoder)")
-        return Detection("sd1", "epsilon", False, f"SD 1.x layout with an unusual text width of {width}")
+        # The HF-CLIP text layout is SD1's alone; other sizes are small or experimental SD1-family models.
+        return Detection("sd1", "epsilon", True, f"SD 1.x layout with a text width of {width} (not SD1.5's sizes)")
 
     # UNet without a text encoder: the cross-attention width still tells the family.
     cross = shapes.get(_CROSS_ATTN_KEY)
