@@ -58,3 +58,17 @@ def test_a_foreign_vocabulary_is_refused_with_advice(tmp_path):
     write_single_file(unet, vae, text_encoder, path, {})
     with pytest.raises(UserError, match="1000-token vocabulary"):
         load_base_model(str(path), "sd1")
+
+
+def test_a_diffusers_folder_of_other_sizes_predicting_noise_is_sd1(tmp_path):
+    import json
+
+    from easytrain.model.detect import detect_architecture
+
+    unet, _, _ = build_other_model()
+    (tmp_path / "model_index.json").write_text(json.dumps({"_class_name": "StableDiffusionPipeline"}))
+    unet.save_config(str(tmp_path / "unet"))
+    (tmp_path / "scheduler").mkdir()
+    (tmp_path / "scheduler" / "scheduler_config.json").write_text(json.dumps({"prediction_type": "epsilon"}))
+    found = detect_architecture(tmp_path)
+    assert (found.arch, found.prediction_type, found.sure) == ("sd1", "epsilon", True)

@@ -250,6 +250,8 @@ def _detect_diffusers_folder(path: Path) -> Detection:
         return Detection(arch, prediction, True, f"SD 2.x diffusers folder, {prediction}")
     if cross == 768:
         return Detection("sd1", prediction or "epsilon", True, "SD 1.x diffusers folder")
+    if prediction == "epsilon":  # small or experimental models: an SD1-style UNet predicting noise
+        return Detection("sd1", "epsilon", True, f"SD 1.x-like diffusers folder (cross-attention width {cross})")
     return Detection("sd1", prediction or "epsilon", False, f"SD 1.x-like diffusers folder with cross-attention width {cross}")
 
 
