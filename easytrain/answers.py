@@ -18,6 +18,9 @@ from easytrain.fsutil import atomic_write_text
 
 SCHEMA_VERSION = 1
 PATH_KINDS = ("file", "folder", "model")
+MAX_DEPTH = 8  # our files are 3 deep (object -> optimizer_args -> list); anything deeper is not an answers file
+MAX_DIGITS = 400  # no allowed number has more digits; longer ones are refused before Python converts them
+UNKNOWN_KEYS_SHOWN = 20  # unknown keys listed (each with a "did you mean"); the rest are counted
 
 
 class AnswersError(UserError):
@@ -113,14 +116,21 @@ def validate(data: Mapping[str, Any], *, base_dir: Optional[Path], check_paths: 
     """Check a dict in our format. Returns (values with defaults filled, problems)."""
     problems: list[str] = []
     version = data.get("schema_version", SCHEMA_VERSION)
-    if version != SCHEMA_VERSION:
-        problems.append(f"schema_version: this easytrain reads version {SCHEMA_VERSION}, got {version!r}")
-    for key in data:
-        if key not in ("schema_version", "$schema") and key not in Q.BY_ID:
-            hint = _closest(key)
-            problems.append(f"{key}: unknown key" + (f" (did you mean {hint!r}?)" if hint else "")
-                            + "; see `easytrain questions` for the keys")
-    known = {k: v for k, v in data.items() if k in Q.BY_ID}
+    if isinstance(version, bool) or version != SCHEMA_VERSION:
+        problems.append(f"schema_version: this easytrain reads version {SCHEMA_VERSION} (the number), "
+                        f"got {Q.shown(version)}")
+    unknown = [key for key in data if key not in ("schema_version", "$schema") and key not in Q.BY_ID]
+    for key in unknown[:UNKNOWN_KEYS_SHOWN]:
+        hint = _closest(key)
+        problems.append(f"{Q.shown(key, quote=False)}: unknown key" + (f" (did you mean {hint!r}?)" if hint else "")
+                        + "; see `easytrain questions` for the keys")
+    if len(unknown) > UNKNOWN_KEYS_SHOWN:
+        problems.append(f"... and {len(unknown) - UNKNOWN_KEYS_SHOWN} more unknown keys")
+    known = {k: whole_numbers_as_int(Q.BY_ID[k], v) for k, v in data.items() if k in Q.BY_ID}
+    for key, value in list(known.items()):
+        if _has_nul(value):
+            problems.append(f"{key}: contains a NUL character (\\u0000), which no file name or setting may hold")
+            del known[key]
     context = {"_base_dir": str(base_dir)} if base_dir else {}
     values = Q.applicable_values({**known, **context})
     for q in Q.QUESTIONS:
@@ -137,9 +147,32 @@ def validate(data: Mapping[str, Any], *, base_dir: Optional[Path], check_paths: 
     return values, problems
 
 
+def whole_numbers_as_int(q: Q.Question, value: Any) -> Any:
+    """16.0 for an integer setting is 16: stored, planned and trained as the integer."""
+    if q.kind == "int" and isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def _has_nul(value: Any) -> bool:
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str) and "\0" in item:
+            return True
+        if isinstance(item, dict):
+            pending.extend(item.keys())
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+    return False
+
+
 def _closest(key: str) -> Optional[str]:
     import difflib
 
+    if len(key) > 100:  # no key is that long; comparing would only cost time
+        return None
     matches = difflib.get_close_matches(key, Q.KEYS, n=1, cutoff=0.75)
     return matches[0] if matches else None
 
@@ -172,11 +205,56 @@ def load(path: str | Path, *, check_paths: bool = True) -> Answers:
         raise UserError(f"{path}: not a UTF-8 text file; an answers file is JSON") from None
     except OSError as exc:
         raise UserError(f"{path}: cannot read it ({exc.strerror})") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{path}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from None
+    data = parse_json(text, str(path))
     return from_dict(data, source=path.absolute(), check_paths=check_paths)
+
+
+class _Refused(ValueError):
+    """Raised from inside the JSON parser for what an answers file may never hold."""
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise _Refused(f"the key {Q.shown(key)} is given twice; keep one (a later copy would silently "
+                           "win and hide the other)")
+        result[key] = value
+    return result
+
+
+def _bounded_int(text: str) -> int:
+    if len(text.lstrip("-")) > MAX_DIGITS:
+        raise _Refused(f"a number with {len(text.lstrip('-'))} digits ({text[:12]}...) is far outside "
+                       "every allowed range")
+    return int(text)
+
+
+def _depth(data: Any) -> int:
+    deepest, pending = 0, [(data, 1)]
+    while pending:
+        item, depth = pending.pop()
+        if isinstance(item, (dict, list)):
+            deepest = max(deepest, depth)
+            if deepest > MAX_DEPTH:
+                break
+            pending.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return deepest
+
+
+def parse_json(text: str, label: str) -> Any:
+    """The JSON of an answers file, refusing duplicate keys, absurd numbers and deep nesting."""
+    try:
+        data = json.loads(text, object_pairs_hook=_no_duplicate_keys, parse_int=_bounded_int)
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{label}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from None
+    except _Refused as exc:
+        raise UserError(f"{label}: {exc}") from None
+    except RecursionError:
+        raise UserError(f"{label}: nested too deeply to be an answers file (at most {MAX_DEPTH} levels)") from None
+    if _depth(data) > MAX_DEPTH:
+        raise UserError(f"{label}: nested too deeply to be an answers file (at most {MAX_DEPTH} levels)")
+    return data
 
 
 def dumps(answers: Answers) -> str:

@@ -12,6 +12,7 @@ from typing import Optional, Sequence
 
 from easytrain import __version__
 from easytrain.errors import UserError
+from easytrain.textsafe import safe_text
 
 DESCRIPTION = """\
 Train LoRAs for Stable Diffusion checkpoints.
@@ -87,7 +88,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             from easytrain.commands.wizard import run_wizard
             return run_wizard()
     except UserError as exc:
-        print(f"easytrain: {exc}", file=sys.stderr)
+        print(f"easytrain: {safe_text(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("easytrain: interrupted", file=sys.stderr)
@@ -95,6 +96,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except BrokenPipeError:  # output piped into `head` and closed early
         sys.stderr.close()
         return 0
+    except Exception as exc:  # a bug or a library's failure: one line, the traceback in a file
+        from easytrain.crash import debugging, unexpected_line
+
+        if debugging():
+            raise
+        print(f"easytrain: {unexpected_line(exc, command)}", file=sys.stderr)
+        return 2
     parser.error(f"unknown command {command!r}")
     return 2
 

@@ -215,7 +215,7 @@ def check_value(q: Question, value: Any, values: Values, base_dir: Optional[Path
     relative paths (the answers file's folder). Paths are checked on disk only
     when ``base_dir`` is given.
     """
-    shown = repr(value)
+    shown = _shown(value)
     if value is None:
         if q.optional:
             return None
@@ -229,9 +229,7 @@ def check_value(q: Question, value: Any, values: Values, base_dir: Optional[Path
     elif q.kind in ("int", "float"):
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             return f"must be {allowed_text(q)}, got {shown}"
-        if q.kind == "int" and not float(value).is_integer():
-            return f"must be {allowed_text(q)}, got {shown}"
-        if not math.isfinite(float(value)):
+        if isinstance(value, float) and not (math.isfinite(value) and (q.kind == "float" or value.is_integer())):
             return f"must be {allowed_text(q)}, got {shown}"
         if (q.minimum is not None and value < q.minimum) or (q.maximum is not None and value > q.maximum):
             return f"must be {allowed_text(q)}, got {shown}"
@@ -256,6 +254,18 @@ def check_value(q: Question, value: Any, values: Values, base_dir: Optional[Path
     return None
 
 
+SHOWN_CHARS = 80  # a value quoted in a message is cut to this length
+
+
+def _shown(value: Any, quote: bool = True) -> str:
+    """A value as quoted in a message: repr (control characters escaped), cut when very long."""
+    text = repr(value) if quote or not isinstance(value, str) else repr(value)[1:-1]
+    return text if len(text) <= SHOWN_CHARS else text[: SHOWN_CHARS - 3] + "..."
+
+
+shown = _shown
+
+
 def resolve(value: str, base_dir: Optional[Path]) -> Path:
     path = Path(value).expanduser()
     if not path.is_absolute() and base_dir is not None:
@@ -267,6 +277,14 @@ def _check_path(q: Question, value: str, base_dir: Path) -> Optional[str]:
     if q.kind == "model" and value == BUILTIN_TINY:
         return None
     path = resolve(value, base_dir)
+    try:
+        return _check_path_on_disk(q, path)
+    except (OSError, ValueError) as exc:  # too long, a NUL byte, a symlink loop, no permission
+        reason = getattr(exc, "strerror", None) or str(exc)
+        return f"cannot use this path ({reason}): {_shown(str(path), quote=False)}"
+
+
+def _check_path_on_disk(q: Question, path: Path) -> Optional[str]:
     if q.kind == "folder":
         if path.is_dir():
             return None
@@ -348,14 +366,29 @@ def default_optimizer_args(v: Values) -> dict:
 
 
 def _check_output_name(value: Any, _: Values) -> Optional[str]:
-    if not NAME_PATTERN.match(str(value)):
-        return f"may only contain letters, digits, '-', '_' and '.', got {value!r}"
+    text = str(value)
+    if not NAME_PATTERN.match(text):
+        return f"may only contain letters, digits, '-', '_' and '.', got {_shown(value)}"
+    if text.strip(".") == "":
+        return f"must hold a letter or digit, got {_shown(value)} (a name of dots means a folder)"
+    if text.split(".")[0].upper() in WINDOWS_RESERVED_NAMES:
+        return f"{_shown(value)} is a reserved device name on Windows; pick another name"
+    if text.endswith("."):
+        return f"must not end in '.', got {_shown(value)} (Windows drops it)"
+    if len(text) > MAX_NAME_CHARS:
+        return (f"must be at most {MAX_NAME_CHARS} characters (the files add up to 40 more and file "
+                f"systems allow 255), got {len(text)}")
     return None
+
+
+WINDOWS_RESERVED_NAMES = frozenset(
+    ["CON", "PRN", "AUX", "NUL"] + [f"{port}{n}" for port in ("COM", "LPT") for n in range(1, 10)])
+MAX_NAME_CHARS = 200
 
 
 def _check_buckets(value: Any, v: Values) -> Optional[str]:
     low = v.get("min_bucket_reso")
-    if low is not None and value < low:
+    if isinstance(low, int) and not isinstance(low, bool) and value < low:
         return f"must be at least min_bucket_reso ({low}), got {value!r}"
     return None
 

@@ -119,10 +119,9 @@ def run_jobs(files: list[str], *, plain: bool, done_folder: Optional[Path] = Non
             results.append(JobResult(path, False, time.monotonic() - started, error=_first_line(exc), exit_code=1))
             continue
         except Exception as exc:  # a bug or a library error in one job must not cost the others
-            import traceback
+            from easytrain.crash import unexpected_line
 
-            traceback.print_exc(file=sys.stderr)
-            print(f"easytrain: job {index} ({Path(path).name}) failed with an unexpected error; "
+            print(f"easytrain: job {index} ({Path(path).name}) failed: {unexpected_line(exc, path)}; "
                   "going on with the next job", file=sys.stderr, flush=True)
             results.append(JobResult(path, False, time.monotonic() - started,
                                      error=f"{type(exc).__name__}: {_first_line(exc)}", exit_code=1))
