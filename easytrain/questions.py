@@ -19,6 +19,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional
 
+from easytrain.optimizer_args import optimizer_args_problem
+
 Values = Mapping[str, Any]
 
 GROUPS = ("model", "data", "network", "learning", "output", "advanced")
@@ -772,7 +774,7 @@ QUESTIONS: tuple[Question, ...] = (
         "defaults here). Empty for none.",
         "mapping", "advanced", default=default_optimizer_args,
         default_text="AdamW, AdamW8bit: weight_decay=0.1 betas=0.9,0.99; others: none",
-        advanced=True, depends_on=("optimizer",),
+        advanced=True, depends_on=("optimizer",), check=lambda value, v: optimizer_args_problem(v.get("optimizer"), value),
     ),
     Question(
         "clip_skip", "Clip skip?",

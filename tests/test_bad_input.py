@@ -102,3 +102,12 @@ def test_whole_floats_are_integers_everywhere(tmp_path, demo_images):
     with pytest.raises(UserError, match="network_dim: must be an integer"):
         A.from_dict({"schema_version": 1, "base_model": "builtin:tiny", "image_folder": "x", "network_dim": 16.5},
                     check_paths=False)
+
+
+def test_check_refuses_optimizer_arguments_the_optimizer_would_refuse(tmp_path, capsys, demo_images):
+    path = tmp_path / "opt.json"
+    path.write_text(json.dumps({"schema_version": 1, "base_model": "builtin:tiny", "image_folder": "images",
+                                "optimizer": "AdamW", "optimizer_args": {"betas": [0.9], "momentum": 0.9}}))
+    code = cli_main(["check", str(path)])
+    _, err = capsys.readouterr()
+    assert code == 2 and "optimizer_args: AdamW has no argument 'momentum'; AdamW accepts: betas" in err

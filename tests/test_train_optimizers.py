@@ -104,3 +104,41 @@ def test_plain_adamw_uses_the_fused_step():
     p.grad = torch.ones_like(p)
     built.optimizer.step()
     assert p.detach().lt(1).all()
+
+
+# ---- optimizer_args: the light table that `check` uses is the optimizers' real promise ----------------
+
+from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
+
+from easytrain.optimizer_args import OPTIMIZER_ARGS, optimizer_args_problem  # noqa: E402
+from easytrain.train.optimizers import _optimizer_class, allowed_args  # noqa: E402
+
+
+@pytest.mark.parametrize("name", OPTIMIZERS)
+def test_the_light_table_names_exactly_the_real_arguments(name):
+    assert sorted(OPTIMIZER_ARGS[name]) == sorted(allowed_args(_optimizer_class(name)))
+
+
+ARG_VALUES = st.one_of(st.booleans(), st.integers(-3, 40), st.floats(-2, 2), st.none(), st.sampled_from([8, 32]),
+                       st.lists(st.floats(0, 1.2), min_size=1, max_size=3), st.text(max_size=3))
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(name=st.sampled_from(OPTIMIZERS), data=st.data())
+def test_what_the_table_accepts_the_real_optimizer_accepts(name, data):
+    keys = data.draw(st.lists(st.sampled_from(sorted(OPTIMIZER_ARGS[name])), max_size=3, unique=True))
+    args = {key: data.draw(ARG_VALUES, label=key) for key in keys}
+    problem = optimizer_args_problem(name, args)
+    lr = 1.0 if name in ("Prodigy", "DAdaptAdam") else 1e-2
+    groups = two_groups(lr, lr)
+    if problem is None:
+        build_optimizer(name, groups, args=args)   # must not raise: `check` accepted these
+    else:
+        assert name in problem
+
+
+def test_unknown_and_wrong_arguments_are_named_by_check():
+    assert "AdamW has no argument 'momentum'" in optimizer_args_problem("AdamW", {"momentum": 0.9})
+    assert "betas must be two numbers" in optimizer_args_problem("Lion", {"betas": [0.9]})
+    assert "needs momentum > 0" in optimizer_args_problem("SGDNesterov", {"momentum": 0})
+    assert optimizer_args_problem("AdamW", {"betas": [0.9, 0.99], "weight_decay": 0.1}) is None
