@@ -86,7 +86,7 @@ shuffle_captions = true
 batchsize = 2
 [[datasets.subsets]]
 image_dir = "a"
-random_crop = true
+face_crop_aug_range = [2.0, 4.0]
 [extra]
 x = 1
 """)
@@ -96,7 +96,7 @@ x = 1
     assert str(path) in text
     assert "[general]: unknown key 'shuffle_captions'" in text
     assert "[[datasets]] #1: unknown key 'batchsize'" in text
-    assert "[[datasets.subsets]] #1: 'random_crop' is a kohya option easytrain does not support" in text
+    assert "[[datasets.subsets]] #1: 'face_crop_aug_range' is a kohya option easytrain does not support" in text
     assert "top level: unknown key 'extra'" in text
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass
 from pathlib import Path
 
 
@@ -33,17 +34,71 @@ def split_tags(caption: str) -> list[str]:
     return [tag.strip() for tag in caption.split(",") if tag.strip()]
 
 
-def shuffle_tags(caption: str, keep_tokens: int, rng: random.Random) -> str:
-    """The caption with its first `keep_tokens` tags in place and the rest shuffled."""
-    tags = split_tags(caption)
-    keep = max(0, keep_tokens)
-    head, tail = tags[:keep], tags[keep:]
-    rng.shuffle(tail)
-    return ", ".join(head + tail)
-
-
 def clean_caption(caption: str) -> str:
     """The caption as it is trained without shuffling: tags stripped and rejoined."""
     if "," not in caption:
         return caption.strip()
     return ", ".join(split_tags(caption))
+
+
+@dataclass(frozen=True)
+class CaptionRules:
+    """How one subset's captions change from epoch to epoch (kohya's caption options)."""
+    shuffle: bool = False
+    keep_tokens: int = 0
+    keep_tokens_separator: str = ""  # "|||": tags before it stay first, tags after a second one stay last
+    dropout_rate: float = 0.0  # share of captions replaced by "" (caption_dropout_rate)
+    dropout_every_n_epochs: int = 0  # every Nth epoch (1-based) trains without captions
+    tag_dropout_rate: float = 0.0  # share of the movable tags left out (caption_tag_dropout_rate)
+
+    @property
+    def varies(self) -> bool:
+        """True when the same caption can come out differently in different epochs."""
+        return (self.shuffle or self.dropout_rate > 0 or self.dropout_every_n_epochs > 0
+                or self.tag_dropout_rate > 0)
+
+
+def caption_dropped(rules: CaptionRules, epoch: int, rng: random.Random) -> bool:
+    """Whether this caption trains as "" this time; ``epoch`` is 1-based, as kohya counts."""
+    dropped = rules.dropout_rate > 0 and rng.random() < rules.dropout_rate
+    every = rules.dropout_every_n_epochs
+    return dropped or (every > 0 and epoch % every == 0)
+
+
+def split_kept(caption: str, rules: CaptionRules) -> tuple[list[str], list[str], list[str]]:
+    """(fixed first tags, movable tags, fixed last tags).
+
+    With the separator in the caption it decides (and keep_tokens is not used):
+    ``a, b ||| c, d ||| e`` -> ([a, b], [c, d], [e]). Otherwise the first
+    keep_tokens tags are fixed.
+    """
+    separator = rules.keep_tokens_separator
+    if separator and separator in caption:
+        head, rest = caption.split(separator, 1)
+        middle, _, tail = rest.partition(separator)
+        return split_tags(head), split_tags(middle), split_tags(tail)
+    tags = split_tags(caption)
+    keep = max(0, rules.keep_tokens)
+    return tags[:keep], tags[keep:], []
+
+
+def process_caption(caption: str, rules: CaptionRules, epoch: int, rng: random.Random) -> str:
+    """The caption as trained this time, in kohya's order: drop all, else shuffle, then drop tags.
+
+    Kept tags (keep_tokens, or those outside the separators) are never shuffled
+    or dropped. Randomness is drawn only for the options that are on, so
+    captions without dropout come out as they always did.
+    """
+    if caption_dropped(rules, epoch, rng):
+        return ""
+    if not (rules.shuffle or rules.tag_dropout_rate > 0):
+        if rules.keep_tokens_separator and rules.keep_tokens_separator in caption:
+            head, middle, tail = split_kept(caption, rules)
+            return ", ".join(head + middle + tail)
+        return clean_caption(caption)
+    head, middle, tail = split_kept(caption, rules)
+    if rules.shuffle:
+        rng.shuffle(middle)
+    if rules.tag_dropout_rate > 0:
+        middle = [tag for tag in middle if rng.random() >= rules.tag_dropout_rate]
+    return ", ".join(head + middle + tail)

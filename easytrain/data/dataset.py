@@ -1,4 +1,4 @@
-"""The training dataset: batches from one bucket each, captions, flips, latents.
+"""The training dataset: batches from one bucket each, captions, flips, masks, latents.
 
 Everything random is a pure function of (seed, epoch, batch index), so a
 resumed run sees exactly the batches an uninterrupted one would:
@@ -14,10 +14,12 @@ from typing import Callable, Optional
 
 import torch
 
-from easytrain.data.buckets import BucketSettings, Size, assign_bucket, count_epoch, crop_box, epoch_repeats, make_buckets
-from easytrain.data.captions import clean_caption, shuffle_tags
+from easytrain.data.buckets import BucketSettings, Size, assign_bucket, count_epoch, epoch_repeats, make_buckets
+from easytrain.data.augment import color_augment, crop_box_at, crop_fraction
+from easytrain.data.captions import CaptionRules, process_caption
 from easytrain.data.latent_cache import LatentCache, build_latent_cache
-from easytrain.data.pixels import load_rgb, prepare, to_tensor
+from easytrain.data.masks import load_mask
+from easytrain.data.pixels import load_rgb, mask_tensor, prepare, to_tensor
 from easytrain.data.scan import CACHE_DIR_NAME, DatasetScan, ImageEntry
 from easytrain.errors import UserError
 
@@ -30,9 +32,10 @@ class Sample:
     repeats: int  # appearances per epoch (regularization: after balancing)
     bucket: Size
     resized: Size
-    shuffle: bool
-    keep_tokens: int
+    captions: CaptionRules
     flip: bool
+    random_crop: bool = False
+    color_aug: bool = False
 
 
 @dataclass(frozen=True)
@@ -58,12 +61,17 @@ class Batch:
     # and the (top, left) of the crop in the resized image.
     original_sizes: list[tuple[int, int]] = field(default_factory=list)
     crop_top_lefts: list[tuple[int, int]] = field(default_factory=list)
+    # BxHxW in [0, 1] at pixel size (1 = the loss counts), or None when no image of the batch has a mask.
+    masks: Optional[torch.Tensor] = None
 
 
 class TrainDataset:
     def __init__(self, train_scan: DatasetScan, reg_scan: Optional[DatasetScan], settings: BucketSettings, *,
                  shuffle_captions: bool = False, keep_tokens: int = 0, flip_aug: bool = False,
-                 prior_loss_weight: float = 1.0, seed: int = 42, caption_extension: str = ".txt"):
+                 prior_loss_weight: float = 1.0, seed: int = 42, caption_extension: str = ".txt",
+                 keep_tokens_separator: str = "", caption_dropout_rate: float = 0.0,
+                 caption_dropout_every_n_epochs: int = 0, caption_tag_dropout_rate: float = 0.0,
+                 random_crop: bool = False, color_aug: bool = False):
         # caption_extension is already applied by the scans; accepted so callers can pass the answer through.
         if train_scan.total_images == 0:
             raise UserError(f"{train_scan.root}: no usable training images",
@@ -85,11 +93,21 @@ class TrainDataset:
         for image, repeats in epoch_repeats(train_scan, reg_scan):
             subset = subset_of[id(image)]
             bucket, resized = assign_bucket(image.width, image.height, settings, buckets)
+
+            def own(name, run_value):
+                value = getattr(subset, name)
+                return run_value if value is None else value
+
+            rules = CaptionRules(
+                shuffle=own("shuffle_caption", shuffle_captions), keep_tokens=own("keep_tokens", keep_tokens),
+                keep_tokens_separator=own("keep_tokens_separator", keep_tokens_separator),
+                dropout_rate=own("caption_dropout_rate", caption_dropout_rate),
+                dropout_every_n_epochs=own("caption_dropout_every_n_epochs", caption_dropout_every_n_epochs),
+                tag_dropout_rate=own("caption_tag_dropout_rate", caption_tag_dropout_rate))
             self.samples.append(Sample(
                 entry=image, is_reg=subset.is_reg, repeats=repeats, bucket=bucket, resized=resized,
-                shuffle=shuffle_captions if subset.shuffle_caption is None else subset.shuffle_caption,
-                keep_tokens=keep_tokens if subset.keep_tokens is None else subset.keep_tokens,
-                flip=flip_aug if subset.flip_aug is None else subset.flip_aug,
+                captions=rules, flip=own("flip_aug", flip_aug), random_crop=own("random_crop", random_crop),
+                color_aug=own("color_aug", color_aug),
             ))
 
     # ---- the epoch -------------------------------------------------------------------------
@@ -101,6 +119,20 @@ class TrainDataset:
     @property
     def images_per_epoch(self) -> int:
         return sum(s.repeats for s in self.samples)
+
+    @property
+    def captions_vary(self) -> bool:
+        """Whether a caption can differ between epochs (shuffle or dropout): no caching of its encoding."""
+        return any(s.captions.varies for s in self.samples)
+
+    @property
+    def pixels_vary(self) -> bool:
+        """Whether an image's pixels differ between epochs (random crop, colour jitter): no latent cache."""
+        return any(s.random_crop or s.color_aug for s in self.samples)
+
+    @property
+    def has_masks(self) -> bool:
+        return any(s.entry.has_mask for s in self.samples)
 
     def epoch_batches(self, epoch: int, batch_size: int) -> list[BatchSpec]:
         """All batches of an epoch in training order; each from one bucket.
@@ -129,14 +161,10 @@ class TrainDataset:
     # ---- loading -----------------------------------------------------------------------------
 
     def captions_for(self, spec: BatchSpec, epoch: int) -> list[str]:
+        """The batch's captions as trained in ``epoch`` (1-based for dropout every N epochs, as kohya)."""
         rng = random.Random(f"easytrain/captions/{self.seed}/{epoch}/{spec.index}")
-        captions = []
-        for member in spec.samples:
-            sample = self.samples[member]
-            caption = sample.entry.caption
-            captions.append(shuffle_tags(caption, sample.keep_tokens, rng) if sample.shuffle
-                            else clean_caption(caption))
-        return captions
+        return [process_caption(self.samples[m].entry.caption, self.samples[m].captions, epoch, rng)
+                for m in spec.samples]
 
     def load_batch(self, spec: BatchSpec, epoch: int) -> Batch:
         samples = [self.samples[m] for m in spec.samples]
@@ -144,26 +172,42 @@ class TrainDataset:
                                dtype=torch.float32)
         captions = self.captions_for(spec, epoch)
         original_sizes = [(s.entry.height, s.entry.width) for s in samples]
+        aug_rng = random.Random(f"easytrain/augment/{self.seed}/{epoch}/{spec.index}")
+        fractions = [crop_fraction(aug_rng) if s.random_crop else None for s in samples]
         crops = []
-        for sample, flip in zip(samples, spec.flips):
-            left, top, right, _ = crop_box(sample.resized, sample.bucket)
+        for sample, flip, fraction in zip(samples, spec.flips, fractions):
+            left, top, right, _ = crop_box_at(sample.resized, sample.bucket, fraction)
             # a mirrored image's crop is measured from the other side, as kohya does
             crops.append((top, sample.resized[0] - right if flip else left))
+        masks = self._masks(samples, list(spec.flips), fractions) if any(s.entry.has_mask for s in samples) else None
         if self._latents is not None:
             latents = self._latents.get(list(spec.samples), list(spec.flips))
-            return Batch(None, latents, captions, weights, spec.bucket, original_sizes, crops)
-        images = [self.prepared_image(s) for s in samples]
+            return Batch(None, latents, captions, weights, spec.bucket, original_sizes, crops, masks)
+        images = [self.prepared_image(s, fraction) for s, fraction in zip(samples, fractions)]
+        images = [color_augment(image, aug_rng) if s.color_aug else image for s, image in zip(samples, images)]
         return Batch(to_tensor(images, list(spec.flips)), None, captions, weights, spec.bucket,
-                     original_sizes, crops)
+                     original_sizes, crops, masks)
 
     @staticmethod
-    def prepared_image(sample: Sample):
-        """The sample decoded, resized to cover its bucket and centre cropped (PIL, RGB)."""
+    def prepared_image(sample: Sample, crop_at: Optional[tuple[float, float]] = None):
+        """The sample decoded, resized to cover its bucket and cropped (PIL, RGB); centre crop by default."""
         image = load_rgb(sample.entry.path)
-        # The scan's size is the planned one; if the decoded file differs (an EXIF
-        # block the header did not show), cover the bucket from the real size.
-        planned = sample.resized if image.size == (sample.entry.width, sample.entry.height) else None
-        return prepare(image, sample.bucket, planned)
+        return prepare(image, sample.bucket, _planned(sample, image.size), crop_at)
+
+    @staticmethod
+    def _masks(samples: list[Sample], flips: list[bool], fractions: list) -> torch.Tensor:
+        """The batch's loss masks, resized and cropped exactly as their images; all ones where there is none."""
+        pictures = []
+        for sample, fraction in zip(samples, fractions):
+            entry = sample.entry
+            if not entry.has_mask:
+                pictures.append(None)
+                continue
+            mask = load_mask(entry.mask_path or entry.path, from_alpha=entry.mask_path is None)
+            if entry.mask_path is not None and mask.size != (entry.width, entry.height):
+                mask = mask.resize((entry.width, entry.height))  # a mask file of another size: stretch it over the image
+            pictures.append(prepare(mask, sample.bucket, _planned(sample, mask.size), fraction))
+        return mask_tensor(pictures, flips, samples[0].bucket)
 
     # ---- latent cache --------------------------------------------------------------------------
 
@@ -197,3 +241,8 @@ class TrainDataset:
 
     def drop_latent_cache(self) -> None:
         self._latents = None
+
+
+def _planned(sample: Sample, decoded_size: Size) -> Optional[Size]:
+    """The scan's resize, unless the decoded file has another size than its header said (an EXIF turn)."""
+    return sample.resized if decoded_size == (sample.entry.width, sample.entry.height) else None

@@ -8,7 +8,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-from easytrain.data.buckets import Size, crop_box
+from easytrain.data.augment import crop_box_at
+from easytrain.data.buckets import Size
 from easytrain.errors import UserError
 
 WHITE = (255, 255, 255)
@@ -52,14 +53,15 @@ def cover_size(size: Size, bucket: Size) -> Size:
     return max(bucket[0], int(width * scale + 0.5)), max(bucket[1], int(height * scale + 0.5))
 
 
-def prepare(image: Image.Image, bucket: Size, resized: Size | None = None) -> Image.Image:
-    """Resize to cover the bucket, then centre crop to it."""
+def prepare(image: Image.Image, bucket: Size, resized: Size | None = None,
+            crop_at: tuple[float, float] | None = None) -> Image.Image:
+    """Resize to cover the bucket, then crop to it: centred, or at ``crop_at`` (see augment.crop_box_at)."""
     if resized is None or resized[0] < bucket[0] or resized[1] < bucket[1]:
         resized = cover_size(image.size, bucket)
     if image.size != resized:
         image = image.resize(resized, Image.Resampling.LANCZOS)
     if resized != bucket:
-        image = image.crop(crop_box(resized, bucket))
+        image = image.crop(crop_box_at(resized, bucket, crop_at))
     return image
 
 
@@ -71,3 +73,13 @@ def to_tensor(images: list[Image.Image], flips: list[bool]) -> torch.Tensor:
         arrays.append(array[:, ::-1] if flip else array)
     stacked = torch.from_numpy(np.ascontiguousarray(np.stack(arrays)))
     return stacked.permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0).contiguous()
+
+
+def mask_tensor(masks: list[Image.Image | None], flips: list[bool], bucket: Size) -> torch.Tensor:
+    """BxHxW float32 in [0, 1] from greyscale masks (None: all ones); flipped ones mirrored."""
+    width, height = bucket
+    arrays = []
+    for mask, flip in zip(masks, flips):
+        array = np.full((height, width), 255, np.uint8) if mask is None else np.asarray(mask, dtype=np.uint8)
+        arrays.append(array[:, ::-1] if flip else array)
+    return torch.from_numpy(np.ascontiguousarray(np.stack(arrays))).float().div_(255.0)

@@ -22,6 +22,14 @@ def dataset_report_lines(train_scan: DatasetScan, reg_scan: Optional[DatasetScan
                 f"  {subset.folder.name}: {len(subset.images)} images x {subset.repeats} repeats"
                 f" = {subset.images_per_epoch}, {subset.captions} with captions")
 
+    masked = [(label, scan) for label, scan in (("training", train_scan), ("regularization", reg_scan))
+              if scan is not None and scan.masked_images]
+    for label, scan in masked:
+        lines.append(f"loss masks: {scan.masked_images} of {scan.total_images} {label} images have one "
+                     "(the others train unmasked)")
+        lines.extend(f"  {subset.folder.name}: {subset.masks} of {len(subset.images)}"
+                     for subset in scan.subsets if subset.images)
+
     epoch = count_epoch(train_scan, reg_scan, settings, batch_size)
     line = f"per epoch: {epoch.images_per_epoch} images in {epoch.steps_per_epoch} steps of batch {batch_size}"
     if reg_scan is not None:

@@ -22,6 +22,7 @@ from typing import Any, Mapping, Optional
 
 from easytrain.data.captions import read_caption
 from easytrain.data.images import IMAGE_SUFFIXES, ImageProblem, is_image_name, probe_image
+from easytrain.data.masks import has_alpha, mask_files
 from easytrain.errors import UserError
 
 CACHE_DIR_NAME = ".easytrain-cache"
@@ -41,6 +42,12 @@ class ImageEntry:
     caption_path: Optional[Path]
     # The caption as read (first line), or the subset's name when the file is missing.
     caption: str = ""
+    mask_path: Optional[Path] = None  # the loss mask's file (mask folder), or None
+    mask_from_alpha: bool = False  # the loss mask is this image's alpha channel
+
+    @property
+    def has_mask(self) -> bool:
+        return self.mask_path is not None or self.mask_from_alpha
 
 
 @dataclass(frozen=True)
@@ -66,6 +73,17 @@ class SubsetScan:
     shuffle_caption: Optional[bool] = None
     keep_tokens: Optional[int] = None
     flip_aug: Optional[bool] = None
+    keep_tokens_separator: Optional[str] = None
+    caption_dropout_rate: Optional[float] = None
+    caption_dropout_every_n_epochs: Optional[int] = None
+    caption_tag_dropout_rate: Optional[float] = None
+    random_crop: Optional[bool] = None
+    color_aug: Optional[bool] = None
+
+    @property
+    def masks(self) -> int:
+        """Images that have a loss mask."""
+        return sum(1 for image in self.images if image.has_mask)
 
     @property
     def images_per_epoch(self) -> int:
@@ -98,12 +116,22 @@ class DatasetScan:
         return sum(s.images_per_epoch for s in self.subsets)
 
     @property
+    def masked_images(self) -> int:
+        return sum(s.masks for s in self.subsets)
+
+    @property
     def all_images(self) -> list[ImageEntry]:
         return [image for subset in self.subsets for image in subset.images]
 
 
-def scan_image_folder(path, caption_extension: str = ".txt", is_reg: bool = False) -> DatasetScan:
-    """Scan the folder ABOVE the `N_name` folders (N = repeats)."""
+def scan_image_folder(path, caption_extension: str = ".txt", is_reg: bool = False, *,
+                      mask_folder=None, alpha_mask: bool = False) -> DatasetScan:
+    """Scan the folder ABOVE the `N_name` folders (N = repeats).
+
+    ``mask_folder`` mirrors it: ``<mask_folder>/<N_name>/<image stem>.<any image extension>``
+    is that image's loss mask. With ``alpha_mask`` an image's alpha channel is its mask
+    (a mask file wins over the alpha channel).
+    """
     root = Path(path).expanduser()
     kind = "regularization image folder" if is_reg else "image folder"
     if not root.exists():
@@ -142,12 +170,19 @@ def scan_image_folder(path, caption_extension: str = ".txt", is_reg: bool = Fals
             continue
         subset, subset_warnings, subset_unreadable = scan_subset(
             folder, name=match.group(2) or "", repeats=repeats, is_reg=is_reg,
-            caption_extension=caption_extension)
+            caption_extension=caption_extension, alpha_mask=alpha_mask,
+            mask_dir=Path(mask_folder).expanduser() / folder.name if mask_folder else None)
         subsets.append(subset)
         problems.extend(p for p in subset.problems if p not in subset_warnings)
         warnings.extend(subset_warnings)
         unreadable.extend(subset_unreadable)
 
+    if mask_folder and not any(s.masks for s in subsets):
+        warnings.append(
+            f"{mask_folder}: no mask file matches an image (expected {Path(mask_folder) / 'N_name' / 'IMAGE.png'} "
+            "next to each image's name); every image trains unmasked")
+    elif alpha_mask and not mask_folder and not any(s.masks for s in subsets):
+        warnings.append(f"{root}: alpha masks are on but no image has an alpha channel; every image trains unmasked")
     if not any(s.images for s in subsets):
         problems.append(
             f"{root}: no usable N_name subfolders with images (png, jpg, jpeg, webp, bmp); put the images in "
@@ -157,9 +192,15 @@ def scan_image_folder(path, caption_extension: str = ".txt", is_reg: bool = Fals
 
 def scan_subset(folder: Path, *, name: str, repeats: int, is_reg: bool, caption_extension: str = ".txt",
                 shuffle_caption: Optional[bool] = None, keep_tokens: Optional[int] = None,
-                flip_aug: Optional[bool] = None,
+                flip_aug: Optional[bool] = None, mask_dir: Optional[Path] = None, alpha_mask: bool = False,
+                **overrides: Any,
                 ) -> tuple[SubsetScan, list[str], list[UnreadableImage]]:
-    """One folder of images: the subset, its file-level warnings and its unreadable images."""
+    """One folder of images: the subset, its file-level warnings and its unreadable images.
+
+    ``overrides`` are the SubsetScan's other per-subset settings (keep_tokens_separator,
+    caption_dropout_rate, ...), from a dataset TOML.
+    """
+    masks = mask_files(mask_dir)
     caption_extension = normalise_extension(caption_extension)
     entries = sorted(
         (e for e in os.scandir(folder) if not e.name.startswith(".")), key=lambda e: e.name)
@@ -186,7 +227,9 @@ def scan_subset(folder: Path, *, name: str, repeats: int, is_reg: bool, caption_
         else:
             caption_path, caption = None, name
             missing.append(path)
-        images.append(ImageEntry(path, width, height, caption_path, caption))
+        mask_path = masks.get(stem)
+        images.append(ImageEntry(path, width, height, caption_path, caption, mask_path,
+                                 mask_path is None and alpha_mask and has_alpha(path)))
 
     problems: list[str] = []
     if not images:
@@ -210,7 +253,7 @@ def scan_subset(folder: Path, *, name: str, repeats: int, is_reg: bool, caption_
         folder=folder, name=name, repeats=repeats, images=tuple(images),
         captions=len(images) - len(missing), is_reg=is_reg, problems=tuple(problems + warnings),
         caption_extension=caption_extension, shuffle_caption=shuffle_caption, keep_tokens=keep_tokens,
-        flip_aug=flip_aug)
+        flip_aug=flip_aug, **overrides)
     return subset, warnings, unreadable
 
 

@@ -23,25 +23,32 @@ except ModuleNotFoundError:  # Python 3.10
 # What a subset may set (also allowed higher up, as defaults for its subsets).
 SUBSET_KEYS = {
     "num_repeats": int, "class_tokens": str, "caption_extension": str, "shuffle_caption": bool,
-    "keep_tokens": int, "flip_aug": bool,
+    "keep_tokens": int, "flip_aug": bool, "keep_tokens_separator": str, "caption_dropout_rate": float,
+    "caption_dropout_every_n_epochs": int, "caption_tag_dropout_rate": float, "random_crop": bool,
+    "color_aug": bool, "alpha_mask": bool,
 }
-SUBSET_ONLY_KEYS = {"image_dir": str, "is_reg": bool}
+# Per-subset settings the scan passes on to the SubsetScan as they are (None: the run's setting).
+PASSED_THROUGH = ("keep_tokens_separator", "caption_dropout_rate", "caption_dropout_every_n_epochs",
+                  "caption_tag_dropout_rate", "random_crop", "color_aug")
+SUBSET_ONLY_KEYS = {"image_dir": str, "is_reg": bool, "conditioning_data_dir": str}
 DATASET_KEYS = {
     "resolution": "resolution", "batch_size": int, "enable_bucket": bool, "min_bucket_reso": int,
     "max_bucket_reso": int, "bucket_reso_steps": int, "bucket_no_upscale": bool,
 }
 # kohya options that easytrain does not implement: named as such rather than as typos.
 KOHYA_UNSUPPORTED = {
-    "color_aug", "face_crop_aug_range", "random_crop", "keep_tokens_separator", "secondary_separator",
-    "caption_separator", "enable_wildcard", "token_warmup_min", "token_warmup_step", "caption_prefix",
-    "caption_suffix", "custom_attributes", "resize_interpolation", "caption_dropout_every_n_epochs",
-    "caption_dropout_rate", "caption_tag_dropout_rate", "cache_info", "alpha_mask", "metadata_file",
-    "conditioning_data_dir", "validation_seed", "validation_split", "network_multiplier",
+    "face_crop_aug_range", "secondary_separator", "caption_separator", "enable_wildcard", "token_warmup_min",
+    "token_warmup_step", "caption_prefix", "caption_suffix", "custom_attributes", "resize_interpolation",
+    "cache_info", "metadata_file", "validation_seed", "validation_split", "network_multiplier",
 }
 
 
-def scan_dataset_toml(path, default_caption_extension: str = ".txt") -> tuple[DatasetScan, Optional[DatasetScan]]:
-    """(training scan, regularization scan or None) from a kohya dataset TOML."""
+def scan_dataset_toml(path, default_caption_extension: str = ".txt", *,
+                      alpha_mask: bool = False) -> tuple[DatasetScan, Optional[DatasetScan]]:
+    """(training scan, regularization scan or None) from a kohya dataset TOML.
+
+    ``alpha_mask`` is the run's setting, used where the TOML does not set its own.
+    """
     toml_path = Path(path).expanduser()
     if not toml_path.is_file():
         raise UserError(f"{toml_path}: the dataset config file does not exist")
@@ -84,7 +91,8 @@ def scan_dataset_toml(path, default_caption_extension: str = ".txt") -> tuple[Da
             _check_keys(subset, {**SUBSET_KEYS, **SUBSET_ONLY_KEYS}, toml_path, subsection, problems)
             merged = {**{k: general[k] for k in SUBSET_KEYS if k in general},
                       **{k: dataset[k] for k in SUBSET_KEYS if k in dataset}, **subset}
-            spec = _subset_spec(merged, toml_path, subsection, problems, default_caption_extension)
+            spec = _subset_spec({"alpha_mask": alpha_mask, **merged}, toml_path, subsection, problems,
+                                default_caption_extension)
             if spec is not None:
                 subset_specs.append(spec)
 
@@ -133,6 +141,8 @@ def _check_keys(table: dict, schema: dict, path: Path, section: str, problems: l
             wanted = "an integer or [width, height]"
         elif expected is int:
             ok, wanted = _is_int(value), "an integer"
+        elif expected is float:
+            ok, wanted = _is_int(value) or isinstance(value, float), "a number"
         elif expected is bool:
             ok, wanted = isinstance(value, bool), "true or false"
         elif expected is str:
@@ -162,6 +172,18 @@ def _subset_spec(merged: dict, path: Path, section: str, problems: list[str], de
     if not _is_int(repeats) or repeats < 1:
         problems.append(f"{path}: {section}: 'num_repeats' must be 1 or more, got {repeats!r}")
         return None
+    rates = {key: merged[key] for key in ("caption_dropout_rate", "caption_tag_dropout_rate") if key in merged}
+    for key, rate in rates.items():
+        if not 0 <= rate <= 1:
+            problems.append(f"{path}: {section}: '{key}' must be from 0 to 1, got {rate!r}")
+            return None
+    mask_dir = merged.get("conditioning_data_dir")
+    if mask_dir:
+        mask_dir = Path(mask_dir).expanduser()
+        mask_dir = mask_dir if mask_dir.is_absolute() else path.parent / mask_dir
+        if not mask_dir.is_dir():
+            problems.append(f"{path}: {section}: conditioning_data_dir {mask_dir} is not a folder")
+            return None
     keep_tokens = merged.get("keep_tokens")
     if _is_int(keep_tokens) and keep_tokens < 0:
         problems.append(f"{path}: {section}: 'keep_tokens' must be 0 or more, got {keep_tokens}")
@@ -175,6 +197,9 @@ def _subset_spec(merged: dict, path: Path, section: str, problems: list[str], de
         "shuffle_caption": merged.get("shuffle_caption"),
         "keep_tokens": keep_tokens,
         "flip_aug": merged.get("flip_aug"),
+        "mask_dir": mask_dir or None,
+        "alpha_mask": bool(merged.get("alpha_mask", False)),
+        **{key: merged.get(key) for key in PASSED_THROUGH},
     }
 
 
@@ -195,7 +220,8 @@ def _scan_subsets(toml_path: Path, specs: list[dict], options: dict, *, is_reg: 
         subset, subset_warnings, subset_unreadable = scan_subset(
             spec["folder"], name=spec["name"], repeats=spec["repeats"], is_reg=is_reg,
             caption_extension=spec["caption_extension"], shuffle_caption=spec["shuffle_caption"],
-            keep_tokens=spec["keep_tokens"], flip_aug=spec["flip_aug"])
+            keep_tokens=spec["keep_tokens"], flip_aug=spec["flip_aug"], mask_dir=spec["mask_dir"],
+            alpha_mask=spec["alpha_mask"], **{key: spec[key] for key in PASSED_THROUGH})
         subsets.append(subset)
         problems.extend(p for p in subset.problems if p not in subset_warnings)
         warnings.extend(subset_warnings)
