@@ -15,6 +15,7 @@ pyproject.toml changes. Only the standard library is used here.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -25,6 +26,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"
 MARKER = VENV / ".easytrain-install"
+INSTALL_LOG = VENV / "easytrain-install.log"
+LAUNCHER_VARIABLE = "EASYTRAIN_LAUNCHER"  # read by easytrain/invocation.py to print commands that run as typed
 MIN_PYTHON = (3, 10)
 
 
@@ -110,17 +113,41 @@ def ensure_venv(extras: set[str]) -> None:
     say(why)
     wanted = sorted((extras | have) - {"base"})
     target = f"{ROOT}[{','.join(wanted)}]" if wanted else str(ROOT)
-    say("installing easytrain and its libraries (a few minutes the first time)")
+    say(f"installing easytrain and its libraries (a few minutes the first time; log: {INSTALL_LOG})")
     command = [str(venv_python()), "-m", "pip", "install", "--disable-pip-version-check",
                "-e", target, *torch_args]
-    result = subprocess.run(command)
-    if result.returncode != 0:
-        sys.exit("easytrain setup: pip failed (see above); fix the cause and run the same command again")
+    if not run_logged(command, INSTALL_LOG):
+        sys.exit(f"easytrain setup: pip failed; the full log is {INSTALL_LOG} (its last lines say why). "
+                 "Fix the cause and run the same command again")
     MARKER.write_text(install_fingerprint(",".join(wanted)) + "\n")
     say("done")
 
 
+def run_logged(command: list[str], log_path: Path) -> bool:
+    """Run ``command`` with all its output in ``log_path``; a terminal sees one line that updates.
+
+    On failure the log's last lines are shown too, so the reason is on screen as well.
+    """
+    live = sys.stdout.isatty()
+    width = max(20, shutil.get_terminal_size((80, 24)).columns - 1)
+    with open(log_path, "w", encoding="utf-8", errors="replace") as log:
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                   errors="replace")
+        for line in process.stdout:
+            log.write(line)
+            if live and line.strip() and not line.startswith(" "):
+                print("\r" + f"  {line.strip()}"[:width].ljust(width), end="", flush=True)
+        ok = process.wait() == 0
+    if live:
+        print("\r" + " " * width + "\r", end="", flush=True)
+    if not ok:
+        tail = log_path.read_text(encoding="utf-8", errors="replace").splitlines()[-15:]
+        print("\n".join("  " + line for line in tail), file=sys.stderr)
+    return ok
+
+
 def run_in_venv(args: list[str]) -> int:
+    os.environ.setdefault(LAUNCHER_VARIABLE, json.dumps([sys.executable, str(ROOT / "wizard.py")]))
     command = [str(venv_python()), *args]
     if os.name != "nt":
         # Replace this process so Ctrl+C, SIGTERM and SIGHUP reach the trainer directly.

@@ -14,6 +14,7 @@ from typing import Any, Iterable, Mapping, Optional
 
 from easytrain import questions as Q
 from easytrain.errors import UserError
+from easytrain.invocation import command
 from easytrain.fsutil import atomic_write_text
 
 SCHEMA_VERSION = 1
@@ -123,7 +124,7 @@ def validate(data: Mapping[str, Any], *, base_dir: Optional[Path], check_paths: 
     for key in unknown[:UNKNOWN_KEYS_SHOWN]:
         hint = _closest(key)
         problems.append(f"{Q.shown(key, quote=False)}: unknown key" + (f" (did you mean {hint!r}?)" if hint else "")
-                        + "; see `easytrain questions` for the keys")
+                        + f"; see `{command('questions')}` for the keys")
     if len(unknown) > UNKNOWN_KEYS_SHOWN:
         problems.append(f"... and {len(unknown) - UNKNOWN_KEYS_SHOWN} more unknown keys")
     known = {k: whole_numbers_as_int(Q.BY_ID[k], v) for k, v in data.items() if k in Q.BY_ID}
@@ -197,6 +198,9 @@ def from_dict(data: Mapping[str, Any], *, source: Optional[Path] = None, check_p
 def load(path: str | Path, *, check_paths: bool = True) -> Answers:
     """Read and validate an answers file. Every problem is reported at once."""
     path = Path(path).expanduser()
+    if path.is_dir():
+        raise UserError(f"{path}: is a folder, not an answers file; give a .json file in it, "
+                        f"or train every answers file in it with `{command('queue', str(path))}`")
     if not path.is_file():
         raise UserError(f"{path}: answers file not found")
     try:

@@ -13,6 +13,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("EASYTRAIN_CACHE", tempfile.mkdtemp(prefix="easytrain-test-cache-"))
+# Printed commands depend on how easytrain was started (easytrain/invocation.py): the tests run it
+# as an installed `easytrain` on PATH, whether the suite was started by `python3 wizard.py test` or not.
+os.environ.pop("EASYTRAIN_LAUNCHER", None)
+os.environ["PATH"] = str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", "")
 
 REPO = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable

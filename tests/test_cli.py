@@ -75,6 +75,13 @@ def test_check_empty_image_folder(tmp_path):
     assert "no usable training images" in out.stderr
 
 
+def test_check_on_a_folder_says_it_is_a_folder_and_points_to_queue(tmp_path):
+    out = easytrain("check", str(tmp_path))
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert out.stderr.strip() == (f"easytrain: {tmp_path}: is a folder, not an answers file; give a .json file "
+                                  f"in it, or train every answers file in it with `easytrain queue {tmp_path}`")
+
+
 def test_questions_lists_the_flow():
     out = easytrain("questions")
     assert out.returncode == 0

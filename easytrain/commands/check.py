@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from easytrain import answers as answers_file
 from easytrain.errors import UserError
+from easytrain.invocation import command
 from easytrain.plan import TrainPlan
 
 
@@ -72,5 +73,5 @@ def run_check(path: str) -> int:
     answers = answers_file.load(path)
     plan = TrainPlan.from_answers(answers)
     print("\n".join(plan_lines(plan)))
-    print("OK: ready to train with `easytrain train " + path + "`")
+    print(f"OK: ready to train with `{command('train', path)}`")
     return 0

@@ -10,6 +10,7 @@ import argparse
 import sys
 
 from easytrain.errors import UserError
+from easytrain.invocation import command
 
 PREVIEW_LINES = 5
 
@@ -163,7 +164,7 @@ def _run_edits(args) -> int:
     else:
         print(f"Wrote {len(plan.changes)} caption files (originals kept in "
               f"{plan.root / '.easytrain' / 'undo' / undo_id}). "
-              f"Undo with: easytrain tags {plan.root} --undo")
+              f"Undo with: {command('tags', str(plan.root), '--undo')}")
     return 0
 
 
@@ -186,7 +187,7 @@ def _run_tagger(args) -> int:
     print(f"Wrote {len(result.written)} caption file(s); {result.skipped} image(s) already had one"
           + (" (--overwrite tags them too)" if result.skipped and not args.overwrite else "") + ".")
     if result.undo_id:
-        print(f"Undo with: easytrain tags {args.folder} --undo")
+        print(f"Undo with: {command('tags', args.folder, '--undo')}")
     return 1 if result.problems else 0
 
 
@@ -233,5 +234,5 @@ def run_images(args) -> int:
         return 0
     undo_id = apply_fixes(plan)
     print(f"Done; originals are in {report.root / '.easytrain' / 'undo' / undo_id}. "
-          f"Undo with: easytrain images {report.root} --undo")
+          f"Undo with: {command('images', str(report.root), '--undo')}")
     return 0

@@ -5,9 +5,11 @@ from __future__ import annotations
 import sys
 
 from easytrain.errors import UserError
+from easytrain.invocation import command
 
-NO_TTY = ("the wizard needs an interactive terminal (stdin and stdout must be a TTY); "
-          "to train without one, use `easytrain train FILE`")
+def no_tty_message() -> str:
+    return ("the wizard needs an interactive terminal (stdin and stdout must be a TTY); "
+            f"to train without one, use `{command('train', 'FILE')}`")
 
 
 def interactive() -> bool:
@@ -19,7 +21,7 @@ def interactive() -> bool:
 
 def run_wizard() -> int:
     if not interactive():
-        raise UserError(NO_TTY)
+        raise UserError(no_tty_message())
     from easytrain.tui.app import run_app
 
     return run_app()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterable, Optional
 
+from easytrain.invocation import command
 from easytrain.progress import format as fmt
 from easytrain.train import events as ev
 
@@ -54,7 +55,7 @@ def _stopped(event: ev.RunStopped, resume_command: Optional[str]) -> list[str]:
         lines.append(f"Saved so far: {event.saved_path}")
     if event.state_path:
         lines.append(f"Training state: {event.state_path}")
-        lines.append(f"To continue: {resume_command or 'easytrain train ANSWERS_FILE --resume'}")
+        lines.append(f"To continue: {resume_command or command('train', 'ANSWERS_FILE', '--resume')}")
     return lines
 
 

@@ -15,6 +15,7 @@ from typing import Optional
 
 from easytrain.data.captions import split_tags
 from easytrain.errors import UserError
+from easytrain.invocation import command
 from easytrain.tools import caption_edits
 from easytrain.tools.caption_files import load_captions
 from easytrain.tools.tag_ops import TagEdits
@@ -85,7 +86,7 @@ class CaptionStep:
         latest = latest_entry(self.folder)
         if latest is None or latest.name != self.applied[-1]:
             raise UserError(f"{self.folder}: the last change there was not made here; "
-                            f"use `easytrain tags {self.folder} --undo` to go back step by step")
+                            f"use `{command('tags', str(self.folder), '--undo')}` to go back step by step")
         result = caption_edits.undo(self.folder)
         self.applied.pop()
         return result

@@ -8,7 +8,6 @@ WizardState.
 from __future__ import annotations
 
 import os
-import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -16,6 +15,7 @@ from typing import Any, Optional
 from easytrain import answers as answers_file
 from easytrain import questions as Q
 from easytrain.errors import UserError
+from easytrain.invocation import command
 from easytrain.plan import TrainPlan, steps_warning
 from easytrain.tui.captions import CaptionStep
 from easytrain.tui.captions_screen import CaptionsScreen
@@ -56,7 +56,7 @@ class Outcome:
     @property
     def command(self) -> str:
         verb = "queue" if self.action == "queue" else "train"
-        return f"easytrain {verb} {shlex.quote(self.shown or self.path or '')}"
+        return command(verb, self.shown or self.path or "")
 
 
 @dataclass
