@@ -16,6 +16,7 @@ from easytrain.answers import Answers
 from easytrain.data.buckets import BucketSettings, count_epoch
 from easytrain.data.scan import DatasetScan, scan_image_folder
 from easytrain.errors import UserError
+from easytrain.wording import plural
 
 USUAL_STEPS = (1000, 3500)
 SURELY_TOO_MANY = 10000
@@ -30,10 +31,16 @@ class StepCount:
     steps_per_epoch: int
     epochs: int
     total_steps: int
+    by_steps: bool = False         # the length is a number of steps: the run stops inside an epoch
 
     def line(self) -> str:
-        return (f"{self.images} images x repeats -> {self.images_per_epoch} per epoch / batch {self.batch_size}"
-                f" = {self.steps_per_epoch} steps x {self.epochs} epochs = {self.total_steps} steps")
+        per_epoch = (f"{plural(self.images, 'image')} x repeats -> {self.images_per_epoch} per epoch"
+                     f" / batch {self.batch_size} = {plural(self.steps_per_epoch, 'step')}")
+        if self.by_steps:
+            into_last = self.total_steps - (self.epochs - 1) * self.steps_per_epoch
+            return (f"{per_epoch} per epoch; max {plural(self.total_steps, 'step')}, stops in epoch "
+                    f"{self.epochs} of {self.epochs} after {into_last} of its {self.steps_per_epoch}")
+        return f"{per_epoch} x {plural(self.epochs, 'epoch')} = {plural(self.total_steps, 'step')}"
 
 
 def steps_warning(total_steps: int) -> Optional[str]:
@@ -56,7 +63,7 @@ def count_steps(*, images: int, images_per_epoch: int, steps_per_epoch: int, bat
     """Epochs and total steps from one epoch's count, for either way of setting the length."""
     if length_by == "steps" and max_steps:
         epochs_needed = max(1, math.ceil(max_steps / max(1, steps_per_epoch)))
-        return StepCount(images, images_per_epoch, batch_size, steps_per_epoch, epochs_needed, max_steps)
+        return StepCount(images, images_per_epoch, batch_size, steps_per_epoch, epochs_needed, max_steps, True)
     epochs = epochs or 1
     return StepCount(images, images_per_epoch, batch_size, steps_per_epoch, epochs, steps_per_epoch * epochs)
 
@@ -121,7 +128,7 @@ class TrainPlan:
     @property
     def steps(self) -> StepCount:
         return StepCount(self.train_scan.total_images, self.images_per_epoch, self.batch_size,
-                         self.steps_per_epoch, self.epochs, self.total_steps)
+                         self.steps_per_epoch, self.epochs, self.total_steps, self.answers.length_by == "steps")
 
     @classmethod
     def from_answers(cls, answers: Answers) -> "TrainPlan":

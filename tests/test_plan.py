@@ -48,6 +48,22 @@ def test_plan_of_a_real_folder(tmp_path):
     assert len(plan.output_files) == 10  # nine epoch files + the final one
 
 
+def test_steps_line_by_steps_shows_the_real_arithmetic(tmp_path):
+    make_folder(tmp_path / "images", "5_char", 16)
+    plan = plan_for(tmp_path, batch_size=2, length_by="steps", max_steps=12)
+    assert plan.steps.line() == ("16 images x repeats -> 80 per epoch / batch 2 = 40 steps per epoch; "
+                                 "max 12 steps, stops in epoch 1 of 1 after 12 of its 40")
+    count = count_steps(images=16, images_per_epoch=80, steps_per_epoch=40, batch_size=2, length_by="steps",
+                        epochs=None, max_steps=100)
+    assert count.line().endswith("max 100 steps, stops in epoch 3 of 3 after 20 of its 40")
+
+
+def test_steps_line_singular_forms():
+    count = count_steps(images=1, images_per_epoch=1, steps_per_epoch=1, batch_size=1, length_by="epochs",
+                        epochs=1, max_steps=None)
+    assert count.line() == "1 image x repeats -> 1 per epoch / batch 1 = 1 step x 1 epoch = 1 step"
+
+
 def test_partial_batches_count_per_bucket(tmp_path):
     # 3 square + 3 wide images, batch 2: each bucket rounds up on its own -> 2 + 2 steps.
     make_folder(tmp_path / "images", "1_a", 3, size=(512, 512))

@@ -25,7 +25,7 @@ from easytrain.tui.base import WizardScreen
 from easytrain.tui.captions import CaptionStep, TagCounts, chosen_edits
 from easytrain.tui.confirm_screen import ConfirmScreen
 from easytrain.tui.preview import StepsLine
-from easytrain.tui.scan_screen import plural
+from easytrain.wording import plural
 from easytrain.tui.widgets import AnswerInput, StepsBar
 
 EXAMPLES = 2  # before/after pairs in the preview: the screen must fit 80x24

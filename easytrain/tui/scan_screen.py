@@ -19,16 +19,13 @@ from textual.widgets import DataTable, Footer, Static
 from easytrain.data.scan import DatasetScan
 from easytrain.tui.preview import StepsLine
 from easytrain.tui.widgets import StepsBar
+from easytrain.wording import plural
 
 
 def scan_problems(scan: DatasetScan) -> list[str]:
     lines = [f"! {p}" for p in scan.problems]
     lines += [f"- {w}" for w in scan.warnings]
     return lines
-
-
-def plural(count: int, noun: str) -> str:
-    return f"{count} {noun}" + ("" if count == 1 else "s")
 
 
 class ScanScreen(WizardScreen[str]):
