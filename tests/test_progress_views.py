@@ -64,7 +64,7 @@ def test_rich_view_averages_and_phase_without_total():
     clock.now += 5
     console.print(view.panel)
     text = console.export_text()
-    assert "epoch avg 0.2000" in text
+    assert "avg 0.1993" in text and "epoch avg" not in text  # epoch 1 holds every step: one average
     assert "2.00 s/it" in text                 # slower than 1 it/s reads as seconds per step
     assert re.search(r"sampling .* 0:00:05", text)
 
@@ -136,6 +136,32 @@ def test_plain_view_prints_the_last_step_of_a_stopped_run_and_thins_phase_progre
     assert "caching latents 412/412" in phase_lines and len(phase_lines) == 12
     assert [line.split()[1] for line in lines if line.startswith("step ")] == ["1/100", "7/100"]
     assert lines[-1] == "stopped at step 7: Ctrl+C; saved /out/run/mylora-state"
+
+
+def test_rich_view_shows_the_epoch_average_once_it_covers_fewer_steps_than_the_running_one():
+    console, clock = _recording_console(), FakeClock()
+    view = RichView(console, clock=clock)
+    view(run_started(total_steps=100, epochs=2))
+    for i in range(1, 53):
+        view(step(i, loss=0.3 if i <= 50 else 0.1))
+    console.print(view.panel)
+    assert "epoch avg 0.1000" in console.export_text()
+
+
+def test_plain_view_reports_a_save_inside_an_epoch_after_its_step_line():
+    out = FakeTerminal()
+    view = PlainView(out, every=10)
+    view(run_started(total_steps=200))
+    for i in range(1, 47):
+        view(step(i, steps_per_epoch=40))
+    view(ev.CheckpointSaved("/out/run/mylora-step00000046.safetensors", 2, 46, "/s", epoch_finished=False))
+    view(ev.RunStopped(step=46, reason="Ctrl+C", saved_path="/out/run/mylora-step00000046.safetensors"))
+    lines = out.getvalue().splitlines()
+    assert lines[-3].startswith("step 46/200 | epoch 2/4")
+    assert lines[-2] == ("saved at step 46 (epoch 2 in progress): /out/run/mylora-step00000046.safetensors "
+                         "(state: /s)")
+    view(ev.CheckpointSaved("/out/run/mylora-000002.safetensors", 2, 80))
+    assert out.getvalue().splitlines()[-1] == "saved epoch 2 (step 80): /out/run/mylora-000002.safetensors"
 
 
 def test_plain_view_strips_control_characters_from_event_text():

@@ -39,6 +39,9 @@ def assert_stopped_cleanly(process, out, err, root):
     assert process.returncode == EXIT_STOPPED, err[-3000:]
     assert "Traceback" not in out + err
     assert "To continue: easytrain train run.json --resume" in out
+    saved = [i for i, line in enumerate(out.splitlines()) if line.startswith("saved at step ")]
+    assert saved and "in progress)" in out.splitlines()[saved[-1]], out[-2000:]
+    assert out.splitlines()[saved[-1] - 1].startswith("step ")     # the step it was saved at comes first
     state = tr_state.find_state(root / "out")
     step = state.global_step
     assert 4 <= step < 12                        # stopped after the epoch-1 save, before the end

@@ -10,7 +10,7 @@ import os
 import signal
 import sys
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Callable, Iterator, Optional
 
 from easytrain.train.control import TrainControl
 
@@ -25,16 +25,20 @@ EXIT_AT_ONCE = 130
 
 
 @contextmanager
-def stop_on_signals(control: TrainControl) -> Iterator[None]:
-    """Route stop signals to ``control`` while the block runs (main thread only)."""
+def stop_on_signals(control: TrainControl, say: Optional[Callable[[str], None]] = None) -> Iterator[None]:
+    """Route stop signals to ``control`` while the block runs (main thread only).
+
+    ``say`` shows what happens next (a live view's own way of printing a line); by default stderr.
+    """
     previous = {}
+    say = say or _say
 
     def handle(signum, _frame):
         if control.stop_requested and signum == signal.SIGINT:
-            _say("second Ctrl+C: stopping now without saving")
+            say("easytrain: second Ctrl+C: stopping now without saving")
             os._exit(EXIT_AT_ONCE)
         if not control.stop_requested:
-            _say(f"{REASONS.get(signum, 'signal')}: finishing this step, then saving (Ctrl+C again to quit at once)")
+            say(f"easytrain: {REASONS.get(signum, 'signal')}: finishing this step, then saving (Ctrl+C again to quit at once)")
         control.request_stop(REASONS.get(signum, f"signal {signum}"))
 
     for signum in REASONS:
@@ -51,6 +55,6 @@ def stop_on_signals(control: TrainControl) -> Iterator[None]:
 
 def _say(text: str) -> None:
     try:
-        print(f"\neasytrain: {text}", file=sys.stderr, flush=True)
+        print(f"\n{text}", file=sys.stderr, flush=True)
     except (OSError, ValueError):  # the terminal may be gone (SIGHUP)
         pass

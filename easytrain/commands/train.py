@@ -10,6 +10,7 @@ from typing import Optional, Sequence
 
 from easytrain import answers as answers_file
 from easytrain.errors import UserError
+from easytrain.invocation import command
 from easytrain.plan import TrainPlan
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -30,7 +31,7 @@ EXIT_STOPPED = 3  # stopped on request, state saved: `--resume` continues
 
 
 def resume_command(path: str) -> str:
-    return f"easytrain train {path} --resume"
+    return command("train", path, "--resume")
 
 
 def is_main_process() -> bool:
@@ -71,7 +72,7 @@ def train_one(path: str, *, resume: Optional[str] = None, plain: bool = False) -
     view_context = (make_view(sys.stdout, plain=True if plain else None, every=answers.get("log_every_n_steps", 10))
                     if main else nullcontext(_quiet_sink))
     try:
-        with stop_on_signals(control), view_context as view:
+        with view_context as view, stop_on_signals(control, say=getattr(view, "note", None)):
             result = run_training(plan, fan_out(view, metrics) if metrics else view, control, resume=resume)
     finally:
         if metrics is not None:

@@ -50,7 +50,10 @@ def event_line(event: ev.Event, state: RunState) -> Optional[str]:
         of = f"/{state.epochs}" if state.epochs else ""
         return f"epoch {event.epoch}{of} done at step {event.step}, average loss {fmt.loss(event.average_loss)}"
     if isinstance(event, ev.CheckpointSaved):
-        text = f"saved epoch {event.epoch} (step {event.step}): {event.path}"
+        if event.epoch_finished:
+            text = f"saved epoch {event.epoch} (step {event.step}): {event.path}"
+        else:
+            text = f"saved at step {event.step} (epoch {event.epoch} in progress): {event.path}"
         if event.state_path:
             text += f" (state: {event.state_path})"
         return text

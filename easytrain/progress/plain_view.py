@@ -48,6 +48,9 @@ class PlainView:
         if isinstance(event, (ev.RunFinished, ev.RunStopped, ev.RunFailed)):
             if state.steps_seen and self._last_printed_step != state.step:
                 self._print_step()
+        elif isinstance(event, ev.CheckpointSaved) and not event.epoch_finished:
+            if self._last_printed_step != state.step:
+                self._print_step()          # the step it was saved at comes first
         elif isinstance(event, ev.PhaseStarted):
             self._phase_tenths[event.phase] = 0
         elif isinstance(event, ev.PhaseProgress) and not self._phase_line_due(event):

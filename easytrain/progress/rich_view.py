@@ -46,7 +46,9 @@ class RunPanel:
         self.state = state
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
-        width = min(options.max_width, MAX_WIDTH)
+        # Two columns stay free: a "^C" the terminal echoes after the last border must not wrap and
+        # scroll, or the next refresh would start one line low and leave a stray border in the scrollback.
+        width = min(options.max_width - 2, MAX_WIDTH)
         s = self.state
         rows: list = []
         bars = self._bars()
@@ -88,7 +90,7 @@ class RunPanel:
         numbers.add_row("epoch", epoch, f"elapsed {fmt.duration(s.elapsed())}",
                         Text(f"ETA {fmt.duration(s.eta())}", style="bold"))
         numbers.add_row("loss", Text(fmt.loss(s.loss), style="bold"), f"avg {fmt.loss(s.loss_average)}",
-                        f"epoch avg {fmt.loss(s.epoch_average)}")
+                        f"epoch avg {fmt.loss(s.epoch_average)}" if s.epoch_average_differs else "")
         memory = f"peak GPU {fmt.memory(s.peak_memory_bytes)}" if s.peak_memory_bytes is not None else ""
         numbers.add_row("speed", fmt.speed(s.seconds_per_step), fmt.images_per_second(s.images_per_second),
                         memory)
@@ -140,6 +142,11 @@ class RichView:
 
     def __exit__(self, *exc_info) -> None:
         self._live.stop()
+
+    def note(self, text: str) -> None:
+        """A line above the live area (what a signal handler says): printed any other way, it would
+        shift the live area and leave a stray copy of the panel behind."""
+        self.console.print(Text(text, style="yellow"), overflow="fold")
 
     def __call__(self, event: ev.Event) -> None:
         self.state.apply(event)

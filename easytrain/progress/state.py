@@ -167,6 +167,12 @@ class RunState:
         return self._epoch_loss_sum / self._epoch_loss_count
 
     @property
+    def epoch_average_differs(self) -> bool:
+        """False while this epoch holds every step seen so far: its average covers the same steps as the
+        running one, so showing both says the same thing twice."""
+        return 0 < self._epoch_loss_count < self.steps_seen
+
+    @property
     def seconds_per_step(self) -> Optional[float]:
         """Recent step time, from the loop's own step timings."""
         return self._seconds_ema

@@ -69,6 +69,7 @@ class CheckpointSaved:
     epoch: int
     step: int
     state_path: Optional[str] = None
+    epoch_finished: bool = True    # False: saved inside the epoch (Ctrl+C, save now), `epoch` still running
 
 
 @dataclass(frozen=True)

@@ -277,7 +277,7 @@ def run_training(plan, sink: ev.Sink, control: Optional[TrainControl] = None, *,
                 lora_file=str(path))
             tr_state.prune_states(plan.output_dir, plan.output_name, run_id, keep_states)
         emit(ev.CheckpointSaved(str(path), position.epoch, position.global_step,
-                                str(state_path) if state_path else None))
+                                str(state_path) if state_path else None, epoch_finished=epoch_done))
         return Path(path), state_path
 
     # A frozen text encoder and fixed captions give the same states every epoch: encode each caption once.
@@ -430,7 +430,7 @@ def run_training(plan, sink: ev.Sink, control: Optional[TrainControl] = None, *,
                 break
             position.batch_index = 0
 
-        final, _ = save(final_file(plan.output_dir, plan.output_name), position, with_state=False)
+        final, _ = save(final_file(plan.output_dir, plan.output_name), position, with_state=False, epoch_done=True)
     except _OUT_OF_MEMORY:
         _fail(emit, position, "out of GPU memory", OOM_ADVICE, last_saved)
     except (UserError, KeyboardInterrupt):
