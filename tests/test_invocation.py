@@ -65,7 +65,8 @@ def test_wizard_py_tells_easytrain_how_it_was_started(monkeypatch):
         started.update(program=program, argv=argv, env=dict(os.environ))
         raise SystemExit(0)
 
-    monkeypatch.delenv("EASYTRAIN_LAUNCHER", raising=False)
+    environment = {k: v for k, v in os.environ.items() if k != "EASYTRAIN_LAUNCHER"}
+    monkeypatch.setattr(launcher.os, "environ", environment)  # what run_in_venv sets stays in this test
     monkeypatch.setattr(launcher.os, "execv", execv)
     monkeypatch.setattr(launcher.subprocess, "call", lambda command: execv(command[0], command))
     with pytest.raises(SystemExit):
