@@ -192,7 +192,7 @@ def from_dict(data: Mapping[str, Any], *, source: Optional[Path] = None, check_p
     values, problems = validate(data, base_dir=base_dir, check_paths=check_paths)
     if problems:
         raise AnswersError(label, problems)
-    return Answers(values, source=source, warnings=warnings)
+    return Answers(values, source=source, warnings=[*warnings, *Q.value_warnings(values)])
 
 
 def load(path: str | Path, *, check_paths: bool = True) -> Answers:

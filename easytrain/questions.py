@@ -12,13 +12,11 @@ from __future__ import annotations
 
 import math
 import re
-import shutil
-import subprocess
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional
 
+from easytrain import machine
 from easytrain.optimizer_args import optimizer_args_problem
 
 Values = Mapping[str, Any]
@@ -62,6 +60,7 @@ class Question:
     advanced: bool = False
     stored: bool = True  # False: asked, but not a key of the answers file
     check: Optional[Callable[[Any, Values], Optional[str]]] = None
+    warn: Optional[Callable[[Any, Values], Optional[str]]] = None  # an allowed value worth a second look
     depends_on: tuple[str, ...] = ()  # earlier answers the default or condition reads
 
     def applies(self, values: Values) -> bool:
@@ -308,20 +307,6 @@ def _check_path_on_disk(q: Question, path: Path) -> Optional[str]:
 
 # ---------------------------------------------------------------- defaults
 
-@lru_cache(maxsize=1)
-def gpu_supports_bf16() -> bool:
-    """Ask nvidia-smi (no torch) whether the first GPU is Ampere or newer."""
-    exe = shutil.which("nvidia-smi")
-    if not exe:
-        return False
-    try:
-        out = subprocess.run([exe, "--query-gpu=compute_cap", "--format=csv,noheader"],
-                             capture_output=True, text=True, timeout=5).stdout
-        return float(out.strip().splitlines()[0]) >= 8.0
-    except (OSError, ValueError, IndexError, subprocess.SubprocessError):
-        return False
-
-
 def _number(v: Values, key: str, fallback: float) -> float:
     """An earlier numeric answer, or ``fallback`` while that answer is missing or invalid."""
     value = v.get(key)
@@ -399,6 +384,29 @@ def _check_token_length(value: Any, _: Values) -> Optional[str]:
     if value not in (75, 150, 225):
         return f"must be one of 75, 150, 225, got {value!r}"
     return None
+
+
+USUAL_RESOLUTION = {"sdxl": 1024, "sd2-v": 768}  # every other architecture: 512
+
+
+def usual_resolution(v: Values) -> int:
+    """The side the architecture's base models were trained at (SD1.x and 'auto': 512)."""
+    return USUAL_RESOLUTION.get(v.get("architecture"), 512)
+
+
+def _warn_low_resolution(value: Any, v: Values) -> Optional[str]:
+    """Low sizes are allowed (quick tests, small models) but blur a real checkpoint's results.
+
+    The training area counts (resolution x height), so a wide 768x384 target is no warning for SD1.
+    """
+    usual = usual_resolution(v)
+    height = v.get("height")
+    height = height if isinstance(height, int) and height > 0 else value
+    if not isinstance(value, int) or value * height >= usual * usual or v.get("base_model") == BUILTIN_TINY:
+        return None
+    size = f"{value}" if height == value else f"{value}x{height}"
+    return (f"{size} is below the {usual}x{usual} this architecture's models are made for: fine for quick "
+            "tests and small models, blurry for real ones")
 
 
 def _yes(key: str) -> Callable[[Values], bool]:
@@ -570,16 +578,16 @@ QUESTIONS: tuple[Question, ...] = (
         "resolution", "Training resolution?",
         "512 for SD1.x and SD2.x 512 models, 768 for SD2.x 768, 1024 for SDXL. Higher catches finer "
         "detail but trains much slower. Images of other shapes go into matching buckets.",
-        "int", "data", default=lambda v: 1024 if v.get("architecture") == "sdxl" else (768 if v.get("architecture") == "sd2-v" else 512),
-        default_text="512 (SD2 768-v: 768, SDXL: 1024)", minimum=256, maximum=4096, multiple_of=64,
-        depends_on=("architecture",),
+        "int", "data", default=usual_resolution,
+        default_text="512 (SD2 768-v: 768, SDXL: 1024)", minimum=64, maximum=4096, multiple_of=64,
+        warn=_warn_low_resolution, depends_on=("architecture",),
     ),
     Question(
         "height", "Training height?",
         "Leave empty for a square area (resolution x resolution). Set it only to train a "
         "non-square target area.",
         "int", "data", default=None, default_text="empty (square)", optional=True,
-        minimum=256, maximum=4096, multiple_of=64,
+        minimum=64, maximum=4096, multiple_of=64,
     ),
     Question(
         "batch_size", "Batch size?",
@@ -649,10 +657,10 @@ QUESTIONS: tuple[Question, ...] = (
     ),
     Question(
         "mixed_precision", "Mixed precision?",
-        "bf16 on RTX 30xx/40xx and newer (more stable); fp16 on older cards. 'no' trains in full "
+        "bf16 on RTX 30xx/40xx and newer (more stable) and on the CPU; fp16 on older cards. 'no' trains in full "
         "fp32: slow and memory hungry, mainly for debugging.",
-        "choice", "learning", default=lambda v: "bf16" if gpu_supports_bf16() else "fp16",
-        default_text="bf16 if the GPU supports it, else fp16",
+        "choice", "learning", default=lambda v: machine.best_mixed_precision(),
+        default_text="bf16 (fp16 on a GPU older than RTX 30xx)",
         choices=(("fp16", "fp16"), ("bf16", "bf16"), ("no", "no")),
     ),
     Question(
@@ -845,6 +853,17 @@ ADVANCED: tuple[Question, ...] = tuple(q for q in QUESTIONS if q.advanced)
 
 def question(key: str) -> Question:
     return BY_ID[key]
+
+
+def value_warnings(values: Values) -> list[str]:
+    """"key: why" for each allowed answer worth a second look (shown by `check`, `train` and the wizard)."""
+    found = []
+    for q in QUESTIONS:
+        if q.warn is not None and q.id in values and values[q.id] is not None:
+            text = q.warn(values[q.id], values)
+            if text:
+                found.append(f"{q.id}: {text}")
+    return found
 
 
 def applicable_values(values: Values) -> dict[str, Any]:

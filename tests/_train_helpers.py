@@ -69,10 +69,7 @@ class Recorder(list):
 
 
 def fast_plan(tmp_path: Path, **overrides):
-    """A plan at 64 px (below what the wizard allows, for speed): 4 images x 4 repeats, batch 4.
-
-    The answers are built without validation so the resolution can go under 256.
-    """
+    """A plan at 64 px (the smallest size allowed, for speed): 4 images x 4 repeats, batch 4."""
     from easytrain import answers as answers_file
     from easytrain import questions as Q
     from easytrain.plan import TrainPlan

@@ -82,7 +82,7 @@ def test_defaults_filled_for_missing_optional_keys(tmp_path, base):
     ("unet_lr", -1, "unet_lr: must be a number >= 0, got -1"),
     ("flip_aug", "yes", "flip_aug: must be true or false, got 'yes'"),
     ("optimizer", "Adam", "optimizer: must be one of 'AdamW8bit'"),
-    ("resolution", 500, "resolution: must be an integer from 256 to 4096 and a multiple of 64, got 500"),
+    ("resolution", 500, "resolution: must be an integer from 64 to 4096 and a multiple of 64, got 500"),
     ("output_name", "a b", "output_name: may only contain letters"),
     ("image_folder", "nowhere", "image_folder: folder not found"),
     ("base_model", "model.bin", "base_model: must end in .safetensors or .ckpt"),

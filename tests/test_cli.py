@@ -82,6 +82,22 @@ def test_check_on_a_folder_says_it_is_a_folder_and_points_to_queue(tmp_path):
                                   f"in it, or train every answers file in it with `easytrain queue {tmp_path}`")
 
 
+def test_check_warns_about_low_resolution_and_fp16_without_a_gpu(tmp_path, demo_images):
+    from easytrain.model.tiny import tiny_model_paths
+
+    shutil.copy(tiny_model_paths().single_file, tmp_path / "model.safetensors")
+    (tmp_path / "a.json").write_text(json.dumps({"schema_version": 1, "base_model": "model.safetensors",
+                                                  "image_folder": "images", "resolution": 128,
+                                                  "mixed_precision": "fp16"}))
+    env = {**os.environ, "PYTHONPATH": str(REPO), "CUDA_VISIBLE_DEVICES": ""}
+    out = subprocess.run([sys.executable, "-m", "easytrain", "check", str(tmp_path / "a.json")], cwd=REPO,
+                         capture_output=True, text=True, timeout=120, env=env)
+    assert out.returncode == 0, out.stderr
+    assert "! resolution: 128 is below the 512x512 this architecture's models are made for" in out.stdout
+    assert "! mixed_precision: fp16 needs an NVIDIA GPU and this machine has none" in out.stdout
+    assert "at 128x128" in out.stdout
+
+
 def test_questions_lists_the_flow():
     out = easytrain("questions")
     assert out.returncode == 0

@@ -116,3 +116,31 @@ def test_paths_checked_against_base_dir(tmp_path):
     assert "must end in" in Q.check_value(model_q, "model.bin", {}, tmp_path)
     assert Q.check_value(model_q, "builtin:tiny", {}, tmp_path) is None
     assert Q.check_value(Q.BY_ID["output_folder"], "new_out", {}, tmp_path) is None
+
+
+def test_resolution_takes_multiples_of_64_from_64_and_warns_below_the_usual_size():
+    resolution, height = Q.BY_ID["resolution"], Q.BY_ID["height"]
+    assert Q.check_value(resolution, 64, {}) is None and Q.check_value(height, 64, {}) is None
+    assert "from 64 to 4096 and a multiple of 64" in Q.check_value(resolution, 32, {})
+    assert "a multiple of 64" in Q.check_value(height, 100, {})
+    real = {"base_model": "model.safetensors", "architecture": "sd1"}
+    assert Q.value_warnings({**real, "resolution": 256}) == [
+        "resolution: 256 is below the 512x512 this architecture's models are made for: fine for quick tests "
+        "and small models, blurry for real ones"]
+    assert Q.value_warnings({**real, "resolution": 768, "height": 384}) == []     # a wide SD1 area
+    assert "1024x1024" in Q.value_warnings({**real, "architecture": "sdxl", "resolution": 768})[0]
+    assert Q.value_warnings({**real, "base_model": Q.BUILTIN_TINY, "resolution": 64}) == []
+
+
+def test_mixed_precision_default_fits_the_machine(monkeypatch):
+    from easytrain import machine
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # no GPU to see, whatever this machine has
+    machine.has_cuda_gpu.cache_clear()
+    machine.gpu_supports_bf16.cache_clear()
+    try:
+        assert not machine.has_cuda_gpu()
+        assert Q.BY_ID["mixed_precision"].default_for({}) == "bf16"
+    finally:
+        machine.has_cuda_gpu.cache_clear()
+        machine.gpu_supports_bf16.cache_clear()

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from easytrain import machine
 from easytrain import questions as Q
 from easytrain.errors import UserError
 from easytrain.tools import caption_edits
@@ -21,7 +22,7 @@ FOLDER = Path("images") / "5_shapes"
 @pytest.fixture
 def workdir(tmp_path: Path, monkeypatch) -> Path:
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(Q, "gpu_supports_bf16", lambda: False)
+    monkeypatch.setattr(machine, "best_mixed_precision", lambda: "fp16")
     return make_workdir(tmp_path)
 
 

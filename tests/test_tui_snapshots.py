@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from easytrain import machine
 from easytrain import questions as Q
 from tests._tui_helpers import answer, fill, make_workdir, new_app, press, start_new, to_question
 
@@ -18,7 +19,7 @@ from tests._tui_helpers import answer, fill, make_workdir, new_app, press, start
 @pytest.fixture
 def workdir(tmp_path: Path, monkeypatch) -> Path:
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(Q, "gpu_supports_bf16", lambda: False)
+    monkeypatch.setattr(machine, "best_mixed_precision", lambda: "fp16")
     return make_workdir(tmp_path)
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Sequence
+
 from easytrain import answers as answers_file
 from easytrain.errors import UserError
 from easytrain.invocation import command
@@ -31,7 +33,17 @@ def base_model_line(plan: TrainPlan) -> str:
     return f"{plan.base_model} ({found.description})"
 
 
-def plan_lines(plan: TrainPlan) -> list[str]:
+def machine_warnings(plan: TrainPlan) -> list[str]:
+    """Settings this machine cannot honour (the file may well be meant for another machine)."""
+    from easytrain import machine
+
+    if plan.mixed_precision == "fp16" and not machine.has_cuda_gpu():
+        return ["mixed_precision: fp16 needs an NVIDIA GPU and this machine has none; training here would "
+                "run in fp32 (bf16 works on the CPU). Fine if this file is for a GPU machine"]
+    return []
+
+
+def plan_lines(plan: TrainPlan, extra_warnings: Sequence[str] = ()) -> list[str]:
     a = plan.answers
     lines = [f"Plan for {a.source or 'answers'}", f"  base model: {base_model_line(plan)}"]
     lines.append("  data:")
@@ -63,15 +75,16 @@ def plan_lines(plan: TrainPlan) -> list[str]:
                                                                  plan.bucket_settings, plan.batch_size)]
     except ImportError:
         pass
-    if plan.warnings:
+    warnings = [*plan.warnings, *extra_warnings]
+    if warnings:
         lines.append("  warnings:")
-        lines += [f"    ! {w}" for w in plan.warnings]
+        lines += [f"    ! {w}" for w in warnings]
     return lines
 
 
 def run_check(path: str) -> int:
     answers = answers_file.load(path)
     plan = TrainPlan.from_answers(answers)
-    print("\n".join(plan_lines(plan)))
+    print("\n".join(plan_lines(plan, machine_warnings(plan))))
     print(f"OK: ready to train with `{command('train', path)}`")
     return 0

@@ -337,6 +337,8 @@ class Wizard:
             return f"Not sure which architecture this is ({model.description}); you will be asked next."
         if q.id == "architecture" and self.state.model is not None:
             return f"Detection said: {self.state.model.description}"
+        if q.warn is not None and value is not None:
+            return q.warn(value, self.state.values())
         return None
 
 
