@@ -86,9 +86,14 @@ class Network:
         """The network as kohya/LyCORIS keys, on the CPU, in ``dtype``."""
         from easytrain.network.kohya_format import slot_to_kohya
 
+        from easytrain.network import dora
+
         out: dict[str, torch.Tensor] = {}
         for slot in self.slots:
-            for key, tensor in slot_to_kohya(slot, self.spec.network_type).items():
+            tensors = slot_to_kohya(slot, self.spec.network_type)
+            if dora.has_dora(slot.layer):
+                tensors[f"{slot.target.kohya_name}.{dora.PARAM}"] = dora.file_tensor(slot.layer)
+            for key, tensor in tensors.items():
                 out[key] = tensor.detach().to(device="cpu", dtype=dtype).contiguous()
         return out
 
@@ -168,6 +173,11 @@ def apply_network(unet: nn.Module | None, text_encoder: nn.Module | None, spec: 
             part_targets = [t for t in targets if t.part == part]
             if part_targets:
                 slots += _inject(model, spec, part_targets)
+    if spec.dora:
+        from easytrain.network import dora
+
+        for slot in slots:
+            dora.attach(slot.layer)
     network = Network(spec, unet, text_encoder, slots)
     for p in network.trainable_parameters():
         p.requires_grad_(True)

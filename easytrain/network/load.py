@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 
 from easytrain.errors import UserError
+from easytrain.network import dora
 from easytrain.network.kohya_format import kohya_to_slot, peft_tensors
 
 MAX_LISTED = 25  # per kind of problem; the count of the rest is given
@@ -93,6 +94,8 @@ def load_lora_into(network, path: str | Path) -> LoadReport:
             continue
         found = by_module.get(name, {})
         expected = {suffix: tuple(p.shape) for suffix, p in peft_tensors(slot, network_type).items()}
+        if dora.has_dora(slot.layer):
+            expected[dora.PARAM] = tuple(dora.file_tensor(slot.layer).shape)
         for suffix, shape in expected.items():
             key = f"{name}.{suffix}"
             if suffix not in found:
@@ -122,4 +125,6 @@ def load_lora_into(network, path: str | Path) -> LoadReport:
     for name, found in by_module.items():
         alpha = found.get("alpha")
         kohya_to_slot(slots[name], network_type, found, None if alpha is None else float(alpha.float().item()))
+        if dora.PARAM in found:
+            dora.load_file_tensor(slots[name].layer, found[dora.PARAM])
     return LoadReport(modules_loaded=len(by_module), parts_absent=parts_absent)

@@ -29,6 +29,7 @@ class NetworkSpec:
     conv_alpha: float | None = None
     train_unet: bool = True
     train_text_encoder: bool = True
+    dora: bool = False  # weight-decomposed LoRA (LoRA and LoCon only); see network/dora.py
 
     def __post_init__(self) -> None:
         problems = []
@@ -44,6 +45,8 @@ class NetworkSpec:
             problems.append(f"conv_alpha: must be a number above 0 or empty, got {self.conv_alpha!r}")
         if self.network_type == "LoCon" and self.conv_dim is None:
             problems.append("conv_dim: LoCon needs a conv dim (for example 8)")
+        if self.dora and self.network_type not in ("LoRA", "LoCon"):
+            problems.append(f"dora: works with LoRA and LoCon only, not {self.network_type}")
         if not (self.train_unet or self.train_text_encoder):
             problems.append("train_parts: at least one of the UNet and the text encoder must be trained")
         if problems:
