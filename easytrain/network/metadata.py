@@ -7,8 +7,11 @@ left out rather than written as "None".
 from __future__ import annotations
 
 import datetime
+import hashlib
 import json
+import random
 import time
+from pathlib import Path
 
 from easytrain.network.spec import NetworkSpec
 
@@ -26,18 +29,49 @@ MODELSPEC_VERSION = "1.0.0"
 
 
 def network_module(spec: NetworkSpec) -> str:
-    return "lycoris.kohya" if spec.is_lycoris else "networks.lora"
+    """kohya's own LoRA module, or LyCORIS's for LoHa/LoKr and for DoRA (which only LyCORIS trains)."""
+    return "lycoris.kohya" if spec.is_lycoris or spec.dora else "networks.lora"
 
 
-def network_args(spec: NetworkSpec) -> dict[str, str]:
-    """ss_network_args as kohya records them: the --network_args strings."""
+def network_args(spec: NetworkSpec, extra: dict | None = None) -> dict[str, str]:
+    """ss_network_args as kohya records them: the --network_args strings.
+
+    ``extra`` adds further --network_args (block-wise dims and learning rates) as given.
+    """
     args: dict[str, str] = {}
     if spec.network_type != "LoRA" and spec.conv_dim is not None:
         args["conv_dim"] = str(spec.conv_dim)
         args["conv_alpha"] = _num(spec.effective_conv_alpha)
     if spec.is_lycoris:
         args["algo"] = spec.network_type.lower()
+    if spec.dora:
+        args["algo"] = "locon" if spec.network_type == "LoCon" else "lora"
+        args["dora_wd"] = "True"
+    args.update({key: _str(value) for key, value in (extra or {}).items()})
     return args
+
+
+def new_session_id(rng: random.Random | None = None) -> int:
+    """ss_session_id: a random integer naming the run its files came from (kohya: 0..2**32)."""
+    return (rng or random.SystemRandom()).randint(0, 2 ** 32)
+
+
+def base_model_hashes(path: str | Path) -> dict[str, str]:
+    """ss_sd_model_hash (A1111's old 8-digit hash) and ss_new_sd_model_hash (sha256) of a model file.
+
+    Empty for what is not a file (a diffusers folder, the built-in tiny model), as kohya writes none.
+    """
+    path = Path(path)
+    if not path.is_file():
+        return {}
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        fh.seek(0x100000)
+        legacy = hashlib.sha256(fh.read(0x10000)).hexdigest()[:8]
+        fh.seek(0)
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return {"ss_sd_model_hash": legacy, "ss_new_sd_model_hash": digest.hexdigest()}
 
 
 def _num(value) -> str:
@@ -97,6 +131,30 @@ def build_metadata(
     sd_model_name: str | None = None,
     session_id: int | None = None,
     title: str | None = None,
+    training_finished_at: float | None = None,
+    gradient_accumulation_steps: int | None = None,
+    total_batch_size: int | None = None,
+    multires_noise_iterations: int | None = None,
+    multires_noise_discount: float | None = None,
+    adaptive_noise_scale: float | None = None,
+    ip_noise_gamma: float | None = None,
+    zero_terminal_snr: bool | None = None,
+    debiased_estimation: bool | None = None,
+    loss_type: str | None = None,
+    huber_schedule: str | None = None,
+    huber_c: float | None = None,
+    huber_scale: float | None = None,
+    caption_dropout_rate: float | None = None,
+    caption_dropout_every_n_epochs: int | None = None,
+    caption_tag_dropout_rate: float | None = None,
+    color_aug: bool | None = None,
+    random_crop: bool | None = None,
+    full_fp16: bool | None = None,
+    bucket_info: dict | None = None,
+    reg_dataset_dirs: dict | None = None,
+    datasets: list | None = None,
+    base_model_hashes: dict | None = None,
+    network_args_extra: dict | None = None,
     extra: dict | None = None,
 ) -> dict[str, str]:
     """The metadata dict for save_lora(). ``extra`` adds further keys verbatim (stringified)."""
@@ -122,7 +180,7 @@ def build_metadata(
         "ss_network_module": network_module(spec),
         "ss_network_dim": spec.dim,
         "ss_network_alpha": float(spec.alpha),
-        "ss_network_args": network_args(spec) or None,
+        "ss_network_args": network_args(spec, network_args_extra) or None,
         "ss_training_comment": comment,
         "ss_tag_frequency": tag_frequency,
         "ss_dataset_dirs": dataset_dirs,
@@ -158,6 +216,29 @@ def build_metadata(
         "ss_max_bucket_reso": max_bucket_reso,
         "ss_bucket_no_upscale": bucket_no_upscale,
         "ss_prior_loss_weight": prior_loss_weight,
+        "ss_training_finished_at": training_finished_at,
+        "ss_gradient_accumulation_steps": gradient_accumulation_steps,
+        "ss_total_batch_size": total_batch_size,
+        "ss_multires_noise_iterations": multires_noise_iterations,
+        "ss_multires_noise_discount": multires_noise_discount,
+        "ss_adaptive_noise_scale": adaptive_noise_scale,
+        "ss_ip_noise_gamma": ip_noise_gamma,
+        "ss_zero_terminal_snr": zero_terminal_snr,
+        "ss_debiased_estimation": debiased_estimation,
+        "ss_loss_type": loss_type,
+        "ss_huber_schedule": huber_schedule,
+        "ss_huber_c": huber_c,
+        "ss_huber_scale": huber_scale,
+        "ss_caption_dropout_rate": caption_dropout_rate,
+        "ss_caption_dropout_every_n_epochs": caption_dropout_every_n_epochs,
+        "ss_caption_tag_dropout_rate": caption_tag_dropout_rate,
+        "ss_color_aug": color_aug,
+        "ss_random_crop": random_crop,
+        "ss_full_fp16": full_fp16,
+        "ss_bucket_info": bucket_info,
+        "ss_reg_dataset_dirs": reg_dataset_dirs,
+        "ss_datasets": datasets,
+        **(base_model_hashes or {}),
     }
     metadata = {key: _str(value) for key, value in fields.items() if value is not None}
     metadata.update(modelspec(
