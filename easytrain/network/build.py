@@ -51,13 +51,30 @@ class Network:
         return [p for s in self.slots for p in s.parameters()]
 
     def parameter_groups(self, unet_lr: float, text_encoder_lr: float) -> list[dict]:
-        """One optimizer group per adapted part (a part without adapters has no group)."""
+        """One optimizer group per adapted part (a part without adapters has no group).
+
+        With block-wise learning rates the UNet has one group per block instead
+        (``unet_block4``: unet_lr times the block's weight), as kohya's.
+        """
         groups = []
         for part, lr in (("unet", unet_lr), ("text_encoder", text_encoder_lr)):
+            blocks = self.spec.blocks
+            if part == "unet" and blocks is not None and blocks.lr_weights is not None:
+                groups += self._block_groups(float(lr))
+                continue
             params = self.parameters_of(part)
             if params:
                 groups.append({"params": params, "lr": float(lr), "name": part})
         return groups
+
+    def _block_groups(self, unet_lr: float) -> list[dict]:
+        from easytrain.network.blocks import block_index
+
+        by_block: dict[int, list[nn.Parameter]] = {}
+        for slot in self.slots_of("unet"):
+            by_block.setdefault(block_index(slot.target.kohya_name), []).extend(slot.parameters())
+        return [{"params": params, "lr": unet_lr * self.spec.blocks.lr_weight(index), "name": f"unet_block{index}"}
+                for index, params in sorted(by_block.items())]
 
     def cast_base(self, dtype: torch.dtype) -> None:
         """Cast the frozen base weights of both models to ``dtype``; adapters stay fp32.
@@ -112,12 +129,13 @@ def _exact(path: str) -> str:
 def _peft_config(spec: NetworkSpec, targets: list[Target]):
     from peft import LoHaConfig, LoKrConfig, LoraConfig
 
-    conv_targets = [t for t in targets if t.uses_conv_dim]
+    sizes = {t.path: spec.size_of(t) for t in targets}
+    own = [t for t in targets if sizes[t.path] != (spec.dim, float(spec.alpha))]
     common = dict(
         r=spec.dim,
         target_modules=[t.path for t in targets],
-        rank_pattern={_exact(t.path): spec.effective_conv_dim for t in conv_targets},
-        alpha_pattern={_exact(t.path): spec.effective_conv_alpha for t in conv_targets},
+        rank_pattern={_exact(t.path): sizes[t.path][0] for t in own},
+        alpha_pattern={_exact(t.path): sizes[t.path][1] for t in own},
     )
     if spec.network_type in ("LoRA", "LoCon"):
         # init_lora_weights=True is kohya's init: down kaiming-uniform(a=sqrt(5)), up zero.
@@ -139,8 +157,7 @@ def _inject(model: nn.Module, spec: NetworkSpec, targets: list[Target]) -> list[
         layer = model.get_submodule(target.path)
         if not isinstance(layer, BaseTunerLayer):
             raise RuntimeError(f"peft did not adapt {target.path}")
-        dim = spec.effective_conv_dim if target.uses_conv_dim else spec.dim
-        alpha = spec.effective_conv_alpha if target.uses_conv_dim else spec.alpha
+        dim, alpha = spec.size_of(target)
         slots.append(Slot(target, layer, dim, float(alpha)))
     return slots
 
@@ -163,7 +180,8 @@ def apply_network(unet: nn.Module | None, text_encoder: nn.Module | None, spec: 
 
     A part that is not trained gets no adapters at all (and stays frozen).
     """
-    targets = find_targets(unet, text_encoder, spec)
+    # Block-wise dims of 0 (or block learning rates of 0) leave those modules out, as kohya does.
+    targets = [t for t in find_targets(unet, text_encoder, spec) if spec.size_of(t)[0] > 0]
     for model in (unet, text_encoder):
         if model is not None:
             model.requires_grad_(False)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 from easytrain.errors import UserError
+from easytrain.network.blocks import BlockSettings, block_index
 
 NETWORK_TYPES = ("LoRA", "LoCon", "LoHa", "LoKr")
 
@@ -30,6 +32,7 @@ class NetworkSpec:
     train_unet: bool = True
     train_text_encoder: bool = True
     dora: bool = False  # weight-decomposed LoRA (LoRA and LoCon only); see network/dora.py
+    blocks: Optional[BlockSettings] = None  # block-wise UNet dims and learning rates; see network/blocks.py
 
     def __post_init__(self) -> None:
         problems = []
@@ -66,6 +69,14 @@ class NetworkSpec:
         if self.conv_dim is None:
             return self.alpha
         return float(self.conv_alpha) if self.conv_alpha is not None else DEFAULT_CONV_ALPHA
+
+    def size_of(self, target) -> tuple[int, float]:
+        """(dim, alpha) of one target; dim 0 means the target gets no adapter (block-wise dims)."""
+        conv = target.uses_conv_dim
+        dim, alpha = (self.effective_conv_dim, self.effective_conv_alpha) if conv else (self.dim, float(self.alpha))
+        if self.blocks is None or target.part != "unet":
+            return dim, alpha
+        return self.blocks.dim_and_alpha(block_index(target.kohya_name), conv=conv, dim=dim, alpha=alpha)
 
     @property
     def is_lycoris(self) -> bool:
