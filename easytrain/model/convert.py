@@ -132,6 +132,12 @@ def unet_key_map(unet_config: Mapping, names) -> dict[str, str]:
     return {name: UNET_PREFIX + _apply(rules, name, "UNet") for name in names}
 
 
+def unet_module_map(unet_config: Mapping, paths) -> dict[str, str]:
+    """diffusers UNet module path -> the original layout's module path (``input_blocks.4.1.proj_in``)."""
+    rules = _unet_rules(unet_config)
+    return {path: _apply(rules, path + ".", "UNet").removesuffix(".") for path in paths}
+
+
 def vae_key_map(vae_config: Mapping, names) -> dict[str, str]:
     """diffusers VAE parameter name -> full original key (first_stage_model.*)."""
     rules = _vae_rules(vae_config)
@@ -143,8 +149,8 @@ def clip_key_map(names, prefix: str = CLIP_PREFIX) -> dict[str, str]:
     return {name: prefix + name.removeprefix("text_model.") for name in names}
 
 
-def openclip_source(name: str) -> tuple[str, int | None]:
-    """SD2's OpenCLIP text encoder: (original key, which third of a fused q/k/v tensor or None)."""
+def openclip_source(name: str, prefix: str = OPENCLIP_PREFIX) -> tuple[str, int | None]:
+    """An OpenCLIP text encoder (SD2's, SDXL's second): (original key, which third of a fused q/k/v tensor or None)."""
     name = name.removeprefix("text_model.")
     fixed = {
         "embeddings.token_embedding.weight": "token_embedding.weight",
@@ -153,12 +159,12 @@ def openclip_source(name: str) -> tuple[str, int | None]:
         "final_layer_norm.bias": "ln_final.bias",
     }
     if name in fixed:
-        return OPENCLIP_PREFIX + fixed[name], None
+        return prefix + fixed[name], None
     parts = name.split(".")  # encoder.layers.N.<module>.<param>
     if parts[:2] != ["encoder", "layers"]:
         raise KeyError(f"no original-layout name for text encoder parameter {name!r}")
     layer, module, param = parts[2], ".".join(parts[3:-1]), parts[-1]
-    base = f"{OPENCLIP_PREFIX}transformer.resblocks.{layer}."
+    base = f"{prefix}transformer.resblocks.{layer}."
     qkv = {"self_attn.q_proj": 0, "self_attn.k_proj": 1, "self_attn.v_proj": 2}
     if module in qkv:
         return f"{base}attn.in_proj_{param}", qkv[module]
@@ -174,31 +180,45 @@ def openclip_source(name: str) -> tuple[str, int | None]:
     return f"{base}{renamed[module]}.{param}", None
 
 
+def original_tensors(model, key_map: Mapping[str, str], dtype=None) -> dict:
+    """One model's tensors under their original keys (shared storage where nothing changes)."""
+    result = {}
+    for name, tensor in model.state_dict().items():
+        target = key_map[name]
+        if target.startswith(VAE_PREFIX) and ".mid.attn_1." in target and tensor.ndim == 2:
+            tensor = tensor[:, :, None, None]  # the original VAE attention uses 1x1 convs
+        tensor = tensor.detach()
+        result[target] = (tensor.to(dtype) if dtype is not None else tensor).contiguous()
+    return result
+
+
+def unet_and_vae_tensors(unet, vae, dtype=None) -> dict:
+    """The UNet and VAE part of a single file, the same in every architecture's layout."""
+    return {
+        **original_tensors(unet, unet_key_map(unet.config, unet.state_dict().keys()), dtype),
+        **original_tensors(vae, vae_key_map(vae.config, vae.state_dict().keys()), dtype),
+    }
+
+
 def original_state_dict(unet, vae, text_encoder, dtype=None) -> dict:
     """An SD1-layout single-file state dict of diffusers/transformers models (shared storage, no copies)."""
-    result = {}
-    parts = (
-        (unet, unet_key_map(unet.config, unet.state_dict().keys())),
-        (vae, vae_key_map(vae.config, vae.state_dict().keys())),
-        (text_encoder, clip_key_map(text_encoder.state_dict().keys())),
-    )
-    for model, key_map in parts:
-        for name, tensor in model.state_dict().items():
-            target = key_map[name]
-            if model is vae and ".mid.attn_1." in target and tensor.ndim == 2:
-                tensor = tensor[:, :, None, None]  # the original VAE attention uses 1x1 convs
-            tensor = tensor.detach()
-            result[target] = (tensor.to(dtype) if dtype is not None else tensor).contiguous()
-    return result
+    return {
+        **unet_and_vae_tensors(unet, vae, dtype),
+        **original_tensors(text_encoder, clip_key_map(text_encoder.state_dict().keys()), dtype),
+    }
 
 
 def write_single_file(unet, vae, text_encoder, path: str | Path, metadata: dict[str, str] | None = None) -> Path:
     """Save SD1-style models as one .safetensors file in the original key layout (atomic)."""
+    return save_state_file(original_state_dict(unet, vae, text_encoder), path, metadata)
+
+
+def save_state_file(state: dict, path: str | Path, metadata: dict[str, str] | None = None) -> Path:
+    """Write a single-file state dict as .safetensors, atomically."""
     from safetensors.torch import save_file
 
     from easytrain.fsutil import atomic_path
 
-    state = original_state_dict(unet, vae, text_encoder)
     with atomic_path(path) as tmp:
         save_file(state, str(tmp), metadata=dict(metadata or {}))
     return Path(path)
