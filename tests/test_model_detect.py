@@ -82,7 +82,37 @@ def test_sd2_modelspec_metadata(tmp_path):
 
 def test_sdxl(tmp_path):
     d = detect_architecture(write_fake_checkpoint(tmp_path / "xl.safetensors", "sdxl"))
-    assert (d.arch, d.prediction_type, d.sure) == ("sdxl", "epsilon", True)
+    assert (d.arch, d.prediction_type, d.sure, d.zero_terminal_snr) == ("sdxl", "epsilon", True, False)
+
+
+@pytest.mark.parametrize("markers, prediction, ztsnr, words", [
+    (("v_pred",), "v_prediction", False, "v-prediction"),
+    (("v_pred", "ztsnr"), "v_prediction", True, "v-prediction, zero terminal SNR"),
+    (("ztsnr",), "epsilon", True, "zero terminal SNR"),
+])
+@pytest.mark.parametrize("suffix", [".safetensors", ".ckpt"])
+def test_sdxl_noobai_markers(tmp_path, markers, prediction, ztsnr, words, suffix):
+    """NoobAI-style v-pred files carry empty v_pred (and often ztsnr) tensors."""
+    from _model_helpers import fake_checkpoint_tensors
+
+    tensors = fake_checkpoint_tensors("sdxl") | {key: torch.zeros(0) for key in markers}
+    path = tmp_path / f"noob{suffix}"
+    if suffix == ".ckpt":
+        torch.save({"state_dict": tensors}, path)
+    else:
+        save_file(tensors, str(path))
+    d = detect_architecture(path)
+    assert (d.arch, d.prediction_type, d.zero_terminal_snr) == ("sdxl", prediction, ztsnr)
+    assert d.description.endswith(words)
+
+
+def test_sdxl_folder_with_v_prediction_and_zero_terminal_snr(tmp_path):
+    root = _diffusers_folder(tmp_path / "m", 2048, "v_prediction", xl=True)
+    config = root / "scheduler" / "scheduler_config.json"
+    config.write_text(json.dumps({"prediction_type": "v_prediction", "rescale_betas_zero_snr": True}))
+    d = detect_architecture(root)
+    assert (d.arch, d.prediction_type, d.zero_terminal_snr) == ("sdxl", "v_prediction", True)
+    assert "zero terminal SNR" in d.description
 
 
 def test_lora_file_is_refused(tmp_path):

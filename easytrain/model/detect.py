@@ -14,7 +14,7 @@ import pickletools
 import re
 import struct
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from easytrain.errors import UserError
@@ -22,6 +22,7 @@ from easytrain.errors import UserError
 ARCHITECTURES = ("sd1", "sd2", "sd2-v", "sdxl")
 TINY_MARKER_KEY = "easytrain.model"  # safetensors metadata key / marker file key of the tiny model
 TINY_MARKER_VALUE = "tiny-sd1"
+TINY_SDXL_MARKER_VALUE = "tiny-sdxl"  # the tiny SDXL-shaped test model
 TINY_MARKER_FILE = "easytrain_model.json"
 
 _MAX_HEADER_BYTES = 100 * 1024 * 1024
@@ -33,6 +34,7 @@ _LORA_PATTERN = re.compile(
 _SD1_TEXT_PREFIX = "cond_stage_model.transformer."
 _SD2_TEXT_PREFIX = "cond_stage_model.model."
 _SDXL_TEXT_PREFIX = "conditioner.embedders."
+_MARKER_KEYS = ("v_pred", "ztsnr")  # dotless keys that still matter in a .ckpt's key list
 _CROSS_ATTN_KEY = _UNET_PREFIX + "input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight"
 
 
@@ -43,6 +45,7 @@ class Detection:
     sure: bool
     description: str
     is_tiny: bool = False  # easytrain's own embedded tiny model
+    zero_terminal_snr: bool = False  # trained with zero terminal SNR (NoobAI-style "ztsnr" key)
 
 
 @dataclass(frozen=True)
@@ -99,11 +102,13 @@ def _detect_from_keys(path: Path, shapes: dict[str, list | None], metadata: dict
     _refuse_non_checkpoints(path, keys)
     if metadata.get(TINY_MARKER_KEY) == TINY_MARKER_VALUE:
         return Detection("sd1", "epsilon", True, "easytrain's built-in tiny SD1-shaped test model", is_tiny=True)
+    if metadata.get(TINY_MARKER_KEY) == TINY_SDXL_MARKER_VALUE:
+        found = _sdxl_detection(keys, metadata)
+        description = found.description.replace("SDXL (two text encoders)", "easytrain's built-in tiny SDXL-shaped test model")
+        return replace(found, description=description, is_tiny=True)
 
     if any(k.startswith(_SDXL_TEXT_PREFIX) for k in keys):
-        v_pred = "v_pred" in keys or metadata.get("modelspec.prediction_type", "").startswith("v")
-        prediction = "v_prediction" if v_pred else "epsilon"
-        return Detection("sdxl", prediction, True, "SDXL (two text encoders)" + (", v-prediction" if v_pred else ""))
+        return _sdxl_detection(keys, metadata)
 
     if any(k.startswith(_SD2_TEXT_PREFIX) for k in keys):
         return _sd2_detection(path, metadata, "SD 2.x (OpenCLIP ViT-H text encoder)")
@@ -124,6 +129,18 @@ def _detect_from_keys(path: Path, shapes: dict[str, list | None], metadata: dict
             "give the full checkpoint you generate images with"
         )
     raise UserError(f"{path}: not a Stable Diffusion checkpoint (no text encoder keys found)")
+
+
+def _sdxl_detection(keys, metadata: dict[str, str]) -> Detection:
+    """NoobAI-style v-prediction files carry empty ``v_pred`` and often ``ztsnr`` keys."""
+    v_pred = "v_pred" in keys or metadata.get("modelspec.prediction_type", "").lower().startswith("v")
+    ztsnr = "ztsnr" in keys or metadata.get("ss_zero_terminal_snr", "").lower() == "true"
+    description = "SDXL (two text encoders)"
+    if v_pred:
+        description += ", v-prediction"
+    if ztsnr:
+        description += ", zero terminal SNR"
+    return Detection("sdxl", "v_prediction" if v_pred else "epsilon", True, description, zero_terminal_snr=ztsnr)
 
 
 def _refuse_non_checkpoints(path: Path, keys) -> None:
@@ -213,11 +230,12 @@ def _detect_ckpt(path: Path) -> Detection:
                 strings.add(arg)
     except Exception:  # a damaged pickle: keep what was read before the damage
         pass
-    shapes: dict[str, list | None] = {s: None for s in strings if "." in s and " " not in s}
+    shapes: dict[str, list | None] = {s: None for s in strings if ("." in s and " " not in s) or s in _MARKER_KEYS}
     if not any(k.startswith((_UNET_PREFIX, "model_ema.")) for k in shapes):
         raise UserError(f"{path}: not a Stable Diffusion checkpoint (no '{_UNET_PREFIX}' keys in it)")
-    # a top-level {"easytrain.model": "tiny-sd1"} entry marks the tiny model saved as .ckpt
-    metadata = {TINY_MARKER_KEY: TINY_MARKER_VALUE} if {TINY_MARKER_KEY, TINY_MARKER_VALUE} <= strings else {}
+    # a top-level {"easytrain.model": "tiny-sd1"} entry marks the tiny model saved as .ckpt (tiny-sdxl likewise)
+    metadata = {TINY_MARKER_KEY: value for value in (TINY_MARKER_VALUE, TINY_SDXL_MARKER_VALUE)
+                if {TINY_MARKER_KEY, value} <= strings}
     return _detect_from_keys(path, shapes, metadata)
 
 
@@ -233,16 +251,22 @@ def _detect_diffusers_folder(path: Path) -> Detection:
         marker = _read_json(path / TINY_MARKER_FILE)
         if marker.get(TINY_MARKER_KEY) == TINY_MARKER_VALUE:
             return Detection("sd1", "epsilon", True, "easytrain's built-in tiny SD1-shaped test model", is_tiny=True)
+        if marker.get(TINY_MARKER_KEY) == TINY_SDXL_MARKER_VALUE:
+            return Detection("sdxl", "epsilon", True, "easytrain's built-in tiny SDXL-shaped test model", is_tiny=True)
     unet_config_file = path / "unet" / "config.json"
     if not unet_config_file.is_file():
         raise UserError(f"{path}: diffusers folder without unet/config.json")
     unet = _read_json(unet_config_file)
     scheduler_file = path / "scheduler" / "scheduler_config.json"
-    prediction = _read_json(scheduler_file).get("prediction_type", "epsilon") if scheduler_file.is_file() else None
+    scheduler = _read_json(scheduler_file) if scheduler_file.is_file() else {}
+    prediction = scheduler.get("prediction_type", "epsilon") if scheduler_file.is_file() else None
     cross = unet.get("cross_attention_dim")
     is_xl = "text_encoder_2" in index or unet.get("addition_embed_type") == "text_time" or cross == 2048
     if is_xl:
-        return Detection("sdxl", prediction or "epsilon", True, "SDXL diffusers folder")
+        ztsnr = bool(scheduler.get("rescale_betas_zero_snr"))
+        description = "SDXL diffusers folder" + (", v-prediction" if prediction == "v_prediction" else "")
+        description += ", zero terminal SNR" if ztsnr else ""
+        return Detection("sdxl", prediction or "epsilon", True, description, zero_terminal_snr=ztsnr)
     if cross == 1024:
         if prediction is None:
             return _sd2_detection(path, {}, "SD 2.x diffusers folder")
