@@ -95,12 +95,12 @@ def tiny_vocab_and_merges() -> tuple[dict[str, int], list[tuple[str, str]]]:
     return {tok: i for i, tok in enumerate(vocab_list)}, unique
 
 
-def build_tiny_tokenizer(folder: Path | None = None):
+def build_tiny_tokenizer(folder: Path | None = None, pad_token: str = "<|endoftext|>"):
     """A real CLIPTokenizer over the tiny vocabulary (saved to ``folder`` if given)."""
     from transformers import CLIPTokenizer
 
     vocab, merges = tiny_vocab_and_merges()
-    tok = CLIPTokenizer(vocab=vocab, merges=merges, pad_token="<|endoftext|>")
+    tok = CLIPTokenizer(vocab=vocab, merges=merges, pad_token=pad_token)
     tok.model_max_length = 77
     if folder is not None:
         tok.save_pretrained(str(folder))
@@ -178,15 +178,24 @@ def tiny_model_paths(cache_dir: str | os.PathLike | None = None) -> TinyPaths:
     that is renamed into place, so a crash or a concurrent build never leaves a
     half-written model behind.
     """
+    final = build_once(f"tiny-v{TINY_VERSION}", _build_tiny_cache, cache_dir)
+    return TinyPaths(final / "diffusers", final / "tiny-sd1.safetensors")
+
+
+_COMPLETE_MARKER = "complete"
+
+
+def build_once(name: str, build, cache_dir: str | os.PathLike | None = None) -> Path:
+    """The cache folder ``name``, made by ``build(folder)`` the first time (staged, then renamed into place)."""
     root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    final = root / f"tiny-v{TINY_VERSION}"
-    paths = TinyPaths(final / "diffusers", final / "tiny-sd1.safetensors")
+    final = root / name
     if (final / _COMPLETE_MARKER).is_file():
-        return paths
+        return final
     root.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".tiny-building-", dir=root))
     try:
-        _build_tiny_cache(staging)
+        build(staging)
+        (staging / _COMPLETE_MARKER).write_text("ok\n", encoding="utf-8")
         try:
             os.rename(staging, final)
         except OSError:
@@ -194,24 +203,24 @@ def tiny_model_paths(cache_dir: str | os.PathLike | None = None) -> TinyPaths:
                 raise  # not a concurrent build that won: a real failure
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return paths
+    return final
 
 
-_COMPLETE_MARKER = "complete"
+def mark_tiny(diffusers_dir: Path, marker: str, version: int) -> dict[str, str]:
+    """Write the marker file that detection reads in the diffusers folder; return the single file's metadata."""
+    from easytrain.model.detect import TINY_MARKER_FILE, TINY_MARKER_KEY
+
+    text = json.dumps({TINY_MARKER_KEY: marker, "version": version})
+    (diffusers_dir / TINY_MARKER_FILE).write_text(text + "\n", encoding="utf-8")
+    return {TINY_MARKER_KEY: marker, "easytrain.tiny_version": str(version)}
 
 
 def _build_tiny_cache(folder: Path) -> None:
     from easytrain.model.convert import write_single_file
-    from easytrain.model.detect import TINY_MARKER_FILE, TINY_MARKER_KEY, TINY_MARKER_VALUE
+    from easytrain.model.detect import TINY_MARKER_VALUE
     from easytrain.model.quiet import quiet_model_libraries
 
     quiet_model_libraries()
-    save_tiny_diffusers(folder / "diffusers")
-    marker = json.dumps({TINY_MARKER_KEY: TINY_MARKER_VALUE, "version": TINY_VERSION})
-    (folder / "diffusers" / TINY_MARKER_FILE).write_text(marker + "\n", encoding="utf-8")
+    metadata = mark_tiny(save_tiny_diffusers(folder / "diffusers"), TINY_MARKER_VALUE, TINY_VERSION)
     parts = build_tiny_components()
-    write_single_file(
-        parts["unet"], parts["vae"], parts["text_encoder"], folder / "tiny-sd1.safetensors",
-        metadata={TINY_MARKER_KEY: TINY_MARKER_VALUE, "easytrain.tiny_version": str(TINY_VERSION)},
-    )
-    (folder / _COMPLETE_MARKER).write_text("ok\n", encoding="utf-8")
+    write_single_file(parts["unet"], parts["vae"], parts["text_encoder"], folder / "tiny-sd1.safetensors", metadata)

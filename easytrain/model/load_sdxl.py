@@ -1,0 +1,195 @@
+"""Load an SDXL base model, always offline: a Stability-layout single file or a diffusers folder.
+
+Single files stream tensor by tensor into models built on the meta device from
+the shipped SDXL configs (or the tiny model's), as load.py does for SD1/SD2; a
+6.5-7 GB fp16 checkpoint never exists twice in memory. Both tokenizers are the
+real CLIP BPE shipped with easytrain; the second pads with "!".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from easytrain.errors import UserError
+from easytrain.model import tiny_sdxl
+from easytrain.model.convert import unet_key_map, vae_key_map
+from easytrain.model.convert_sdxl import TEXT_PROJECTION_KEY, bigg_source, clip_l_key_map
+from easytrain.model.detect import Detection, detect_architecture
+from easytrain.model.load import (
+    CONFIG_ROOT,
+    _config_dict,
+    _fill,
+    _from_folder,
+    _names,
+    _open_tensors,
+    _plain_sources,
+    _TensorSource,
+    load_clip_tokenizer,
+    make_noise_scheduler,
+)
+from easytrain.model.quiet import quiet_model_libraries
+
+SDXL_CONFIG_DIR = CONFIG_ROOT / "sdxl"
+_PAD_1 = "<|endoftext|>"
+_PAD_2 = "!"
+
+
+@dataclass
+class SdxlModel:
+    prediction_type: str  # "epsilon" | "v_prediction"
+    zero_terminal_snr: bool
+    unet: Any
+    vae: Any
+    text_encoder: Any  # CLIP ViT-L (CLIPTextModel)
+    text_encoder_2: Any  # OpenCLIP ViT-bigG (CLIPTextModelWithProjection)
+    tokenizer: Any
+    tokenizer_2: Any
+    noise_scheduler: Any  # diffusers DDPMScheduler used for training
+    source: str
+
+
+def load_sdxl(
+    path: str | Path,
+    dtype: torch.dtype = torch.float32,
+    prediction_type: str | None = None,
+    zero_terminal_snr: bool | None = None,
+) -> SdxlModel:
+    """Load an SDXL single file (.safetensors/.ckpt) or diffusers folder, frozen and in eval mode.
+
+    ``prediction_type`` / ``zero_terminal_snr`` override what the file says (None: the file decides).
+    """
+    quiet_model_libraries()
+    path = Path(path).expanduser()
+    detection = detect_architecture(path)
+    if detection.arch != "sdxl":
+        raise UserError(f"{path}: not an SDXL model ({detection.description})")
+    if path.is_dir():
+        parts = _load_folder(path, dtype)
+    else:
+        parts = _load_single_file(path, detection, dtype)
+    prediction = prediction_type or detection.prediction_type or "epsilon"
+    ztsnr = detection.zero_terminal_snr if zero_terminal_snr is None else zero_terminal_snr
+    for name in ("unet", "vae", "text_encoder", "text_encoder_2"):
+        parts[name].requires_grad_(False).eval()
+    return SdxlModel(
+        prediction_type=prediction,
+        zero_terminal_snr=ztsnr,
+        noise_scheduler=make_sdxl_noise_scheduler(prediction, ztsnr),
+        source=str(path),
+        **parts,
+    )
+
+
+def make_sdxl_noise_scheduler(prediction_type: str, zero_terminal_snr: bool):
+    """SDXL's training schedule (SD's scaled_linear betas); ztsnr rescales them to zero terminal SNR."""
+    from diffusers import DDPMScheduler
+
+    scheduler = make_noise_scheduler(prediction_type)
+    if not zero_terminal_snr:
+        return scheduler
+    return DDPMScheduler.from_config(scheduler.config, rescale_betas_zero_snr=True)
+
+
+# ---- diffusers folders -------------------------------------------------------------------------
+
+
+def _load_folder(folder: Path, dtype: torch.dtype) -> dict:
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection
+
+    for part in ("unet", "vae", "text_encoder", "text_encoder_2"):
+        if not (folder / part).is_dir():
+            raise UserError(f"{folder}: SDXL diffusers folder without its {part}/ subfolder")
+    try:
+        parts = dict(
+            unet=_from_folder(UNet2DConditionModel, folder, "unet", torch_dtype=dtype),
+            vae=_from_folder(AutoencoderKL, folder, "vae", torch_dtype=dtype),
+            text_encoder=_from_folder(CLIPTextModel, folder, "text_encoder", dtype=dtype),
+            text_encoder_2=_from_folder(CLIPTextModelWithProjection, folder, "text_encoder_2", dtype=dtype),
+        )
+    except (OSError, EnvironmentError) as exc:
+        raise UserError(f"{folder}: cannot load this diffusers folder: {exc}") from exc
+    parts["tokenizer"] = _folder_tokenizer(folder, "tokenizer", _PAD_1, parts["text_encoder"])
+    parts["tokenizer_2"] = _folder_tokenizer(folder, "tokenizer_2", _PAD_2, parts["text_encoder_2"])
+    return parts
+
+
+def _folder_tokenizer(folder: Path, subfolder: str, pad: str, text_encoder):
+    from transformers import CLIPTokenizer
+
+    if any((folder / subfolder / name).is_file() for name in ("tokenizer.json", "vocab.json")):
+        tokenizer = CLIPTokenizer.from_pretrained(folder, subfolder=subfolder, local_files_only=True)
+    else:
+        tokenizer = load_clip_tokenizer(pad)
+    if len(tokenizer) > text_encoder.config.vocab_size:
+        raise UserError(
+            f"{folder}: {subfolder}/ has {len(tokenizer)} tokens but its text encoder expects "
+            f"{text_encoder.config.vocab_size}; the folder's {subfolder}/ does not belong to it"
+        )
+    return tokenizer
+
+
+# ---- single files ------------------------------------------------------------------------------
+
+
+def _configs(detection: Detection) -> tuple[dict, dict, Any, Any]:
+    """UNet and VAE config dicts and the two text encoder configs, shipped or the tiny model's."""
+    from transformers import CLIPTextConfig
+
+    if detection.is_tiny:
+        tokenizer, _ = tiny_sdxl.build_tiny_sdxl_tokenizers()
+        first, second = tiny_sdxl.text_encoder_configs(len(tokenizer))
+        return dict(tiny_sdxl.UNET_CONFIG), dict(tiny_sdxl.VAE_CONFIG), first, second
+    return (
+        _config_dict(SDXL_CONFIG_DIR / "unet" / "config.json"),
+        _config_dict(SDXL_CONFIG_DIR / "vae" / "config.json"),
+        CLIPTextConfig.from_pretrained(str(SDXL_CONFIG_DIR / "text_encoder"), local_files_only=True),
+        CLIPTextConfig.from_pretrained(str(SDXL_CONFIG_DIR / "text_encoder_2"), local_files_only=True),
+    )
+
+
+def _load_single_file(path: Path, detection: Detection, dtype: torch.dtype) -> dict:
+    from accelerate import init_empty_weights
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection
+
+    unet_config, vae_config, config_1, config_2 = _configs(detection)
+    with _open_tensors(path) as source:
+        _require_sdxl_layout(path, source)
+        with init_empty_weights():
+            unet = UNet2DConditionModel.from_config(unet_config)
+            vae = AutoencoderKL.from_config(vae_config)
+            text_encoder = CLIPTextModel(config_1)
+            text_encoder_2 = CLIPTextModelWithProjection(config_2)
+        _fill(path, unet, _plain_sources(source, unet_key_map(unet.config, _names(unet)), ema=True), dtype)
+        _fill(path, vae, _plain_sources(source, vae_key_map(vae.config, _names(vae))), dtype)
+        _fill(path, text_encoder, _plain_sources(source, clip_l_key_map(_names(text_encoder))), dtype)
+        _fill(path, text_encoder_2, _bigg_sources(source, _names(text_encoder_2)), dtype)
+    if detection.is_tiny:
+        tokenizer, tokenizer_2 = tiny_sdxl.build_tiny_sdxl_tokenizers()
+    else:
+        tokenizer, tokenizer_2 = load_clip_tokenizer(_PAD_1), load_clip_tokenizer(_PAD_2)
+    return dict(unet=unet, vae=vae, text_encoder=text_encoder, text_encoder_2=text_encoder_2,
+                tokenizer=tokenizer, tokenizer_2=tokenizer_2)
+
+
+def _require_sdxl_layout(path: Path, source: _TensorSource) -> None:
+    if TEXT_PROJECTION_KEY not in source.keys:
+        raise UserError(
+            f"{path}: no {TEXT_PROJECTION_KEY} key; SDXL single files in Stability's layout hold the "
+            "OpenCLIP bigG text encoder under conditioner.embedders.1.model."
+        )
+
+
+def _bigg_sources(source: _TensorSource, names: list[str]) -> dict:
+    """Sources of the bigG encoder; its text projection is stored transposed."""
+    def get(key: str):
+        tensor = source.get(key)
+        return tensor.T if key == TEXT_PROJECTION_KEY else tensor
+
+    transposing = _TensorSource(source.keys, get)
+    return {name: (transposing, bigg_source(name)) for name in names}
