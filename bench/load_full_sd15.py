@@ -56,8 +56,8 @@ def sd15_original_shapes() -> dict[str, tuple[int, ...]]:
 
 
 def pattern_value(index: int) -> float:
-    """The constant that fills tensor number ``index`` in pattern mode (exact in fp16 for index < 2048)."""
-    return index / 2048
+    """The constant that fills tensor number ``index`` in pattern mode (distinct and exact in fp16 for index < 4096)."""
+    return index / 2048 if index < 2048 else -(index - 2047) / 2048
 
 
 def write_random_safetensors(
@@ -97,35 +97,48 @@ def peak_rss_mib() -> float:
     return peak / 1024 if sys.platform != "darwin" else peak / 1024 / 1024
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def bench_arguments(description: str) -> tuple[torch.dtype, Path | None]:
+    """(dtype, --keep path) of a full-size load bench."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--dtype", choices=("fp16", "fp32"), default="fp16", help="dtype of the file and the load")
     parser.add_argument("--keep", type=Path, help="write the checkpoint here and keep it")
     args = parser.parse_args()
-    dtype = torch.float16 if args.dtype == "fp16" else torch.float32
+    return (torch.float16 if args.dtype == "fp16" else torch.float32), args.keep
+
+
+def write_and_report(path: Path, shapes: dict[str, tuple[int, ...]], dtype) -> None:
+    start = time.perf_counter()
+    size = write_random_safetensors(path, shapes, dtype)
+    made = time.perf_counter() - start
+    print(f"wrote {len(shapes)} tensors, {size / 2**30:.2f} GiB in {made:.1f} s (peak RSS {peak_rss_mib():.0f} MiB)")
+
+
+def report_counts(counts: dict[str, int], expected: dict[str, int], what: str, reference: str) -> bool:
+    """Print one line per part; True when every count is the expected one."""
+    for part, want in expected.items():
+        status = "ok" if counts[part] == want else f"MISMATCH ({reference}: {want:,})"
+        print(f"  {part:15s} {counts[part]:>13,} {what}  {status}")
+    return counts == expected
+
+
+def main() -> int:
+    dtype, keep = bench_arguments(__doc__.splitlines()[0])
 
     from easytrain.model.load import load_base_model
 
     with tempfile.TemporaryDirectory() as tmp:
-        path = args.keep or Path(tmp) / "sd15-random.safetensors"
-        start = time.perf_counter()
-        shapes = sd15_original_shapes()
-        size = write_random_safetensors(path, shapes, dtype)
-        made = time.perf_counter() - start
-        rss_after_write = peak_rss_mib()
-        print(f"wrote {len(shapes)} tensors, {size / 2**30:.2f} GiB in {made:.1f} s (peak RSS {rss_after_write:.0f} MiB)")
+        path = keep or Path(tmp) / "sd15-random.safetensors"
+        write_and_report(path, sd15_original_shapes(), dtype)
 
         start = time.perf_counter()
         model = load_base_model(str(path), dtype=dtype)
         loaded = time.perf_counter() - start
         counts = {part: sum(p.numel() for p in getattr(model, part).parameters()) for part in SD15_COUNTS}
         print(f"loaded as {model.arch}/{model.prediction_type} in {loaded:.1f} s, peak RSS {peak_rss_mib():.0f} MiB")
-        for part, expected in SD15_COUNTS.items():
-            status = "ok" if counts[part] == expected else f"MISMATCH (expected {expected:,})"
-            print(f"  {part:13s} {counts[part]:>13,} parameters  {status}")
+        ok = report_counts(counts, SD15_COUNTS, "parameters", "expected")
         ids = model.tokenizer("a photo of a cat").input_ids
         print(f"  tokenizer     {len(model.tokenizer)} tokens, 'a photo of a cat' -> {ids}")
-        return 0 if counts == SD15_COUNTS else 1
+        return 0 if ok else 1
 
 
 if __name__ == "__main__":
