@@ -147,3 +147,48 @@ def test_velocity_matches_diffusers():
     t = torch.tensor([0, 321, 999])
     assert torch.allclose(velocity(latents, noise, sched.alphas_cumprod, t),
                           sched.get_velocity(latents, noise, t), atol=1e-6)
+
+
+# ---------------------------------------------------------------- the objective with the variants plugged in
+
+def test_sample_noise_with_offset_draws_as_before_and_adds_the_variants():
+    from easytrain.train.diffusion import sample_noise
+
+    latents = torch.randn(2, 4, 8, 8, generator=gen(1))
+    g = gen(3)
+    expected = torch.randn(latents.shape, generator=g)
+    expected = expected + 0.1 * torch.randn((2, 4, 1, 1), generator=g)   # the stream of the offset-only noise
+    assert torch.equal(sample_noise(latents, 0.1, gen(3)), expected)
+    multires = sample_noise(latents, 0.1, gen(3), multires_iterations=3, multires_discount=0.3)
+    assert multires.std().item() == pytest.approx(1.0, abs=1e-5) and not torch.allclose(multires, expected)
+    adaptive = sample_noise(latents, 0.1, gen(3), adaptive_noise_scale=0.5)
+    assert not torch.allclose(adaptive, expected)
+
+
+def test_diffusion_loss_applies_loss_type_mask_and_snr_weights_in_kohyas_order():
+    from easytrain.train.diffusion import all_snr, diffusion_loss
+
+    sched = sd_scheduler()
+    snr = all_snr(sched)
+    t = torch.tensor([100, 700])
+    target = torch.zeros(2, 4, 4, 4)
+    pred = torch.zeros(2, 4, 4, 4)
+    pred[:, :, :, 2:] = 3.0                                        # wrong only on the right half
+    mask = torch.zeros(2, 32, 32)
+    mask[:, :, :16] = 1.0                                          # the loss counts on the left half only
+    assert diffusion_loss(pred, target, t, masks=mask).item() == 0.0
+    assert diffusion_loss(pred, target, t).item() == pytest.approx(4.5)  # half the elements at 9
+    c = huber_c_for(t, "snr", 0.1, num_train_timesteps=1000, alphas_cumprod=sched.alphas_cumprod)
+    huber = diffusion_loss(pred, target, t, loss_type="huber", huber_c=c)
+    assert huber.item() == pytest.approx(elementwise_loss(pred, target, "huber", c).mean().item())
+    per = torch.tensor([4.5, 4.5])
+    both = diffusion_loss(pred, target, t, snr=snr, prediction_type="v_prediction", debiased_estimation=True,
+                          scale_v_pred_loss_like_noise_pred=True)
+    v_weights = debiased_weights(snr[t], "v_prediction") * v_pred_like_noise_pred_weights(snr[t])
+    assert both.item() == pytest.approx((per * v_weights).mean().item(), rel=1e-5)
+    eps = diffusion_loss(pred, target, t, snr=snr, debiased_estimation=True, scale_v_pred_loss_like_noise_pred=True)
+    assert eps.item() == pytest.approx((per * debiased_weights(snr[t])).mean().item(), rel=1e-5)  # no v scale
+    ztsnr = torch.cat([snr[:-1], torch.zeros(1)])                  # a zero terminal SNR table stays finite
+    last = diffusion_loss(pred, target, torch.tensor([999, 999]), snr=ztsnr, min_snr_gamma=5.0,
+                          debiased_estimation=True)
+    assert torch.isfinite(last)

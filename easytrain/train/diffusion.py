@@ -4,7 +4,8 @@ The noise schedule is the base model's DDPM training scheduler (SD: scaled
 linear betas 0.00085..0.012 over 1000 steps). Timesteps are drawn uniformly,
 the target is the noise (epsilon models) or the velocity (v-prediction
 models), and min-SNR-gamma reweights the per-sample loss as in Hang et al.
-2023 and kohya's sd-scripts.
+2023 and kohya's sd-scripts. kohya's variants (train/noise_variants.py,
+train/loss_variants.py) plug in here, in sd-scripts' order; each is off by default.
 """
 
 from __future__ import annotations
@@ -14,19 +15,27 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
+from easytrain.train.loss_variants import (
+    apply_mask, debiased_weights, elementwise_loss, v_pred_like_noise_pred_weights,
+)
+from easytrain.train.noise_variants import offset_noise, pyramid_noise
+
 
 def sample_noise(latents: torch.Tensor, noise_offset: float = 0.0,
-                 generator: Optional[torch.Generator] = None) -> torch.Tensor:
+                 generator: Optional[torch.Generator] = None, *, adaptive_noise_scale: float = 0.0,
+                 multires_iterations: int = 0, multires_discount: float = 0.3) -> torch.Tensor:
     """Gaussian noise like ``latents``; with an offset, plus a per-channel constant shift.
 
     The offset (noise += offset * randn(B, C, 1, 1)) lets the model learn
-    overall brightness changes it otherwise cannot.
+    overall brightness changes it otherwise cannot; adaptive_noise_scale grows it
+    with each channel's mean (only with an offset, as kohya). Multires noise is
+    added on top of that.
     """
     noise = torch.randn(latents.shape, generator=generator, device=latents.device, dtype=latents.dtype)
     if noise_offset:
-        b, c = latents.shape[:2]
-        shift = torch.randn((b, c, 1, 1), generator=generator, device=latents.device, dtype=latents.dtype)
-        noise = noise + noise_offset * shift
+        noise = offset_noise(latents, noise, noise_offset, adaptive_noise_scale or None, generator)
+    if multires_iterations:
+        noise = pyramid_noise(noise, multires_iterations, multires_discount, generator)
     return noise
 
 
@@ -66,18 +75,37 @@ def training_target(noise_scheduler, latents: torch.Tensor, noise: torch.Tensor,
 
 def diffusion_loss(model_pred: torch.Tensor, target: torch.Tensor, timesteps: torch.Tensor, *,
                    loss_weights: Optional[torch.Tensor] = None, snr: Optional[torch.Tensor] = None,
-                   min_snr_gamma: float = 0.0, prediction_type: str = "epsilon") -> torch.Tensor:
-    """Mean over the batch of the per-sample MSE, times prior-loss and min-SNR weights.
+                   min_snr_gamma: float = 0.0, prediction_type: str = "epsilon", loss_type: str = "l2",
+                   huber_c: Optional[torch.Tensor] = None, masks: Optional[torch.Tensor] = None,
+                   scale_v_pred_loss_like_noise_pred: bool = False,
+                   debiased_estimation: bool = False) -> torch.Tensor:
+    """Mean over the batch of the per-sample loss, times prior-loss and SNR-based weights.
 
-    ``snr`` is ``all_snr(scheduler)``; it is needed only when min_snr_gamma > 0.
+    In sd-scripts' order: the element-wise loss (l2, huber, smooth_l1 with a
+    per-sample ``huber_c``), the loss mask, the per-sample mean, the prior-loss
+    weights, min-SNR-gamma, the v-prediction-like-noise scale (v models only),
+    the debiased estimation weight. ``snr`` is ``all_snr(scheduler)``; the
+    SNR-based weights need it.
     """
-    per_sample = F.mse_loss(model_pred.float(), target.float(), reduction="none")
-    per_sample = per_sample.mean(dim=tuple(range(1, per_sample.ndim)))
+    if loss_type == "l2":
+        per_element = F.mse_loss(model_pred.float(), target.float(), reduction="none")
+    else:
+        per_element = elementwise_loss(model_pred, target, loss_type, huber_c)
+    if masks is not None:
+        per_element = apply_mask(per_element, masks)
+    per_sample = per_element.mean(dim=tuple(range(1, per_element.ndim)))
     if loss_weights is not None:
         per_sample = per_sample * loss_weights.to(per_sample.device, per_sample.dtype)
-    if min_snr_gamma and min_snr_gamma > 0:
+    scale_v = scale_v_pred_loss_like_noise_pred and prediction_type == "v_prediction"
+    if (min_snr_gamma and min_snr_gamma > 0) or scale_v or debiased_estimation:
         if snr is None:
-            raise ValueError("min_snr_gamma needs the schedule's snr table")
-        step_snr = snr.to(per_sample.device)[timesteps.to(per_sample.device)]
-        per_sample = per_sample * min_snr_weights(step_snr, min_snr_gamma, prediction_type)
+            raise ValueError("SNR-based loss weights need the schedule's snr table")
+        # A zero-terminal-SNR schedule has snr 0 at its last step; a floor keeps the weights finite.
+        step_snr = snr.to(per_sample.device)[timesteps.to(per_sample.device)].clamp(min=1e-6)
+        if min_snr_gamma and min_snr_gamma > 0:
+            per_sample = per_sample * min_snr_weights(step_snr, min_snr_gamma, prediction_type)
+        if scale_v:
+            per_sample = per_sample * v_pred_like_noise_pred_weights(step_snr)
+        if debiased_estimation:
+            per_sample = per_sample * debiased_weights(step_snr, prediction_type)
     return per_sample.mean()
