@@ -15,6 +15,8 @@ def step_line(state: RunState) -> str:
         parts.append(f"epoch {state.epoch}/{state.epochs}")
     parts.append(f"loss {fmt.loss(state.loss)}")
     parts.append(f"avg {fmt.loss(state.loss_average)}")
+    if state.validation_loss is not None:
+        parts.append(f"val {fmt.loss(state.validation_loss)}")
     if state.lrs:
         parts.append("lr " + " ".join(f"{name}={fmt.learning_rate(lr)}" for name, lr in lr_pairs(state)))
     parts.append(fmt.speed(state.seconds_per_step))
@@ -24,6 +26,14 @@ def step_line(state: RunState) -> str:
     if state.peak_memory_bytes is not None:
         parts.append(f"peak mem {fmt.memory(state.peak_memory_bytes)}")
     return " | ".join(parts)
+
+
+def best_text(state: RunState) -> str:
+    """", best 0.1234 at step 300" when an earlier evaluation was lower than the last one."""
+    best = state.best_validation
+    if best is None or best[1] == state.validation_step:
+        return ""
+    return f", best {fmt.loss(best[0])} at step {best[1]}"
 
 
 def lr_pairs(state: RunState) -> list[tuple[str, float]]:
@@ -57,6 +67,8 @@ def event_line(event: ev.Event, state: RunState) -> Optional[str]:
         if event.state_path:
             text += f" (state: {event.state_path})"
         return text
+    if isinstance(event, ev.ValidationDone):
+        return f"validation loss {fmt.loss(event.loss)} at step {event.step}{best_text(state)}"
     if isinstance(event, ev.SampleSaved):
         return f"sample for epoch {event.epoch}: {event.path}"
     if isinstance(event, ev.Message):

@@ -1,4 +1,4 @@
-"""A loss-curve PNG drawn with Pillow alone: raw loss faint, smoothed loss bold."""
+"""A loss-curve PNG drawn with Pillow alone: raw loss faint, smoothed loss bold, validation loss as dots."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ AXIS = (90, 90, 90)
 TEXT = (40, 40, 40)
 RAW = (178, 206, 236)
 SMOOTH = (24, 86, 170)
+VALIDATION = (226, 110, 20)
 
 
 def smooth(values: Sequence[float]) -> list[float]:
@@ -72,9 +73,14 @@ def _font(size: int) -> ImageFont.ImageFont:
         return ImageFont.load_default()
 
 
-def render_loss_png(steps: Sequence[int], losses: Sequence[float], title: str) -> bytes:
-    """PNG bytes of the loss curve; non-finite losses are left out."""
+def render_loss_png(steps: Sequence[int], losses: Sequence[float], title: str,
+                    validation: Sequence[tuple[int, float]] = ()) -> bytes:
+    """PNG bytes of the loss curve; non-finite losses are left out.
+
+    ``validation`` is (step, validation loss) pairs, drawn as a line of dots.
+    """
     points = [(s, v) for s, v in zip(steps, losses) if math.isfinite(v)]
+    checked = sorted((step, v) for step, v in validation if math.isfinite(v))
     s = SCALE
     image = Image.new("RGB", (WIDTH * s, HEIGHT * s), BACKGROUND)
     draw = ImageDraw.Draw(image)
@@ -91,13 +97,14 @@ def render_loss_png(steps: Sequence[int], losses: Sequence[float], title: str) -
     ys = [p[1] for p in points]
     smoothed = smooth(ys)
     ordered = sorted(ys)
-    y_low = min(_percentile(ordered, 0.01), min(smoothed))
-    y_high = max(_percentile(ordered, 0.99), max(smoothed))
+    y_low = min([_percentile(ordered, 0.01), min(smoothed), *(v for _, v in checked)])
+    y_high = max([_percentile(ordered, 0.99), max(smoothed), *(v for _, v in checked)])
     pad = (y_high - y_low) * 0.06 or (abs(y_high) * 0.1 or 1.0)
     y_low, y_high = y_low - pad, y_high + pad
     if min(ys) >= 0:
         y_low = max(0.0, y_low)
-    x_low, x_high = xs[0], xs[-1]
+    x_low = min([xs[0], *(x for x, _ in checked)])
+    x_high = max([xs[-1], *(x for x, _ in checked)])
     if x_high <= x_low:
         x_low, x_high = x_low - 1, x_high + 1
 
@@ -126,11 +133,12 @@ def render_loss_png(steps: Sequence[int], losses: Sequence[float], title: str) -
     _draw_raw(draw, xs, ys, px, py, right - left)
     draw.line([(px(x), py(y)) for x, y in _one_per_column(xs, smoothed, px)], fill=SMOOTH,
               width=3 * s, joint="curve")
+    _draw_validation(draw, checked, px, py)
 
     draw.line([(left, top), (left, bottom), (right, bottom)], fill=AXIS, width=s)
     draw.text(((left + right) / 2 - 15 * s, bottom + 32 * s), "step", fill=AXIS, font=label_font)
     draw.text((14 * s, top - 26 * s), "loss", fill=AXIS, font=label_font)
-    _legend(draw, right, top, label_font)
+    _legend(draw, right, top, label_font, with_validation=bool(checked))
     return _png(image)
 
 
@@ -157,6 +165,15 @@ def _draw_raw(draw, xs, ys, px, py, plot_width: float) -> None:
         draw.line([(x, py(low)), (x, py(high))], fill=RAW, width=SCALE)
 
 
+def _draw_validation(draw, checked, px, py) -> None:
+    if len(checked) > 1:
+        draw.line([(px(x), py(y)) for x, y in checked], fill=VALIDATION, width=2 * SCALE)
+    radius = 4 * SCALE
+    for x, y in checked:
+        cx, cy = px(x), py(y)
+        draw.ellipse([cx - radius, cy - radius, cx + radius, cy + radius], fill=VALIDATION)
+
+
 def _one_per_column(xs, values, px) -> list[tuple[float, float]]:
     """Thin a long series to the last point in each pixel column."""
     thinned: dict[int, tuple[float, float]] = {}
@@ -166,15 +183,20 @@ def _one_per_column(xs, values, px) -> list[tuple[float, float]]:
     return out if len(out) > 1 else out * 2
 
 
-def _legend(draw, right: float, top: float, font) -> None:
+def _legend(draw, right: float, top: float, font, with_validation: bool = False) -> None:
     s = SCALE
-    x = right - 250 * s
+    x = right - (400 if with_validation else 250) * s
     y = top - 30 * s
     draw.line([(x, y + 9 * s), (x + 28 * s, y + 9 * s)], fill=RAW, width=2 * s)
     draw.text((x + 36 * s, y), "raw", fill=TEXT, font=font)
     x += 90 * s
     draw.line([(x, y + 9 * s), (x + 28 * s, y + 9 * s)], fill=SMOOTH, width=3 * s)
     draw.text((x + 36 * s, y), "smoothed", fill=TEXT, font=font)
+    if with_validation:
+        x += 140 * s
+        draw.line([(x, y + 9 * s), (x + 28 * s, y + 9 * s)], fill=VALIDATION, width=2 * s)
+        draw.ellipse([x + 10 * s, y + 5 * s, x + 18 * s, y + 13 * s], fill=VALIDATION)
+        draw.text((x + 36 * s, y), "validation", fill=TEXT, font=font)
 
 
 def _png(image: Image.Image) -> bytes:
@@ -184,5 +206,6 @@ def _png(image: Image.Image) -> bytes:
     return buffer.getvalue()
 
 
-def write_loss_png(path, steps: Sequence[int], losses: Sequence[float], title: str) -> None:
-    atomic_write_bytes(path, render_loss_png(steps, losses, title))
+def write_loss_png(path, steps: Sequence[int], losses: Sequence[float], title: str,
+                   validation: Sequence[tuple[int, float]] = ()) -> None:
+    atomic_write_bytes(path, render_loss_png(steps, losses, title, validation))

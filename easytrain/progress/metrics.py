@@ -1,7 +1,9 @@
 """A sink that keeps `metrics.csv` next to the outputs and draws `loss.png` at the end.
 
 Columns: step, epoch, loss, one `lr_<group>` per learning-rate group, seconds
-(the wall time of that step). Rows are buffered and written every few seconds.
+(the wall time of that step), and `validation_loss` when the run holds images
+out (filled on the rows of the steps it was measured after, empty elsewhere).
+Rows are buffered and written every few seconds.
 A resumed run (RunStarted.start_step > 0) keeps the rows up to its start step
 and continues the same file; a fresh run starts a new file.
 """
@@ -37,8 +39,11 @@ class MetricsWriter:
         self._pending: list[str] = []
         self._last_flush = clock()
         self._columns = 0
+        self._validation_column = False
+        self._held: Optional[list[str]] = None      # with validation: the last step's row, not yet final
         self.steps = array("q")
         self.losses = array("d")
+        self.validation: list[tuple[int, float]] = []
 
     def __enter__(self) -> "MetricsWriter":
         return self
@@ -49,21 +54,27 @@ class MetricsWriter:
     def __call__(self, event: ev.Event) -> None:
         if type(event) is ev.StepEnded:
             self._on_step(event)
+        elif isinstance(event, ev.ValidationDone):
+            self._on_validation(event)
         elif isinstance(event, ev.RunStarted):
-            self._start(event.lr_groups, event.start_step)
+            self._start(event.lr_groups, event.start_step, validation=event.validation_images > 0)
         elif isinstance(event, (ev.RunFinished, ev.RunStopped, ev.RunFailed)):
             self.close()
             self.draw()
 
-    def _start(self, lr_groups: tuple[str, ...], start_step: int) -> None:
+    def _start(self, lr_groups: tuple[str, ...], start_step: int, *, validation: bool = False) -> None:
         self.close()
         header = ["step", "epoch", "loss", *(f"lr_{group}" for group in lr_groups), "seconds"]
+        if validation:
+            header.append("validation_loss")
         kept = self._rows_to_keep(header, start_step) if start_step > 0 else []
-        self.steps = array("q", (int(row[0]) for row in kept))
-        self.losses = array("d", (float(row[2]) for row in kept))
+        self.steps = array("q", (int(row[0]) for row in kept if row[2]))
+        self.losses = array("d", (float(row[2]) for row in kept if row[2]))
+        self.validation = [(int(row[0]), float(row[-1])) for row in kept if validation and row[-1]]
         lines = [",".join(header)] + [",".join(row) for row in kept]
         atomic_write_text(self.csv_path, "\n".join(lines) + "\n")
         self._columns = len(lr_groups)
+        self._validation_column = validation
         self._file = open(self.csv_path, "a", encoding="utf-8", newline="")
         self._last_flush = self.clock()
 
@@ -80,7 +91,7 @@ class MetricsWriter:
         for row in rows[1:]:
             try:
                 if len(row) == len(header) and int(row[0]) <= start_step:
-                    float(row[2])
+                    float(row[2] or 0)
                     kept.append(row)
             except ValueError:
                 continue
@@ -91,14 +102,31 @@ class MetricsWriter:
             self._start(tuple(str(i) for i in range(len(event.lrs))), 0)
         lrs = [f"{lr:.6g}" for lr in event.lrs[:self._columns]]
         lrs += [""] * (self._columns - len(lrs))
-        self._pending.append(
-            f"{event.step},{event.epoch},{event.loss:.6g},{','.join(lrs)}{',' if lrs else ''}"
-            f"{event.seconds:.4f}\n"
-        )
+        row = [str(event.step), str(event.epoch), f"{event.loss:.6g}", *lrs, f"{event.seconds:.4f}"]
+        if self._validation_column:
+            self._release_held()
+            self._held = row + [""]
+        else:
+            self._pending.append(",".join(row) + "\n")
         self.steps.append(event.step)
         self.losses.append(event.loss)
         if self.clock() - self._last_flush >= self.flush_seconds:
             self.flush()
+
+    def _on_validation(self, event: ev.ValidationDone) -> None:
+        self.validation.append((event.step, event.loss))
+        if not self._validation_column or self._file is None:
+            return
+        if self._held is None or self._held[0] != str(event.step):
+            # measured before any step of this session (a resumed run's first save): a row of its own
+            self._release_held()
+            self._held = [str(event.step), str(event.epoch), "", *([""] * self._columns), "", ""]
+        self._held[-1] = f"{event.loss:.6g}"
+
+    def _release_held(self) -> None:
+        if self._held is not None:
+            self._pending.append(",".join(self._held) + "\n")
+            self._held = None
 
     def flush(self) -> None:
         if self._file is None:
@@ -111,6 +139,7 @@ class MetricsWriter:
 
     def close(self) -> None:
         if self._file is not None:
+            self._release_held()
             self.flush()
             self._file.close()
             self._file = None
@@ -119,5 +148,6 @@ class MetricsWriter:
         """Write loss.png from the losses seen so far; None when there are none."""
         if not any(math.isfinite(v) for v in self.losses):
             return None
-        write_loss_png(self.png_path, self.steps, self.losses, f"{self.name}: training loss")
+        title = f"{self.name}: training and validation loss" if self.validation else f"{self.name}: training loss"
+        write_loss_png(self.png_path, self.steps, self.losses, title, self.validation)
         return self.png_path

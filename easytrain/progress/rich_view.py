@@ -20,7 +20,7 @@ from rich.table import Table
 from rich.text import Text
 
 from easytrain.progress import format as fmt
-from easytrain.progress.lines import event_line, lr_pairs
+from easytrain.progress.lines import best_text, event_line, lr_pairs
 from easytrain.progress.state import RunState
 from easytrain.train import events as ev
 
@@ -91,6 +91,9 @@ class RunPanel:
                         Text(f"ETA {fmt.duration(s.eta())}", style="bold"))
         numbers.add_row("loss", Text(fmt.loss(s.loss), style="bold"), f"avg {fmt.loss(s.loss_average)}",
                         f"epoch avg {fmt.loss(s.epoch_average)}" if s.epoch_average_differs else "")
+        if s.validation_loss is not None:
+            numbers.add_row("val loss", Text(fmt.loss(s.validation_loss), style="bold"),
+                            f"at step {s.validation_step}", best_text(s).lstrip(", "))
         memory = f"peak GPU {fmt.memory(s.peak_memory_bytes)}" if s.peak_memory_bytes is not None else ""
         numbers.add_row("speed", fmt.speed(s.seconds_per_step), fmt.images_per_second(s.images_per_second),
                         memory)

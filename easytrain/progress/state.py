@@ -70,6 +70,9 @@ class RunState:
         self.phases: dict[str, Phase] = {}
         self.last_checkpoint: Optional[str] = None
         self.last_sample: Optional[str] = None
+        self.validation_loss: Optional[float] = None
+        self.validation_step = 0
+        self.best_validation: Optional[tuple[float, int]] = None     # (loss, step)
         self.outcome: Optional[ev.Event] = None
 
     # ---- events -------------------------------------------------------------
@@ -96,6 +99,8 @@ class RunState:
             self.last_checkpoint = event.path
         elif isinstance(event, ev.SampleSaved):
             self.last_sample = event.path
+        elif isinstance(event, ev.ValidationDone):
+            self._on_validation(event)
         elif isinstance(event, (ev.RunFinished, ev.RunStopped, ev.RunFailed)):
             self.outcome = event
             self.phases.clear()
@@ -113,6 +118,12 @@ class RunState:
         remaining = max(1, event.total_steps - event.start_step)
         # The sparkline window covers roughly the last quarter of the run.
         self._spark_chunk = max(1, math.ceil(remaining / (4 * self._spark_points)))
+
+    def _on_validation(self, event: ev.ValidationDone) -> None:
+        self.validation_loss = event.loss
+        self.validation_step = event.step
+        if math.isfinite(event.loss) and (self.best_validation is None or event.loss < self.best_validation[0]):
+            self.best_validation = (event.loss, event.step)
 
     def _on_step(self, event: ev.StepEnded) -> None:
         self.step = event.step

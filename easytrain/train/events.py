@@ -23,6 +23,7 @@ class RunStarted:
     output_dir: str
     start_step: int = 0            # > 0 when resuming
     lr_groups: tuple[str, ...] = ("unet", "text_encoder")
+    validation_images: int = 0     # held-out images; 0: no validation loss this run
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,15 @@ class EpochEnded:
     epoch: int
     step: int
     average_loss: float
+
+
+@dataclass(frozen=True)
+class ValidationDone:
+    """The mean loss on the held-out images, with the same timesteps and noise every time."""
+    step: int
+    epoch: int
+    loss: float
+    seconds: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -114,6 +124,6 @@ class RunFailed:
 
 Event = Union[
     RunStarted, PhaseStarted, PhaseProgress, PhaseEnded, StepEnded, EpochEnded,
-    CheckpointSaved, SampleSaved, Message, RunFinished, RunStopped, RunFailed,
+    ValidationDone, CheckpointSaved, SampleSaved, Message, RunFinished, RunStopped, RunFailed,
 ]
 Sink = Callable[[Event], None]
