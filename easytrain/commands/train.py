@@ -69,16 +69,21 @@ def train_one(path: str, *, resume: Optional[str] = None, plain: bool = False) -
     control = TrainControl()
     started = time.monotonic()
     metrics = MetricsWriter(plan.output_dir, plan.output_name) if main else None
-    view_context = (make_view(sys.stdout, plain=True if plain else None, every=answers.get("log_every_n_steps", 10))
+    every = answers.get("log_every_n_steps", 10)
+    board = tensorboard_sink(plan, every) if main else None
+    view_context = (make_view(sys.stdout, plain=True if plain else None, every=every)
                     if main else nullcontext(_quiet_sink))
     try:
         with view_context as view, stop_on_signals(control, say=getattr(view, "note", None)):
-            result = run_training(plan, fan_out(view, metrics) if metrics else view, control, resume=resume)
+            sinks = [sink for sink in (view, metrics, board) if sink is not None]
+            result = run_training(plan, fan_out(*sinks) if len(sinks) > 1 else view, control, resume=resume)
     finally:
-        if metrics is not None:
-            metrics.close()
+        for sink in (metrics, board):
+            if sink is not None:
+                sink.close()
     if main:
-        lines = summary_lines(result.outcome, extra_files=(metrics.csv_path, metrics.png_path),
+        extra = (metrics.csv_path, metrics.png_path) + ((board.folder,) if board is not None else ())
+        lines = summary_lines(result.outcome, extra_files=extra,
                               resume_command=resume_command(path))
         try:
             print("\n".join(lines), flush=True)
@@ -87,6 +92,19 @@ def train_one(path: str, *, resume: Optional[str] = None, plain: bool = False) -
     stopped = isinstance(result.outcome, ev.RunStopped)
     return JobResult(path, not stopped, time.monotonic() - started, str(result.final_path),
                      error="stopped" if stopped else "", exit_code=EXIT_STOPPED if stopped else 0)
+
+
+def tensorboard_sink(plan: TrainPlan, every: int):
+    """The TensorBoard event writer for this run, or None when the answers turn it off."""
+    from easytrain.progress.tensorboard import TensorBoardWriter, tensorboard_installed
+
+    if not plan.answers.tensorboard:
+        return None
+    if not tensorboard_installed():
+        print("easytrain: the tensorboard package is not installed, so no TensorBoard logs are written "
+              "(pip install tensorboard, or set tensorboard: false)", file=sys.stderr, flush=True)
+        return None
+    return TensorBoardWriter(plan.output_dir, plan.output_name, every=every)
 
 
 def run_train(files: Sequence[str], *, resume: Optional[str] = None, plain: bool = False) -> int:
