@@ -192,6 +192,8 @@ _POPUP_DIRECT: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "optimizer_type": ("optimizer", _optimizer),
     "optimizer_args": ("optimizer_args", _optimizer_args),
     "sample_every_n_epochs": ("sample_every_n_epochs", _int),
+    "save_every_n_steps": ("save_every_n_steps", _int),
+    "sample_every_n_steps": ("sample_every_n_steps", _int),
 }
 
 
@@ -280,6 +282,11 @@ _KOHYA_DIRECT: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "network_weights": ("network_weights", _text),
     "sample_every_n_epochs": ("sample_every_n_epochs", _int),
     "dataset_config": ("dataset_config", _text),
+    "save_every_n_steps": ("save_every_n_steps", _int),
+    "sample_every_n_steps": ("sample_every_n_steps", _int),
+    "validation_split": ("validation_split", _float),
+    "validation_seed": ("validation_seed", _int),
+    "validate_every_n_steps": ("validate_every_n_steps", _int),
 }
 
 
@@ -320,8 +327,9 @@ def _from_kohya_ss(d: Mapping[str, Any]) -> tuple[dict[str, Any], set[str]]:
     _apply_network(out, algo=algo, conv_dim=d.get("conv_dim"), conv_alpha=d.get("conv_alpha"),
                    conv_means_locon=False)
     _apply_realistic(out)
+    _apply_logging(out, d.get("log_with"), d.get("logging_dir"))
     used.update({"learning_rate", "max_train_steps", "v2", "reg_data_dir", "cache_latents",
-                 "sample_prompts", "conv_dim", "conv_alpha"})
+                 "sample_prompts", "conv_dim", "conv_alpha", "log_with", "logging_dir"})
     return out, used
 
 
@@ -396,6 +404,14 @@ def _apply_network(out: dict, *, algo: Any, conv_dim: Any, conv_alpha: Any, conv
         out["conv_dim"] = conv_dim
     if isinstance(conv_alpha, float) and conv_alpha > 0:
         out["conv_alpha"] = conv_alpha
+
+
+def _apply_logging(out: dict, log_with: Any, logging_dir: Any) -> None:
+    """kohya logs to TensorBoard when log_with names it, or when only a logging_dir is given."""
+    if log_with not in (None, ""):
+        out["tensorboard"] = str(log_with).strip().lower() in ("tensorboard", "all")
+    elif logging_dir not in (None, ""):
+        out["tensorboard"] = True
 
 
 def _apply_realistic(out: dict) -> None:

@@ -421,6 +421,15 @@ def _is_not(key: str, *excluded: Any) -> Callable[[Values], bool]:
     return lambda v: v.get(key) not in excluded
 
 
+def _no_split(v: Values) -> bool:
+    split = v.get("validation_split")
+    return not isinstance(split, (int, float)) or isinstance(split, bool) or not split > 0
+
+
+def _validating(v: Values) -> bool:
+    return not _no_split(v) or bool(v.get("validation_folder"))
+
+
 # ---------------------------------------------------------------- the flow
 
 QUESTIONS: tuple[Question, ...] = (
@@ -620,6 +629,12 @@ QUESTIONS: tuple[Question, ...] = (
         "int", "output", default=1, minimum=0, maximum=10000,
     ),
     Question(
+        "save_every_n_steps", "Also save every how many steps?",
+        "For long epochs: a file every N steps as well (NAME-step00001000.safetensors), with its "
+        "resume state when saving state is on. 0 saves by epochs only.",
+        "int", "output", default=0, minimum=0, maximum=10_000_000,
+    ),
+    Question(
         "shuffle_captions", "Shuffle caption tags?",
         "Yes: tag order stops mattering, which removes a bias toward the first tags. The first "
         "keep-tokens tags stay in place.",
@@ -703,9 +718,29 @@ QUESTIONS: tuple[Question, ...] = (
     ),
     Question(
         "sample_every_n_epochs", "Sample every how many epochs?",
-        "1 samples after each epoch.",
-        "int", "output", default=1, minimum=1, maximum=10000,
+        "1 samples after each epoch. 0 samples by steps only (the next question).",
+        "int", "output", default=1, minimum=0, maximum=10000,
         condition=_yes("sample_images"), condition_text="sample images is yes", depends_on=("sample_images",),
+    ),
+    Question(
+        "sample_every_n_steps", "Also sample every how many steps?",
+        "For long epochs: samples every N steps as well. 0 samples by epochs only.",
+        "int", "output", default=0, minimum=0, maximum=10_000_000,
+        condition=_yes("sample_images"), condition_text="sample images is yes", depends_on=("sample_images",),
+    ),
+    Question(
+        "validation_split", "Hold back a share of the images to measure a validation loss?",
+        "0.1 keeps every tenth image of each folder out of training and measures the loss on them "
+        "at every saved file: where that loss is lowest is usually the file to keep. 0 holds nothing "
+        "back (small datasets need every image).",
+        "float", "data", default=0.0, minimum=0, maximum=0.5,
+    ),
+    Question(
+        "validation_folder", "Or a folder of validation images?",
+        "Captioned images that are never trained on, directly in the folder or in N_name subfolders; "
+        "their loss is measured at every saved file. Empty for none.",
+        "folder", "data", default=None, optional=True,
+        condition=_no_split, condition_text="validation split is 0", depends_on=("validation_split",),
     ),
     # ------------------------------------------------------------ advanced
     Question(
@@ -758,6 +793,22 @@ QUESTIONS: tuple[Question, ...] = (
         "seed", "Random seed?",
         "The same seed and settings give the same LoRA.",
         "int", "advanced", default=42, minimum=0, maximum=2**32 - 1, advanced=True,
+    ),
+    Question(
+        "validation_seed", "Seed for picking the validation images?",
+        "Which images the validation split holds back. Keep it to compare runs on the same images.",
+        "int", "advanced", default=lambda v: v.get("seed"), default_text="the random seed",
+        minimum=0, maximum=2**32 - 1, advanced=True,
+        condition=lambda v: not _no_split(v), condition_text="validation split above 0",
+        depends_on=("validation_split", "seed"),
+    ),
+    Question(
+        "validate_every_n_steps", "Also measure the validation loss every how many steps?",
+        "It is always measured at each saved file and at the end; N adds points to the curve in "
+        "between. 0: only at saves.",
+        "int", "advanced", default=0, minimum=0, maximum=10_000_000, advanced=True,
+        condition=_validating, condition_text="a validation split or folder is set",
+        depends_on=("validation_split", "validation_folder"),
     ),
     Question(
         "max_grad_norm", "Max gradient norm?",
@@ -827,13 +878,19 @@ QUESTIONS: tuple[Question, ...] = (
         "How often the loss is read back and printed when not in a terminal.",
         "int", "advanced", default=10, minimum=1, maximum=100000, advanced=True,
     ),
+    Question(
+        "tensorboard", "Write TensorBoard logs?",
+        "Event files under OUTPUT/logs/NAME with the loss curves, learning rates, speed and the "
+        "sample images; watch them with `tensorboard --logdir OUTPUT/logs`.",
+        "yesno", "advanced", default=True, advanced=True,
+    ),
 )
 
 # Asked by the wizard but not stored in the answers file.
 ADVANCED_GATE = Question(
     "advanced_settings", "Change the advanced settings?",
     "Noise offset, caption length, buckets, gradient checkpointing, seed, resume state, optimizer "
-    "arguments and more. Their defaults suit nearly every run.",
+    "arguments, TensorBoard and more. Their defaults suit nearly every run.",
     "yesno", "advanced", default=False, stored=False,
 )
 SAVE_AS = Question(

@@ -44,18 +44,19 @@ def test_round_trip_of_every_field(tmp_path, demo_images):
         "network_dim": 32, "network_alpha": 3.5, "conv_dim": 6, "conv_alpha": 2.0, "unet_lr": 2e-4,
         "text_encoder_lr": 0.0, "scheduler": "polynomial", "scheduler_power": 2.0, "warmup_ratio": 0.1,
         "resolution": 768, "height": 512, "batch_size": 3, "length_by": "steps", "max_steps": 1234,
-        "save_every_n_epochs": 0, "shuffle_captions": False, "keep_tokens": 0, "train_parts": "unet_only",
+        "save_every_n_epochs": 0, "save_every_n_steps": 500, "shuffle_captions": False, "keep_tokens": 0, "train_parts": "unet_only",
         "flip_aug": True, "comment": "trigger: rt", "bucket_no_upscale": True, "mixed_precision": "bf16",
         "save_precision": "float", "cache_latents": "disk", "min_snr_gamma": 0.0, "tag_summary": "alphabetical",
         "sample_images": True, "sample_prompts": "prompts.txt", "sample_every_n_epochs": 2,
+        "sample_every_n_steps": 250, "validation_split": 0.2,
         "noise_offset": 0.05, "max_token_length": 150, "caption_extension": ".caption", "enable_bucket": True,
         "min_bucket_reso": 320, "max_bucket_reso": 960, "bucket_reso_steps": 32, "gradient_checkpointing": False,
-        "seed": 7, "max_grad_norm": 0.5, "save_state": True, "keep_states": 3,
+        "seed": 7, "validation_seed": 3, "validate_every_n_steps": 50, "max_grad_norm": 0.5, "save_state": True, "keep_states": 3,
         "optimizer_args": {"weight_decay": 0.01}, "clip_skip": 1, "prior_loss_weight": 0.5,
         "dataset_config": "data.toml", "network_weights": "old.safetensors", "sample_before_training": True,
-        "torch_compile": True, "log_every_n_steps": 5,
+        "torch_compile": True, "log_every_n_steps": 5, "tensorboard": False,
     }
-    assert set(full) - {"schema_version"} == set(Q.KEYS) - {"epochs", "scheduler_restarts"}
+    assert set(full) - {"schema_version"} == set(Q.KEYS) - {"epochs", "scheduler_restarts", "validation_folder"}
     src = write(tmp_path / "in.json", full)
     loaded = A.load(src)
     for key, value in full.items():

@@ -91,3 +91,18 @@ def test_saving_a_legacy_file_writes_our_format(legacy_dir):
     data = json.loads((legacy_dir / "converted.json").read_text())
     assert list(data)[0] == "schema_version" and "net_dim" not in data and data["network_dim"] == 32
     assert A.load(legacy_dir / "converted.json") == a
+
+
+def test_kohya_step_saves_validation_and_logging_map(legacy_dir):
+    a = A.load(legacy_dir / "kohya_ss.json")
+    assert a.tensorboard is True            # kohya logs to TensorBoard when only logging_dir is set
+    data = json.loads((legacy_dir / "kohya_ss.json").read_text())
+    data.update(save_every_n_steps="500", sample_every_n_steps=250, sample_prompts="prompts.txt",
+                validation_split="0.1", validation_seed=7, validate_every_n_steps=100, log_with="wandb")
+    (legacy_dir / "prompts.txt").write_text("a red circle\n")
+    (legacy_dir / "k.json").write_text(json.dumps(data))
+    a = A.load(legacy_dir / "k.json")
+    assert (a.save_every_n_steps, a.sample_every_n_steps) == (500, 250)
+    assert (a.validation_split, a.validation_seed, a.validate_every_n_steps) == (0.1, 7, 100)
+    assert a.tensorboard is False
+    assert not [w for w in a.warnings if w.startswith("ignored keys") and "validation" in w]
