@@ -46,6 +46,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="train the demo answers on the embedded tiny model (CPU is fine)")
     p.add_argument("--plain", action="store_true", help="plain progress lines even in a terminal")
 
+    p = sub.add_parser("compare", help="compare a run's saved files: losses, sizes and a grid of their samples")
+    p.add_argument("folder", metavar="OUTPUT_FOLDER", help="the run's output folder")
+    p.add_argument("--name", help="the run's output name, when the folder holds several runs")
+
     p = sub.add_parser("questions", help="list the wizard's questions, defaults and conditions")
     p.add_argument("--markdown", action="store_true", help="as a Markdown table (for the README)")
 
@@ -69,6 +73,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if command == "check":
             from easytrain.commands.check import run_check
             return run_check(args.file)
+        if command == "compare":
+            from easytrain.commands.compare import run_compare
+            return run_compare(args.folder, args.name)
         if command == "questions":
             from easytrain.commands.listing import run_questions
             return run_questions(markdown=args.markdown)

@@ -12,7 +12,7 @@ LIGHT_MODULES = (
     "easytrain.cli", "easytrain.questions", "easytrain.answers", "easytrain.legacy", "easytrain.plan",
     "easytrain.commands.check", "easytrain.commands.listing", "easytrain.commands.wizard",
     "easytrain.commands.train", "easytrain.commands.prep", "easytrain.train.events", "easytrain.train.control",
-    "easytrain.data.scan", "easytrain.data.buckets",
+    "easytrain.data.scan", "easytrain.data.buckets", "easytrain.commands.compare", "easytrain.progress.tensorboard",
 )
 NO_UI_PACKAGES = ("easytrain.data", "easytrain.model", "easytrain.network", "easytrain.train")
 

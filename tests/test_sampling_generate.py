@@ -12,7 +12,7 @@ from PIL import Image
 from easytrain.model.tiny import build_tiny_components
 from easytrain.sampling import SamplePrompt, contact_sheet_path
 from easytrain.sampling.generate import generate_samples
-from easytrain.sampling.sheet import CAPTION_LINES, _font, contact_sheet, wrap_text
+from easytrain.sampling.sheet import CAPTION_LINES, caption_font, contact_sheet, wrap_text
 
 STEPS = 2
 
@@ -138,7 +138,7 @@ def test_live_lora_adapter_is_used_and_left_in_place(tiny_parts, tmp_path):
 
 
 def test_contact_sheet_captions_wrap_and_truncate():
-    font = _font()
+    font = caption_font()
     lines = wrap_text("word " * 200, font, 120, CAPTION_LINES)
     assert len(lines) == CAPTION_LINES and lines[-1].endswith("…")
     assert all(font.getlength(line) <= 120 for line in lines)

@@ -22,13 +22,13 @@ def contact_sheet(images: Sequence[Image.Image], captions: Sequence[str]) -> Ima
         raise ValueError("a contact sheet needs at least one image")
     if len(images) != len(captions):
         raise ValueError("one caption per image")
-    thumbs = [_thumbnail(image) for image in images]
-    font = _font()
-    line_height = _line_height(font)
+    thumbs = [thumbnail(image) for image in images]
+    font = caption_font()
+    line_h = line_height(font)
     cell_w = max(max(t.width for t in thumbs), MIN_CELL_WIDTH)
     image_h = max(t.height for t in thumbs)
     wrapped = [wrap_text(caption, font, cell_w, CAPTION_LINES) for caption in captions]
-    cell_h = image_h + PADDING + max(1, max(len(lines) for lines in wrapped)) * line_height
+    cell_h = image_h + PADDING + max(1, max(len(lines) for lines in wrapped)) * line_h
 
     columns = math.ceil(math.sqrt(len(thumbs)))
     rows = math.ceil(len(thumbs) / columns)
@@ -41,8 +41,8 @@ def contact_sheet(images: Sequence[Image.Image], captions: Sequence[str]) -> Ima
         sheet.paste(thumb, (x + (cell_w - thumb.width) // 2, y))
         text_y = y + image_h + PADDING
         for line in lines:
-            _draw_line(draw, (x, text_y), line, font)
-            text_y += line_height
+            draw_text_line(draw, (x, text_y), line, font)
+            text_y += line_h
     return sheet
 
 
@@ -78,21 +78,21 @@ def _fit(text: str, font, width: int) -> int:
     return cut
 
 
-def _draw_line(draw, xy, text: str, font) -> None:
+def draw_text_line(draw, xy, text: str, font) -> None:
     try:
         draw.text(xy, text, fill=TEXT_COLOUR, font=font)
     except UnicodeEncodeError:  # the bitmap fallback font knows Latin-1 only
         draw.text(xy, text.encode("latin-1", "replace").decode("latin-1"), fill=TEXT_COLOUR, font=font)
 
 
-def _thumbnail(image: Image.Image) -> Image.Image:
+def thumbnail(image: Image.Image) -> Image.Image:
     thumb = image.convert("RGB")
     if max(thumb.size) > THUMB:
         thumb.thumbnail((THUMB, THUMB), Image.Resampling.LANCZOS)
     return thumb
 
 
-def _font():
+def caption_font():
     try:
         return ImageFont.load_default(size=FONT_SIZE)
     except TypeError:  # Pillow < 10.1: only the fixed bitmap font
@@ -103,6 +103,6 @@ def _text_width(font, text: str) -> float:
     return font.getlength(text)
 
 
-def _line_height(font) -> int:
+def line_height(font) -> int:
     left, top, right, bottom = font.getbbox("Ayg|")
     return int(bottom - min(top, 0)) + 3

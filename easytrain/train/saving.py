@@ -65,10 +65,11 @@ class MetadataBase:
     """The fields of the metadata that stay the same for every file of a run."""
     fields: dict = field(default_factory=dict)
 
-    def for_save(self, *, steps: int, epoch: int) -> dict[str, str]:
+    def for_save(self, *, steps: int, epoch: int, validation_loss: Optional[float] = None) -> dict[str, str]:
+        """The metadata of a file saved at this step; ``ss_validation_loss`` when one was measured."""
         from easytrain.network.metadata import build_metadata
 
-        return build_metadata(**self.fields, steps=steps, epoch=epoch)
+        return build_metadata(**self.fields, steps=steps, epoch=epoch, validation_loss=validation_loss)
 
 
 def run_metadata(plan, *, spec, arch: str, prediction_type: str, optimizer_name: str,
