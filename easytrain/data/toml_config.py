@@ -34,12 +34,13 @@ SUBSET_ONLY_KEYS = {"image_dir": str, "is_reg": bool, "conditioning_data_dir": s
 DATASET_KEYS = {
     "resolution": "resolution", "batch_size": int, "enable_bucket": bool, "min_bucket_reso": int,
     "max_bucket_reso": int, "bucket_reso_steps": int, "bucket_no_upscale": bool,
+    "validation_split": float, "validation_seed": int,
 }
 # kohya options that easytrain does not implement: named as such rather than as typos.
 KOHYA_UNSUPPORTED = {
     "face_crop_aug_range", "secondary_separator", "caption_separator", "enable_wildcard", "token_warmup_min",
     "token_warmup_step", "caption_prefix", "caption_suffix", "custom_attributes", "resize_interpolation",
-    "cache_info", "metadata_file", "validation_seed", "validation_split", "network_multiplier",
+    "cache_info", "metadata_file", "network_multiplier",
 }
 
 
