@@ -63,3 +63,27 @@ def test_ema_file_name():
     assert ema_path("out/x-000002.safetensors").as_posix() == "out/x-000002-ema.safetensors"
     with pytest.raises(ValueError):
         LoraEMA([], 1.0)
+
+
+def test_ema_file_holds_the_average_and_the_network_keeps_its_weights(tmp_path):
+    from safetensors import safe_open
+
+    from easytrain.network.build import apply_network
+    from easytrain.network.spec import NetworkSpec
+    from easytrain.train.ema import save_ema_lora
+    from tests._network_helpers import randomize_adapters, tiny_parts
+
+    parts = tiny_parts()
+    network = apply_network(parts["unet"], parts["text_encoder"], NetworkSpec("LoRA", dim=4, alpha=2.0), seed=0)
+    ema = LoraEMA(network.trainable_parameters(), 0.9)     # the average of the fresh weights
+    randomize_adapters(network)                           # the "trained" weights move away from it
+    live = network.kohya_state_dict()
+    path = save_ema_lora(network, ema, tmp_path / "x-000001.safetensors", dtype="float",
+                         metadata={"ss_output_name": "x"})
+    assert path.name == "x-000001-ema.safetensors"
+    with safe_open(str(path), "pt") as fh:
+        saved = {k: fh.get_tensor(k) for k in fh.keys()}
+        assert fh.metadata()["ss_output_name"] == "x-000001-ema"
+    ups = [k for k in saved if k.endswith("lora_up.weight")]
+    assert ups and all(saved[k].abs().sum() == 0 for k in ups)           # the average still has up = 0
+    assert all(torch.equal(network.kohya_state_dict()[k], live[k]) for k in live)   # training weights back

@@ -67,3 +67,13 @@ class LoraEMA:
         self.decay = float(state["decay"])
         self.updates = int(state["updates"])
         self.shadow = [s.to(device=p.device, dtype=torch.float32).clone() for s, p in zip(shadows, self.shadow)]
+
+
+def save_ema_lora(network, ema: LoraEMA, lora_path: str | Path, *, dtype, metadata: dict[str, str]) -> Path:
+    """Write the averaged weights next to ``lora_path`` as its ``-ema`` file (same format and metadata)."""
+    from easytrain.network.export import save_lora
+
+    path = ema_path(lora_path)
+    with ema.swapped():
+        save_lora(network, path, dtype=dtype, metadata={**metadata, "ss_output_name": path.stem})
+    return path
