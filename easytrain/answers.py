@@ -120,7 +120,7 @@ def validate(data: Mapping[str, Any], *, base_dir: Optional[Path], check_paths: 
     if isinstance(version, bool) or version != SCHEMA_VERSION:
         problems.append(f"schema_version: this easytrain reads version {SCHEMA_VERSION} (the number), "
                         f"got {Q.shown(version)}")
-    unknown = [key for key in data if key not in ("schema_version", "$schema") and key not in Q.BY_ID]
+    unknown = [key for key in data if key not in ("schema_version", "$schema", "$comment") and key not in Q.BY_ID]
     for key in unknown[:UNKNOWN_KEYS_SHOWN]:
         hint = _closest(key)
         problems.append(f"{Q.shown(key, quote=False)}: unknown key" + (f" (did you mean {hint!r}?)" if hint else "")

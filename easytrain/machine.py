@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Optional
@@ -41,6 +42,35 @@ def gpu_supports_bf16() -> bool:
         return float((out or "").strip().splitlines()[0]) >= 8.0
     except (ValueError, IndexError):
         return False
+
+
+@dataclass(frozen=True)
+class GpuInfo:
+    name: str
+    memory_gib: float
+
+
+@lru_cache(maxsize=1)
+def gpu_info() -> Optional[GpuInfo]:
+    """The first GPU's name and memory; None without one.
+
+    EASYTRAIN_GPU_MEMORY (GiB, or "none") plans for another machine's card: make
+    the answers on a laptop for a GPU server.
+    """
+    forced = os.environ.get("EASYTRAIN_GPU_MEMORY", "").strip()
+    if forced:
+        try:
+            return GpuInfo("the GPU set in EASYTRAIN_GPU_MEMORY", float(forced)) if float(forced) > 0 else None
+        except ValueError:
+            return None
+    if not has_cuda_gpu():
+        return None
+    out = _nvidia_smi("--query-gpu=name,memory.total", "--format=csv,noheader,nounits")
+    try:
+        name, mib = (out or "").strip().splitlines()[0].rsplit(",", 1)
+        return GpuInfo(name.strip(), float(mib) / 1024)
+    except (ValueError, IndexError):
+        return None
 
 
 def best_mixed_precision() -> str:

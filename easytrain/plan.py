@@ -14,7 +14,7 @@ from typing import Any, Optional
 
 from easytrain.answers import Answers
 from easytrain.data.buckets import BucketSettings, count_epoch
-from easytrain.data.scan import DatasetScan, scan_image_folder
+from easytrain.data.scan import DatasetScan, apply_repeats, scan_image_folder
 from easytrain.errors import UserError
 from easytrain.wording import plural
 
@@ -88,12 +88,13 @@ def scan_dataset(answers: Answers) -> tuple[DatasetScan, Optional[DatasetScan]]:
     if toml_path is not None:
         from easytrain.data.toml_config import scan_dataset_toml
 
-        return scan_dataset_toml(toml_path, default_caption_extension=ext)
+        return apply_repeats(*scan_dataset_toml(toml_path, default_caption_extension=ext),
+                             answers.get("folder_repeats"))
     train = scan_image_folder(answers.path("image_folder"), caption_extension=ext)
     reg = None
     if answers.use_regularization and answers.reg_image_folder:
         reg = scan_image_folder(answers.path("reg_image_folder"), caption_extension=ext, is_reg=True)
-    return train, reg
+    return apply_repeats(train, reg, answers.get("folder_repeats"))
 
 
 @dataclass(frozen=True)

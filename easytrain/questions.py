@@ -54,6 +54,7 @@ class Question:
     multiple_of: Optional[int] = None
     optional: bool = False  # an empty answer is a real answer (None)
     must_exist: bool = True  # folders: False means it is created when missing
+    component_folder: bool = False  # model kind: a diffusers component folder (config.json) is fine too
     extensions: tuple[str, ...] = ()
     condition: Optional[Callable[[Values], bool]] = None
     condition_text: str = ""
@@ -103,7 +104,9 @@ def allowed_text(q: Question) -> str:
         noun = "an existing folder" if q.must_exist else "a folder (created if missing)"
         return noun + (", or empty" if q.optional else "")
     if q.kind == "model":
-        return f"a .safetensors or .ckpt file, a diffusers model folder, or {BUILTIN_TINY!r}"
+        folder = "a diffusers VAE or model folder" if q.component_folder else "a diffusers model folder"
+        return (f"a .safetensors or .ckpt file, {folder}, or {BUILTIN_TINY!r}"
+                + (", or empty" if q.optional else ""))
     if q.kind == "mapping":
         return "key=value pairs separated by spaces (a JSON object in the file)"
     return "text"
@@ -152,7 +155,7 @@ def parse_text(q: Question, text: str) -> Any:
         return number
     if q.kind == "mapping":
         return parse_mapping(raw)
-    if q.kind in ("file", "folder") and raw == "" and q.optional:
+    if q.kind in ("file", "folder", "model") and raw == "" and q.optional:
         return None
     return raw
 
@@ -297,6 +300,8 @@ def _check_path_on_disk(q: Question, path: Path) -> Optional[str]:
     if q.kind == "model" and path.is_dir():
         if (path / "model_index.json").is_file() or (path / "unet").is_dir():
             return None
+        if q.component_folder and (path / "config.json").is_file():
+            return None
         return f"{path} is a folder but not a diffusers model (no model_index.json); give a .safetensors/.ckpt file"
     if path.suffix.lower() not in q.extensions:
         return f"must end in {' or '.join(q.extensions)}, got {path.name!r}"
@@ -306,6 +311,67 @@ def _check_path_on_disk(q: Question, path: Path) -> Optional[str]:
 
 
 # ---------------------------------------------------------------- defaults
+
+# The guides' VRAM table for SD1.x/SD2.x at 512 with an 8-bit optimizer and gradient checkpointing:
+# (at least this many GiB, batch size). Bigger pictures need more, and SDXL at its 1024 about 2.5x.
+VRAM_BATCH = ((0, 1), (9.5, 2), (11.5, 3), (15.5, 4), (23.5, 6), (39.5, 8), (79, 12))
+SDXL_MEMORY_FACTOR = 2.5
+CHECKPOINTING_OFF_FROM_GIB = 23.5  # SD1/SD2 units: enough memory to trade it for speed (never for SDXL)
+
+
+def vram_per_512_picture(v: Values) -> Optional[float]:
+    """GPU memory in "SD1 at 512" units: the GiB the table above is read with; None without a GPU."""
+    gpu = machine.gpu_info()
+    if gpu is None:
+        return None
+    xl = v.get("architecture") == "sdxl"
+    native = 1024 if xl else 512
+    side = _number(v, "resolution", native)
+    pixels = side * _number(v, "height", side) / (native * native)
+    return gpu.memory_gib / (pixels * (SDXL_MEMORY_FACTOR if xl else 1.0))
+
+
+def default_batch_size(v: Values) -> int:
+    memory = vram_per_512_picture(v)
+    if memory is None:
+        return 2
+    return max(batch for least, batch in VRAM_BATCH if memory >= least)
+
+
+def default_gradient_checkpointing(v: Values) -> bool:
+    memory = vram_per_512_picture(v)
+    return memory is None or memory < CHECKPOINTING_OFF_FROM_GIB or v.get("architecture") == "sdxl"
+
+
+def vram_reason(key: str, v: Values) -> Optional[str]:
+    """Why the default of ``key`` is what it is on this machine's GPU (None: not GPU-dependent)."""
+    gpu = machine.gpu_info()
+    if gpu is None or key not in ("batch_size", "gradient_checkpointing", "optimizer", "mixed_precision"):
+        return None
+    card = f"{gpu.name}, {gpu.memory_gib:.0f} GB"
+    if key == "batch_size":
+        return (f"Your GPU ({card}) fits about batch {default_batch_size(v)} at this resolution "
+                "(guide at 512: 6-8 GB -> 1, 10 GB -> 2, 12 GB -> 3).")
+    if key == "gradient_checkpointing":
+        on = default_gradient_checkpointing(v)
+        return f"Your GPU ({card}): " + ("checkpointing on keeps the run inside its memory." if on else
+                                         "enough memory to leave it off and train faster.")
+    if key == "optimizer":
+        return f"Your GPU ({card}): the 8-bit optimizer keeps its state in about a quarter of the memory."
+    return f"Your GPU ({card}): " + ("bf16 is supported and more stable." if machine.gpu_supports_bf16() else
+                                     "no bf16 on this card, so fp16.")
+
+
+def scaled_learning_rates(v: Values, old_batch: int, new_batch: int) -> dict[str, float]:
+    """The learning rates for a new batch size by the square-root rule (the careful one for Adam-type
+    optimizers; the linear rule is the upper end). Empty when nothing should scale: the batch did not
+    change, or Prodigy/DAdaptAdam find their own step size."""
+    if old_batch == new_batch or old_batch < 1 or new_batch < 1 or _adaptive(v):
+        return {}
+    factor = math.sqrt(new_batch / old_batch)
+    return {key: float(f"{v[key] * factor:.3g}") for key in ("unet_lr", "text_encoder_lr")
+            if isinstance(v.get(key), (int, float)) and v[key] > 0}
+
 
 def _number(v: Values, key: str, fallback: float) -> float:
     """An earlier numeric answer, or ``fallback`` while that answer is missing or invalid."""
@@ -346,9 +412,17 @@ def default_output_folder(v: Values) -> str:
     return "output"
 
 
+# The guides' Prodigy settings: decoupled weight decay, a doubled step-size estimate, and a warmup
+# that cannot overshoot while the estimate is still growing.
+PRODIGY_ARGS = {"decouple": True, "weight_decay": 0.01, "d_coef": 2, "use_bias_correction": True,
+                "safeguard_warmup": True}
+
+
 def default_optimizer_args(v: Values) -> dict:
     if v.get("optimizer") in ADAMW_FAMILY:
         return {"weight_decay": 0.1, "betas": [0.9, 0.99]}
+    if v.get("optimizer") == "Prodigy":
+        return dict(PRODIGY_ARGS)
     return {}
 
 
@@ -377,6 +451,13 @@ def _check_buckets(value: Any, v: Values) -> Optional[str]:
     low = v.get("min_bucket_reso")
     if isinstance(low, int) and not isinstance(low, bool) and value < low:
         return f"must be at least min_bucket_reso ({low}), got {value!r}"
+    return None
+
+
+def _check_folder_repeats(value: Any) -> Optional[str]:
+    for folder, repeats in dict(value).items():
+        if isinstance(repeats, bool) or not isinstance(repeats, int) or not 1 <= repeats <= 10000:
+            return f"repeats of {folder!r} must be an integer from 1 to 10000, got {repeats!r}"
     return None
 
 
@@ -601,8 +682,10 @@ QUESTIONS: tuple[Question, ...] = (
     Question(
         "batch_size", "Batch size?",
         "Images per step. At 512: 6-8 GB of VRAM -> 1, 10 GB -> 2, 12 GB -> 3. Bigger batches "
-        "mean fewer steps for the same epochs.",
-        "int", "learning", default=2, minimum=1, maximum=256,
+        "mean fewer steps for the same epochs; the learning rate usually grows with the batch "
+        "(x2 batch: about x1.4 to x2 the rate).",
+        "int", "learning", default=default_batch_size, minimum=1, maximum=256,
+        default_text="2 (with a GPU: what fits its memory)", depends_on=("resolution", "height", "architecture"),
     ),
     Question(
         "length_by", "Set the training length by epochs or by steps?",
@@ -787,7 +870,8 @@ QUESTIONS: tuple[Question, ...] = (
     Question(
         "gradient_checkpointing", "Gradient checkpointing?",
         "Yes saves a lot of VRAM for a little speed. Turn it off only on a large card.",
-        "yesno", "advanced", default=True, advanced=True,
+        "yesno", "advanced", default=default_gradient_checkpointing, advanced=True,
+        default_text="yes (a GPU with 24 GB or more at 512: no)", depends_on=("resolution", "height", "architecture"),
     ),
     Question(
         "seed", "Random seed?",
@@ -832,7 +916,8 @@ QUESTIONS: tuple[Question, ...] = (
         "Passed to the optimizer as they are, e.g. weight_decay=0.1 betas=0.9,0.99 (the AdamW "
         "defaults here). Empty for none.",
         "mapping", "advanced", default=default_optimizer_args,
-        default_text="AdamW, AdamW8bit: weight_decay=0.1 betas=0.9,0.99; others: none",
+        default_text="AdamW, AdamW8bit: weight_decay=0.1 betas=0.9,0.99; Prodigy: decouple=True "
+                     "weight_decay=0.01 d_coef=2 use_bias_correction=True safeguard_warmup=True; others: none",
         advanced=True, depends_on=("optimizer",), check=lambda value, v: optimizer_args_problem(v.get("optimizer"), value),
     ),
     Question(
@@ -855,6 +940,21 @@ QUESTIONS: tuple[Question, ...] = (
         "A kohya-style dataset .toml ([[datasets]] / [[datasets.subsets]]). When given, it "
         "replaces the image and regularization folders. Empty for none.",
         "file", "advanced", default=None, optional=True, extensions=(".toml",), advanced=True,
+    ),
+    Question(
+        "folder_repeats", "Repeats per folder, instead of the numbers in the folder names?",
+        "folder=repeats pairs, e.g. 10_mychar=4 10_background=1. The wizard's suggested-repeats "
+        "step writes these, so nothing on disk needs renaming. Empty: the numbers in the names.",
+        "mapping", "advanced", default=lambda v: {}, default_text="none (the number in each folder's name)",
+        check=lambda value, _: _check_folder_repeats(value), advanced=True,
+    ),
+    Question(
+        "vae", "A separate VAE?",
+        "A VAE (.safetensors, .ckpt, or a diffusers folder) used instead of the base model's own "
+        "to cache latents and render samples, like kohya's --vae. It must fit the base model's "
+        "architecture. Empty: the base model's VAE.",
+        "model", "advanced", default=None, optional=True, extensions=MODEL_EXTENSIONS + (".pt",),
+        component_folder=True, advanced=True,
     ),
     Question(
         "network_weights", "Continue from an earlier LoRA?",

@@ -67,7 +67,8 @@ async def to_question(pilot, key: str, limit: int = 80) -> None:
     for _ in range(limit):
         if question_key(pilot.app) == key:
             return
-        assert screen_name(pilot.app) in ("QuestionScreen", "ScanScreen", "CaptionsScreen"), screen_name(pilot.app)
+        assert screen_name(pilot.app) in ("QuestionScreen", "ScanScreen", "RepeatsScreen", "CaptionsScreen"), \
+            screen_name(pilot.app)
         await press(pilot, "enter")
     raise AssertionError(f"never reached {key}; at {question_key(pilot.app)}")
 
@@ -91,6 +92,8 @@ async def start_new(pilot, base_model: str = "builtin:tiny", image_folder: str =
     await answer(pilot, image_folder)
     assert screen_name(pilot.app) == "ScanScreen"
     await press(pilot, "enter")
+    assert screen_name(pilot.app) == "RepeatsScreen"
+    await press(pilot, "enter")  # keep the repeats in the folder names
     assert screen_name(pilot.app) == "CaptionsScreen"
     await press(pilot, "enter")  # skip the optional captions step
 

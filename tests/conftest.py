@@ -40,3 +40,6 @@ def demo_images(tmp_path: Path) -> Path:
     from easytrain.demo import make_demo_dataset
 
     return make_demo_dataset(tmp_path / "images")
+
+# Defaults that follow the GPU (batch size, checkpointing) must not depend on the machine running the tests.
+os.environ.setdefault("EASYTRAIN_GPU_MEMORY", "none")

@@ -53,7 +53,8 @@ def test_round_trip_of_every_field(tmp_path, demo_images):
         "min_bucket_reso": 320, "max_bucket_reso": 960, "bucket_reso_steps": 32, "gradient_checkpointing": False,
         "seed": 7, "validation_seed": 3, "validate_every_n_steps": 50, "max_grad_norm": 0.5, "save_state": True, "keep_states": 3,
         "optimizer_args": {"weight_decay": 0.01}, "clip_skip": 1, "prior_loss_weight": 0.5,
-        "dataset_config": "data.toml", "network_weights": "old.safetensors", "sample_before_training": True,
+        "dataset_config": "data.toml", "folder_repeats": {"5_shapes": 2}, "vae": "builtin:tiny",
+        "network_weights": "old.safetensors", "sample_before_training": True,
         "torch_compile": True, "log_every_n_steps": 5, "tensorboard": False,
     }
     assert set(full) - {"schema_version"} == set(Q.KEYS) - {"epochs", "scheduler_restarts", "validation_folder"}

@@ -63,7 +63,10 @@ def test_adaptive_optimizers_change_dependent_defaults():
     assert (plain["unet_lr"], plain["text_encoder_lr"], plain["scheduler"]) == (5e-4, 1e-4, "cosine_with_restarts")
     assert (prodigy["unet_lr"], prodigy["text_encoder_lr"], prodigy["scheduler"]) == (1.0, 1.0, "constant_with_warmup")
     assert plain["network_alpha"] == 8.0 and prodigy["network_alpha"] == 16.0
-    assert plain["optimizer_args"] == {"weight_decay": 0.1, "betas": [0.9, 0.99]} and prodigy["optimizer_args"] == {}
+    assert plain["optimizer_args"] == {"weight_decay": 0.1, "betas": [0.9, 0.99]}
+    assert prodigy["optimizer_args"] == {"decouple": True, "weight_decay": 0.01, "d_coef": 2,
+                                         "use_bias_correction": True, "safeguard_warmup": True}
+    assert Q.applicable_values({"optimizer": "DAdaptAdam"})["optimizer_args"] == {}
 
 
 def test_conditions_drop_answers_that_no_longer_apply():

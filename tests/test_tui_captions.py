@@ -45,7 +45,7 @@ async def to_captions(pilot) -> None:
     await answer(pilot, "builtin:tiny")
     await answer(pilot, "images")
     assert screen_name(pilot.app) == "ScanScreen"
-    await press(pilot, "enter")
+    await press(pilot, "enter", "enter")  # the scan, the suggested repeats (kept)
     assert screen_name(pilot.app) == "CaptionsScreen"
 
 
@@ -137,7 +137,7 @@ async def test_marked_tags_and_underscores_then_undo_after_coming_back(workdir):
         assert question_key(app) == "output_folder"
         await press(pilot, "escape", "enter")  # back to the folder; Enter keeps it: the scan again
         assert screen_name(app) == "ScanScreen"
-        await press(pilot, "enter")
+        await press(pilot, "enter", "enter")  # the scan, the suggested repeats (kept)
         assert screen_name(app) == "CaptionsScreen"
         await press(pilot, "ctrl+z")  # what this run applied can still be taken back
         assert dataset_hashes(workdir) == before
@@ -167,3 +167,24 @@ def test_captions_screen_snapshot(snap_compare, workdir):
         await type_text(pilot, "mychar")
     assert snap_compare(new_app(workdir, route="new"), run_before=run_before)
 
+
+
+async def test_the_trigger_check_follows_what_is_typed(workdir):
+    before = tree_hashes(workdir)
+    app = new_app(workdir, route="new")
+    async with app.run_test(size=SIZE) as pilot:
+        await to_captions(pilot)
+        await type_text(pilot, "cat")
+        preview = shown_text(app, "#preview")
+        assert "trigger 'cat': 1 CLIP token (cat)" in preview
+        assert "a common word CLIP already knows" in preview and "rarer spellings: c4t" in preview
+        assert "in none of the 16 captions yet" in preview
+        await press(pilot, "backspace", "backspace", "backspace")
+        await type_text(pilot, "!!")
+        assert shown_text(app, "#preview") == ("trigger tag '!!': only punctuation; a trigger needs letters or "
+                                               "digits (e.g. mychar)")
+        await press(pilot, "ctrl+a")  # nothing to apply
+        await press(pilot, "backspace", "backspace")
+        await type_text(pilot, "shapes")
+        assert "first tag of every caption (16)" in shown_text(app, "#preview")
+    assert tree_hashes(workdir) == before

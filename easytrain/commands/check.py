@@ -75,11 +75,45 @@ def plan_lines(plan: TrainPlan, extra_warnings: Sequence[str] = ()) -> list[str]
                                                                  plan.bucket_settings, plan.batch_size)]
     except ImportError:
         pass
+    lines += suggestion_lines(plan)
+    lines += trigger_lines(plan)
     warnings = [*plan.warnings, *extra_warnings]
     if warnings:
         lines.append("  warnings:")
         lines += [f"    ! {w}" for w in warnings]
     return lines
+
+
+def suggestion_lines(plan: TrainPlan) -> list[str]:
+    """The suggested repeats and epochs (the wizard offers the same table)."""
+    from easytrain.repeats import TARGET_STEPS, suggest_for_plan
+
+    suggestion = suggest_for_plan(plan)
+    if suggestion is None:
+        return []
+    low, high = TARGET_STEPS
+    if not suggestion.changes_anything:
+        return [f"  repeats and epochs: as suggested for {low}-{high} steps"]
+    lines = [f"  suggested repeats and epochs ({low}-{high} steps; set folder_repeats and epochs, "
+             "or accept them in the wizard):"]
+    lines += ["    " + line for line in suggestion.lines()]
+    return lines
+
+
+def trigger_lines(plan: TrainPlan) -> list[str]:
+    """The trigger check for the captions' usual first tag (what keep tokens holds in front)."""
+    from easytrain.data.captions import split_tags
+    from easytrain.tools.trigger_check import check_trigger, likely_trigger
+
+    captions = [split_tags(image.caption) for image in plan.train_scan.all_images]
+    trigger = likely_trigger(captions)
+    if trigger is None:
+        return []
+    try:
+        report = check_trigger(trigger, captions, key="trigger (the captions' usual first tag)")
+    except UserError as exc:
+        return [f"  trigger: not checked: {exc}"]
+    return ["  " + line for line in report.lines()]
 
 
 def run_check(path: str) -> int:

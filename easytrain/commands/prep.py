@@ -33,6 +33,8 @@ def register(subparsers) -> None:
                               description=TAGS_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("folder", metavar="DIR", help="the image folder above the N_name folders, or one N_name folder")
     p.add_argument("--add-trigger", metavar="TAG", help="put TAG first in every caption (never twice)")
+    p.add_argument("--check-trigger", metavar="WORD",
+                   help="how CLIP tokenizes WORD and how the captions use it (default: their usual first tag)")
     p.add_argument("--remove", nargs="+", action="extend", metavar="TAG", default=[],
                    help="remove these tags (several, or comma-separated in quotes)")
     p.add_argument("--replace", action="append", metavar="OLD=NEW", default=[], help="rename a tag (repeatable)")
@@ -114,9 +116,24 @@ def run_tags(args) -> int:
             raise UserError(f"--top: must be at least 1, got {args.top}")
         from easytrain.tools.caption_report import caption_report, format_report
 
+        trigger = _trigger_lines(args.folder, args.caption_extension, args.check_trigger, "--check-trigger")
         _print(format_report(caption_report(args.folder, args.caption_extension, top=args.top)))
+        _print(trigger)
         return 0
     return _run_edits(args)
+
+
+def _trigger_lines(folder, caption_extension: str, trigger, option: str) -> list[str]:
+    """The trigger check for ``trigger`` (None: the captions' usual first tag), as report lines."""
+    from easytrain.tools.caption_files import load_captions
+    from easytrain.tools.trigger_check import check_trigger, likely_trigger
+
+    captions = [caption.tags for caption in load_captions(folder, caption_extension).captions]
+    if trigger is None:
+        trigger, option = likely_trigger(captions), "trigger"
+        if trigger is None:
+            return []
+    return ["", "Trigger:"] + ["  " + line for line in check_trigger(trigger, captions, key=option).lines()]
 
 
 def _edits(args):
@@ -136,7 +153,12 @@ def _run_edits(args) -> int:
     from easytrain.tools.caption_edits import apply, plan_edits
     from easytrain.tools.dataset_files import relative_name
 
+    if args.check_trigger is not None:
+        raise UserError("--check-trigger works in the report (without edit options); with --add-trigger "
+                        "the check of that trigger is shown anyway")
     edits = _edits(args)
+    trigger = _trigger_lines(args.folder, args.caption_extension, edits.add_trigger, "--add-trigger") \
+        if edits.add_trigger else []
     plan = plan_edits(args.folder, edits, args.caption_extension)
     print("Edits: " + "; ".join(edits.describe()))
     print(f"{len(plan.changes)} of {plan.captions} caption files change.")
@@ -154,6 +176,7 @@ def _run_edits(args) -> int:
     if plan.head_underscores:
         print(f"Note: {plan.head_underscores} caption(s) keep underscores in their first {edits.keep_tokens} "
               f"tag(s) (kept as the trigger); use --keep-tokens 0 to change those too.")
+    _print(trigger)
     if not args.apply:
         if plan.changes:
             print("Dry run: nothing was written. Add --apply to write these changes.")

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
@@ -255,6 +255,34 @@ def scan_subset(folder: Path, *, name: str, repeats: int, is_reg: bool, caption_
         caption_extension=caption_extension, shuffle_caption=shuffle_caption, keep_tokens=keep_tokens,
         flip_aug=flip_aug, **overrides)
     return subset, warnings, unreadable
+
+
+def apply_repeats(train: DatasetScan, reg: Optional[DatasetScan], overrides: Optional[Mapping[str, int]],
+                  key: str = "folder_repeats") -> tuple[DatasetScan, Optional[DatasetScan]]:
+    """The scans with the repeats of the folders named in ``overrides`` (folder name -> repeats) replaced.
+
+    The answers' per-folder override wins over the number in the folder's name; a name that no
+    folder of either scan has is a UserError naming ``key``.
+    """
+    if not overrides:
+        return train, reg
+    scans = [scan for scan in (train, reg) if scan is not None]
+    names = [s.folder.name for scan in scans for s in scan.subsets]
+    unknown = [name for name in overrides if name not in names]
+    if unknown:
+        roots = " or ".join(str(scan.root) for scan in scans)
+        raise UserError(f"{key}: no folder {unknown[0]!r} in {roots}; its folders are "
+                        + (", ".join(repr(n) for n in names) or "none")
+                        + " (give folder names as they are on disk)")
+
+    def applied(scan: Optional[DatasetScan]) -> Optional[DatasetScan]:
+        if scan is None:
+            return None
+        subsets = tuple(replace(s, repeats=int(overrides[s.folder.name])) if s.folder.name in overrides else s
+                        for s in scan.subsets)
+        return replace(scan, subsets=subsets)
+
+    return applied(train), applied(reg)
 
 
 def normalise_extension(extension: str) -> str:

@@ -19,6 +19,7 @@ from easytrain.invocation import command
 from easytrain.tools import caption_edits
 from easytrain.tools.caption_files import load_captions
 from easytrain.tools.tag_ops import TagEdits
+from easytrain.tools.trigger_check import check_trigger
 from easytrain.tools.undo import latest_entry
 
 TOP_TAGS = 15
@@ -45,8 +46,8 @@ def chosen_edits(trigger: str, remove_marked: tuple[str, ...], remove_typed: str
                  keep_tokens: int = 1) -> TagEdits:
     """The TagEdits for what the screen holds; raises UserError for a trigger with a comma."""
     trigger = trigger.strip()
-    if "," in trigger:
-        raise UserError(f"trigger tag {trigger!r}: one tag, without commas (e.g. mychar)")
+    if "," in trigger or (trigger and not any(ch.isalnum() for ch in trigger)):
+        check_trigger(trigger, key="trigger tag")  # raises: the same words as `easytrain tags`
     remove = list(remove_marked)
     remove += [tag for tag in split_tags(remove_typed) if tag not in remove]
     return TagEdits(add_trigger=trigger or None, remove=tuple(remove), underscores=underscores,
@@ -59,9 +60,21 @@ class CaptionStep:
     folder: Path  # the image folder, resolved
     caption_extension: str = ".txt"
     applied: list[str] = field(default_factory=list)  # undo ids applied in this run, oldest first
+    _tags: Optional[list] = field(default=None, repr=False)  # the captions' tags, read once per change
 
     def counts(self) -> TagCounts:
         return count_tags(self.folder, self.caption_extension)
+
+    def trigger_lines(self, trigger: str) -> list[str]:
+        """The trigger check of what is typed, against the captions as they are now."""
+        if not trigger.strip():
+            return []
+        if self._tags is None:
+            self._tags = [c.tags for c in load_captions(self.folder, self.caption_extension).captions]
+        try:
+            return check_trigger(trigger, self._tags, key="trigger tag").lines()
+        except UserError as exc:
+            return [str(exc)]
 
     def plan(self, edits: TagEdits) -> Optional[caption_edits.EditPlan]:
         """What ``edits`` would change (reads only); None when no edit is chosen."""
@@ -71,6 +84,7 @@ class CaptionStep:
 
     def apply(self, plan: caption_edits.EditPlan) -> Optional[str]:
         undo_id = caption_edits.apply(plan)
+        self._tags = None
         if undo_id is not None:
             self.applied.append(undo_id)
         return undo_id
@@ -88,5 +102,6 @@ class CaptionStep:
             raise UserError(f"{self.folder}: the last change there was not made here; "
                             f"use `{command('tags', str(self.folder), '--undo')}` to go back step by step")
         result = caption_edits.undo(self.folder)
+        self._tags = None
         self.applied.pop()
         return result

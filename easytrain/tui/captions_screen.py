@@ -116,7 +116,8 @@ class CaptionsScreen(WizardScreen[str]):
             preview.set_class(True, "bad")
             return
         preview.set_class(False, "bad")
-        preview.update("\n".join(preview_lines(self.plan)))
+        trigger = self.step.trigger_lines(self.query_one("#trigger", Input).value)
+        preview.update("\n".join(trigger + preview_lines(self.plan)))
 
     @on(Input.Changed)
     @on(Checkbox.Changed)

@@ -19,11 +19,15 @@ from easytrain.invocation import command
 from easytrain.plan import TrainPlan, steps_warning
 from easytrain.tui.captions import CaptionStep
 from easytrain.tui.captions_screen import CaptionsScreen
+from easytrain.tui.confirm_screen import ConfirmScreen
 from easytrain.tui.done_screen import DoneScreen
 from easytrain.tui.preview import StepsPreview
 from easytrain.tui.question_screen import Move, QuestionScreen, QuestionView
+from easytrain.tui.preset_screen import PresetScreen
 from easytrain.tui.queue_screen import QueueScreen, check_queue
 from easytrain.tui.review_screen import ReviewRow, ReviewScreen, ReviewView
+from easytrain.tui.repeats import RenameStep, suggestion_for
+from easytrain.tui.repeats_screen import RepeatsScreen
 from easytrain.tui.scan_screen import ScanScreen
 from easytrain.tui.start_screen import ROUTES, StartScreen
 from easytrain.tui.state import WizardState, inspect_model
@@ -68,6 +72,7 @@ class Wizard:
     preview: StepsPreview = field(default_factory=StepsPreview)
     changed: bool = False  # for the train route: answers differ from the file
     caption_steps: dict[str, CaptionStep] = field(default_factory=dict)  # per image folder: what it applied
+    rename_steps: dict[str, RenameStep] = field(default_factory=dict)  # per image folder: folders it renamed
 
     def __post_init__(self) -> None:
         if self.state is None:
@@ -89,6 +94,22 @@ class Wizard:
         if await self.questions(None) == "back":
             return None
         return await self.review_and_save()
+
+    async def route_preset(self, _path: Optional[str] = None) -> Optional[Outcome]:
+        from easytrain.presets import shipped_presets
+
+        try:
+            presets = shipped_presets()
+        except UserError as exc:
+            self.app.notify(str(exc), severity="error")
+            return None
+        while True:
+            chosen = await self.app.push_screen_wait(PresetScreen(self.where("preset"), presets))
+            if chosen is None:
+                return None
+            self.state = WizardState.from_preset(next(p for p in presets if p.name == chosen), self.base_dir)
+            if await self.questions(None) != "back":
+                return await self.review_and_save()
 
     async def route_edit(self, path: Optional[str] = None) -> Optional[Outcome]:
         loaded = await self.pick_answers_file(path, check_paths=False)
@@ -143,9 +164,12 @@ class Wizard:
                     return "back"
                 q = previous
                 continue
+            before = self.state.values()
             self.record(q, move)
             if q.id == "image_folder" and not await self.after_image_folder():
                 continue  # back to the folder question
+            if q.id == "batch_size":
+                await self.offer_scaled_rates(before)
             q = self.state.next_after(q.id)
         return "review"
 
@@ -177,16 +201,61 @@ class Wizard:
         move = await self.ask(q)
         if move.kind != "accept":
             return
+        before = self.state.values()
         self.record(q, move)
         if q.id == "image_folder" and not await self.after_image_folder():
             await self.ask_one(key)
+        if q.id == "batch_size":
+            await self.offer_scaled_rates(before)
+
+    async def offer_scaled_rates(self, before: dict) -> None:
+        """After a batch size change: offer the learning rates scaled to the new batch."""
+        old, new = before.get("batch_size") or 1, self.state.value("batch_size") or 1
+        scaled = Q.scaled_learning_rates(before, old, new)
+        if not scaled:
+            return
+        listing = " and ".join(f"{key} {before[key]:g} -> {value:g}" for key, value in scaled.items())
+        question = (f"Batch {old} -> {new}: learning rates usually grow with the batch, about x"
+                    f"{(new / old) ** 0.5:.2f} (the square root; x{new / old:g} at most). Use {listing}?")
+        if await self.app.push_screen_wait(ConfirmScreen(question, yes="Scale them", no="Keep mine")):
+            for key, value in scaled.items():
+                self.record(Q.BY_ID[key], Move("accept", value, True))
 
     async def after_image_folder(self) -> bool:
-        """The scan, then the optional captions step; False when the person goes back to the folder."""
+        """The scan, the suggested repeats, then the optional captions step; False: back to the folder."""
         while await self.show_scan():
+            if await self.show_repeats() == "back":
+                continue
             if await self.show_captions() == "continue":
                 return True
         return False
+
+    async def show_repeats(self) -> str:
+        """The suggested repeats and epochs; "back" returns to the scan."""
+        while True:
+            values = self.state.values()
+            folder = Q.resolve(values["image_folder"], self.base_dir).resolve()
+            extension = values.get("caption_extension") or ".txt"
+            try:
+                train = self.preview.scan(values["image_folder"], self.base_dir, extension)
+                suggestion = suggestion_for(values, train, None)
+            except (UserError, ValueError):
+                return "continue"  # an override naming a folder that is gone shows in the review
+            step = self.rename_steps.setdefault(str(folder), RenameStep(folder))
+            if not suggestion.changes_anything and not step.can_undo:
+                return "continue"  # nothing to suggest: no screen
+            screen = RepeatsScreen(suggestion, step, self.where("data - suggested repeats"), self.steps_line())
+            choice = await self.app.push_screen_wait(screen)
+            if choice == "accept":
+                self.record(Q.BY_ID["folder_repeats"], Move("accept", suggestion.overrides, True))
+                if values.get("length_by") != "steps":
+                    self.record(Q.BY_ID["epochs"], Move("accept", suggestion.epochs, True))
+                return "continue"
+            if choice in ("renamed", "undone"):
+                self.preview.forget()  # the folder names changed: scan again
+                self.state.set_answer(Q.BY_ID["folder_repeats"], None, typed=False)
+                continue
+            return "continue" if choice == "keep" else choice
 
     async def show_scan(self) -> bool:
         """The scan of the chosen image folder; False when the person goes back."""
@@ -319,6 +388,7 @@ class Wizard:
         files = [_shown_path(Path(p), self.base_dir) for p in plan.output_files]
         more = f" and {len(files) - 1} epoch files" if len(files) > 1 else ""
         summary.append(f"Output: {files[-1]}{more}")
+        summary.append(f"Effective batch: {plan.batch_size} images per step (times the GPUs of a multi-GPU launch)")
         shown_in_bar = steps_warning(plan.total_steps)
         return summary, [w for w in plan.warnings if w != shown_in_bar]
 
@@ -338,8 +408,13 @@ class Wizard:
         if q.id == "architecture" and self.state.model is not None:
             return f"Detection said: {self.state.model.description}"
         if q.warn is not None and value is not None:
-            return q.warn(value, self.state.values())
-        return None
+            warning = q.warn(value, self.state.values())
+            if warning:
+                return warning
+        preset = self.state.preset
+        if preset is not None and preset.values.get(q.id, ...) == value:
+            return f"From the {preset.name} preset."
+        return Q.vram_reason(q.id, self.state.values())
 
 
 def _question(key: str) -> Q.Question:

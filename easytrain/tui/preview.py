@@ -14,7 +14,7 @@ from typing import Any, Mapping, Optional
 from easytrain import questions as Q
 from easytrain.answers import Answers
 from easytrain.data.buckets import count_epoch
-from easytrain.data.scan import DatasetScan, scan_image_folder
+from easytrain.data.scan import DatasetScan, apply_repeats, scan_image_folder
 from easytrain.errors import UserError
 from easytrain.plan import SURELY_TOO_MANY, bucket_settings, count_steps, steps_warning
 
@@ -54,6 +54,7 @@ class StepsPreview:
             reg = None
             if values.get("use_regularization") and values.get("reg_image_folder"):
                 reg = self.scan(values["reg_image_folder"], base_dir, extension, is_reg=True)
+            train, reg = apply_repeats(train, reg, values.get("folder_repeats"))
         except UserError:
             return None
         if train.total_images == 0:

@@ -11,6 +11,7 @@ from textual.widgets.option_list import Option
 
 ROUTES = (
     ("new", "New training, guided", "answer the questions one by one; every answer has a sensible default"),
+    ("preset", "New training from a preset", "character, style, outfit or Prodigy: the guides' settings filled in"),
     ("train", "Train from a saved answers file", "check the file, review it, start"),
     ("edit", "Edit a saved answers file", "every answer pre-filled; change folders, name or settings"),
     ("queue", "Run a queue folder", "train every answers file in a folder, in name order"),

@@ -57,6 +57,7 @@ class WizardState:
     model: Optional[ModelInfo] = None
     advanced: bool = False
     source: Optional[Path] = None  # the answers file this run started from, if any
+    preset: Optional[Any] = None  # the presets.Preset this run started from, if any
 
     # ---------------------------------------------------------------- values
     def values(self) -> dict[str, Any]:
@@ -83,6 +84,8 @@ class WizardState:
     def origin(self, key: str) -> str:
         """Where an answer comes from: "" (the person), "detected" or "default"."""
         if key in self.typed:
+            if self.preset is not None and self.preset.values.get(key, ...) == self.typed[key]:
+                return f"preset {self.preset.name}"
             return ""
         if key == "architecture" and self.model is not None and self.model.arch:
             return "detected"
@@ -195,6 +198,18 @@ class WizardState:
             if loaded[q.id] != state.default_for(q) or q.required:
                 state.typed[q.id] = loaded[q.id]
         state.advanced = any(state.is_typed(q.id) for q in Q.ADVANCED)
+        state.drop_inapplicable()
+        return state
+
+
+    @classmethod
+    def from_preset(cls, preset, base_dir: Optional[Path] = None) -> "WizardState":
+        """A new run with the preset's values filled in; those equal to their default stay defaults (they follow)."""
+        state = cls(base_dir=base_dir or Path.cwd(), preset=preset)
+        for q in Q.QUESTIONS:
+            if q.id in preset.values and preset.values[q.id] != state.default_for(q):
+                state.typed[q.id] = preset.values[q.id]
+        state.advanced = any(q.id in preset.values for q in Q.ADVANCED)
         state.drop_inapplicable()
         return state
 
