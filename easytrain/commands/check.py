@@ -43,9 +43,19 @@ def machine_warnings(plan: TrainPlan) -> list[str]:
     return []
 
 
+def vae_line(plan: TrainPlan) -> str:
+    """The separate VAE and its fit, read from headers; UserError naming the key when it does not fit."""
+    from easytrain.model.vae_check import check_vae_fits
+
+    vae = plan.answers.vae
+    return check_vae_fits(vae if vae == "builtin:tiny" else plan.answers.path("vae"), plan.base_model)
+
+
 def plan_lines(plan: TrainPlan, extra_warnings: Sequence[str] = ()) -> list[str]:
     a = plan.answers
     lines = [f"Plan for {a.source or 'answers'}", f"  base model: {base_model_line(plan)}"]
+    if a.vae:
+        lines.append(f"  vae: {vae_line(plan)}")
     lines.append("  data:")
     for scan in (plan.train_scan, plan.reg_scan):
         if scan is None:

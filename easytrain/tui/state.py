@@ -43,6 +43,20 @@ def inspect_model(value: str, base_dir: Path) -> ModelInfo:
     return ModelInfo(detection.arch, sure, detection.description)
 
 
+def vae_problem(value: str, base_model: str, base_dir: Path) -> Optional[str]:
+    """Why the VAE answer does not fit the base model (None when it does, or only loading can tell)."""
+    from easytrain.model.vae_check import check_vae_fits
+
+    def spec(answer: str):
+        return answer if answer == Q.BUILTIN_TINY else Q.resolve(answer, base_dir)
+
+    try:
+        check_vae_fits(spec(value), str(spec(base_model)))
+    except UserError as exc:
+        return str(exc).removeprefix("vae: ")
+    return None
+
+
 @dataclass
 class WizardState:
     """The answers of one wizard run.
@@ -165,6 +179,8 @@ class WizardState:
                 inspect_model(value, self.base_dir)
             except UserError as exc:
                 problem = str(exc)
+        if problem is None and q.id == "vae" and value and values.get("base_model"):
+            problem = vae_problem(value, values["base_model"], self.base_dir)
         return self.shorten_paths(problem) if problem else None
 
     def shorten_paths(self, text: str) -> str:
