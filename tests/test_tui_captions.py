@@ -168,7 +168,6 @@ def test_captions_screen_snapshot(snap_compare, workdir):
     assert snap_compare(new_app(workdir, route="new"), run_before=run_before)
 
 
-
 async def test_the_trigger_check_follows_what_is_typed(workdir):
     before = tree_hashes(workdir)
     app = new_app(workdir, route="new")
