@@ -77,3 +77,25 @@ async def test_changing_the_batch_offers_scaled_learning_rates(workdir):
         assert (state.value("unet_lr"), state.value("text_encoder_lr")) == (1e-3, 2e-4)
         await press(pilot, "ctrl+s")
         assert "Effective batch: 4 images per step" in shown_text(app, "#summary")
+
+
+async def test_the_vae_question_refuses_a_vae_of_another_family(workdir):
+    import torch
+    from safetensors.torch import save_file
+
+    save_file({"encoder.conv_in.weight": torch.zeros(32, 3, 3, 3), "decoder.conv_in.weight": torch.zeros(32, 16, 3, 3)},
+              str(workdir / "flux_vae.safetensors"))
+    app = new_app(workdir, route="new")
+    async with app.run_test(size=SIZE) as pilot:
+        await start_new(pilot)
+        await press(pilot, "ctrl+s", "escape")  # the review, then back to the advanced gate
+        assert question_key(app) == "advanced_settings"
+        await press(pilot, "up", "enter")
+        await to_question(pilot, "vae")
+        await answer(pilot, "flux_vae.safetensors")
+        assert question_key(app) == "vae"
+        assert shown_text(app, "#error").startswith("flux_vae.safetensors: its latents have 16 channels "
+                                                    "(decoder.conv_in.weight is [32, 16, 3, 3])")
+        await answer(pilot, "builtin:tiny")
+        assert question_key(app) != "vae" and app.wizard.state.value("vae") == "builtin:tiny"
+    assert sorted(p.name for p in workdir.iterdir()) == ["flux_vae.safetensors", "images"]
