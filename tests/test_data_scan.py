@@ -173,3 +173,41 @@ def test_the_excluded_folder_of_the_image_tools_is_not_a_dataset_folder(tmp_path
     scan = scan_image_folder(tmp_path)
     assert [s.folder.name for s in scan.subsets] == ["10_char"]
     assert not any("_excluded" in p for p in scan.problems)
+
+
+def test_symlink_loops_are_left_out_with_their_path(tmp_path):
+    make_subset(tmp_path, "2_x", 2)
+    (tmp_path / "2_x" / "loop.png").symlink_to(tmp_path / "2_x" / "loop.png")
+    (tmp_path / "3_loop").symlink_to(tmp_path / "3_loop")
+    (tmp_path / "2_x" / "up").symlink_to(tmp_path)      # a link to a parent: never walked into
+    scan = scan_image_folder(tmp_path)
+    assert [s.name for s in scan.subsets] == ["x"] and scan.total_images == 2
+    assert [(u.path.name, u.reason) for u in scan.unreadable] == [
+        ("loop.png", "a symbolic link that points back to itself (a loop)")]
+
+
+def test_files_that_vanish_during_the_scan_are_reported_not_raised(tmp_path, monkeypatch):
+    from easytrain.data import scan as scan_module
+
+    make_subset(tmp_path, "1_x", 4)
+    files = sorted((tmp_path / "1_x").iterdir())
+    real_probe = scan_module.probe_image
+
+    def probe_then_delete_the_rest(path, size=None):    # another program empties the folder meanwhile
+        result = real_probe(path, size)
+        for other in files:
+            if other.name > path.name:
+                other.unlink(missing_ok=True)
+        return result
+
+    monkeypatch.setattr(scan_module, "probe_image", probe_then_delete_the_rest)
+    scan = scan_image_folder(tmp_path)
+    assert scan.total_images == 1
+    assert all(u.reason == "it disappeared while the dataset was read" for u in scan.unreadable)
+    assert len(scan.unreadable) == 3
+
+
+def test_a_folder_that_cannot_be_listed_is_one_clear_error(tmp_path):
+    (tmp_path / "root").symlink_to(tmp_path / "root")
+    with pytest.raises(UserError, match="does not exist"):
+        scan_image_folder(tmp_path / "root")

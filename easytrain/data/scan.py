@@ -202,27 +202,35 @@ def scan_subset(folder: Path, *, name: str, repeats: int, is_reg: bool, caption_
     """
     masks = mask_files(mask_dir)
     caption_extension = normalise_extension(caption_extension)
-    entries = sorted(
-        (e for e in os.scandir(folder) if not e.name.startswith(".")), key=lambda e: e.name)
+    entries = sorted((e for e in _entries(folder) if not e.name.startswith(".")), key=lambda e: e.name)
     names = {e.name for e in entries}
     images: list[ImageEntry] = []
     unreadable: list[UnreadableImage] = []
     warnings: list[str] = []
     missing: list[Path] = []
     for entry in entries:
-        if not is_image_name(entry.name) or not entry.is_file():
+        if not is_image_name(entry.name):
             continue
         path = Path(entry.path)
         try:
+            if not entry.is_file():
+                continue
             width, height = probe_image(path, entry.stat().st_size)
         except ImageProblem as problem:
             unreadable.append(UnreadableImage(path, str(problem)))
+            continue
+        except OSError as exc:  # gone since the listing, a symlink loop, no permission
+            unreadable.append(UnreadableImage(path, _os_reason(exc)))
             continue
         stem = entry.name[: entry.name.rfind(".")]
         caption_name = stem + caption_extension
         if caption_name in names:
             caption_path = folder / caption_name
-            caption, caption_warnings = read_caption(caption_path)
+            try:
+                caption, caption_warnings = read_caption(caption_path)
+            except OSError as exc:
+                caption, caption_warnings = name, [f"{caption_path}: {_os_reason(exc)}; the image uses the "
+                                                   f"folder name '{name}' as its caption"]
             warnings.extend(caption_warnings)
         else:
             caption_path, caption = None, name
@@ -290,12 +298,35 @@ def normalise_extension(extension: str) -> str:
     return extension if extension.startswith(".") else "." + extension
 
 
+def _entries(folder: Path) -> list[os.DirEntry]:
+    """The folder's listing; UserError naming it when it cannot be listed (gone, a loop, no permission)."""
+    try:
+        with os.scandir(folder) as listing:
+            return list(listing)
+    except OSError as exc:
+        raise UserError(f"{folder}: cannot list this folder ({_os_reason(exc)})") from None
+
+
+def _os_reason(exc: OSError) -> str:
+    import errno
+
+    if exc.errno == errno.ENOENT:
+        return "it disappeared while the dataset was read"
+    if exc.errno == errno.ELOOP:
+        return "a symbolic link that points back to itself (a loop)"
+    return exc.strerror or str(exc)
+
+
 def _list_root(root: Path) -> tuple[list[Path], list[Path]]:
     folders, loose = [], []
-    for entry in sorted(os.scandir(root), key=lambda e: e.name):
+    for entry in sorted(_entries(root), key=lambda e: e.name):
         if entry.name.startswith(".") or entry.name in (CACHE_DIR_NAME, EXCLUDED_DIR_NAME):
             continue
-        if entry.is_dir():
+        try:
+            is_folder = entry.is_dir()
+        except OSError:  # a link loop or a vanished entry: not a folder of images
+            is_folder = False
+        if is_folder:
             folders.append(Path(entry.path))
         elif is_image_name(entry.name):
             loose.append(Path(entry.path))
