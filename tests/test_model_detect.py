@@ -212,3 +212,23 @@ def test_shipped_tiny_files_are_marked():
     for path in paths:
         d = detect_architecture(path)
         assert (d.arch, d.is_tiny, d.sure) == ("sd1", True, True)
+
+
+def test_a_truncated_checkpoint_is_refused_before_loading(tmp_path, capsys):
+    path = write_fake_checkpoint(tmp_path / "model.safetensors", "sd1")
+    whole = path.read_bytes()
+    assert detect_architecture(path).arch == "sd1"
+    path.write_bytes(whole[:-100])                    # a download that stopped early
+    with pytest.raises(UserError, match=f"the file is incomplete: its header needs {len(whole):,} bytes, "
+                                        f"the file has {len(whole) - 100:,}"):
+        detect_architecture(path)
+
+
+def test_a_diffusers_folder_with_a_truncated_weights_file_is_refused(tmp_path):
+    from easytrain.model.tiny import save_tiny_diffusers
+
+    folder = save_tiny_diffusers(tmp_path / "tiny")
+    weights = sorted(folder.glob("unet/*.safetensors"))[0]
+    weights.write_bytes(weights.read_bytes()[:-10])
+    with pytest.raises(UserError, match=f"{weights}: the file is incomplete"):
+        detect_architecture(folder)

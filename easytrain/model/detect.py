@@ -73,7 +73,23 @@ def read_safetensors_header(path: str | Path) -> SafetensorsHeader:
     if not isinstance(header, dict):
         raise UserError(f"{path}: not a valid .safetensors file (its header is not a JSON object)")
     metadata = header.pop("__metadata__", None) or {}
+    if not isinstance(metadata, dict):
+        raise UserError(f"{path}: not a valid .safetensors file (its metadata is not a JSON object)")
+    needed = 8 + header_len + _data_end(header)
+    if needed > size:
+        raise UserError(f"{path}: the file is incomplete: its header needs {needed:,} bytes, the file has "
+                        f"{size:,} (a download or copy that stopped early); get the file again")
     return SafetensorsHeader(tensors=header, metadata={str(k): str(v) for k, v in metadata.items()})
+
+
+def _data_end(tensors: dict) -> int:
+    """Where the last tensor's bytes end, counted from the end of the header."""
+    end = 0
+    for info in tensors.values():
+        offsets = info.get("data_offsets") if isinstance(info, dict) else None
+        if isinstance(offsets, list) and len(offsets) == 2 and all(isinstance(o, int) for o in offsets):
+            end = max(end, offsets[1])
+    return end
 
 
 def detect_architecture(path: str | Path) -> Detection:
@@ -247,6 +263,8 @@ def _detect_diffusers_folder(path: Path) -> Detection:
             "for a single file, give the .safetensors or .ckpt file itself"
         )
     index = _read_json(index_file)
+    for weights in sorted(path.glob("*/*.safetensors")):  # an incomplete copy fails here, not after loading
+        read_safetensors_header(weights)
     if (path / TINY_MARKER_FILE).is_file():
         marker = _read_json(path / TINY_MARKER_FILE)
         if marker.get(TINY_MARKER_KEY) == TINY_MARKER_VALUE:
