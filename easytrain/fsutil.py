@@ -6,7 +6,7 @@ import os
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Optional
 
 
 @contextmanager
@@ -28,9 +28,32 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, target)
-    except BaseException:
+    except BaseException as exc:
         tmp.unlink(missing_ok=True)
+        note_target(exc, target)
         raise
+
+
+def note_target(exc: BaseException, target: str | os.PathLike) -> None:
+    """Remember on ``exc`` which file was being saved when it was raised (the innermost save wins)."""
+    if getattr(exc, "easytrain_target", None) is None:
+        try:
+            exc.easytrain_target = str(target)  # type: ignore[attr-defined]
+        except AttributeError:
+            pass
+
+
+def failed_save(exc: BaseException) -> Optional[tuple[str, OSError]]:
+    """(the file being saved, the OS error) when ``exc`` is a save that the disk refused; else None."""
+    target = getattr(exc, "easytrain_target", None)
+    seen: set[int] = set()
+    current: Optional[BaseException] = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, OSError) and target is not None:
+            return target, current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
 
 
 def _umask() -> int:

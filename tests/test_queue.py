@@ -63,3 +63,59 @@ def test_the_summary_table_lines_up_and_marks_a_stopped_queue():
     ])
     assert rows[1].index("result") == rows[2].index("done") == rows[3].index("stopped") == rows[4].index("not run")
     assert "12.3s" in rows[2] and "b-step00000007" in rows[3] and rows[-1] == "1 of 3 jobs finished"
+
+
+# ---- one queue per folder; each job claimed before it starts ---------------------------------------
+
+import os  # noqa: E402
+import socket  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+
+from easytrain.commands.queue_lock import LOCK_NAME, claim, claim_path, queue_lock, release  # noqa: E402
+
+
+def dead_pid() -> int:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def owner(pid: int) -> str:
+    return json.dumps({"pid": pid, "host": socket.gethostname(), "since": "earlier"})
+
+
+def test_a_second_queue_on_a_running_folder_says_who_holds_it(tmp_path, capsys):
+    (tmp_path / "01_a.json").write_text("{}")
+    (tmp_path / LOCK_NAME).write_text(owner(os.getpid()))
+    assert cli_main(["queue", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert f"another easytrain queue is running this folder (pid {os.getpid()} on {socket.gethostname()}" in err
+    assert (tmp_path / "01_a.json").is_file() and (tmp_path / LOCK_NAME).is_file()   # nothing touched
+
+
+def test_a_stale_lock_is_taken_over_and_the_lock_is_gone_after_the_queue(tmp_path, capsys):
+    (tmp_path / "01_invalid.json").write_text(json.dumps({"schema_version": 1, "batch_size": 0}))
+    (tmp_path / LOCK_NAME).write_text(owner(dead_pid()))
+    assert cli_main(["queue", str(tmp_path)]) == 1
+    out, err = capsys.readouterr()
+    assert "a stale queue lock (pid" in out and "was taken over" in out
+    assert "job 1 (01_invalid.json) failed" in err
+    assert not (tmp_path / LOCK_NAME).exists() and not claim_path(tmp_path / "01_invalid.json").exists()
+
+
+def test_a_claimed_job_is_never_started_twice(tmp_path, capsys):
+    job = tmp_path / "01_job.json"
+    job.write_text(json.dumps({"schema_version": 1, "batch_size": 0}))
+    claim_path(job).write_text(owner(os.getpid()))       # another runner has it (this live process)
+    assert claim(job) is not None
+    assert cli_main(["queue", str(tmp_path)]) == 1
+    out, err = capsys.readouterr()
+    assert "job 1" not in err and "not run (claimed by pid" in out
+    claim_path(job).write_text(owner(dead_pid()))         # that runner died: its claim is stale
+    assert claim(job) is None and claim(job) is not None   # exclusive: the second claim fails
+    release(job)
+    assert not claim_path(job).exists()
+    with queue_lock(tmp_path) as notes:
+        assert notes == [] and (tmp_path / LOCK_NAME).is_file()
+    assert not (tmp_path / LOCK_NAME).exists()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from easytrain import answers as answers_file
 from easytrain.errors import UserError
 from easytrain.invocation import command
 from easytrain.plan import TrainPlan
@@ -129,8 +128,13 @@ def trigger_lines(plan: TrainPlan) -> list[str]:
 
 
 def run_check(path: str) -> int:
-    answers = answers_file.load(path)
-    plan = TrainPlan.from_answers(answers)
+    from easytrain.commands.preflight import earlier_outputs_lines, find_earlier_outputs
+    from easytrain.commands.train import prepare
+
+    _, plan = prepare(path)
     print("\n".join(plan_lines(plan, machine_warnings(plan))))
+    earlier = find_earlier_outputs(plan.output_dir, plan.output_name, plan.total_steps)
+    for line in earlier_outputs_lines(earlier, path):
+        print("  " + line)
     print(f"OK: ready to train with `{command('train', path)}`")
     return 0

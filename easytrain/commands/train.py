@@ -11,6 +11,7 @@ from typing import Optional, Sequence
 from easytrain import answers as answers_file
 from easytrain.errors import UserError
 from easytrain.invocation import command
+from easytrain.textsafe import safe_text
 from easytrain.plan import TrainPlan
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -48,10 +49,48 @@ def _quiet_sink(event) -> None:
     """The progress view of a non-main process: it says nothing (the main process shows the run)."""
 
 
-def train_one(path: str, *, resume: Optional[str] = None, plain: bool = False) -> JobResult:
-    """Validate, plan and train one answers file. UserErrors propagate to the caller."""
+class SavedFiles:
+    """A sink that remembers the last file saved, for the message when a later save fails."""
+
+    def __init__(self) -> None:
+        self.last: Optional[str] = None
+
+    def __call__(self, event) -> None:
+        path = getattr(event, "path", None)
+        if type(event).__name__ == "CheckpointSaved" and path:
+            self.last = path
+
+    def disk_refused(self, exc: BaseException, resume_hint: str) -> Optional[UserError]:
+        """A UserError naming the file that was saved and the one the disk refused, or None."""
+        from easytrain.fsutil import failed_save
+
+        found = failed_save(exc)
+        if found is None:
+            return None
+        target, error = found
+        last = self.last
+        if target.endswith("-state"):  # the state is written after its LoRA file, which is complete
+            lora = Path(target[: -len("-state")] + ".safetensors")
+            last = str(lora) if lora.is_file() else last
+        kept = (f"{last} was saved and stays, with the files before it" if last
+                else "no LoRA file had been saved yet; earlier files are untouched")
+        return UserError(f"{target}: could not be saved ({error.strerror or error}); {kept}. Free some "
+                         f"space, then `{resume_hint}` continues from the newest saved state")
+
+
+def prepare(path: str) -> tuple[answers_file.Answers, TrainPlan]:
+    """The answers and the plan, checked as `check` checks them: nothing here needs the model."""
+    from easytrain.commands.preflight import run_preflight
+
     answers = answers_file.load(path)
     plan = TrainPlan.from_answers(answers)
+    run_preflight(plan)
+    return answers, plan
+
+
+def train_one(path: str, *, resume: Optional[str] = None, plain: bool = False) -> JobResult:
+    """Validate, plan and train one answers file. UserErrors propagate to the caller."""
+    answers, plan = prepare(path)
     from contextlib import nullcontext
 
     from easytrain.commands.check import plan_lines
@@ -65,6 +104,8 @@ def train_one(path: str, *, resume: Optional[str] = None, plain: bool = False) -
     main = is_main_process()
     if main:
         print("\n".join(plan_lines(plan)), flush=True)
+        for line in keep_earlier_outputs(plan, path, resume):
+            print(line, flush=True)
     quiet_model_libraries()
     control = TrainControl()
     started = time.monotonic()
@@ -73,10 +114,16 @@ def train_one(path: str, *, resume: Optional[str] = None, plain: bool = False) -
     board = tensorboard_sink(plan, every) if main else None
     view_context = (make_view(sys.stdout, plain=True if plain else None, every=every)
                     if main else nullcontext(_quiet_sink))
+    saved = SavedFiles()
     try:
         with view_context as view, stop_on_signals(control, say=getattr(view, "note", None)):
-            sinks = [sink for sink in (view, metrics, board) if sink is not None]
-            result = run_training(plan, fan_out(*sinks) if len(sinks) > 1 else view, control, resume=resume)
+            sinks = [sink for sink in (view, metrics, board, saved) if sink is not None]
+            result = run_training(plan, fan_out(*sinks), control, resume=resume)
+    except Exception as exc:
+        refused = saved.disk_refused(exc, resume_command(path))
+        if refused is None:
+            raise
+        raise refused from None
     finally:
         for sink in (metrics, board):
             if sink is not None:
@@ -107,6 +154,19 @@ def tensorboard_sink(plan: TrainPlan, every: int):
     return TensorBoardWriter(plan.output_dir, plan.output_name, every=every)
 
 
+def keep_earlier_outputs(plan: TrainPlan, path: str, resume: Optional[str]) -> list[str]:
+    """Clean an interrupted save's temp files; move an earlier run's files aside (not when resuming)."""
+    from easytrain.commands import preflight
+
+    preflight.clean_leftovers(plan.output_dir, plan.output_name)
+    earlier = preflight.find_earlier_outputs(plan.output_dir, plan.output_name, plan.total_steps)
+    moved_to = None
+    if resume is None and earlier.worth_keeping:
+        moved_to = preflight.back_up_earlier_outputs(earlier)
+    return preflight.earlier_outputs_lines(earlier, path, moving=moved_to,
+                                           resuming=resume is not None)
+
+
 def run_train(files: Sequence[str], *, resume: Optional[str] = None, plain: bool = False) -> int:
     if len(files) == 1:
         return train_one(files[0], resume=resume, plain=plain).exit_code
@@ -115,11 +175,31 @@ def run_train(files: Sequence[str], *, resume: Optional[str] = None, plain: bool
     return run_jobs(list(files), plain=plain)
 
 
-def run_jobs(files: list[str], *, plain: bool, done_folder: Optional[Path] = None) -> int:
+def _claim_job(path: Path) -> Optional[str]:
+    """Why the job is not for this runner (it is gone, or another runner has it); None once it is ours."""
+    from easytrain.commands.queue_lock import claim
+
+    holder = claim(path)
+    if holder:
+        return f"claimed by {holder}"
+    if not path.is_file():
+        _release_job(path)
+        return "the file is gone: another runner took it"
+    return None
+
+
+def _release_job(path: Path) -> None:
+    from easytrain.commands.queue_lock import release
+
+    release(path)
+
+
+def run_jobs(files: list[str], *, plain: bool, done_folder: Optional[Path] = None, claims: bool = False) -> int:
     """Run several answers files in order; a failing one is reported and skipped, the rest go on.
 
     A stopped job (Ctrl+C, SIGTERM) stops the whole queue: the remaining jobs
-    are listed as not run. Finished files move into ``done_folder`` if given.
+    are listed as not run. Finished files move into ``done_folder`` if given. With ``claims``
+    (a queue folder) each job is claimed before it starts and skipped when another runner has it.
     Returns 0 when every job finished, EXIT_STOPPED after a stop, 1 otherwise.
     """
     results: list[JobResult] = []
@@ -128,14 +208,21 @@ def run_jobs(files: list[str], *, plain: bool, done_folder: Optional[Path] = Non
         if stopped:
             results.append(JobResult(path, False, 0.0, error="not run (the queue was stopped)", exit_code=-1))
             continue
+        if claims:
+            holder = _claim_job(Path(path))
+            if holder:
+                results.append(JobResult(path, False, 0.0, error=f"not run ({holder})", exit_code=-1))
+                continue
         if is_main_process():
             print(f"\n=== job {index}/{len(files)}: {path}", flush=True)
         started = time.monotonic()
         try:
             result = train_one(path, plain=plain)
         except UserError as exc:
-            print(f"easytrain: job {index} ({Path(path).name}) failed: {exc}", file=sys.stderr, flush=True)
+            print(f"easytrain: job {index} ({Path(path).name}) failed: {safe_text(exc)}", file=sys.stderr, flush=True)
             results.append(JobResult(path, False, time.monotonic() - started, error=_first_line(exc), exit_code=1))
+            if claims:
+                _release_job(Path(path))
             continue
         except Exception as exc:  # a bug or a library error in one job must not cost the others
             from easytrain.crash import unexpected_line
@@ -144,6 +231,8 @@ def run_jobs(files: list[str], *, plain: bool, done_folder: Optional[Path] = Non
                   "going on with the next job", file=sys.stderr, flush=True)
             results.append(JobResult(path, False, time.monotonic() - started,
                                      error=f"{type(exc).__name__}: {_first_line(exc)}", exit_code=1))
+            if claims:
+                _release_job(Path(path))
             continue
         results.append(result)
         if result.exit_code == EXIT_STOPPED:
@@ -151,6 +240,8 @@ def run_jobs(files: list[str], *, plain: bool, done_folder: Optional[Path] = Non
         elif done_folder is not None and is_main_process():
             done_folder.mkdir(exist_ok=True)
             Path(path).replace(done_folder / Path(path).name)
+        if claims:
+            _release_job(Path(path))   # after the move: the job is never up for grabs between the two
     if is_main_process():
         print("\n" + "\n".join(summary_table(results, moved_to=done_folder)), flush=True)
     if stopped:
@@ -197,7 +288,14 @@ def run_queue(folder: str, *, plain: bool = False) -> int:
     files = sorted(str(p) for p in root.glob("*.json") if p.is_file())
     if not files:
         raise UserError(f"{root}: no answers files (*.json) in this folder")
-    return run_jobs(files, plain=plain, done_folder=root / "complete")
+    if not is_main_process():  # the main process holds the lock and claims the jobs for all
+        return run_jobs(files, plain=plain, done_folder=root / "complete")
+    from easytrain.commands.queue_lock import queue_lock
+
+    with queue_lock(root) as notes:
+        for note in notes:
+            print(f"easytrain: {note}", flush=True)
+        return run_jobs(files, plain=plain, done_folder=root / "complete", claims=True)
 
 
 def run_demo(*, plain: bool = False) -> int:

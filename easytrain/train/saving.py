@@ -16,6 +16,9 @@ from typing import Optional
 
 from easytrain.fsutil import atomic_write_text
 
+STATE_SUFFIX = "-state"  # a LoRA file's training state: name-000001.safetensors -> name-000001-state/
+STATE_JSON = "state.json"
+
 
 def answers_copy_path(output_dir: Path, name: str) -> Path:
     return Path(output_dir) / f"{name}.answers.json"

@@ -32,9 +32,9 @@ import numpy as np
 import torch
 
 from easytrain.errors import UserError
+from easytrain.fsutil import note_target
+from easytrain.train.saving import STATE_JSON, STATE_SUFFIX
 
-STATE_SUFFIX = "-state"
-STATE_JSON = "state.json"
 TRAINING_FILE = "training.pt"
 FORMAT_VERSION = 1
 
@@ -168,8 +168,9 @@ def write_state(folder: str | os.PathLike, *, position: dict, fingerprint: dict,
         (tmp / STATE_JSON).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
         os.chmod(tmp, 0o777 & ~_umask())
         _replace_folder(tmp, folder)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        note_target(exc, folder)
         raise
     return folder
 
