@@ -151,6 +151,10 @@ def find_earlier_outputs(output_dir: Path, name: str, total_steps: Optional[int]
     if out.is_dir():
         files = sorted(p for p in out.iterdir() if pattern.match(p.name))
         files += [out / shared for shared in SHARED_FILES if (out / shared).is_file()]
+        from easytrain.progress.tensorboard import log_dir
+
+        if log_dir(out, name).is_dir():
+            files.append(log_dir(out, name))
         samples = out / SAMPLE_FOLDER
         if samples.is_dir():
             files += sorted(p for p in samples.iterdir() if p.name.startswith(name + "_e") and p.suffix == ".png")
