@@ -173,6 +173,8 @@ async def test_the_trigger_check_follows_what_is_typed(workdir):
     app = new_app(workdir, route="new")
     async with app.run_test(size=SIZE) as pilot:
         await to_captions(pilot)
+        assert shown_text(app, "#preview").startswith(  # nothing typed: the trigger the captions start with
+            "trigger 'shapes': 1 CLIP token (shapes)\n  first tag of every caption (16)\nNothing chosen yet")
         await type_text(pilot, "cat")
         preview = shown_text(app, "#preview")
         assert "trigger 'cat': 1 CLIP token (cat)" in preview

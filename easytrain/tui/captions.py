@@ -19,7 +19,7 @@ from easytrain.invocation import command
 from easytrain.tools import caption_edits
 from easytrain.tools.caption_files import load_captions
 from easytrain.tools.tag_ops import TagEdits
-from easytrain.tools.trigger_check import check_trigger
+from easytrain.tools.trigger_check import check_trigger, likely_trigger
 from easytrain.tools.undo import latest_entry
 
 TOP_TAGS = 15
@@ -66,11 +66,14 @@ class CaptionStep:
         return count_tags(self.folder, self.caption_extension)
 
     def trigger_lines(self, trigger: str) -> list[str]:
-        """The trigger check of what is typed, against the captions as they are now."""
-        if not trigger.strip():
-            return []
+        """The trigger check of what is typed (nothing typed: the captions' usual first tag), against the
+        captions as they are now."""
         if self._tags is None:
             self._tags = [c.tags for c in load_captions(self.folder, self.caption_extension).captions]
+        if not trigger.strip():
+            trigger = likely_trigger(self._tags) or ""
+            if not trigger:
+                return []
         try:
             return check_trigger(trigger, self._tags, key="trigger tag").lines()
         except UserError as exc:
