@@ -106,3 +106,13 @@ def test_kohya_step_saves_validation_and_logging_map(legacy_dir):
     assert (a.validation_split, a.validation_seed, a.validate_every_n_steps) == (0.1, 7, 100)
     assert a.tensorboard is False
     assert not [w for w in a.warnings if w.startswith("ignored keys") and "validation" in w]
+
+
+def test_a_legacy_vae_path_is_kept(tmp_path):
+    from easytrain.legacy import import_legacy
+
+    for data in ({"pretrained_model_name_or_path": "m.safetensors", "train_data_dir": "img", "LoRA_type": "Standard",
+                  "vae": "/models/vae-ft-mse.safetensors"},
+                 {"base_model": "m.safetensors", "img_folder": "img", "net_dim": 16, "vae": "/models/kl-f8.pt"}):
+        out, _warnings = import_legacy(data)
+        assert out["vae"] == data["vae"]
