@@ -59,3 +59,10 @@ async def test_esc_on_the_preset_list_goes_back_to_the_start(workdir):
         assert screen_name(app) == "PresetScreen"
         await press(pilot, "escape")
         assert screen_name(app) == "StartScreen"
+
+
+def test_preset_screen_snapshot(snap_compare, workdir):
+    async def run_before(pilot):
+        await pilot.pause()
+        await press(pilot, "down", "enter")
+    assert snap_compare(new_app(workdir), run_before=run_before)

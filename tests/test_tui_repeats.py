@@ -115,3 +115,13 @@ def test_rename_and_undo_with_the_dataset_tools_record(tmp_path):
     result = undo_renames(root)
     assert result.restored == (root / "5_shapes",)
     assert {k: v for k, v in tree_hashes(root).items() if not k.startswith(".easytrain")} == before
+
+
+def test_repeats_screen_snapshot(snap_compare, workdir):
+    from tests._data_helpers import make_subset
+
+    make_subset(workdir / "images", "1_outfit", 40, size=(64, 64))
+
+    async def run_before(pilot):
+        await to_repeats(pilot)
+    assert snap_compare(new_app(workdir, route="new"), run_before=run_before)
