@@ -7,7 +7,7 @@ Times a steady-state step of `easytrain train` on the embedded tiny model (the
 demo answers: LoRA dim 8 on UNet and text encoder, AdamW, batch 2, min-SNR 5,
 latents cached in memory, gradient checkpointing on; the demo images scaled
 to --image-size, default 128 px, kept at that size by bucket_no_upscale) with the
-progress view and the metrics writer attached as the CLI attaches them, and a
+progress view, the metrics writer and the TensorBoard writer attached as the CLI attaches them, and a
 bare loop in this file that does only the same math (text encoder and UNet
 forward, loss, backward, gradient clipping, AdamW and lr-schedule step) on the
 same batches made beforehand (cached latents, tokenized captions).
@@ -20,7 +20,9 @@ loading, tokenization, events, the view and the metrics writer. A run has
 --warmup + --steps + 1 steps; the first --warmup of each are skipped; there
 are --reps runs. Printed: the median step of each over all measured steps,
 the fastest step, and the ratio: the median over steps of easytrain's step
-over the bare step on the same batch (target: at most 1.10).
+over the bare step on the same batch (target: at most 1.10). Then, apart from
+the step: the cost of each writer per step event, and of one validation
+evaluation on 10% of the images held out (the loop spends it between steps).
 """
 
 from __future__ import annotations
@@ -43,6 +45,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import torch  # noqa: E402
+
+from easytrain.train.validation import TIMESTEP_FRACTIONS  # noqa: E402
 
 DEMO_ANSWERS = REPO / "answers" / "demo.json"
 TARGET_RATIO = 1.10
@@ -137,23 +141,28 @@ class PairedClock:
 
 
 def run_easytrain(plan, clock: PairedClock, profile: cProfile.Profile | None = None) -> None:
-    """`easytrain train` as the CLI runs it: plain view on a stream and the metrics writer."""
+    """`easytrain train` as the CLI runs it: plain view on a stream, the metrics and TensorBoard writers."""
+    from easytrain.commands.train import tensorboard_sink
     from easytrain.progress import MetricsWriter, fan_out, make_view
     from easytrain.train.loop import run_training
 
+    every = plan.answers.get("log_every_n_steps", 10)
     metrics = MetricsWriter(plan.output_dir, plan.output_name)
+    board = tensorboard_sink(plan, every)
+    sinks = [s for s in (metrics, board) if s is not None]
     stream = io.StringIO()
     try:
-        with make_view(stream, plain=True, every=plan.answers.get("log_every_n_steps", 10)) as view:
+        with make_view(stream, plain=True, every=every) as view:
             if profile is not None:
                 profile.enable()
             try:
-                run_training(plan, fan_out(view, metrics, clock))
+                run_training(plan, fan_out(view, *sinks, clock))
             finally:
                 if profile is not None:
                     profile.disable()
     finally:
-        metrics.close()
+        for sink in sinks:
+            sink.close()
 
 
 def time_paired(plan, warmup: int) -> PairedTimes:
@@ -303,6 +312,59 @@ def bare_loop(plan, *, cached_text: bool = False, **variant):
     return step, batches
 
 
+# ---- what validation and the TensorBoard writer cost, apart from the step ------------------------------
+
+
+def time_sink_events(plan, events: int = 2000) -> dict[str, float]:
+    """Microseconds per StepEnded event of each writer the CLI attaches, on a scripted run."""
+    from easytrain.progress import MetricsWriter
+    from easytrain.progress.tensorboard import TensorBoardWriter
+    from easytrain.train import events as ev
+
+    every = plan.answers.get("log_every_n_steps", 10)
+    steps = [ev.StepEnded(step=i, epoch=1, loss=0.1, lrs=(1e-4, 1e-5), seconds=0.05, images=2)
+             for i in range(1, events + 1)]
+    costs = {}
+    with tempfile.TemporaryDirectory(prefix="easytrain-bench-sinks-") as tmp:
+        for name, sink in (("metrics.csv", MetricsWriter(tmp, "bench")),
+                           (f"TensorBoard (every {every} steps)", TensorBoardWriter(tmp, "bench", every=every))):
+            sink(ev.RunStarted(name="bench", total_steps=events, epochs=1, steps_per_epoch=events, batch_size=2,
+                               num_images=events * 2, device="cpu", output_dir=tmp))
+            start = time.perf_counter()
+            for event in steps:
+                sink(event)
+            costs[name] = (time.perf_counter() - start) / events * 1e6
+            sink.close()
+    return costs
+
+
+def time_validation(plan, fraction: float = 0.1, reps: int = 3) -> tuple[int, float]:
+    """(held-out images, seconds per validation evaluation) on a share of the bench images."""
+    from easytrain.data.validation_split import split_off
+    from easytrain.train.diffusion import all_snr
+    from easytrain.train.text import encode_tokens, tokenize_captions
+    from easytrain.train.validation import ValidationSet
+
+    base, _, _, _, _ = bare_setup(plan)
+    _, held = split_off(plan.train_scan, fraction, seed=1)
+    validation = ValidationSet(held, plan.bucket_settings, batch_size=plan.answers.batch_size, seed=1,
+                               encode=lambda pixels: base.vae.encode(pixels).latent_dist.mean,
+                               scaling_factor=float(base.vae.config.scaling_factor), device="cpu")
+
+    def predict(noisy, timesteps, captions):
+        ids = tokenize_captions(base.tokenizer, captions, int(plan.answers.get("max_token_length", 225)))
+        return base.unet(noisy, timesteps, encode_tokens(base.text_encoder, ids, plan.clip_skip)).sample
+
+    times = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        validation.loss(predict, noise_scheduler=base.noise_scheduler, prediction_type=base.prediction_type,
+                        modules=(base.unet, base.text_encoder), snr=all_snr(base.noise_scheduler),
+                        min_snr_gamma=float(plan.answers.get("min_snr_gamma", 0.0) or 0.0))
+        times.append(time.perf_counter() - start)
+    return validation.images, statistics.median(times)
+
+
 # ---- variants of the bare step, to see what makes the math itself faster ------------------------------
 
 
@@ -426,6 +488,8 @@ def main(argv=None) -> int:
             run_easytrain(plan, PairedClock(), profile)
             profile.dump_stats(args.profile)
             pstats.Stats(profile).sort_stats("cumulative").print_stats(30)
+        sink_costs = time_sink_events(plan)
+        held, validation_seconds = time_validation(plan)
 
     ours_ms = statistics.median(ours) * 1000
     bare_ms = statistics.median(bare) * 1000
@@ -434,6 +498,11 @@ def main(argv=None) -> int:
     paired = statistics.median(o / b for o, b in zip(ours, bare))
     print(f"easytrain step: {ours_ms:.2f} ms (median of {len(ours)} steps; fastest {min(ours) * 1000:.2f} ms)")
     print(f"bare loop step: {bare_ms:.2f} ms (median of {len(bare)} steps; fastest {min(bare) * 1000:.2f} ms)")
+    for name, micros in sink_costs.items():
+        print(f"{name} writer: {micros:.1f} us per step event ({micros / 10 / bare_ms:.3f}% of a bare step)")
+    print(f"validation: {validation_seconds * 1000:.1f} ms per evaluation of {held} held-out images "
+          f"({len(TIMESTEP_FRACTIONS)} fixed timesteps each) = {validation_seconds * 1000 / bare_ms:.1f} bare steps, "
+          "spent between steps at each save and every validate_every_n_steps")
     verdict = "PASS" if paired <= TARGET_RATIO else "FAIL"
     print(f"ratio: {paired:.3f} (median of per-step ratios; ratio of medians {ratio:.3f}, "
           f"median of per-run ratios {statistics.median(rep_ratios):.3f}; target <= {TARGET_RATIO:.2f}) {verdict}")
