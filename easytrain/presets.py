@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from easytrain import answers as answers_file
 from easytrain import questions as Q
@@ -56,6 +56,6 @@ def load_preset(path: str | Path) -> Preset:
     return Preset(path.stem, description or f"the settings in {path.name}", values, path)
 
 
-def shipped_presets(folder: Path = PRESET_DIR) -> list[Preset]:
-    """Every preset in ``folder`` in name order; a broken one raises UserError naming it."""
-    return [load_preset(path) for path in sorted(folder.glob("*.json"))]
+def shipped_presets(folder: Optional[Path] = None) -> list[Preset]:
+    """Every preset in ``folder`` (answers/presets/) in name order; a broken one raises UserError naming it."""
+    return [load_preset(path) for path in sorted((folder or PRESET_DIR).glob("*.json"))]

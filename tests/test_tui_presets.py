@@ -66,3 +66,22 @@ def test_preset_screen_snapshot(snap_compare, workdir):
         await pilot.pause()
         await press(pilot, "down", "enter")
     assert snap_compare(new_app(workdir), run_before=run_before)
+
+
+async def test_a_preset_edited_into_nonsense_is_named_and_nothing_changes(workdir, monkeypatch):
+    from easytrain import presets
+
+    folder = workdir / "presets"
+    folder.mkdir()
+    broken = folder / "mine.json"
+    broken.write_text('{"schema_version": 1, "network_dim": "huge"}')
+    monkeypatch.setattr(presets, "PRESET_DIR", folder)
+    app = new_app(workdir)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        await press(pilot, "down", "enter")
+        assert screen_name(app) == "StartScreen"  # no preset list with a broken file in it
+        messages = [n.message for n in app._notifications]
+        assert any(str(broken) in m and "network_dim: must be an integer from 1 to 1024, got 'huge'" in m
+                   for m in messages), messages
+    assert broken.read_text() == '{"schema_version": 1, "network_dim": "huge"}'
