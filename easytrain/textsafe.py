@@ -37,3 +37,24 @@ def safe_line(text: object) -> str:
     """``text`` on one line: newlines and tabs escaped too."""
     value = str(text)
     return _UNSAFE_IN_LINE.sub(_escape, value) if _UNSAFE_IN_LINE.search(value) else value
+
+
+def escape_in_rendered_text() -> None:
+    """Make Rich and Textual show control characters as escapes in every text they render (the wizard).
+
+    Both already drop a few (bell, backspace, carriage return) through one translate table each, used
+    for every Text and Content they build; ESC and the other controls are added to those tables here,
+    so no caption, tag or file name in any widget can send an escape sequence to the terminal.
+    """
+    import importlib
+
+    table = {code: _escape(re.match(".", chr(code), re.DOTALL))
+             for code in [*range(0x00, 0x09), *range(0x0E, 0x20), *range(0x7F, 0xA0), *range(0xDC80, 0xDD00)]}
+    for name in ("rich.control", "textual.content"):
+        try:
+            module = importlib.import_module(name)
+        except ImportError:
+            continue
+        shared = getattr(module, "_CONTROL_STRIP_TRANSLATE", None)
+        if isinstance(shared, dict):
+            shared.update(table)

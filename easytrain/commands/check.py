@@ -7,6 +7,7 @@ from typing import Sequence
 from easytrain.errors import UserError
 from easytrain.invocation import command
 from easytrain.plan import TrainPlan
+from easytrain.textsafe import safe_line
 
 
 ARCH_NAMES = {"sd1": "SD1.x", "sd2": "SD2.x 512 (epsilon)", "sd2-v": "SD2.x 768 (v-prediction)", "sdxl": "SDXL"}
@@ -92,7 +93,7 @@ def plan_lines(plan: TrainPlan, extra_warnings: Sequence[str] = ()) -> list[str]
     if warnings:
         lines.append("  warnings:")
         lines += [f"    ! {w}" for w in warnings]
-    return lines
+    return [safe_line(line) for line in lines]  # folder names, captions and paths print as they are, escaped
 
 
 def suggestion_lines(plan: TrainPlan) -> list[str]:

@@ -7,10 +7,12 @@ imports the tools it needs when it runs.
 from __future__ import annotations
 
 import argparse
+import builtins
 import sys
 
 from easytrain.errors import UserError
 from easytrain.invocation import command
+from easytrain.textsafe import safe_text
 
 PREVIEW_LINES = 5
 
@@ -81,6 +83,11 @@ def register(subparsers) -> None:
     p.set_defaults(handler=run_images)
 
 
+def print(*values, **kwargs) -> None:  # noqa: A001 - what these commands print holds captions and file names
+    """print() with control characters escaped: a caption's escape sequence must not reach the terminal."""
+    builtins.print(*(safe_text(value) for value in values), **kwargs)
+
+
 def _print(lines) -> None:
     for line in lines:
         print(line)
@@ -116,8 +123,9 @@ def run_tags(args) -> int:
             raise UserError(f"--top: must be at least 1, got {args.top}")
         from easytrain.tools.caption_report import caption_report, format_report
 
+        report = caption_report(args.folder, args.caption_extension, top=args.top)  # a missing folder: says so
         trigger = _trigger_lines(args.folder, args.caption_extension, args.check_trigger, "--check-trigger")
-        _print(format_report(caption_report(args.folder, args.caption_extension, top=args.top)))
+        _print(format_report(report))
         _print(trigger)
         return 0
     return _run_edits(args)

@@ -11,7 +11,7 @@ from typing import Optional, Sequence
 from easytrain import answers as answers_file
 from easytrain.errors import UserError
 from easytrain.invocation import command
-from easytrain.textsafe import safe_text
+from easytrain.textsafe import safe_line, safe_text
 from easytrain.plan import TrainPlan
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -47,6 +47,17 @@ def is_main_process() -> bool:
 
 def _quiet_sink(event) -> None:
     """The progress view of a non-main process: it says nothing (the main process shows the run)."""
+
+
+def printable_events(view):
+    """``view`` fed events whose text (paths, captions in messages) has its control characters escaped."""
+    import dataclasses
+
+    def send(event) -> None:
+        changes = {f.name: safe_line(value) for f in dataclasses.fields(event)
+                   if isinstance(value := getattr(event, f.name), str) and value != safe_line(value)}
+        view(dataclasses.replace(event, **changes) if changes else event)
+    return send
 
 
 class SavedFiles:
@@ -117,7 +128,7 @@ def train_one(path: str, *, resume: Optional[str] = None, plain: bool = False) -
     saved = SavedFiles()
     try:
         with view_context as view, stop_on_signals(control, say=getattr(view, "note", None)):
-            sinks = [sink for sink in (view, metrics, board, saved) if sink is not None]
+            sinks = [sink for sink in (printable_events(view), metrics, board, saved) if sink is not None]
             result = run_training(plan, fan_out(*sinks), control, resume=resume)
     except Exception as exc:
         refused = saved.disk_refused(exc, resume_command(path))

@@ -14,6 +14,7 @@ from typing import Callable, Optional, TextIO
 
 from easytrain.progress.lines import event_line, step_line
 from easytrain.progress.state import RunState
+from easytrain.textsafe import safe_line
 from easytrain.train import events as ev
 
 # Control characters (ESC above all) from paths or messages never reach the log.
@@ -73,5 +74,5 @@ class PlainView:
         self._write(step_line(self.state))
 
     def _write(self, line: str) -> None:
-        self.stream.write(line.translate(_CONTROL) + "\n")
+        self.stream.write(safe_line(line.translate(_CONTROL)) + "\n")
         self.stream.flush()

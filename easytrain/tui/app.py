@@ -55,6 +55,9 @@ class WizardApp(App[Optional[Outcome]]):
 def create_app(*, route: Optional[str] = None, path: Optional[str] = None,
                base_dir: Optional[Path] = None) -> WizardApp:
     """The wizard; ``route`` ("new", "train", "edit", "queue") skips the start screen."""
+    from easytrain.textsafe import escape_in_rendered_text
+
+    escape_in_rendered_text()  # captions, tags and file names never reach the terminal raw
     return WizardApp(route=route, path=path, base_dir=base_dir)
 
 
