@@ -351,8 +351,8 @@ def time_validation(plan, fraction: float = 0.1, reps: int = 3) -> tuple[int, fl
                                encode=lambda pixels: base.vae.encode(pixels).latent_dist.mean,
                                scaling_factor=float(base.vae.config.scaling_factor), device="cpu")
 
-    def predict(noisy, timesteps, captions):
-        ids = tokenize_captions(base.tokenizer, captions, int(plan.answers.get("max_token_length", 225)))
+    def predict(noisy, timesteps, batch):
+        ids = tokenize_captions(base.tokenizer, batch.captions, int(plan.answers.get("max_token_length", 225)))
         return base.unet(noisy, timesteps, encode_tokens(base.text_encoder, ids, plan.clip_skip)).sample
 
     times = []

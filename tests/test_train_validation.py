@@ -31,8 +31,8 @@ def setup(tmp_path_factory):
     network = apply_network(parts["unet"], parts["text_encoder"], NetworkSpec("LoRA", 4, 4.0), seed=1)
     unet, text_encoder, tokenizer = parts["unet"], parts["text_encoder"], parts["tokenizer"]
 
-    def predict(noisy, timesteps, captions):
-        states = encode_tokens(text_encoder, tokenize_captions(tokenizer, captions, 75), 1)
+    def predict(noisy, timesteps, batch):
+        states = encode_tokens(text_encoder, tokenize_captions(tokenizer, batch.captions, 75), 1)
         return unet(noisy, timesteps, states).sample
 
     scheduler = DDPMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",

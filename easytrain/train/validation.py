@@ -13,7 +13,7 @@ weights as one without.
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Callable, Iterable, Optional
+from typing import Any, Callable, Iterable, Optional
 
 import torch
 
@@ -25,8 +25,9 @@ from easytrain.train.diffusion import diffusion_loss, training_target
 # Where in the noise schedule each image is evaluated, as fractions of its length.
 TIMESTEP_FRACTIONS = (0.1, 0.35, 0.6, 0.85)
 
-# (noisy latents, timesteps, captions) -> the model's prediction
-Predict = Callable[[torch.Tensor, torch.Tensor, list[str]], torch.Tensor]
+# (noisy latents, timesteps, the data.dataset.Batch they came from) -> the model's prediction;
+# the batch carries what the architecture conditions on (captions, original sizes, crops).
+Predict = Callable[[torch.Tensor, torch.Tensor, Any], torch.Tensor]
 
 
 class ValidationSet:
@@ -40,12 +41,13 @@ class ValidationSet:
         self.device = torch.device(device)
         self.images = scan.total_images
         dataset = TrainDataset(scan, None, settings, seed=seed)
-        self.batches: list[tuple[torch.Tensor, list[str]]] = []
+        self.batches: list[tuple[torch.Tensor, Any]] = []
         with torch.no_grad():
             for spec in dataset.epoch_batches(1, batch_size):
                 batch = dataset.load_batch(spec, 1)
                 latents = encode(batch.pixel_values.to(self.device)).float() * scaling_factor
-                self.batches.append((latents, batch.captions))
+                batch.pixel_values = None                 # the latents stand in for the pixels from now on
+                self.batches.append((latents, batch))
 
     def loss(self, predict: Predict, *, noise_scheduler, prediction_type: str, modules: Iterable[torch.nn.Module] = (),
              snr: Optional[torch.Tensor] = None, min_snr_gamma: float = 0.0) -> float:
@@ -55,13 +57,13 @@ class ValidationSet:
         total = torch.zeros((), device=self.device)
         count = 0
         with _eval_mode(modules), torch.no_grad():
-            for latents, captions in self.batches:
+            for latents, batch in self.batches:
                 for fraction in TIMESTEP_FRACTIONS:
                     size = latents.shape[0]
                     timesteps = torch.full((size,), int(fraction * steps), dtype=torch.long, device=self.device)
                     noise = torch.randn(latents.shape, generator=generator).to(self.device)
                     noisy = noise_scheduler.add_noise(latents, noise, timesteps)
-                    prediction = predict(noisy, timesteps, captions)
+                    prediction = predict(noisy, timesteps, batch)
                     target = training_target(noise_scheduler, latents, noise, timesteps, prediction_type)
                     loss = diffusion_loss(prediction, target, timesteps, snr=snr, min_snr_gamma=min_snr_gamma,
                                           prediction_type=prediction_type)
