@@ -10,7 +10,7 @@ initialisation: nothing is downloaded. Latents are random 4x(res/8)x(res/8)
 tensors, as if cached, so the VAE is not on the GPU. The step is the
 trainer's: easytrain's LoRA network (dim 16, alpha 8, UNet and text encoder)
 through network.apply_network, AdamW8bit from train.optimizers, captions
-through train.text (225 tokens, clip skip 2), noise, timesteps and the
+through arch.clip_text (225 tokens, clip skip 2), noise, timesteps and the
 min-SNR loss from train.diffusion, all under an accelerate Accelerator with
 the mixed precision (fp16 with its gradient scaler), gradient clipping 1.0.
 
@@ -187,7 +187,7 @@ class Trainer:
     def step(self) -> torch.Tensor:
         """The loop's training_step on a cached-latent batch (tokenizing as the loop does)."""
         from easytrain.train.diffusion import diffusion_loss, sample_noise, sample_timesteps, training_target
-        from easytrain.train.text import encode_tokens, tokenize_captions
+        from easytrain.arch.clip_text import encode_tokens, tokenize_captions
 
         device, scheduler = self.device, self.noise_scheduler
         latents = self.latents * 0.18215

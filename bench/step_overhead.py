@@ -199,7 +199,7 @@ def bare_setup(plan, *, checkpointing: bool | None = None, adamw: dict | None = 
     from easytrain.network.spec import NetworkSpec
     from easytrain.train.optimizers import build_optimizer
     from easytrain.train.schedulers import build_scheduler
-    from easytrain.train.text import tokenize_captions
+    from easytrain.arch.clip_text import tokenize_captions
 
     answers = plan.answers
     seed = int(answers.get("seed", 42))
@@ -271,7 +271,7 @@ def bare_loop(plan, *, cached_text: bool = False, **variant):
     beforehand (possible when it is not trained and captions do not change).
     """
     from easytrain.train.diffusion import all_snr, diffusion_loss, sample_noise, sample_timesteps, training_target
-    from easytrain.train.text import encode_tokens
+    from easytrain.arch.clip_text import encode_tokens
 
     base, network, optimizer, scheduler, batches = bare_setup(plan, **variant)
     if cached_text:

@@ -12,11 +12,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+from easytrain import questions as Q
 from easytrain.answers import Answers
 from easytrain.data.buckets import BucketSettings, count_epoch
 from easytrain.data.scan import DatasetScan, apply_repeats, scan_image_folder
 from easytrain.errors import UserError
 from easytrain.wording import plural
+from easytrain.settings import (
+    DataSettings, LossSettings, ModelSettings, NetworkSettings, OptimizerSettings, PrecisionSettings, RunSettings,
+    SamplingSettings, SavingSettings, ScheduleSettings, frozen_mapping,
+)
 
 USUAL_STEPS = (1000, 3500)
 SURELY_TOO_MANY = 10000
@@ -68,22 +73,30 @@ def count_steps(*, images: int, images_per_epoch: int, steps_per_epoch: int, bat
     return StepCount(images, images_per_epoch, batch_size, steps_per_epoch, epochs, steps_per_epoch * epochs)
 
 
+def answer(answers: Answers, key: str) -> Any:
+    """The answer to ``key``, or its question's default (the one place defaults live)."""
+    value = answers.get(key)
+    if value is None:
+        value = Q.BY_ID[key].default_for(answers.values())
+    return value
+
+
 def bucket_settings(answers: Answers) -> BucketSettings:
-    width = answers.resolution or 512
+    width = answer(answers, "resolution")
     height = answers.height or width
     return BucketSettings(
         resolution=(width, height),
-        enable_bucket=bool(answers.get("enable_bucket", True)),
-        min_reso=answers.get("min_bucket_reso", 256),
-        max_reso=answers.get("max_bucket_reso", 1024),
-        step=answers.get("bucket_reso_steps", 64),
-        no_upscale=bool(answers.bucket_no_upscale),
+        enable_bucket=bool(answer(answers, "enable_bucket")),
+        min_reso=answer(answers, "min_bucket_reso"),
+        max_reso=answer(answers, "max_bucket_reso"),
+        step=answer(answers, "bucket_reso_steps"),
+        no_upscale=bool(answer(answers, "bucket_no_upscale")),
     )
 
 
 def scan_dataset(answers: Answers) -> tuple[DatasetScan, Optional[DatasetScan]]:
     """The training and regularization scans, from the folders or the dataset TOML."""
-    ext = answers.get("caption_extension", ".txt")
+    ext = answer(answers, "caption_extension")
     toml_path = answers.path("dataset_config")
     if toml_path is not None:
         from easytrain.data.toml_config import scan_dataset_toml
@@ -98,11 +111,57 @@ def scan_dataset(answers: Answers) -> tuple[DatasetScan, Optional[DatasetScan]]:
 
 
 @dataclass(frozen=True)
+class RunLength:
+    """How the dataset and the answers add up: buckets, batch, epochs and steps."""
+    bucket_settings: BucketSettings
+    batch_size: int
+    bucket_counts: dict
+    steps: StepCount
+
+
+def run_length(answers: Answers, train_scan: DatasetScan, reg_scan: Optional[DatasetScan]) -> RunLength:
+    """The steps arithmetic of the plan; the wizard's steps line calls the same function."""
+    settings = bucket_settings(answers)
+    batch = answer(answers, "batch_size")
+    toml_options = getattr(train_scan, "config_options", None) or {}
+    if toml_options:  # a dataset TOML's own resolution, bucket and batch settings win
+        from easytrain.data.toml_config import bucket_settings_from_config
+
+        settings = bucket_settings_from_config(settings, toml_options)
+        batch = toml_options.get("batch_size", batch)
+    epoch = count_epoch(train_scan, reg_scan, settings, batch)
+    count = count_steps(images=train_scan.total_images, images_per_epoch=epoch.images_per_epoch,
+                        steps_per_epoch=epoch.steps_per_epoch, batch_size=batch,
+                        length_by=answer(answers, "length_by"), epochs=answers.epochs, max_steps=answers.max_steps)
+    return RunLength(settings, batch, dict(epoch.bucket_counts), count)
+
+
+# Answers that change what training computes: a state saved with other values cannot continue.
+# (output_name, comment, save_every_n_epochs, sample settings, save precision, logging do not.)
+RESUME_KEYS = (
+    "base_model", "architecture", "network_type", "network_dim", "network_alpha", "conv_dim", "conv_alpha",
+    "train_parts", "optimizer", "optimizer_args", "unet_lr", "text_encoder_lr", "scheduler",
+    "scheduler_restarts", "scheduler_power", "warmup_ratio", "resolution", "height", "batch_size",
+    "seed", "shuffle_captions", "keep_tokens", "flip_aug", "bucket_no_upscale", "enable_bucket",
+    "min_bucket_reso", "max_bucket_reso", "bucket_reso_steps", "mixed_precision", "cache_latents",
+    "min_snr_gamma", "noise_offset", "max_token_length", "caption_extension", "clip_skip",
+    "max_grad_norm", "prior_loss_weight", "network_weights", "gradient_checkpointing",
+)
+
+
+@dataclass(frozen=True)
 class TrainPlan:
-    answers: Answers
-    base_model: str
-    output_dir: Path
-    output_name: str
+    answers: Answers                # kept to write the answers copy; train code reads the records below
+    model: ModelSettings
+    data: DataSettings
+    network: NetworkSettings
+    optimizer: OptimizerSettings
+    schedule: ScheduleSettings
+    loss: LossSettings
+    precision: PrecisionSettings
+    saving: SavingSettings
+    sampling: SamplingSettings
+    run: RunSettings
     train_scan: DatasetScan
     reg_scan: Optional[DatasetScan]
     bucket_settings: BucketSettings
@@ -111,20 +170,26 @@ class TrainPlan:
     steps_per_epoch: int
     epochs: int
     total_steps: int
-    warmup_steps: int
-    clip_skip: int
-    mixed_precision: str
-    save_precision: str
-    train_unet: bool
-    train_text_encoder: bool
-    batch_size: int
-    unet_lr: float
-    text_encoder_lr: float
     resolution: tuple[int, int]
-    sample_prompts: Optional[Path]
-    network_weights: Optional[Path]
     output_files: tuple[str, ...]
+    resume_values: dict             # the answers a saved state must share to continue (RESUME_KEYS)
     warnings: tuple[str, ...] = field(default=())
+
+    # The numbers every view shows, named as before.
+    base_model = property(lambda self: self.model.base_model)
+    clip_skip = property(lambda self: self.model.clip_skip)
+    output_dir = property(lambda self: self.saving.output_dir)
+    output_name = property(lambda self: self.saving.output_name)
+    batch_size = property(lambda self: self.data.batch_size)
+    warmup_steps = property(lambda self: self.schedule.warmup_steps)
+    mixed_precision = property(lambda self: self.precision.mixed_precision)
+    save_precision = property(lambda self: self.precision.save_precision)
+    train_unet = property(lambda self: self.network.train_unet)
+    train_text_encoder = property(lambda self: self.network.train_text_encoder)
+    unet_lr = property(lambda self: self.optimizer.unet_lr)
+    text_encoder_lr = property(lambda self: self.optimizer.text_encoder_lr)
+    sample_prompts = property(lambda self: self.sampling.prompts_file)
+    network_weights = property(lambda self: self.network.initial_weights)
 
     @property
     def steps(self) -> StepCount:
@@ -139,28 +204,21 @@ class TrainPlan:
                 f"{train_scan.root}: no usable training images",
                 problems=list(train_scan.problems) or ["put images in N_name folders (e.g. 10_mychar)"],
             )
-        settings = bucket_settings(answers)
-        batch = answers.batch_size
-        toml_options = getattr(train_scan, "config_options", None) or {}
-        if toml_options:  # a dataset TOML's own resolution, bucket and batch settings win
-            from easytrain.data.toml_config import bucket_settings_from_config
-
-            settings = bucket_settings_from_config(settings, toml_options)
-            batch = toml_options.get("batch_size", batch)
-        epoch = count_epoch(train_scan, reg_scan, settings, batch)
-        count = count_steps(images=train_scan.total_images, images_per_epoch=epoch.images_per_epoch,
-                            steps_per_epoch=epoch.steps_per_epoch, batch_size=batch,
-                            length_by=answers.length_by, epochs=answers.epochs, max_steps=answers.max_steps)
-        warmup_ratio = answers.warmup_ratio if answers.scheduler != "constant" else 0.0
+        length = run_length(answers, train_scan, reg_scan)
+        count = length.steps
+        scheduler = answer(answers, "scheduler")
+        warmup_ratio = answer(answers, "warmup_ratio") if scheduler != "constant" else 0.0
         warmup_steps = int(count.total_steps * (warmup_ratio or 0.0))
 
         output_dir = answers.path("output_folder") or (Path.cwd() / "output")
-        name = answers.output_name
-        output_files = _planned_files(output_dir, name, count.epochs, answers.save_every_n_epochs or 0)
+        name = answer(answers, "output_name")
+        save_every = answer(answers, "save_every_n_epochs") or 0
+        output_files = _planned_files(output_dir, name, count.epochs, save_every)
 
-        parts = answers.train_parts or "both"
+        parts = answer(answers, "train_parts")
+        text_encoder_lr = answer(answers, "text_encoder_lr")
         train_unet = parts in ("both", "unet_only")
-        train_te = parts in ("both", "text_encoder_only") and (answers.text_encoder_lr or 0) > 0
+        train_te = parts in ("both", "text_encoder_only") and (text_encoder_lr or 0) > 0
         warnings = list(answers.warnings) + list(train_scan.warnings)
         if reg_scan is not None:
             warnings += list(reg_scan.warnings)
@@ -168,40 +226,92 @@ class TrainPlan:
             warnings.append("text encoder learning rate is 0: training the UNet only")
         if parts == "text_encoder_only" and not train_te:
             raise UserError("train_parts is text_encoder_only but text_encoder_lr is 0: nothing would train")
-        if answers.cache_latents != "off" and answers.flip_aug:
-            pass  # both orientations are cached; nothing to warn about
         warning = steps_warning(count.total_steps)
         if warning:
             warnings.append(warning)
 
-        base = answers.base_model
-        base_model = base if base.startswith("builtin:") else str(answers.path("base_model"))
+        base = answer(answers, "base_model")
+        sample_images = bool(answer(answers, "sample_images"))
+        prompts_file = answers.path("sample_prompts") if sample_images else None
         return cls(
             answers=answers,
-            base_model=base_model,
-            output_dir=output_dir,
-            output_name=name,
+            model=ModelSettings(
+                base_model=base if base.startswith("builtin:") else str(answers.path("base_model")),
+                architecture=answer(answers, "architecture"),
+                clip_skip=int(answer(answers, "clip_skip")),
+                max_token_length=int(answer(answers, "max_token_length")),
+            ),
+            data=DataSettings(
+                batch_size=length.batch_size,
+                shuffle_captions=bool(answer(answers, "shuffle_captions")),
+                keep_tokens=int(answer(answers, "keep_tokens") or 0),
+                flip_aug=bool(answer(answers, "flip_aug")),
+                prior_loss_weight=float(answer(answers, "prior_loss_weight")),
+                caption_extension=answer(answers, "caption_extension"),
+                cache_latents=answer(answers, "cache_latents"),
+                tag_summary=answer(answers, "tag_summary"),
+            ),
+            network=NetworkSettings(
+                network_type=answer(answers, "network_type"),
+                dim=answer(answers, "network_dim"),
+                alpha=answer(answers, "network_alpha"),
+                conv_dim=answers.conv_dim,
+                conv_alpha=answers.conv_alpha,
+                train_unet=train_unet,
+                train_text_encoder=train_te,
+                initial_weights=answers.path("network_weights"),
+            ),
+            optimizer=OptimizerSettings(
+                name=answer(answers, "optimizer"),
+                args=frozen_mapping(answer(answers, "optimizer_args")),
+                unet_lr=float(answer(answers, "unet_lr")),
+                text_encoder_lr=float(text_encoder_lr) if train_te else 0.0,
+                max_grad_norm=float(answer(answers, "max_grad_norm") or 0.0),
+            ),
+            schedule=ScheduleSettings(
+                scheduler=scheduler,
+                warmup_steps=warmup_steps,
+                restarts=int(answer(answers, "scheduler_restarts")),
+                power=float(answer(answers, "scheduler_power")),
+            ),
+            loss=LossSettings(
+                min_snr_gamma=float(answer(answers, "min_snr_gamma") or 0.0),
+                noise_offset=float(answer(answers, "noise_offset") or 0.0),
+            ),
+            precision=PrecisionSettings(
+                mixed_precision=answer(answers, "mixed_precision"),
+                save_precision=answer(answers, "save_precision"),
+                gradient_checkpointing=bool(answer(answers, "gradient_checkpointing")),
+                torch_compile=bool(answer(answers, "torch_compile")),
+            ),
+            saving=SavingSettings(
+                output_dir=output_dir,
+                output_name=name,
+                every_n_epochs=int(save_every),
+                save_state=bool(answer(answers, "save_state")),
+                keep_states=int(answer(answers, "keep_states")),
+                comment=answer(answers, "comment") or "",
+            ),
+            sampling=SamplingSettings(
+                prompts_file=prompts_file,
+                every_n_epochs=int(answer(answers, "sample_every_n_epochs") or 0) if prompts_file else 0,
+                before_training=bool(answers.get("sample_before_training")) and prompts_file is not None,
+            ),
+            run=RunSettings(
+                seed=int(answer(answers, "seed")),
+                log_every_n_steps=max(1, int(answer(answers, "log_every_n_steps"))),
+            ),
             train_scan=train_scan,
             reg_scan=reg_scan,
-            bucket_settings=settings,
-            bucket_counts=dict(epoch.bucket_counts),
-            images_per_epoch=epoch.images_per_epoch,
-            steps_per_epoch=epoch.steps_per_epoch,
+            bucket_settings=length.bucket_settings,
+            bucket_counts=length.bucket_counts,
+            images_per_epoch=count.images_per_epoch,
+            steps_per_epoch=count.steps_per_epoch,
             epochs=count.epochs,
             total_steps=count.total_steps,
-            warmup_steps=warmup_steps,
-            clip_skip=answers.get("clip_skip", 1 if answers.realistic_model else 2),
-            mixed_precision=answers.mixed_precision,
-            save_precision=answers.save_precision,
-            train_unet=train_unet,
-            train_text_encoder=train_te,
-            batch_size=batch,
-            unet_lr=float(answers.unet_lr),
-            text_encoder_lr=float(answers.text_encoder_lr) if train_te else 0.0,
-            resolution=settings.resolution,
-            sample_prompts=answers.path("sample_prompts") if answers.sample_images else None,
-            network_weights=answers.path("network_weights"),
+            resolution=length.bucket_settings.resolution,
             output_files=tuple(str(p) for p in output_files),
+            resume_values={key: answers.get(key) for key in RESUME_KEYS},
             warnings=tuple(warnings),
         )
 

@@ -27,12 +27,12 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 MODEL_EXTENSIONS = (".safetensors", ".ckpt")
 BUILTIN_TINY = "builtin:tiny"
 
-OPTIMIZERS = ("AdamW8bit", "AdamW", "Lion", "Lion8bit", "Prodigy", "DAdaptAdam", "SGDNesterov", "Adafactor")
-ADAPTIVE_OPTIMIZERS = ("Prodigy", "DAdaptAdam")
-ADAMW_FAMILY = ("AdamW8bit", "AdamW")
-NETWORK_TYPES = ("LoRA", "LoCon", "LoHa", "LoKr")
-SCHEDULERS = ("cosine_with_restarts", "cosine", "constant", "constant_with_warmup", "linear", "polynomial")
-ARCHITECTURES = ("auto", "sd1", "sd2", "sd2-v", "sdxl")
+from easytrain.catalog import (  # noqa: E402  (re-exported: the question table's names)
+    ADAMW_FAMILY, ADAPTIVE_OPTIMIZERS, ARCHITECTURE_IDS, ARCHITECTURES as ARCHITECTURE_CATALOG, AUTO,
+    NETWORK_TYPES, OPTIMIZERS, SCHEDULERS, native_resolution,
+)
+
+ARCHITECTURES = (AUTO,) + ARCHITECTURE_IDS
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9._-]+$")
 
@@ -467,12 +467,9 @@ def _check_token_length(value: Any, _: Values) -> Optional[str]:
     return None
 
 
-USUAL_RESOLUTION = {"sdxl": 1024, "sd2-v": 768}  # every other architecture: 512
-
-
 def usual_resolution(v: Values) -> int:
     """The side the architecture's base models were trained at (SD1.x and 'auto': 512)."""
-    return USUAL_RESOLUTION.get(v.get("architecture"), 512)
+    return native_resolution(v.get("architecture"))
 
 
 def _warn_low_resolution(value: Any, v: Values) -> Optional[str]:
@@ -527,8 +524,7 @@ QUESTIONS: tuple[Question, ...] = (
         "(their names often contain 768 or -v); 512 SD2.x models do not. Leave 'auto' to trust "
         "what was detected.",
         "choice", "model", default="auto",
-        choices=(("auto", "auto (as detected)"), ("sd1", "SD1.x"), ("sd2", "SD2.x 512 (epsilon)"),
-                 ("sd2-v", "SD2.x 768 (v-prediction)"), ("sdxl", "SDXL")),
+        choices=((AUTO, "auto (as detected)"),) + tuple((a.id, a.label) for a in ARCHITECTURE_CATALOG.values()),
     ),
     Question(
         "image_folder", "Where is your image folder?",

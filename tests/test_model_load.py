@@ -91,10 +91,11 @@ def test_loading_never_touches_the_network(tiny_paths, monkeypatch):
     load_base_model("builtin:tiny")
     load_base_model(str(tiny_paths.single_file))
     load_base_model(str(tiny_paths.diffusers_dir))
-    from easytrain.model.load import _shipped_parts, load_clip_tokenizer
+    from easytrain.arch.registry import adapter_for
+    from easytrain.model.load import load_clip_tokenizer
 
     for arch in ("sd1", "sd2", "sd2-v"):
-        parts = _shipped_parts(arch)
+        parts = adapter_for(arch).shipped_parts(arch)
         assert len(parts.make_tokenizer()) == 49408
     assert load_clip_tokenizer()("a cat").input_ids == [49406, 320, 2368, 49407]
 

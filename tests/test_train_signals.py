@@ -144,16 +144,16 @@ def test_kill_9_during_a_save_leaves_the_earlier_files_loadable(tmp_path):
 
 def _inject(monkeypatch, *, after_steps: int, make):
     """From step ``after_steps + 1`` on, the loss function returns make(loss)."""
-    import easytrain.train.loop as loop
+    import easytrain.train.step as step
 
-    real, calls = loop.diffusion_loss, []
+    real, calls = step.diffusion_loss, []
 
     def diffusion_loss(*args, **kwargs):
         calls.append(1)
         loss = real(*args, **kwargs)
         return make(loss) if len(calls) > after_steps else loss
 
-    monkeypatch.setattr(loop, "diffusion_loss", diffusion_loss)
+    monkeypatch.setattr(step, "diffusion_loss", diffusion_loss)
 
 
 def test_nan_loss_through_the_cli_stops_with_advice_and_keeps_the_last_good_file(tmp_path, monkeypatch, capsys):

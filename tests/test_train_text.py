@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from easytrain.model.tiny import _TINY_WORDS, build_tiny_components, build_tiny_tokenizer
-from easytrain.train.text import chunk_input_ids, encode_tokens, tokenize_captions
+from easytrain.arch.clip_text import chunk_input_ids, encode_tokens, tokenize_captions
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,9 @@ from safetensors.torch import load_file
 
 from _train_helpers import Recorder, tiny_plan
 
-from easytrain.train import loop, text
+from easytrain.arch import clip_text as text
+from easytrain.arch import sd
+from easytrain.train import loop
 
 
 def train(tmp_path, monkeypatch, *, cached: bool):
@@ -19,7 +21,7 @@ def train(tmp_path, monkeypatch, *, cached: bool):
             made.append(self)
 
     with monkeypatch.context() as patch:
-        patch.setattr(loop, "TextStateCache", Counting)
+        patch.setattr(sd, "TextStateCache", Counting)
         if not cached:
             patch.setattr(loop, "dataset_shuffles_captions", lambda plan: True)
         plan = tiny_plan(tmp_path, train_parts="unet_only", shuffle_captions=False, epochs=2, save_state=False)

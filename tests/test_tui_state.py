@@ -9,7 +9,7 @@ import pytest
 from easytrain import answers as answers_file
 from easytrain import questions as Q
 from easytrain.plan import TrainPlan
-from easytrain.tui.app import after_exit
+from easytrain.commands.wizard import after_exit
 from easytrain.tui.flow import Outcome
 from easytrain.tui.paths import complete_path
 from easytrain.tui.preview import StepsPreview

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Sequence
 
+from easytrain.catalog import architecture_label
 from easytrain.errors import UserError
 from easytrain.invocation import command
 from easytrain.plan import TrainPlan
 from easytrain.textsafe import safe_line
 
 
-ARCH_NAMES = {"sd1": "SD1.x", "sd2": "SD2.x 512 (epsilon)", "sd2-v": "SD2.x 768 (v-prediction)", "sdxl": "SDXL"}
 
 
 def base_model_line(plan: TrainPlan) -> str:
@@ -26,7 +26,7 @@ def base_model_line(plan: TrainPlan) -> str:
         return f"{plan.base_model} (easytrain's embedded tiny SD1-shaped model)"
     found = detect_architecture(plan.base_model)
     if chosen != "auto":
-        return f"{plan.base_model} ({ARCH_NAMES[chosen]}, as set in the answers; the file says: {found.description})"
+        return f"{plan.base_model} ({architecture_label(chosen)}, as set in the answers; the file says: {found.description})"
     if not found.sure:
         raise UserError(f"{plan.base_model}: {found.description}; set architecture in the answers file "
                         "to 'sd2' (512, epsilon) or 'sd2-v' (768, v-prediction), or 'sd1'")

@@ -65,7 +65,7 @@ def prompt_texts(review: RunReview) -> list[str]:
     """The sample prompts, from the run's copy of its answers; [] when they cannot be read any more."""
     from easytrain import answers as answers_file
     from easytrain.sampling.prompts import parse_prompts_file
-    from easytrain.train.saving import answers_copy_path
+    from easytrain.run_files import answers_copy_path
 
     try:
         answers = answers_file.load(answers_copy_path(review.folder, review.name), check_paths=False)

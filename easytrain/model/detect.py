@@ -17,9 +17,9 @@ import zipfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from easytrain.catalog import ARCHITECTURE_IDS as ARCHITECTURES
 from easytrain.errors import UserError
 
-ARCHITECTURES = ("sd1", "sd2", "sd2-v", "sdxl")
 TINY_MARKER_KEY = "easytrain.model"  # safetensors metadata key / marker file key of the tiny model
 TINY_MARKER_VALUE = "tiny-sd1"
 TINY_SDXL_MARKER_VALUE = "tiny-sdxl"  # the tiny SDXL-shaped test model

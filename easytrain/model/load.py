@@ -26,54 +26,57 @@ from easytrain.model.convert import (
     unet_key_map,
     vae_key_map,
 )
-from easytrain.model.detect import ARCHITECTURES, Detection, detect_architecture, read_safetensors_header
+from easytrain import catalog
+from easytrain.model.detect import Detection, detect_architecture, read_safetensors_header
 from easytrain.model.quiet import quiet_model_libraries
 
 CONFIG_ROOT = Path(__file__).parent / "configs"
 CLIP_TOKENIZER_DIR = CONFIG_ROOT / "clip_tokenizer"
 BUILTIN_TINY = "builtin:tiny"
-_PREDICTION = {"sd1": "epsilon", "sd2": "epsilon", "sd2-v": "v_prediction", "sdxl": "epsilon"}
-_FAMILY = {"sd1": "sd1", "sd2": "sd2", "sd2-v": "sd2", "sdxl": "sdxl"}
+CLIP_PAD = "<|endoftext|>"
 
 
 @dataclass
 class BaseModel:
-    arch: str  # "sd1" | "sd2" | "sd2-v" | "sdxl"
+    """The frozen parts of a base model, as its architecture adapter loaded them."""
+
+    arch: str  # a catalog architecture id
     prediction_type: str  # "epsilon" | "v_prediction"
     unet: Any
     vae: Any
-    text_encoder: Any
-    tokenizer: Any
+    text_encoders: tuple  # one per text encoder, in the architecture's order
+    tokenizers: tuple  # one per text encoder
     noise_scheduler: Any  # diffusers DDPMScheduler used for training
     source: str
 
+    @property
+    def text_encoder(self):
+        return self.text_encoders[0]
+
+    @property
+    def tokenizer(self):
+        return self.tokenizers[0]
+
 
 def load_base_model(spec: str, architecture: str = "auto", dtype: torch.dtype = torch.float32) -> BaseModel:
-    """Load "builtin:tiny", a .safetensors/.ckpt file or a diffusers folder.
+    """Load "builtin:tiny", a .safetensors/.ckpt file or a diffusers folder through its architecture's adapter.
 
-    ``architecture`` is "auto" (from the file) or one of sd1, sd2, sd2-v, sdxl
-    (the user's answer, which wins where the file cannot tell).
+    ``architecture`` is "auto" (from the file) or a catalog id (the user's
+    answer, which wins where the file cannot tell).
     """
-    if architecture != "auto" and architecture not in ARCHITECTURES:
-        raise UserError(f"architecture: must be auto or one of {', '.join(ARCHITECTURES)}, got {architecture!r}")
+    from easytrain.arch.registry import adapter_for
+
+    if architecture != catalog.AUTO and architecture not in catalog.ARCHITECTURES:
+        allowed = ", ".join(catalog.ARCHITECTURE_IDS)
+        raise UserError(f"architecture: must be auto or one of {allowed}, got {architecture!r}")
     quiet_model_libraries()
     if spec == BUILTIN_TINY:
-        paths = tiny.tiny_model_paths()
-        model = _load_diffusers_folder(paths.diffusers_dir, "sd1", "epsilon", dtype)
-        model.source = BUILTIN_TINY
-        return model
+        return adapter_for(catalog.TINY_MODEL_ARCH).load_builtin_tiny(dtype)
 
     path = Path(spec).expanduser()
     detection = detect_architecture(path)
     arch, prediction = _resolve_architecture(path, detection, architecture)
-    if path.is_dir():
-        return _load_diffusers_folder(path, arch, prediction, dtype)
-    if detection.is_tiny:
-        return _load_single_file(path, _tiny_parts(), arch, prediction, dtype)
-    parts = _shipped_parts(arch)
-    if arch == "sd1" and path.suffix.lower() == ".safetensors":
-        parts = _parts_for_sizes(path, parts)
-    return _load_single_file(path, parts, arch, prediction, dtype)
+    return adapter_for(arch, path).load(path, detection, arch, prediction, dtype)
 
 
 def make_noise_scheduler(prediction_type: str):
@@ -90,7 +93,7 @@ def make_noise_scheduler(prediction_type: str):
     )
 
 
-def load_clip_tokenizer(pad_token: str = "<|endoftext|>"):
+def load_clip_tokenizer(pad_token: str = CLIP_PAD):
     """The real CLIP BPE tokenizer (49408 tokens) shipped with easytrain; SD2 pads with "!"."""
     from transformers import CLIPTokenizer
 
@@ -98,9 +101,10 @@ def load_clip_tokenizer(pad_token: str = "<|endoftext|>"):
 
 
 def _resolve_architecture(path: Path, detection: Detection, answer: str) -> tuple[str, str]:
-    if answer == "auto":
+    if answer == catalog.AUTO:
         if detection.arch is None or not detection.sure:
-            choices = "sd2 or sd2-v" if detection.arch == "sd2" else ", ".join(ARCHITECTURES)
+            members = catalog.family_members(detection.arch) if detection.arch else ()
+            choices = " or ".join(members) if len(members) > 1 else ", ".join(catalog.ARCHITECTURE_IDS)
             raise UserError(
                 f"{path}: cannot tell the architecture for sure ({detection.description}); "
                 f"set architecture to {choices} in the answers"
@@ -108,15 +112,13 @@ def _resolve_architecture(path: Path, detection: Detection, answer: str) -> tupl
         arch = detection.arch
     else:
         arch = answer
-        if detection.arch is not None and _FAMILY[detection.arch] != _FAMILY[arch]:
+        if detection.arch is not None and not catalog.same_family(detection.arch, arch):
             raise UserError(
                 f"{path}: architecture is set to {arch}, but the file is {detection.description}; "
                 f"set architecture to auto or {detection.arch}"
             )
-    if arch == "sdxl":
-        raise UserError(f"{path}: this is an SDXL model; SDXL training is coming in a later version of easytrain")
-    if answer != "auto" or detection.prediction_type is None:
-        prediction = _PREDICTION[arch]
+    if answer != catalog.AUTO or detection.prediction_type is None:
+        prediction = catalog.architecture(arch).prediction_type
     else:
         prediction = detection.prediction_type
     return arch, prediction
@@ -125,7 +127,8 @@ def _resolve_architecture(path: Path, detection: Detection, answer: str) -> tupl
 # ---- diffusers folders -------------------------------------------------------------------------
 
 
-def _load_diffusers_folder(folder: Path, arch: str, prediction: str, dtype: torch.dtype) -> BaseModel:
+def load_sd_folder(folder: Path, arch: str, prediction: str, dtype: torch.dtype, *, pad_token: str) -> BaseModel:
+    """A diffusers folder with one CLIP text encoder (SD1/SD2 layout)."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTokenizer
 
@@ -141,7 +144,7 @@ def _load_diffusers_folder(folder: Path, arch: str, prediction: str, dtype: torc
     if any((folder / "tokenizer" / name).is_file() for name in ("tokenizer.json", "vocab.json")):
         tokenizer = CLIPTokenizer.from_pretrained(folder, subfolder="tokenizer", local_files_only=True)
     else:
-        tokenizer = load_clip_tokenizer("!" if arch.startswith("sd2") else "<|endoftext|>")
+        tokenizer = load_clip_tokenizer(pad_token)
     if len(tokenizer) > text_encoder.config.vocab_size:  # a larger embedding table is fine, a smaller one is not
         raise UserError(
             f"{folder}: the tokenizer has {len(tokenizer)} tokens but the text encoder expects "
@@ -174,21 +177,21 @@ class _Parts:
     openclip_text: bool  # SD2: the OpenCLIP layout with fused q/k/v
 
 
-def _shipped_parts(arch: str) -> _Parts:
+def shipped_parts(arch: str, *, pad: str, openclip_text: bool) -> _Parts:
+    """The configs shipped for ``arch`` (model/configs/ARCH) and its tokenizer."""
     from transformers import CLIPTextConfig
 
     folder = CONFIG_ROOT / arch
-    pad = "!" if arch.startswith("sd2") else "<|endoftext|>"
     return _Parts(
         unet_config=_config_dict(folder / "unet" / "config.json"),
         vae_config=_config_dict(folder / "vae" / "config.json"),
         text_encoder_config=CLIPTextConfig.from_pretrained(str(folder / "text_encoder"), local_files_only=True),
         make_tokenizer=lambda: load_clip_tokenizer(pad),
-        openclip_text=arch.startswith("sd2"),
+        openclip_text=openclip_text,
     )
 
 
-def _tiny_parts() -> _Parts:
+def tiny_parts() -> _Parts:
     tokenizer = tiny.build_tiny_tokenizer()
     return _Parts(
         unet_config=dict(tiny.UNET_CONFIG),
@@ -199,7 +202,7 @@ def _tiny_parts() -> _Parts:
     )
 
 
-def _parts_for_sizes(path: Path, shipped: _Parts) -> _Parts:
+def parts_for_sizes(path: Path, shipped: _Parts) -> _Parts:
     """The shipped SD1 configs, or configs read off the file when its sizes are not SD1.5's."""
     from easytrain.model import infer
 
@@ -228,7 +231,8 @@ def _config_dict(path: Path) -> dict:
     return {k: v for k, v in json.loads(path.read_text(encoding="utf-8")).items() if not k.startswith("_")}
 
 
-def _load_single_file(path: Path, parts: _Parts, arch: str, prediction: str, dtype: torch.dtype) -> BaseModel:
+def load_single_file(path: Path, parts: _Parts, arch: str, prediction: str, dtype: torch.dtype) -> BaseModel:
+    """A single file with one CLIP text encoder (SD1/SD2 layout), streamed into meta-device models."""
     from accelerate import init_empty_weights
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextModel
@@ -359,7 +363,12 @@ def _numel(shape: tuple[int, ...]) -> int:
 
 
 def _finish(arch, prediction, unet, vae, text_encoder, tokenizer, source) -> BaseModel:
-    for model in (unet, vae, text_encoder):
+    return finish(arch, prediction, unet, vae, (text_encoder,), (tokenizer,), source)
+
+
+def finish(arch, prediction, unet, vae, text_encoders: tuple, tokenizers: tuple, source: str) -> BaseModel:
+    """Frozen, in eval mode, with the training noise schedule of its prediction type."""
+    for model in (unet, vae, *text_encoders):
         model.requires_grad_(False)
         model.eval()
     return BaseModel(
@@ -367,8 +376,8 @@ def _finish(arch, prediction, unet, vae, text_encoder, tokenizer, source) -> Bas
         prediction_type=prediction,
         unet=unet,
         vae=vae,
-        text_encoder=text_encoder,
-        tokenizer=tokenizer,
+        text_encoders=tuple(text_encoders),
+        tokenizers=tuple(tokenizers),
         noise_scheduler=make_noise_scheduler(prediction),
         source=source,
     )

@@ -33,13 +33,20 @@ class Slot:
 
 
 class Network:
-    """The adapters of one training run, across the UNet and the text encoder."""
+    """The adapters of one training run, across the UNet and the text encoder(s)."""
 
-    def __init__(self, spec: NetworkSpec, unet: nn.Module | None, text_encoder: nn.Module | None, slots: list[Slot]):
+    def __init__(self, spec: NetworkSpec, models: dict[str, nn.Module | None], slots: list[Slot]):
         self.spec = spec
-        self.unet = unet
-        self.text_encoder = text_encoder
+        self.models = dict(models)  # part name -> module: "unet", "text_encoder", ...
         self.slots = slots
+
+    @property
+    def unet(self) -> nn.Module | None:
+        return self.models.get("unet")
+
+    @property
+    def text_encoder(self) -> nn.Module | None:
+        return self.models.get("text_encoder")
 
     def slots_of(self, part: str) -> list[Slot]:
         return [s for s in self.slots if s.target.part == part]
@@ -57,14 +64,15 @@ class Network:
         (``unet_block4``: unet_lr times the block's weight), as kohya's.
         """
         groups = []
-        for part, lr in (("unet", unet_lr), ("text_encoder", text_encoder_lr)):
+        for part in self.models:
             blocks = self.spec.blocks
             if part == "unet" and blocks is not None and blocks.lr_weights is not None:
-                groups += self._block_groups(float(lr))
+                groups += self._block_groups(float(unet_lr))
                 continue
             params = self.parameters_of(part)
             if params:
-                groups.append({"params": params, "lr": float(lr), "name": part})
+                groups.append({"params": params, "lr": float(unet_lr if part == "unet" else text_encoder_lr),
+                               "name": part})
         return groups
 
     def _block_groups(self, unet_lr: float) -> list[dict]:
@@ -84,7 +92,7 @@ class Network:
         references (an optimizer) stay valid.
         """
         adapter_ids = {id(p) for p in self.trainable_parameters()}
-        for model in (self.unet, self.text_encoder):
+        for model in self.models.values():
             if model is None:
                 continue
             for module in model.modules():
@@ -115,10 +123,8 @@ class Network:
         return out
 
     def __repr__(self) -> str:
-        return (
-            f"Network({self.spec.network_type}, dim={self.spec.dim}, alpha={self.spec.alpha}, "
-            f"unet modules={len(self.slots_of('unet'))}, text encoder modules={len(self.slots_of('text_encoder'))})"
-        )
+        counts = ", ".join(f"{part} modules={len(self.slots_of(part))}" for part in self.models)
+        return f"Network({self.spec.network_type}, dim={self.spec.dim}, alpha={self.spec.alpha}, {counts})"
 
 
 def _exact(path: str) -> str:
@@ -176,18 +182,25 @@ def _seeded(seed: int | None):
 
 def apply_network(unet: nn.Module | None, text_encoder: nn.Module | None, spec: NetworkSpec,
                   seed: int | None = None) -> Network:
-    """Inject ``spec``'s adapters into the parts it trains; freeze everything else.
+    """An SD1/SD2-layout network (one text encoder, kohya's default targets) on these modules."""
+    return build_network({"unet": unet, "text_encoder": text_encoder}, find_targets(unet, text_encoder, spec),
+                         spec, seed=seed)
+
+
+def build_network(models: dict[str, nn.Module | None], targets: list[Target], spec: NetworkSpec,
+                  seed: int | None = None) -> Network:
+    """Inject adapters at ``targets`` (an architecture adapter chose them); freeze everything else.
 
     A part that is not trained gets no adapters at all (and stays frozen).
     """
     # Block-wise dims of 0 (or block learning rates of 0) leave those modules out, as kohya does.
-    targets = [t for t in find_targets(unet, text_encoder, spec) if spec.size_of(t)[0] > 0]
-    for model in (unet, text_encoder):
+    targets = [t for t in targets if spec.size_of(t)[0] > 0]
+    for model in models.values():
         if model is not None:
             model.requires_grad_(False)
     slots: list[Slot] = []
     with _seeded(seed):
-        for part, model in (("unet", unet), ("text_encoder", text_encoder)):
+        for part, model in models.items():
             part_targets = [t for t in targets if t.part == part]
             if part_targets:
                 slots += _inject(model, spec, part_targets)
@@ -196,7 +209,7 @@ def apply_network(unet: nn.Module | None, text_encoder: nn.Module | None, spec: 
 
         for slot in slots:
             dora.attach(slot.layer)
-    network = Network(spec, unet, text_encoder, slots)
+    network = Network(spec, models, slots)
     for p in network.trainable_parameters():
         p.requires_grad_(True)
         if p.dtype != torch.float32:

@@ -13,18 +13,9 @@ import random
 import time
 from pathlib import Path
 
+from easytrain import catalog
 from easytrain.network.spec import NetworkSpec
 
-# Our architecture names -> (ss_base_model_version, modelspec architecture, v2, default resolution)
-ARCHITECTURES = {
-    "sd1": ("sd_v1", "stable-diffusion-v1", False, 512),
-    "sd2": ("sd_v2", "stable-diffusion-v2-512", True, 512),
-    "sd2-v": ("sd_v2_768_v", "stable-diffusion-v2-768-v", True, 768),
-    "sdxl": ("sdxl_base_v1-0", "stable-diffusion-xl-v1-base", False, 1024),
-}
-
-IMPL_STABILITY_AI = "https://github.com/Stability-AI/generative-models"
-IMPL_DIFFUSERS = "diffusers"
 MODELSPEC_VERSION = "1.0.0"
 
 
@@ -90,7 +81,7 @@ def build_metadata(
     *,
     spec: NetworkSpec,
     output_name: str,
-    arch: str = "sd1",
+    arch: str = catalog.TINY_MODEL_ARCH,
     prediction_type: str = "epsilon",
     training_started_at: float | None = None,
     comment: str = "",
@@ -159,11 +150,10 @@ def build_metadata(
     extra: dict | None = None,
 ) -> dict[str, str]:
     """The metadata dict for save_lora(). ``extra`` adds further keys verbatim (stringified)."""
-    if arch not in ARCHITECTURES:
-        raise ValueError(f"arch must be one of {', '.join(ARCHITECTURES)}, got {arch!r}")
+    entry = catalog.architecture(arch)
     if prediction_type not in ("epsilon", "v_prediction", "v"):
         raise ValueError(f"prediction_type must be 'epsilon' or 'v_prediction', got {prediction_type!r}")
-    base_version, spec_arch, v2, default_side = ARCHITECTURES[arch]
+    base_version, v2, default_side = entry.base_model_version, entry.v2, entry.resolution
     started = time.time() if training_started_at is None else float(training_started_at)
     if resolution is None:
         resolution = (default_side, default_side)
@@ -255,12 +245,12 @@ def build_metadata(
 def modelspec(*, arch: str, title: str, resolution: tuple[int, int], prediction_type: str,
               timestamp: float, clip_skip: int | None = None) -> dict[str, str]:
     """The modelspec.* keys as kohya's sai_model_spec writes them for a LoRA."""
-    _, spec_arch, _, _ = ARCHITECTURES[arch]
+    entry = catalog.architecture(arch)
     out = {
         "modelspec.sai_model_spec": MODELSPEC_VERSION,
-        "modelspec.architecture": f"{spec_arch}/lora",
+        "modelspec.architecture": f"{entry.modelspec}/lora",
         # kohya: LoRAs on SD1/SD2 are in diffusers' layout, SDXL LoRAs in SAI's.
-        "modelspec.implementation": IMPL_STABILITY_AI if arch == "sdxl" else IMPL_DIFFUSERS,
+        "modelspec.implementation": entry.lora_layout,
         "modelspec.title": title,
         "modelspec.resolution": f"{resolution[0]}x{resolution[1]}",
         "modelspec.date": datetime.datetime.fromtimestamp(int(timestamp)).isoformat(),

@@ -5,10 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
+from easytrain.catalog import LYCORIS_TYPES, NETWORK_TYPES
 from easytrain.errors import UserError
 from easytrain.network.blocks import BlockSettings, block_index
-
-NETWORK_TYPES = ("LoRA", "LoCon", "LoHa", "LoKr")
 
 # kohya's default conv alpha when a conv dim is given without one.
 DEFAULT_CONV_ALPHA = 1.0
@@ -80,7 +79,7 @@ class NetworkSpec:
 
     @property
     def is_lycoris(self) -> bool:
-        return self.network_type in ("LoHa", "LoKr")
+        return self.network_type in LYCORIS_TYPES
 
 
 def _is_int(value) -> bool:

@@ -108,7 +108,7 @@ def build_pipeline(*, unet, vae, text_encoder, tokenizer, scheduler):
 
 def encode_prompt(text_encoder, tokenizer, text: str, *, device, clip_skip: int, max_token_length: int) -> torch.Tensor:
     """(1, tokens, dim) conditioning, computed the way training computes it."""
-    from easytrain.train.text import encode_tokens, tokenize_captions
+    from easytrain.arch.clip_text import encode_tokens, tokenize_captions
 
     ids = tokenize_captions(tokenizer, [text], max_token_length).to(device)
     return encode_tokens(text_encoder, ids, clip_skip=clip_skip)

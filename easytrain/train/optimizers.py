@@ -16,11 +16,9 @@ from typing import Any, Callable, Iterable, Optional
 
 import torch
 
+from easytrain.catalog import ADAPTIVE_OPTIMIZERS as SELF_TUNING, OPTIMIZERS
 from easytrain.errors import UserError
 
-OPTIMIZERS = ("AdamW8bit", "AdamW", "Lion", "Lion8bit", "Prodigy", "DAdaptAdam", "SGDNesterov", "Adafactor")
-# Optimizers that estimate their own step size and refuse different lrs per group.
-SELF_TUNING = ("Prodigy", "DAdaptAdam")
 FALLBACKS = {"AdamW8bit": "AdamW", "Lion8bit": "Lion"}
 # Arguments that are the optimizer's plumbing, not a setting a user should pass.
 _RESERVED = {"self", "params", "lr", "args", "foreach", "capturable", "differentiable", "fused", "fsdp_in_use"}
@@ -73,30 +71,41 @@ def _bnb():
     return bitsandbytes
 
 
+def _prodigy():
+    from prodigyopt import Prodigy
+
+    return Prodigy
+
+
+def _dadapt_adam():
+    from dadaptation import DAdaptAdam
+
+    return DAdaptAdam
+
+
+def _adafactor():
+    from transformers.optimization import Adafactor
+
+    return Adafactor
+
+
+# One implementation per catalog name (imported only when chosen).
+OPTIMIZER_CLASSES: dict[str, Callable[[], type]] = {
+    "AdamW8bit": lambda: _bnb().optim.AdamW8bit,
+    "AdamW": lambda: torch.optim.AdamW,
+    "Lion": lambda: Lion,
+    "Lion8bit": lambda: _bnb().optim.Lion8bit,
+    "Prodigy": _prodigy,
+    "DAdaptAdam": _dadapt_adam,
+    "SGDNesterov": lambda: torch.optim.SGD,
+    "Adafactor": _adafactor,
+}
+
+
 def _optimizer_class(name: str):
-    if name == "AdamW":
-        return torch.optim.AdamW
-    if name == "Lion":
-        return Lion
-    if name == "SGDNesterov":
-        return torch.optim.SGD
-    if name == "AdamW8bit":
-        return _bnb().optim.AdamW8bit
-    if name == "Lion8bit":
-        return _bnb().optim.Lion8bit
-    if name == "Prodigy":
-        from prodigyopt import Prodigy
-
-        return Prodigy
-    if name == "DAdaptAdam":
-        from dadaptation import DAdaptAdam
-
-        return DAdaptAdam
-    if name == "Adafactor":
-        from transformers.optimization import Adafactor
-
-        return Adafactor
-    raise UserError(f"optimizer: unknown optimizer {name!r}; allowed: {', '.join(OPTIMIZERS)}")
+    if name not in OPTIMIZER_CLASSES:
+        raise UserError(f"optimizer: unknown optimizer {name!r}; allowed: {', '.join(OPTIMIZERS)}")
+    return OPTIMIZER_CLASSES[name]()
 
 
 def allowed_args(cls) -> list[str]:
@@ -148,7 +157,7 @@ def build_optimizer(name: str, param_groups: Iterable[dict], *, args: Optional[d
                     device: torch.device | str = "cpu") -> BuiltOptimizer:
     """The optimizer ``name`` over ``param_groups`` (dicts with params, lr and a name).
 
-    ``args`` are answers.optimizer_args, passed as keyword arguments.
+    ``args`` are the optimizer_args answer (plan.optimizer.args), passed as keyword arguments.
     """
     groups = [dict(g) for g in param_groups]
     if not groups:

@@ -1,35 +1,19 @@
-"""What a run writes into its output folder, and the metadata of each LoRA file.
+"""The LoRA files a run writes, and their metadata.
 
-At the start: the answers file and the resolved plan (so the folder says how
-its files were made) and the tag summary. During the run: LoRA files named
-``name-000001.safetensors`` per saved epoch, ``name.safetensors`` at the end,
-each with kohya's ``ss_*`` metadata for the step and epoch it was saved at.
+Files are named ``name-000001.safetensors`` per saved epoch and
+``name.safetensors`` at the end, each with kohya's ``ss_*`` metadata for the
+step and epoch it was saved at.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from easytrain.fsutil import atomic_write_text
-
 STATE_SUFFIX = "-state"  # a LoRA file's training state: name-000001.safetensors -> name-000001-state/
 STATE_JSON = "state.json"
-
-
-def answers_copy_path(output_dir: Path, name: str) -> Path:
-    return Path(output_dir) / f"{name}.answers.json"
-
-
-def plan_copy_path(output_dir: Path, name: str) -> Path:
-    return Path(output_dir) / f"{name}.plan.json"
-
-
-def tag_summary_path(output_dir: Path, name: str) -> Path:
-    return Path(output_dir) / f"{name}_tags.txt"
 
 
 def epoch_file(output_dir: Path, name: str, epoch: int) -> Path:
@@ -45,24 +29,6 @@ def final_file(output_dir: Path, name: str) -> Path:
     return Path(output_dir) / f"{name}.safetensors"
 
 
-def write_run_files(plan) -> list[Path]:
-    """Copy the answers and the resolved plan into the output folder; write the tag summary."""
-    from easytrain import answers as answers_file
-
-    out = Path(plan.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    written = [answers_file.save(plan.answers, answers_copy_path(out, plan.output_name))]
-    plan_path = plan_copy_path(out, plan.output_name)
-    atomic_write_text(plan_path, json.dumps(plan.to_dict(), indent=2, ensure_ascii=False) + "\n")
-    written.append(plan_path)
-    order = plan.answers.get("tag_summary", "none")
-    if order != "none":
-        from easytrain.data.tags import write_tag_summary
-
-        written.append(write_tag_summary(tag_summary_path(out, plan.output_name), plan.train_scan, order))
-    return written
-
-
 @dataclass
 class MetadataBase:
     """The fields of the metadata that stay the same for every file of a run."""
@@ -76,20 +42,20 @@ class MetadataBase:
 
 
 def run_metadata(plan, *, spec, arch: str, prediction_type: str, optimizer_name: str,
-                 optimizer_args: Optional[dict], mixed_precision: str, total_steps: int,
-                 steps_per_epoch: int, started_at: Optional[float] = None) -> MetadataBase:
+                 mixed_precision: str, total_steps: int, steps_per_epoch: int,
+                 started_at: Optional[float] = None) -> MetadataBase:
     from easytrain.data.tags import dataset_dirs, tag_frequency
 
-    answers = plan.answers
-    args_text = ",".join(f"{k}={tuple(v) if isinstance(v, list) else v}" for k, v in (optimizer_args or {}).items())
-    base = plan.base_model
+    args = plan.optimizer.args
+    args_text = ",".join(f"{k}={tuple(v) if isinstance(v, list) else v}" for k, v in args.items())
+    base = plan.model.base_model
     return MetadataBase(dict(
         spec=spec,
-        output_name=plan.output_name,
+        output_name=plan.saving.output_name,
         arch=arch,
         prediction_type=prediction_type,
         training_started_at=time.time() if started_at is None else started_at,
-        comment=answers.get("comment", "") or "",
+        comment=plan.saving.comment,
         tag_frequency=tag_frequency(plan.train_scan, plan.reg_scan),
         dataset_dirs=dataset_dirs(plan.train_scan),
         num_train_images=plan.train_scan.images_per_epoch,
@@ -97,30 +63,30 @@ def run_metadata(plan, *, spec, arch: str, prediction_type: str, optimizer_name:
         num_batches_per_epoch=steps_per_epoch,
         num_epochs=plan.epochs,
         max_train_steps=total_steps,
-        learning_rate=plan.unet_lr,
-        unet_lr=plan.unet_lr if plan.train_unet else None,
-        text_encoder_lr=plan.text_encoder_lr if plan.train_text_encoder else None,
-        lr_scheduler=answers.scheduler,
-        lr_warmup_steps=plan.warmup_steps,
+        learning_rate=plan.optimizer.unet_lr,
+        unet_lr=plan.optimizer.unet_lr if plan.network.train_unet else None,
+        text_encoder_lr=plan.optimizer.text_encoder_lr if plan.network.train_text_encoder else None,
+        lr_scheduler=plan.schedule.scheduler,
+        lr_warmup_steps=plan.schedule.warmup_steps,
         optimizer=f"{optimizer_name}({args_text})" if args_text else optimizer_name,
-        batch_size=answers.batch_size,
-        clip_skip=plan.clip_skip,
+        batch_size=plan.data.batch_size,
+        clip_skip=plan.model.clip_skip,
         resolution=tuple(plan.resolution),
         mixed_precision=mixed_precision,
-        seed=answers.get("seed", 42),
-        noise_offset=answers.get("noise_offset", 0.0) or None,
-        min_snr_gamma=answers.get("min_snr_gamma", 0.0) or None,
-        max_token_length=answers.get("max_token_length", 225),
-        max_grad_norm=answers.get("max_grad_norm", 1.0),
-        gradient_checkpointing=bool(answers.get("gradient_checkpointing", True)),
-        shuffle_caption=bool(answers.shuffle_captions),
-        keep_tokens=answers.keep_tokens,
-        flip_aug=bool(answers.flip_aug),
-        cache_latents=answers.cache_latents != "off",
+        seed=plan.run.seed,
+        noise_offset=plan.loss.noise_offset or None,
+        min_snr_gamma=plan.loss.min_snr_gamma or None,
+        max_token_length=plan.model.max_token_length,
+        max_grad_norm=plan.optimizer.max_grad_norm,
+        gradient_checkpointing=plan.precision.gradient_checkpointing,
+        shuffle_caption=plan.data.shuffle_captions,
+        keep_tokens=plan.data.keep_tokens,
+        flip_aug=plan.data.flip_aug,
+        cache_latents=plan.data.cache_latents != "off",
         enable_bucket=plan.bucket_settings.enable_bucket,
         min_bucket_reso=plan.bucket_settings.min_reso,
         max_bucket_reso=plan.bucket_settings.max_reso,
         bucket_no_upscale=plan.bucket_settings.no_upscale,
-        prior_loss_weight=answers.get("prior_loss_weight", 1.0),
+        prior_loss_weight=plan.data.prior_loss_weight,
         sd_model_name=base if base.startswith("builtin:") else Path(base).name,
     ))

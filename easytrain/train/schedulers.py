@@ -14,9 +14,8 @@ import math
 from functools import partial
 from typing import Callable
 
+from easytrain.catalog import SCHEDULERS
 from easytrain.errors import UserError
-
-SCHEDULERS = ("cosine_with_restarts", "cosine", "constant", "constant_with_warmup", "linear", "polynomial")
 
 Schedule = Callable[[int], float]
 
@@ -74,24 +73,29 @@ def polynomial(step: int, *, warmup_steps: int, total_steps: int, power: float) 
     return max(0.0, remaining) ** power
 
 
+# One factor-of-step function per catalog name, given the run's numbers.
+SCHEDULE_FUNCTIONS: dict[str, Callable[..., Schedule]] = {
+    "constant": lambda **_: constant,
+    "constant_with_warmup": lambda *, warmup_steps, **_: partial(constant_with_warmup, warmup_steps=warmup_steps),
+    "linear": lambda *, warmup_steps, total_steps, **_: partial(linear, warmup_steps=warmup_steps,
+                                                               total_steps=total_steps),
+    "cosine": lambda *, warmup_steps, total_steps, **_: partial(cosine, warmup_steps=warmup_steps,
+                                                               total_steps=total_steps),
+    "cosine_with_restarts": lambda *, warmup_steps, total_steps, restarts, **_: partial(
+        cosine_with_restarts, warmup_steps=warmup_steps, total_steps=total_steps, cycles=max(1, int(restarts or 1))),
+    "polynomial": lambda *, warmup_steps, total_steps, power, **_: partial(
+        polynomial, warmup_steps=warmup_steps, total_steps=total_steps,
+        power=float(power if power is not None else 1.0)),
+}
+
+
 def schedule_function(name: str, *, total_steps: int, warmup_steps: int = 0,
                       restarts: int = 1, power: float = 1.0) -> Schedule:
     """The factor-of-step function for a scheduler name from the answers file."""
-    if name == "constant":
-        return constant
-    if name == "constant_with_warmup":
-        return partial(constant_with_warmup, warmup_steps=warmup_steps)
-    if name == "linear":
-        return partial(linear, warmup_steps=warmup_steps, total_steps=total_steps)
-    if name == "cosine":
-        return partial(cosine, warmup_steps=warmup_steps, total_steps=total_steps)
-    if name == "cosine_with_restarts":
-        return partial(cosine_with_restarts, warmup_steps=warmup_steps, total_steps=total_steps,
-                       cycles=max(1, int(restarts or 1)))
-    if name == "polynomial":
-        return partial(polynomial, warmup_steps=warmup_steps, total_steps=total_steps,
-                       power=float(power if power is not None else 1.0))
-    raise UserError(f"scheduler: unknown scheduler {name!r}; allowed: {', '.join(SCHEDULERS)}")
+    if name not in SCHEDULE_FUNCTIONS:
+        raise UserError(f"scheduler: unknown scheduler {name!r}; allowed: {', '.join(SCHEDULERS)}")
+    return SCHEDULE_FUNCTIONS[name](warmup_steps=warmup_steps, total_steps=total_steps, restarts=restarts,
+                                    power=power)
 
 
 def build_scheduler(optimizer, name: str, *, total_steps: int, warmup_steps: int = 0,

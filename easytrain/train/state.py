@@ -38,19 +38,6 @@ from easytrain.train.saving import STATE_JSON, STATE_SUFFIX
 TRAINING_FILE = "training.pt"
 FORMAT_VERSION = 1
 
-# Answers that change what training computes: a state saved with other values cannot continue.
-# (output_name, comment, save_every_n_epochs, sample settings, save precision, logging do not.)
-BREAKING_KEYS = (
-    "base_model", "architecture", "network_type", "network_dim", "network_alpha", "conv_dim", "conv_alpha",
-    "train_parts", "optimizer", "optimizer_args", "unet_lr", "text_encoder_lr", "scheduler",
-    "scheduler_restarts", "scheduler_power", "warmup_ratio", "resolution", "height", "batch_size",
-    "seed", "shuffle_captions", "keep_tokens", "flip_aug", "bucket_no_upscale", "enable_bucket",
-    "min_bucket_reso", "max_bucket_reso", "bucket_reso_steps", "mixed_precision", "cache_latents",
-    "min_snr_gamma", "noise_offset", "max_token_length", "caption_extension", "clip_skip",
-    "max_grad_norm", "prior_loss_weight", "network_weights", "gradient_checkpointing",
-)
-
-
 def state_folder_for(lora_path: str | os.PathLike) -> Path:
     """``out/name-000001.safetensors`` -> ``out/name-000001-state``."""
     path = Path(lora_path)
@@ -73,8 +60,7 @@ def _dataset_fingerprint(scan) -> Optional[dict]:
 
 def fingerprint(plan, num_processes: int = 1) -> dict[str, Any]:
     """What must be equal for a state to continue under ``plan`` (JSON-plain values)."""
-    answers = plan.answers
-    values = {key: answers.get(key) for key in BREAKING_KEYS}
+    values = dict(plan.resume_values)
     values.update(
         total_steps=plan.total_steps, steps_per_epoch=plan.steps_per_epoch, epochs=plan.epochs,
         images_per_epoch=plan.images_per_epoch, warmup_steps=plan.warmup_steps,

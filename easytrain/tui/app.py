@@ -1,13 +1,12 @@
 """The wizard app: `easytrain` with no command.
 
-`create_app()` builds it (run_app and the tests use the same factory);
-`run_app()` runs it and, only after Textual has fully exited, does what the
-person chose: start training, run a queue, or print the command for later.
+`create_app()` builds it (commands/wizard.py and the tests use the same
+factory); commands/wizard.py runs it and, only after Textual has fully
+exited, does what the person chose.
 """
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Optional
 
@@ -59,41 +58,3 @@ def create_app(*, route: Optional[str] = None, path: Optional[str] = None,
 
     escape_in_rendered_text()  # captions, tags and file names never reach the terminal raw
     return WizardApp(route=route, path=path, base_dir=base_dir)
-
-
-def run_app() -> int:
-    app = create_app()
-    outcome = app.run()
-    if app.return_code:  # Textual printed the error already
-        return app.return_code
-    return after_exit(outcome)
-
-
-def after_exit(outcome: Optional[Outcome]) -> int:
-    """What happens once the Textual app is gone: the terminal is ours again."""
-    if outcome is None or outcome.action == "quit":
-        print("easytrain: left the wizard; nothing was started.")
-        return 0
-    if outcome.action == "exit":
-        print(f"Answers saved to {outcome.shown}. Start training later with:\n  {outcome.command}")
-        return 0
-    if outcome.action == "queue":
-        from easytrain.commands.train import run_queue
-
-        print(f"Running the queue in {outcome.shown}", flush=True)
-        return run_queue(outcome.path)
-    print(f"Answers saved to {outcome.shown}; starting training ({outcome.command})", flush=True)
-    try:
-        from easytrain.commands.train import run_train
-
-        return run_train([outcome.path])
-    except ImportError as exc:  # the trainer's parts are not installed (or not written yet)
-        return _training_unavailable(outcome, exc)
-
-
-def _training_unavailable(outcome: Outcome, exc: ImportError) -> int:
-    from easytrain.commands.check import run_check
-
-    print(f"Training is not available yet in this install ({exc}); checking the answers instead.",
-          file=sys.stderr)
-    return run_check(outcome.path)

@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Any, Optional
 
 from easytrain import questions as Q
+from easytrain.catalog import TINY_MODEL_ARCH, architecture_label
 from easytrain.answers import Answers
 from easytrain.errors import UserError
 
-ARCH_LABELS = {"sd1": "SD1.x", "sd2": "SD2.x 512 (epsilon)", "sd2-v": "SD2.x 768 (v-prediction)", "sdxl": "SDXL"}
 
 
 @dataclass(frozen=True)
@@ -28,13 +28,13 @@ class ModelInfo:
 
     @property
     def label(self) -> str:
-        return ARCH_LABELS.get(self.arch or "", "unknown")
+        return architecture_label(self.arch)
 
 
 def inspect_model(value: str, base_dir: Path) -> ModelInfo:
     """Detect the architecture of a base-model answer; raises UserError for a file that is not one."""
     if value == Q.BUILTIN_TINY:
-        return ModelInfo("sd1", True, "easytrain's tiny demo model (SD1-shaped)")
+        return ModelInfo(TINY_MODEL_ARCH, True, "easytrain's tiny demo model (SD1-shaped)")
     from easytrain.model.detect import detect_architecture
 
     path = Q.resolve(value, base_dir)

@@ -1,0 +1,111 @@
+"""The typed, immutable settings a run is made of, computed once from the answers by plan.py.
+
+Everything under train/, network/, sampling/ and the saving code reads these
+records and never an Answers object or a raw answers key; every default lives
+in questions.py and reaches these records through the plan. A new option is a
+question, a field in the record it belongs to, and the code that uses it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Mapping, Optional
+
+
+def frozen_mapping(values: Optional[Mapping[str, Any]]) -> Mapping[str, Any]:
+    return MappingProxyType(dict(values or {}))
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    base_model: str                 # "builtin:tiny", or an absolute path
+    architecture: str               # "auto" or a catalog id: the answer, which the file's header can overrule
+    clip_skip: int
+    max_token_length: int           # 75, 150 or 225 caption tokens
+
+
+@dataclass(frozen=True)
+class DataSettings:
+    batch_size: int                 # the one batch size of the run (a dataset TOML's own wins in the plan)
+    shuffle_captions: bool
+    keep_tokens: int
+    flip_aug: bool
+    prior_loss_weight: float
+    caption_extension: str
+    cache_latents: str              # "off" | "memory" | "disk"
+    tag_summary: str                # "none" | "by_count" | ...
+
+
+@dataclass(frozen=True)
+class NetworkSettings:
+    network_type: str
+    dim: int
+    alpha: float
+    conv_dim: Optional[int]
+    conv_alpha: Optional[float]
+    train_unet: bool
+    train_text_encoder: bool
+    initial_weights: Optional[Path]  # network_weights: a LoRA to continue from
+
+    def spec(self):
+        from easytrain.network.spec import NetworkSpec
+
+        return NetworkSpec(self.network_type, self.dim, self.alpha, conv_dim=self.conv_dim,
+                           conv_alpha=self.conv_alpha, train_unet=self.train_unet,
+                           train_text_encoder=self.train_text_encoder)
+
+
+@dataclass(frozen=True)
+class OptimizerSettings:
+    name: str
+    args: Mapping[str, Any] = field(default_factory=frozen_mapping)
+    unet_lr: float = 0.0
+    text_encoder_lr: float = 0.0    # 0 when the text encoder is not trained
+    max_grad_norm: float = 0.0      # 0: no clipping
+
+
+@dataclass(frozen=True)
+class ScheduleSettings:
+    scheduler: str
+    warmup_steps: int
+    restarts: int
+    power: float
+
+
+@dataclass(frozen=True)
+class LossSettings:
+    min_snr_gamma: float            # 0: off
+    noise_offset: float             # 0: off
+
+
+@dataclass(frozen=True)
+class PrecisionSettings:
+    mixed_precision: str            # "no" | "fp16" | "bf16"
+    save_precision: str             # "fp16" | "bf16" | "float"
+    gradient_checkpointing: bool
+    torch_compile: bool
+
+
+@dataclass(frozen=True)
+class SavingSettings:
+    output_dir: Path
+    output_name: str
+    every_n_epochs: int             # 0: only the final file
+    save_state: bool
+    keep_states: int
+    comment: str
+
+
+@dataclass(frozen=True)
+class SamplingSettings:
+    prompts_file: Optional[Path]    # None: no samples
+    every_n_epochs: int             # 0: only before training / never
+    before_training: bool
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    seed: int
+    log_every_n_steps: int

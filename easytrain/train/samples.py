@@ -1,0 +1,86 @@
+"""Sample images during training, from the live modules, through the architecture's adapter."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+
+from easytrain.errors import UserError
+from easytrain.train import events as ev
+from easytrain.train.setup import OUT_OF_MEMORY, empty_device_cache
+
+log = logging.getLogger(__name__)
+
+
+def sample_prompts(plan) -> list:
+    """The prompts to sample with, [] when sampling is off. A bad prompts file is a UserError now."""
+    if plan.sampling.prompts_file is None:
+        return []
+    from easytrain.sampling.prompts import parse_prompts_file
+
+    return parse_prompts_file(plan.sampling.prompts_file, default_size=tuple(plan.resolution))
+
+
+class SampleMaker:
+    """Renders the prompts at a given epoch (main process only; the others wait), as events."""
+
+    def __init__(self, *, plan, prompts, adapter, base, accelerator, unet, text_encoders, device, dtype,
+                 vae_home, emit) -> None:
+        self.plan = plan
+        self.prompts = prompts
+        self.adapter = adapter
+        self.base = base
+        self.accelerator = accelerator
+        self.unet = unet
+        self.text_encoders = text_encoders
+        self.device = device
+        self.dtype = dtype
+        self.vae_home = vae_home
+        self.emit = emit
+
+    def __call__(self, epoch: int) -> None:
+        if self.accelerator.is_main_process:
+            self._render(epoch)
+        self.accelerator.wait_for_everyone()
+
+    def _render(self, epoch: int) -> None:
+        """One image per prompt; a failure is reported and training goes on."""
+        emit, plan, base, device, vae = self.emit, self.plan, self.base, self.device, self.base.vae
+        emit(ev.PhaseStarted("sampling", len(self.prompts)))
+        started = time.monotonic()
+        vae.to(device)
+        unwrap = self.accelerator.unwrap_model
+        try:
+            paths = self.adapter.render_samples(
+                unet=unwrap(self.unet), vae=vae, text_encoders=[unwrap(t) for t in self.text_encoders],
+                tokenizers=base.tokenizers, prompts=self.prompts, output_dir=plan.output_dir, name=plan.output_name,
+                epoch=epoch, device=device, dtype=self.dtype, clip_skip=plan.model.clip_skip,
+                prediction_type=base.prediction_type, scheduler_config=base.noise_scheduler.config,
+                max_token_length=plan.model.max_token_length,
+                on_progress=lambda done, total: emit(ev.PhaseProgress("sampling", done, total)),
+            )
+        except OUT_OF_MEMORY:
+            empty_device_cache(device)
+            emit(ev.Message("sample images skipped: out of GPU memory while sampling (smaller sample sizes "
+                            "or fewer steps help); training goes on", "warning"))
+            paths = []
+        except UserError:
+            raise
+        except Exception as exc:  # a sample is a preview: never worth the training run
+            log.exception("sampling failed")
+            emit(ev.Message(f"sample images failed ({type(exc).__name__}: {str(exc)[:200]}); training goes on",
+                            "warning"))
+            paths = []
+        finally:
+            vae.to(self.vae_home)
+            empty_device_cache(device)
+        for path, prompt in zip(paths, self.prompts):
+            emit(ev.SampleSaved(str(path), epoch, prompt.prompt))
+        emit(ev.PhaseEnded("sampling", time.monotonic() - started))
+
+
+def no_samples(epoch: int) -> None:
+    """The sample maker of a run without prompts."""
+
+
