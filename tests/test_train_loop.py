@@ -141,7 +141,7 @@ def test_a_diverging_run_stops_with_advice_and_keeps_the_last_good_file(tmp_path
 
 
 def test_processes_share_an_epoch_evenly():
-    from easytrain.train.loop import _process_share
+    from easytrain.train.setup import process_share as _process_share
 
     batches = list(range(7))
     shares = [_process_share(batches, rank, 3) for rank in range(3)]

@@ -211,10 +211,6 @@ class TrainDataset:
 
     # ---- latent cache --------------------------------------------------------------------------
 
-    @property
-    def latents_cached(self) -> bool:
-        return self._latents is not None
-
     def default_cache_dir(self) -> Path:
         root = self.train_scan.root
         return (root if root.is_dir() else root.parent) / CACHE_DIR_NAME

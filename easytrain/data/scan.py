@@ -89,10 +89,6 @@ class SubsetScan:
     def images_per_epoch(self) -> int:
         return len(self.images) * self.repeats
 
-    @property
-    def missing_captions(self) -> int:
-        return len(self.images) - self.captions
-
 
 @dataclass(frozen=True)
 class DatasetScan:

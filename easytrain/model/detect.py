@@ -17,7 +17,6 @@ import zipfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from easytrain.catalog import ARCHITECTURE_IDS as ARCHITECTURES
 from easytrain.errors import UserError
 
 TINY_MARKER_KEY = "easytrain.model"  # safetensors metadata key / marker file key of the tiny model
@@ -40,7 +39,7 @@ _CROSS_ATTN_KEY = _UNET_PREFIX + "input_blocks.1.1.transformer_blocks.0.attn2.to
 
 @dataclass(frozen=True)
 class Detection:
-    arch: str | None  # one of ARCHITECTURES, or None when unknown
+    arch: str | None  # a catalog architecture id, or None when unknown
     prediction_type: str | None  # "epsilon" | "v_prediction" | None when unknown
     sure: bool
     description: str

@@ -10,7 +10,6 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
 
 STATE_SUFFIX = "-state"  # a LoRA file's training state: name-000001.safetensors -> name-000001-state/
 STATE_JSON = "state.json"
@@ -42,8 +41,7 @@ class MetadataBase:
 
 
 def run_metadata(plan, *, spec, arch: str, prediction_type: str, optimizer_name: str,
-                 mixed_precision: str, total_steps: int, steps_per_epoch: int,
-                 started_at: Optional[float] = None) -> MetadataBase:
+                 mixed_precision: str, total_steps: int, steps_per_epoch: int) -> MetadataBase:
     from easytrain.data.tags import dataset_dirs, tag_frequency
 
     args = plan.optimizer.args
@@ -54,7 +52,7 @@ def run_metadata(plan, *, spec, arch: str, prediction_type: str, optimizer_name:
         output_name=plan.saving.output_name,
         arch=arch,
         prediction_type=prediction_type,
-        training_started_at=time.time() if started_at is None else started_at,
+        training_started_at=time.time(),
         comment=plan.saving.comment,
         tag_frequency=tag_frequency(plan.train_scan, plan.reg_scan),
         dataset_dirs=dataset_dirs(plan.train_scan),
