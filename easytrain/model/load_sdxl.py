@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from easytrain import catalog
 from easytrain.errors import UserError
 from easytrain.model import tiny_sdxl
 from easytrain.model.convert import unet_key_map, vae_key_map
@@ -36,6 +37,8 @@ from easytrain.model.quiet import quiet_model_libraries
 SDXL_CONFIG_DIR = CONFIG_ROOT / "sdxl"
 _PAD_1 = "<|endoftext|>"
 _PAD_2 = "!"
+
+SDXL = "sdxl"  # the catalog id this loader serves
 
 
 @dataclass
@@ -65,7 +68,7 @@ def load_sdxl(
     quiet_model_libraries()
     path = Path(path).expanduser()
     detection = detect_architecture(path)
-    if detection.arch != "sdxl":
+    if detection.arch not in catalog.family_members(SDXL):
         raise UserError(f"{path}: not an SDXL model ({detection.description})")
     if path.is_dir():
         parts = _load_folder(path, dtype)

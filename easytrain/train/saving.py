@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Optional
 
 STATE_SUFFIX = "-state"  # a LoRA file's training state: name-000001.safetensors -> name-000001-state/
 STATE_JSON = "state.json"
