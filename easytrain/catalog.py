@@ -35,6 +35,8 @@ class Architecture:
     modelspec: str            # modelspec.architecture without "/lora"
     v2: bool                  # kohya's ss_v2
     lora_layout: str          # modelspec.implementation: the layout of the LoRA's UNet names
+    memory_factor: float = 1.0          # training memory per native-size picture, in SD1-at-512 units
+    always_checkpoint: bool = False     # gradient checkpointing stays on whatever the GPU's memory
 
 
 DIFFUSERS_LAYOUT = "diffusers"
@@ -47,7 +49,7 @@ ARCHITECTURES: dict[str, Architecture] = {a.id: a for a in (
     Architecture("sd2-v", "SD2.x 768 (v-prediction)", "sd2", "v_prediction", 768, "sd_v2_768_v",
                  "stable-diffusion-v2-768-v", True, DIFFUSERS_LAYOUT),
     Architecture("sdxl", "SDXL", "sdxl", "epsilon", 1024, "sdxl_base_v1-0", "stable-diffusion-xl-v1-base", False,
-                 STABILITY_LAYOUT),
+                 STABILITY_LAYOUT, memory_factor=2.5, always_checkpoint=True),
 )}
 ARCHITECTURE_IDS = tuple(ARCHITECTURES)
 AUTO = "auto"
@@ -76,6 +78,16 @@ def family_members(arch_id: str) -> tuple[str, ...]:
     """The answers that share ``arch_id``'s adapter (e.g. sd2 and sd2-v)."""
     family = architecture(arch_id).family
     return tuple(a.id for a in ARCHITECTURES.values() if a.family == family)
+
+
+def memory_factor(arch_id: str | None) -> float:
+    entry = ARCHITECTURES.get(arch_id or "")
+    return entry.memory_factor if entry else 1.0
+
+
+def always_checkpoint(arch_id: str | None) -> bool:
+    entry = ARCHITECTURES.get(arch_id or "")
+    return entry.always_checkpoint if entry else False
 
 
 def native_resolution(arch_id: str | None) -> int:

@@ -29,7 +29,7 @@ BUILTIN_TINY = "builtin:tiny"
 
 from easytrain.catalog import (  # noqa: E402  (re-exported: the question table's names)
     ADAMW_FAMILY, ADAPTIVE_OPTIMIZERS, ARCHITECTURE_IDS, ARCHITECTURES as ARCHITECTURE_CATALOG, AUTO,
-    NETWORK_TYPES, OPTIMIZERS, SCHEDULERS, native_resolution,
+    NETWORK_TYPES, OPTIMIZERS, SCHEDULERS, always_checkpoint, memory_factor, native_resolution,
 )
 
 ARCHITECTURES = (AUTO,) + ARCHITECTURE_IDS
@@ -313,9 +313,9 @@ def _check_path_on_disk(q: Question, path: Path) -> Optional[str]:
 # ---------------------------------------------------------------- defaults
 
 # The guides' VRAM table for SD1.x/SD2.x at 512 with an 8-bit optimizer and gradient checkpointing:
-# (at least this many GiB, batch size). Bigger pictures need more, and SDXL at its 1024 about 2.5x.
+# (at least this many GiB, batch size). Bigger pictures need more, and SDXL at its 1024 about 2.5x
+# (catalog.memory_factor).
 VRAM_BATCH = ((0, 1), (9.5, 2), (11.5, 3), (15.5, 4), (23.5, 6), (39.5, 8), (79, 12))
-SDXL_MEMORY_FACTOR = 2.5
 CHECKPOINTING_OFF_FROM_GIB = 23.5  # SD1/SD2 units: enough memory to trade it for speed (never for SDXL)
 
 
@@ -324,11 +324,11 @@ def vram_per_512_picture(v: Values) -> Optional[float]:
     gpu = machine.gpu_info()
     if gpu is None:
         return None
-    xl = v.get("architecture") == "sdxl"
-    native = 1024 if xl else 512
+    arch = v.get("architecture")
+    native = native_resolution(arch)
     side = _number(v, "resolution", native)
     pixels = side * _number(v, "height", side) / (native * native)
-    return gpu.memory_gib / (pixels * (SDXL_MEMORY_FACTOR if xl else 1.0))
+    return gpu.memory_gib / (pixels * memory_factor(arch))
 
 
 def default_batch_size(v: Values) -> int:
@@ -340,7 +340,7 @@ def default_batch_size(v: Values) -> int:
 
 def default_gradient_checkpointing(v: Values) -> bool:
     memory = vram_per_512_picture(v)
-    return memory is None or memory < CHECKPOINTING_OFF_FROM_GIB or v.get("architecture") == "sdxl"
+    return memory is None or memory < CHECKPOINTING_OFF_FROM_GIB or always_checkpoint(v.get("architecture"))
 
 
 def vram_reason(key: str, v: Values) -> Optional[str]:

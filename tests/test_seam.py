@@ -149,4 +149,4 @@ def test_settings_defaults_come_from_the_questions(tmp_path):
     assert plan.loss.min_snr_gamma == Q.question("min_snr_gamma").default
     assert plan.run.seed == Q.question("seed").default
     assert plan.saving.keep_states == Q.question("keep_states").default
-    assert plan.data.batch_size == Q.question("batch_size").default
+    assert plan.data.batch_size == Q.question("batch_size").default_for(plan.answers.values())

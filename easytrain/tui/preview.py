@@ -69,7 +69,7 @@ class StepsPreview:
                 reg = None
                 if values.get("use_regularization") and values.get("reg_image_folder"):
                     reg = self.scan(values["reg_image_folder"], base_dir, extension, is_reg=True)
-                train, reg = apply_repeats(train, reg, values.get("folder_repeats"))
+            train, reg = apply_repeats(train, reg, values.get("folder_repeats"))
         except UserError:
             return None
         if train.total_images == 0:
