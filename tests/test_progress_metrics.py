@@ -145,6 +145,9 @@ def test_summary_of_a_finished_run():
         "/out/run/mylora.safetensors", "/out/run/mylora-000001.safetensors",
         "/out/run/metrics.csv", "/out/run/loss.png"]
     assert "<lora:mylora:1>" in text and "copy mylora.safetensors into stable-diffusion-webui/models/Lora" in text
+    assert lines[-1].startswith("To pick among the saved files: ") and lines[-1].endswith("compare /out/run")
+    alone = summary_lines(ev.RunFinished(step=5, seconds=1.0, final_path="/o/a.safetensors", average_loss=0.1))
+    assert "compare" not in "\n".join(alone)
 
 
 def test_summary_of_stopped_and_failed_runs():

@@ -46,6 +46,8 @@ def _finished(event: ev.RunFinished, extra_files: Iterable[str | Path]) -> list[
         f"then add <lora:{name}:1> to a prompt (lower the 1, e.g. 0.7, if it overpowers the image).",
         "In ComfyUI: copy it into ComfyUI/models/loras and pick it in a LoraLoader node.",
     ]
+    if sum(1 for f in files if f.endswith(".safetensors")) > 1:
+        lines.append(f"To pick among the saved files: {command('compare', str(final.parent))}")
     return lines
 
 
