@@ -177,7 +177,7 @@ def test_a_failed_state_write_keeps_the_previous_state(tmp_path):
 def _with_output(plan, output_dir):
     import dataclasses
 
-    return dataclasses.replace(plan, output_dir=output_dir)
+    return dataclasses.replace(plan, saving=dataclasses.replace(plan.saving, output_dir=output_dir))
 
 
 def test_a_failing_torch_compile_is_reported_and_the_run_trains_uncompiled(uninterrupted, tmp_path, monkeypatch):
