@@ -111,3 +111,46 @@ def test_check_refuses_optimizer_arguments_the_optimizer_would_refuse(tmp_path, 
     code = cli_main(["check", str(path)])
     _, err = capsys.readouterr()
     assert code == 2 and "optimizer_args: AdamW has no argument 'momentum'; AdamW accepts: betas" in err
+
+
+def _valid_values(q: Q.Question):
+    """Values inside the question's own rules (the cross-key rules are what the test probes)."""
+    if q.kind == "yesno":
+        return st.booleans()
+    if q.kind == "choice":
+        return st.sampled_from(q.choice_values)
+    if q.kind == "int":
+        step = q.multiple_of or 1
+        low = int(q.minimum if q.minimum is not None else 0)
+        high = min(int(q.maximum if q.maximum is not None else 4096), low + 64 * step)
+        return st.integers(-(-low // step), high // step).map(lambda n: n * step)
+    low = q.minimum if q.minimum is not None else 0.0
+    high = q.maximum if q.maximum is not None else 10.0
+    return st.floats(low, high, exclude_min=q.above is not None)
+
+
+VARIED = [q for q in Q.QUESTIONS if q.kind in ("yesno", "choice", "int", "float")
+          and q.id not in ("architecture", "sample_images", "log_every_n_steps")]
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                                                 HealthCheck.too_slow])
+@given(data=st.data())
+def test_what_check_accepts_gets_past_every_step_of_train_before_the_model_loads(folder, capsys, data):
+    from easytrain.commands.check import plan_lines
+    from easytrain.commands.train import keep_earlier_outputs, prepare
+    from easytrain.train.saving import write_run_files
+
+    chosen = data.draw(st.lists(st.sampled_from(VARIED), max_size=6, unique_by=lambda q: q.id))
+    answers = {**BASE, "output_folder": "out_any", **{q.id: data.draw(_valid_values(q), label=q.id) for q in chosen}}
+    path = folder / "accepted.json"
+    path.write_text(json.dumps(answers), encoding="utf-8")
+    code = cli_main(["check", str(path)])
+    _, err = capsys.readouterr()
+    assert_clean_outcome(code, err)
+    if code != 0:
+        return
+    _, plan = prepare(str(path))      # train's own pre-load steps, in its order
+    plan_lines(plan)
+    keep_earlier_outputs(plan, str(path), resume=None)
+    write_run_files(plan)

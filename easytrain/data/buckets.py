@@ -35,6 +35,9 @@ class BucketSettings:
             problems.append(f"resolution: must be positive, got {self.resolution}")
         if self.step < 1:
             problems.append(f"bucket_reso_steps: must be at least 1, got {self.step}")
+        elif self.enable_bucket and self.step > min(self.resolution):
+            problems.append(f"bucket_reso_steps: must be at most the resolution {min(self.resolution)}, "
+                            f"got {self.step}")
         if self.enable_bucket and not self.no_upscale:
             if self.min_reso < 1 or self.min_reso > self.max_reso:
                 problems.append(
