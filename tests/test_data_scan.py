@@ -211,3 +211,15 @@ def test_a_folder_that_cannot_be_listed_is_one_clear_error(tmp_path):
     (tmp_path / "root").symlink_to(tmp_path / "root")
     with pytest.raises(UserError, match="does not exist"):
         scan_image_folder(tmp_path / "root")
+
+
+def test_a_fifo_named_like_a_caption_does_not_hang_the_scan(tmp_path):
+    import os
+
+    make_subset(tmp_path, "1_x", 1)
+    image = next((tmp_path / "1_x").glob("*.png"))
+    caption = image.with_suffix(".txt")
+    caption.unlink()
+    os.mkfifo(caption)                    # reading it would wait forever for a writer
+    scan = scan_image_folder(tmp_path)
+    assert scan.total_images == 1 and scan.subsets[0].captions == 0

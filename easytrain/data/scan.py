@@ -199,7 +199,7 @@ def scan_subset(folder: Path, *, name: str, repeats: int, is_reg: bool, caption_
     masks = mask_files(mask_dir)
     caption_extension = normalise_extension(caption_extension)
     entries = sorted((e for e in _entries(folder) if not e.name.startswith(".")), key=lambda e: e.name)
-    names = {e.name for e in entries}
+    names = {e.name for e in entries if is_regular_file(e)}  # a FIFO named like a caption would block the read
     images: list[ImageEntry] = []
     unreadable: list[UnreadableImage] = []
     warnings: list[str] = []
@@ -301,6 +301,13 @@ def _entries(folder: Path) -> list[os.DirEntry]:
             return list(listing)
     except OSError as exc:
         raise UserError(f"{folder}: cannot list this folder ({_os_reason(exc)})") from None
+
+
+def is_regular_file(entry: os.DirEntry) -> bool:
+    try:
+        return entry.is_file()
+    except OSError:
+        return False
 
 
 def _os_reason(exc: OSError) -> str:

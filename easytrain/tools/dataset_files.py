@@ -73,11 +73,13 @@ def is_tool_image_name(name: str, include_gif: bool) -> bool:
 
 
 def _folder(path: Path, caption_extension: str, include_gif: bool) -> DatasetFolder:
+    from easytrain.data.scan import is_regular_file
+
     entries = [e for e in os.scandir(path) if not e.name.startswith(".")]
-    names = {e.name for e in entries}
+    names = {e.name for e in entries if is_regular_file(e)}  # never a FIFO, a link loop or a folder
     images = []
     for entry in sorted(entries, key=lambda e: e.name):
-        if not is_tool_image_name(entry.name, include_gif) or not entry.is_file():
+        if not is_tool_image_name(entry.name, include_gif) or entry.name not in names:
             continue
         caption_name = os.path.splitext(entry.name)[0] + caption_extension
         caption = path / caption_name if caption_name in names else None
