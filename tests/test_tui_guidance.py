@@ -99,3 +99,25 @@ async def test_the_vae_question_refuses_a_vae_of_another_family(workdir):
         await answer(pilot, "builtin:tiny")
         assert question_key(app) != "vae" and app.wizard.state.value("vae") == "builtin:tiny"
     assert sorted(p.name for p in workdir.iterdir()) == ["flux_vae.safetensors", "images"]
+
+
+def test_gpu_memory_is_read_from_nvidia_smi_without_torch(tmp_path, monkeypatch):
+    fake = tmp_path / "nvidia-smi"
+    fake.write_text('#!/bin/sh\ncase "$1" in\n  -L) echo "GPU 0: NVIDIA GeForce RTX 3060 (UUID: GPU-x)";;\n'
+                    '  *) echo "NVIDIA GeForce RTX 3060, 12288";;\nesac\n')
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:/usr/bin:/bin")
+    monkeypatch.delenv("EASYTRAIN_GPU_MEMORY")
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    monkeypatch.setattr(machine, "NVIDIA_PROC", tmp_path / "no-proc")
+    for cached in (machine.has_cuda_gpu, machine.gpu_info):
+        cached.cache_clear()
+    try:
+        assert machine.gpu_info() == machine.GpuInfo("NVIDIA GeForce RTX 3060", 12.0)
+        assert Q.applicable_values({})["batch_size"] == 3
+        monkeypatch.setenv("EASYTRAIN_GPU_MEMORY", "6")  # answers made here for a 6 GB card
+        machine.gpu_info.cache_clear()
+        assert Q.applicable_values({})["batch_size"] == 1
+    finally:
+        for cached in (machine.has_cuda_gpu, machine.gpu_info):
+            cached.cache_clear()
