@@ -20,7 +20,6 @@ from easytrain.fsutil import atomic_write_text
 SCHEMA_VERSION = 1
 PATH_KINDS = ("file", "folder", "model")
 MAX_DEPTH = 8  # our files are 3 deep (object -> optimizer_args -> list); anything deeper is not an answers file
-MAX_DIGITS = 400  # no allowed number has more digits; longer ones are refused before Python converts them
 UNKNOWN_KEYS_SHOWN = 20  # unknown keys listed (each with a "did you mean"); the rest are counted
 
 
@@ -218,20 +217,15 @@ class _Refused(ValueError):
 
 
 def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in result:
-            raise _Refused(f"the key {Q.shown(key)} is given twice; keep one (a later copy would silently "
-                           "win and hide the other)")
-        result[key] = value
+    result = dict(pairs)
+    if len(result) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _Refused(f"the key {Q.shown(key)} is given twice; keep one (a later copy would silently "
+                               "win and hide the other)")
+            seen.add(key)
     return result
-
-
-def _bounded_int(text: str) -> int:
-    if len(text.lstrip("-")) > MAX_DIGITS:
-        raise _Refused(f"a number with {len(text.lstrip('-'))} digits ({text[:12]}...) is far outside "
-                       "every allowed range")
-    return int(text)
 
 
 def _depth(data: Any) -> int:
@@ -249,11 +243,14 @@ def _depth(data: Any) -> int:
 def parse_json(text: str, label: str) -> Any:
     """The JSON of an answers file, refusing duplicate keys, absurd numbers and deep nesting."""
     try:
-        data = json.loads(text, object_pairs_hook=_no_duplicate_keys, parse_int=_bounded_int)
+        data = json.loads(text, object_pairs_hook=_no_duplicate_keys)
     except json.JSONDecodeError as exc:
         raise UserError(f"{label}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from None
     except _Refused as exc:
         raise UserError(f"{label}: {exc}") from None
+    except ValueError as exc:  # Python refuses to convert integers of thousands of digits
+        raise UserError(f"{label}: a number with thousands of digits is far outside every allowed range "
+                        f"({str(exc).split(';')[0]})") from None
     except RecursionError:
         raise UserError(f"{label}: nested too deeply to be an answers file (at most {MAX_DEPTH} levels)") from None
     if _depth(data) > MAX_DEPTH:

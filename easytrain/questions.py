@@ -11,6 +11,7 @@ No textual, no torch: this module must import in milliseconds.
 from __future__ import annotations
 
 import math
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -426,6 +427,18 @@ def default_optimizer_args(v: Values) -> dict:
     return {}
 
 
+def _check_output_place(value: Any, v: Values) -> Optional[str]:
+    """Not inside the image folder: the next run would train on loss.png and the samples."""
+    image = v.get("image_folder")
+    if not isinstance(image, str) or not image.strip() or not str(value).strip():
+        return None
+    out, images = (os.path.normpath(os.path.expanduser(p)) for p in (str(value), image))
+    if os.path.isabs(out) == os.path.isabs(images) and (out == images or out.startswith(images.rstrip(os.sep) + os.sep)):
+        return (f"{_shown(value)} is inside the image folder; the next run would train on its files. "
+                "Put the outputs beside it (the default)")
+    return None
+
+
 def _check_output_name(value: Any, _: Values) -> Optional[str]:
     text = str(value)
     if not NAME_PATTERN.match(text):
@@ -538,7 +551,7 @@ QUESTIONS: tuple[Question, ...] = (
         "A folder for the trained files, the tag list and the loss curve. It is created if it "
         "does not exist. The default sits next to your image folder.",
         "folder", "output", default=default_output_folder, default_text="<image folder>/../output",
-        must_exist=False,
+        must_exist=False, check=_check_output_place,
         depends_on=("image_folder",),
     ),
     Question(

@@ -52,7 +52,7 @@ HOSTILE_FILES = [
     ('{"schema_version": 1, "optimizer_args": {"eps": 1, "eps": 2}}', "the key 'eps' is given twice"),
     ("[" * 50000 + "]" * 50000, "nested too deeply"),
     ('{"schema_version": 1, "optimizer_args": {"a": [[[[[[[[1]]]]]]]]}}', "nested too deeply"),
-    ('{"schema_version": 1, "network_dim": ' + "9" * 5000 + "}", "a number with 5000 digits"),
+    ('{"schema_version": 1, "network_dim": ' + "9" * 5000 + "}", "a number with thousands of digits"),
     ('{"schema_version": 1, "network_dim": 1' + "0" * 300 + "}", "network_dim: must be an integer from 1 to 1024"),
     ('{"schema_version": true}', "schema_version: this easytrain reads version 1"),
     ('{"schema_version": "1"}', "schema_version: this easytrain reads version 1"),
@@ -79,10 +79,10 @@ def test_hostile_files_get_one_clear_message(tmp_path, capsys, text, says):
 def test_a_million_unknown_keys_are_refused_quickly(tmp_path):
     path = tmp_path / "many.json"
     path.write_text(json.dumps({"schema_version": 1, **{f"key{i}": i for i in range(1_000_000)}}))
-    started = time.monotonic()
+    started = time.process_time()   # CPU time: the machine may be shared
     with pytest.raises(A.AnswersError) as err:
         A.load(path)
-    assert time.monotonic() - started < 15
+    assert time.process_time() - started < 10
     assert "... and 999980 more unknown keys" in err.value.problems
     assert len(err.value.problems) < 30
 
@@ -139,7 +139,7 @@ VARIED = [q for q in Q.QUESTIONS if q.kind in ("yesno", "choice", "int", "float"
 def test_what_check_accepts_gets_past_every_step_of_train_before_the_model_loads(folder, capsys, data):
     from easytrain.commands.check import plan_lines
     from easytrain.commands.train import keep_earlier_outputs, prepare
-    from easytrain.train.saving import write_run_files
+    from easytrain.run_files import write_run_files
 
     chosen = data.draw(st.lists(st.sampled_from(VARIED), max_size=6, unique_by=lambda q: q.id))
     answers = {**BASE, "output_folder": "out_any", **{q.id: data.draw(_valid_values(q), label=q.id) for q in chosen}}
