@@ -135,8 +135,10 @@ def test_report_tags_in_every_caption(tmp_path):
     folder = tmp_path / "5_bob"
     write_captioned(folder, "1", "bob, 1boy, red scarf, smile")
     write_captioned(folder, "2", "1boy, bob, red scarf, outdoors")
-    report = caption_report(folder)
+    report = caption_report(folder, keep_tokens=0)
     assert set(report.in_every_caption) == {"bob", "1boy", "red scarf"}
+    report = caption_report(folder)  # the first tag of each caption is kept in front: never a removal hint
+    assert report.in_every_caption == ("red scarf",) and set(report.kept_in_front) == {"bob", "1boy"}
 
 
 def test_token_counts_match_transformers_clip_tokenizer():
@@ -181,3 +183,18 @@ def test_cli_report_and_bad_input(dataset, tmp_path):
     write_captioned(dataset / "3_style", "bad", b"\xff\xfe caf\xe9")
     dry = run_cli("tags", dataset, "--dedupe")
     assert dry.returncode == 0 and "bad.txt: caption file is not UTF-8" in dry.stdout
+
+
+def test_tags_report_never_suggests_removing_the_trigger(demo_images):
+    out = run_cli("tags", demo_images)
+    assert out.returncode == 0, out.stderr
+    assert ("In every caption (besides shapes, kept in front by --keep-tokens): simple background"
+            in out.stdout)
+
+
+def test_add_trigger_with_underscores_edits_the_tag_it_pushed_out_of_the_head(demo_images):
+    caption = demo_images / "5_shapes" / "shape_00.txt"
+    caption.write_text("long_hair, red circle\n", encoding="utf-8")
+    out = run_cli("tags", demo_images, "--add-trigger", "zzchar", "--underscores", "--apply")
+    assert out.returncode == 0, out.stderr
+    assert caption.read_text(encoding="utf-8") == "zzchar, long hair, red circle\n"

@@ -4,6 +4,7 @@ unreadable files, exact and near duplicates, flatten, frames, padding, exclusion
 from __future__ import annotations
 
 import io
+import json
 from pathlib import Path
 
 import pytest
@@ -224,3 +225,17 @@ def test_animated_webp_is_found_and_converted(tmp_path):
     assert sorted(p.name for p in folder.iterdir()) == ["move_000.png", "move_001.png"]
     with Image.open(folder / "move_001.png") as image:
         assert image.convert("RGB").getpixel((16, 16)) == (0, 0, 255)
+
+
+def test_images_takes_the_resolution_from_an_answers_file_and_says_which(tmp_path, demo_images):
+    answers = tmp_path / "run.json"
+    answers.write_text(json.dumps({"schema_version": 1, "base_model": "builtin:tiny", "image_folder": "images",
+                                   "resolution": 256}))
+    from_file = run_cli("images", demo_images, "--answers", answers, "--workers", "1")
+    assert from_file.returncode == 0, from_file.stderr
+    assert f"Sizes checked against 256 px training (the resolution in {answers})." in from_file.stdout
+    assert "Smaller than 256 px" in from_file.stdout          # the 192 px sides of the demo's tall images
+    default = run_cli("images", demo_images, "--workers", "1")
+    assert "Sizes checked against 512 px training (the SD1.x default;" in default.stdout
+    both = run_cli("images", demo_images, "--answers", answers, "--resolution", "768")
+    assert both.returncode == 2 and "use one of them" in both.stderr

@@ -92,3 +92,11 @@ def test_parsing_the_command_line_forms():
     for bad in ("a, b", "= a", "a, b = c, d"):
         with pytest.raises(UserError, match="--merge"):
             parse_merge(bad)
+
+
+def test_head_protection_follows_the_final_order():
+    edits = TagEdits(add_trigger="zzchar", underscores=True, keep_tokens=1)
+    assert edit_tags(["long_hair", "blue_eyes"], edits) == ["zzchar", "long hair", "blue eyes"]
+    assert edit_tags(["my_char", "long_hair"], TagEdits(add_trigger="my_char", underscores=True)) == [
+        "my_char", "long hair"]                                      # the trigger itself is the head
+    assert edit_tags(["a_b", "a_b"], TagEdits(add_trigger="t", dedupe=True, keep_tokens=2)) == ["t", "a_b"]

@@ -63,7 +63,9 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("images", help="image report, duplicates, fixes (undoable)",
                               description=IMAGES_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("folder", metavar="DIR", help="the image folder above the N_name folders, or one N_name folder")
-    p.add_argument("--resolution", type=int, default=512, help="training resolution the sizes are checked against")
+    p.add_argument("--resolution", type=int, default=None,
+                   help="training resolution the sizes are checked against (default: 512, or --answers)")
+    p.add_argument("--answers", metavar="FILE", help="take the resolution from this answers file")
     p.add_argument("--threshold", type=int, default=None, metavar="BITS",
                    help="near duplicates: perceptual hashes at most this many bits apart (of 64; default 6)")
     p.add_argument("--flatten", action="store_true", help="lay transparent images onto white (or --background)")
@@ -86,6 +88,24 @@ def register(subparsers) -> None:
 def print(*values, **kwargs) -> None:  # noqa: A001 - what these commands print holds captions and file names
     """print() with control characters escaped: a caption's escape sequence must not reach the terminal."""
     builtins.print(*(safe_text(value) for value in values), **kwargs)
+
+
+def _image_resolution(args) -> tuple[int, str]:
+    """The training size the images are measured against, and where it came from (said in the report)."""
+    if args.answers and args.resolution is not None:
+        raise UserError("--resolution and --answers both give the resolution: use one of them")
+    if args.answers:
+        from easytrain import answers as answers_file
+
+        resolution = answers_file.load(args.answers, check_paths=False).resolution
+        return resolution, f"the resolution in {args.answers}"
+    if args.resolution is None:
+        from easytrain import questions as Q
+
+        return Q.usual_resolution({}), "the SD1.x default; --resolution N or --answers FILE for your run's size"
+    if args.resolution < 64:
+        raise UserError(f"--resolution: must be at least 64, got {args.resolution}")
+    return args.resolution, "--resolution"
 
 
 def _print(lines) -> None:
@@ -123,7 +143,8 @@ def run_tags(args) -> int:
             raise UserError(f"--top: must be at least 1, got {args.top}")
         from easytrain.tools.caption_report import caption_report, format_report
 
-        report = caption_report(args.folder, args.caption_extension, top=args.top)  # a missing folder: says so
+        report = caption_report(args.folder, args.caption_extension, top=args.top,
+                                keep_tokens=args.keep_tokens)  # a missing folder: says so
         trigger = _trigger_lines(args.folder, args.caption_extension, args.check_trigger, "--check-trigger")
         _print(format_report(report))
         _print(trigger)
@@ -234,8 +255,7 @@ def run_images(args) -> int:
     threshold = DEFAULT_THRESHOLD if args.threshold is None else args.threshold
     if not 0 <= threshold <= 64:
         raise UserError(f"--threshold: must be from 0 to 64 bits, got {threshold}")
-    if args.resolution < 64:
-        raise UserError(f"--resolution: must be at least 64, got {args.resolution}")
+    resolution, source = _image_resolution(args)
     if args.min_size is not None and args.min_size < 1:
         raise UserError(f"--min-size: must be at least 1 pixel, got {args.min_size}")
     if args.workers is not None and args.workers < 1:
@@ -249,8 +269,9 @@ def run_images(args) -> int:
         raise UserError("--apply: there is nothing to apply; name a fix such as --flatten or --exclude-duplicates")
 
     with progress("reading images", plain=True if args.plain else None) as on_progress:
-        report = image_report(args.folder, resolution=args.resolution, threshold=threshold, workers=args.workers,
+        report = image_report(args.folder, resolution=resolution, threshold=threshold, workers=args.workers,
                               caption_extension=args.caption_extension, on_progress=on_progress)
+    print(f"Sizes checked against {resolution} px training ({source}).")
     _print(format_report(report))
     if options.empty:
         return 0

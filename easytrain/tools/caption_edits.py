@@ -58,8 +58,8 @@ def plan_edits(folder, edits: TagEdits, caption_extension: str = ".txt") -> Edit
     for caption in dataset.captions:
         tags = caption.tags
         new_tags = edit_tags(tags, edits)
-        if edits.underscores and any("_" in tag and not is_kaomoji(tag) and tag in new_tags
-                                     for tag in tags[: edits.keep_tokens]):
+        if edits.underscores and any("_" in tag and not is_kaomoji(tag)
+                                     for tag in new_tags[: max(0, edits.keep_tokens)]):
             head_underscores += 1
         if new_tags == tags:
             continue

@@ -33,6 +33,7 @@ class CaptionReport:
     distinct_tags: int
     folders: tuple[FolderTags, ...]
     in_every_caption: tuple[str, ...]  # tags every caption file has (candidates to prune into the trigger)
+    kept_in_front: tuple[str, ...]  # of those, the ones among a caption's first keep-tokens tags (the trigger)
     repeated: tuple[tuple[Path, tuple[str, ...]], ...]  # caption files with a tag twice
     too_long: dict[int, tuple[tuple[Path, int], ...]]  # limit -> (caption file, tokens)
     tokens_exact: bool
@@ -40,13 +41,14 @@ class CaptionReport:
 
 
 def caption_report(folder, caption_extension: str = ".txt", top: int = 20, per_folder_top: int = 10,
-                   ) -> CaptionReport:
+                   keep_tokens: int = 1) -> CaptionReport:
+    """``keep_tokens``: the first tags of each caption are kept (the trigger), never suggested for removal."""
     root = resolve_root(folder)
     dataset = load_captions(root, caption_extension)
     overall: Counter = Counter()
     folder_counts: dict[Path, Counter] = {f.path: Counter() for f in dataset.folders}
     folder_captions: Counter = Counter()
-    repeated, every = [], None
+    repeated, every, head = [], None, set()
     captions = dataset.captions
     for item in dataset.images:
         if item.caption is None:
@@ -57,6 +59,7 @@ def caption_report(folder, caption_extension: str = ".txt", top: int = 20, per_f
         folder_counts[item.folder].update(unique)
         folder_captions[item.folder] += 1
         every = unique if every is None else every & unique
+        head.update(tags[:max(0, keep_tokens)])
         twice = repeated_tags(tags)
         if twice:
             repeated.append((item.caption.path, tuple(twice)))
@@ -65,6 +68,8 @@ def caption_report(folder, caption_extension: str = ".txt", top: int = 20, per_f
     too_long = {limit: tuple((c.path, n) for c, n in zip(captions, tokens.counts) if n > limit)
                 for limit in TOKEN_LIMITS}
     in_every = tuple(sorted(every or (), key=lambda t: (-overall[t], t)))
+    kept = tuple(t for t in in_every if t in head)
+    in_every = tuple(t for t in in_every if t not in head)
     folders = tuple(
         FolderTags(f.path, len(f.images), folder_captions[f.path], _top(folder_counts[f.path], per_folder_top))
         for f in dataset.folders)
@@ -72,6 +77,7 @@ def caption_report(folder, caption_extension: str = ".txt", top: int = 20, per_f
         root=root, images=len(dataset.images), captions=len(captions) + len(dataset.not_utf8),
         without_caption=tuple(dataset.without_caption), not_utf8=dataset.not_utf8,
         top=_top(overall, top), distinct_tags=len(overall), folders=folders, in_every_caption=in_every,
+        kept_in_front=kept,
         repeated=tuple(repeated), too_long=too_long, tokens_exact=tokens.exact, token_note=tokens.note)
 
 
@@ -101,13 +107,14 @@ def format_report(report: CaptionReport, listed: int = 5) -> list[str]:
             lines.append(f"{name(folder.folder)}: {folder.images} images, {folder.captions} captions")
             lines += [f"  {count:6d}  {tag}" for tag, count in folder.top]
     lines.append("")
+    kept = (f" (besides {', '.join(report.kept_in_front)}, kept in front by --keep-tokens)"
+            if report.kept_in_front else "")
     if report.in_every_caption:
-        lines.append(f"In every caption ({len(report.in_every_caption)}): "
-                     + ", ".join(report.in_every_caption))
+        lines.append(f"In every caption{kept}: " + ", ".join(report.in_every_caption))
         lines.append("  For a character these usually describe the character itself; removing them "
                      "lets the trigger tag learn them (--remove ...).")
     else:
-        lines.append("No tag is in every caption.")
+        lines.append(f"No other tag is in every caption{kept}." if kept else "No tag is in every caption.")
     if report.repeated:
         lines.append(f"Captions with the same tag twice ({len(report.repeated)}; --dedupe fixes them):")
         lines += _paths([f"{name(p)}: {', '.join(tags)}" for p, tags in report.repeated], listed)

@@ -1,10 +1,10 @@
 """Edits on one caption's tag list. Pure functions, no files.
 
 Tags compare after trimming (case and inner spaces matter). The first
-`keep_tokens` tags are the caption's head (usually the trigger): the edits that
-name no tag (`underscores`, `dedupe`) leave the head as it is; the edits that
-name a tag (`remove`, `replace`, `merge`, `add_trigger`) apply wherever that
-tag is.
+`keep_tokens` tags of the edited caption are its head (usually the trigger):
+the edits that name no tag (`underscores`, `dedupe`) leave the head as it is;
+the edits that name a tag (`remove`, `replace`, `merge`, `add_trigger`) apply
+wherever that tag is.
 """
 
 from __future__ import annotations
@@ -61,51 +61,49 @@ def underscores_to_spaces(tag: str) -> str:
 
 
 def edit_tags(tags: list[str], edits: TagEdits) -> list[str]:
-    """The tag list after all edits, in a fixed order: remove, replace, merge,
-    underscores, dedupe, then the trigger goes first."""
-    keep = max(0, edits.keep_tokens)
-    # Each item: (tag, in_head). Head membership follows the tag through renames.
-    items = [(tag, index < keep) for index, tag in enumerate(tags)]
-
+    """The tag list after all edits, in a fixed order: remove, replace, merge, the trigger first, then
+    underscores and dedupe, which leave the head alone: the first `keep_tokens` tags of that final order
+    (what training keeps in front), so a tag the trigger pushed out of the head is edited like any other."""
+    result = list(tags)
     if edits.remove:
         removed = set(edits.remove)
-        items = [(tag, head) for tag, head in items if tag not in removed]
+        result = [tag for tag in result if tag not in removed]
     for old, new in edits.replace:
-        items = _rename(items, {old}, new)
+        result = _rename(result, {old}, new)
     for sources, target in edits.merge:
-        items = _rename(items, set(sources), target)
-    if edits.underscores:
-        items = [(tag if head else underscores_to_spaces(tag), head) for tag, head in items]
-    if edits.dedupe:
-        seen: set[str] = set()
-        kept = []
-        for tag, head in items:
-            if tag in seen and not head:
-                continue
-            seen.add(tag)
-            kept.append((tag, head))
-        items = kept
-    result = [tag for tag, _ in items]
+        result = _rename(result, set(sources), target)
     if edits.add_trigger:
         trigger = edits.add_trigger
         if not result or result[0] != trigger:
             result = [trigger] + [tag for tag in result if tag != trigger]
+    keep = max(0, edits.keep_tokens)
+    if edits.underscores:
+        result = [tag if index < keep else underscores_to_spaces(tag) for index, tag in enumerate(result)]
+    if edits.dedupe:
+        seen: set[str] = set()
+        kept = []
+        for index, tag in enumerate(result):
+            if tag in seen and index >= keep:
+                continue
+            seen.add(tag)
+            kept.append(tag)
+        result = kept
     return result
 
 
-def _rename(items: list[tuple[str, bool]], sources: set[str], target: str) -> list[tuple[str, bool]]:
+def _rename(tags: list[str], sources: set[str], target: str) -> list[str]:
     """Sources become `target` at the first place any of them (or the target) stands; later copies go."""
-    if not any(tag in sources for tag, _ in items):
-        return items
+    if not any(tag in sources for tag in tags):
+        return tags
     renamed, placed = [], False
-    for tag, head in items:
+    for tag in tags:
         if tag in sources or tag == target:
             if placed:
                 continue
             placed = True
-            renamed.append((target, head))
+            renamed.append(target)
         else:
-            renamed.append((tag, head))
+            renamed.append(tag)
     return renamed
 
 
