@@ -31,7 +31,9 @@ def trained(tmp_path_factory):
         "network_alpha": 2.0, "unet_lr": 5e-3, "text_encoder_lr": 1e-3, "scheduler": "constant",
         "resolution": 256, "batch_size": 2, "epochs": 2, "save_every_n_epochs": 1, "mixed_precision": "no",
         "cache_latents": "memory", "bucket_no_upscale": True, "min_bucket_reso": 64, "log_every_n_steps": 2,
+        "sample_images": True, "sample_prompts": "prompts.txt", "sample_every_n_epochs": 2,
     }
+    (root / "prompts.txt").write_text("a red square --w 64 --h 64 --s 2\n")
     (root / "run.json").write_text(json.dumps(answers))
     result = run_cli("train", "run.json", cwd=root)
     return root, result
@@ -54,6 +56,17 @@ def test_piped_output_is_plain_lines(trained):
     assert "step 8/8" in result.stdout
     assert "Traceback" not in result.stderr
     assert "kernels-community" not in result.stdout + result.stderr  # no third-party start-up noise
+
+
+def test_library_noise_goes_to_the_log_file_not_the_screen(trained):
+    root, result = trained
+    shown = result.stdout + result.stderr
+    assert (root / "out" / "sample").is_dir()                             # sampling ran
+    for noise in ("FutureWarning", "UserWarning", "warnings.warn", "_class_name"):
+        assert noise not in shown, shown[-3000:]
+    log = root / "out" / "cli_lora.log"
+    assert log.is_file() and "FutureWarning" in log.read_text()          # what the tiny model makes them say
+    assert str(Path("out") / "cli_lora.log") in result.stdout or str(log) in result.stdout
 
 
 def test_metrics_csv_has_every_step(trained):

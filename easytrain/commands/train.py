@@ -102,9 +102,17 @@ def prepare(path: str) -> tuple[answers_file.Answers, TrainPlan]:
 def train_one(path: str, *, resume: Optional[str] = None, plain: bool = False) -> JobResult:
     """Validate, plan and train one answers file. UserErrors propagate to the caller."""
     answers, plan = prepare(path)
+    from easytrain.commands.check import plan_lines
+
+    main = is_main_process()
+    if main:  # before the heavy imports, which take seconds: the person sees at once that it started
+        print("\n".join(plan_lines(plan)), flush=True)
+        for line in keep_earlier_outputs(plan, path, resume):
+            print(line, flush=True)
+        print("starting: loading PyTorch and diffusers...", flush=True)
     from contextlib import nullcontext
 
-    from easytrain.commands.check import plan_lines
+    from easytrain.commands.library_log import library_log, library_log_path
     from easytrain.commands.stop_signals import stop_on_signals
     from easytrain.model.quiet import quiet_model_libraries
     from easytrain.progress import MetricsWriter, fan_out, make_view, summary_lines
@@ -112,12 +120,8 @@ def train_one(path: str, *, resume: Optional[str] = None, plain: bool = False) -
     from easytrain.train.control import TrainControl
     from easytrain.train.loop import run_training
 
-    main = is_main_process()
-    if main:
-        print("\n".join(plan_lines(plan)), flush=True)
-        for line in keep_earlier_outputs(plan, path, resume):
-            print(line, flush=True)
     quiet_model_libraries()
+    log_path = library_log_path(plan.output_dir, plan.output_name)
     control = TrainControl()
     started = time.monotonic()
     metrics = MetricsWriter(plan.output_dir, plan.output_name) if main else None
@@ -127,7 +131,8 @@ def train_one(path: str, *, resume: Optional[str] = None, plain: bool = False) -
                     if main else nullcontext(_quiet_sink))
     saved = SavedFiles()
     try:
-        with view_context as view, stop_on_signals(control, say=getattr(view, "note", None)):
+        with view_context as view, stop_on_signals(control, say=getattr(view, "note", None)), \
+                (library_log(log_path) if main else nullcontext()):
             sinks = [sink for sink in (printable_events(view), metrics, board, saved) if sink is not None]
             result = run_training(plan, fan_out(*sinks), control, resume=resume)
     except Exception as exc:
@@ -140,7 +145,8 @@ def train_one(path: str, *, resume: Optional[str] = None, plain: bool = False) -
             if sink is not None:
                 sink.close()
     if main:
-        extra = (metrics.csv_path, metrics.png_path) + ((board.folder,) if board is not None else ())
+        extra = ((metrics.csv_path, metrics.png_path) + ((board.folder,) if board is not None else ())
+                 + ((log_path,) if log_path.is_file() else ()))
         lines = summary_lines(result.outcome, extra_files=extra,
                               resume_command=resume_command(path))
         try:
@@ -310,8 +316,12 @@ def run_queue(folder: str, *, plain: bool = False) -> int:
 
 
 def run_demo(*, plain: bool = False) -> int:
-    from easytrain.demo import ensure_demo_dataset
+    from easytrain.demo import DEMO_ESTIMATE, ensure_demo_dataset
 
     if ensure_demo_dataset(DEMO_ANSWERS.parent / "demo" / "images"):
         print("made the demo dataset in answers/demo/images")
+    plan = TrainPlan.from_answers(answers_file.load(DEMO_ANSWERS))
+    width, height = plan.resolution
+    print(f"The demo trains {plan.total_steps} steps at {width}x{height} on the embedded tiny model: "
+          f"{DEMO_ESTIMATE}.", flush=True)
     return run_train([str(DEMO_ANSWERS)], plain=plain)
