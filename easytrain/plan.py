@@ -39,12 +39,11 @@ class StepCount:
     by_steps: bool = False         # the length is a number of steps: the run stops inside an epoch
 
     def line(self) -> str:
-        per_epoch = (f"{plural(self.images, 'image')} x repeats -> {self.images_per_epoch} per epoch"
-                     f" / batch {self.batch_size} = {plural(self.steps_per_epoch, 'step')}")
+        """The arithmetic in one line of at most 78 characters for usual datasets (the wizard's bar at 80)."""
+        per_epoch = (f"{plural(self.images, 'image')} x repeats = {self.images_per_epoch} / batch {self.batch_size}"
+                     f" = {plural(self.steps_per_epoch, 'step')}")
         if self.by_steps:
-            into_last = self.total_steps - (self.epochs - 1) * self.steps_per_epoch
-            return (f"{per_epoch} per epoch; max {plural(self.total_steps, 'step')}, stops in epoch "
-                    f"{self.epochs} of {self.epochs} after {into_last} of its {self.steps_per_epoch}")
+            return f"{per_epoch} per epoch; max {plural(self.total_steps, 'step')}, stops in epoch {self.epochs}"
         return f"{per_epoch} x {plural(self.epochs, 'epoch')} = {plural(self.total_steps, 'step')}"
 
 
@@ -52,14 +51,11 @@ def steps_warning(total_steps: int) -> Optional[str]:
     """A warning when the total is far from what LoRAs usually need (None when it looks right)."""
     low, high = USUAL_STEPS
     if total_steps > SURELY_TOO_MANY:
-        return (f"{total_steps} steps is almost surely a mistake (most LoRAs need {low}-{high}); "
-                "lower the repeats in the folder names, the epochs, or raise the batch size")
+        return f"{total_steps} steps is almost surely a mistake (usual: {low}-{high}): fewer repeats or epochs"
     if total_steps > high * 1.5:
-        return (f"{total_steps} steps is well above the usual {low}-{high}; fewer repeats or epochs "
-                "would train faster and overcook less")
+        return f"{total_steps} steps is well above the usual {low}-{high}: fewer repeats or epochs"
     if total_steps < low / 2:
-        return (f"{total_steps} steps is well below the usual {low}-{high}; raise the repeats in the "
-                "folder names or the epochs")
+        return f"{total_steps} steps is well below the usual {low}-{high}: more repeats or epochs"
     return None
 
 

@@ -31,7 +31,7 @@ def test_help_lists_the_commands():
 def test_check_demo_prints_the_plan():
     out = easytrain("check", "answers/demo.json")
     assert out.returncode == 0, out.stderr
-    assert "16 images x repeats -> 80 per epoch / batch 2 = 40 steps x 4 epochs = 160 steps" in out.stdout
+    assert "16 images x repeats = 80 / batch 4 = 20 steps x 2 epochs = 40 steps" in out.stdout
     assert "5_shapes: 16 images x 5 repeats" in out.stdout
     assert "demo_shapes-000001.safetensors" in out.stdout and "demo_shapes.safetensors" in out.stdout
 
@@ -134,3 +134,22 @@ def test_check_refuses_a_lora_given_as_the_base_model(tmp_path, demo_images):
     out = easytrain("check", str(tmp_path / "a.json"))
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert "LoRA" in out.stderr and "my_lora.safetensors" in out.stderr
+
+
+def test_demo_says_what_it_will_do_before_the_slow_imports():
+    """The estimate and the plan come first; only then PyTorch and diffusers load (seconds of silence before)."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    process = subprocess.Popen([sys.executable, "-m", "easytrain", "demo", "--plain"], cwd=REPO, env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True)
+    lines = []
+    try:
+        for line in process.stdout:
+            lines.append(line.rstrip("\n"))
+            if line.startswith("starting: loading PyTorch"):
+                break
+    finally:
+        process.kill()
+        process.wait(timeout=60)
+    assert lines[0] == ("The demo trains 40 steps at 128x128 on the embedded tiny model: about half a minute "
+                        "on two CPU cores (longer while other programs keep them busy).")
+    assert lines[1].startswith("Plan for ") and lines[-1] == "starting: loading PyTorch and diffusers..."

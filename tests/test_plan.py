@@ -42,7 +42,7 @@ def test_plan_of_a_real_folder(tmp_path):
     plan = plan_for(tmp_path, batch_size=2, epochs=10, warmup_ratio=0.05)
     assert (plan.images_per_epoch, plan.steps_per_epoch, plan.epochs, plan.total_steps) == (200, 100, 10, 1000)
     assert plan.warmup_steps == 50
-    assert plan.steps.line() == "20 images x repeats -> 200 per epoch / batch 2 = 100 steps x 10 epochs = 1000 steps"
+    assert plan.steps.line() == "20 images x repeats = 200 / batch 2 = 100 steps x 10 epochs = 1000 steps"
     assert plan.output_name == "char"
     assert plan.output_files[0].endswith("char-000001.safetensors") and plan.output_files[-1].endswith("char.safetensors")
     assert len(plan.output_files) == 10  # nine epoch files + the final one
@@ -51,17 +51,16 @@ def test_plan_of_a_real_folder(tmp_path):
 def test_steps_line_by_steps_shows_the_real_arithmetic(tmp_path):
     make_folder(tmp_path / "images", "5_char", 16)
     plan = plan_for(tmp_path, batch_size=2, length_by="steps", max_steps=12)
-    assert plan.steps.line() == ("16 images x repeats -> 80 per epoch / batch 2 = 40 steps per epoch; "
-                                 "max 12 steps, stops in epoch 1 of 1 after 12 of its 40")
+    assert plan.steps.line() == "16 images x repeats = 80 / batch 2 = 40 steps per epoch; max 12 steps, stops in epoch 1"
     count = count_steps(images=16, images_per_epoch=80, steps_per_epoch=40, batch_size=2, length_by="steps",
                         epochs=None, max_steps=100)
-    assert count.line().endswith("max 100 steps, stops in epoch 3 of 3 after 20 of its 40")
+    assert count.line().endswith("max 100 steps, stops in epoch 3")
 
 
 def test_steps_line_singular_forms():
     count = count_steps(images=1, images_per_epoch=1, steps_per_epoch=1, batch_size=1, length_by="epochs",
                         epochs=1, max_steps=None)
-    assert count.line() == "1 image x repeats -> 1 per epoch / batch 1 = 1 step x 1 epoch = 1 step"
+    assert count.line() == "1 image x repeats = 1 / batch 1 = 1 step x 1 epoch = 1 step"
 
 
 def test_partial_batches_count_per_bucket(tmp_path):

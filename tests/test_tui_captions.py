@@ -74,6 +74,7 @@ async def test_skipping_changes_nothing_on_disk(workdir):
     app = new_app(workdir, route="new")
     async with app.run_test(size=SIZE) as pilot:
         await to_captions(pilot)
+        await press(pilot, "tab")  # from the tag list to the trigger field
         await type_text(pilot, "mychar")  # a previewed edit, never applied
         assert "16 of 16 caption files would change" in shown_text(app, "#preview")
         await press(pilot, "enter")
@@ -94,6 +95,8 @@ async def test_trigger_apply_writes_it_first_and_undo_restores_every_byte(workdi
     app = new_app(workdir, route="new")
     async with app.run_test(size=SIZE) as pilot:
         await to_captions(pilot)
+        assert app.focused is app.screen.query_one("#tags")  # Space acts where the header says it does
+        await press(pilot, "tab")
         await type_text(pilot, "mychar")
         preview = shown_text(app, "#preview")
         assert "before: shapes, red circle, simple background" in preview
@@ -122,11 +125,16 @@ async def test_marked_tags_and_underscores_then_undo_after_coming_back(workdir):
     app = new_app(workdir, route="new")
     async with app.run_test(size=SIZE) as pilot:
         await to_captions(pilot)
-        await press(pilot, "tab", "tab", "space")  # trigger -> remove -> underscores: ticked
+        tags, underscores = app.screen.query_one("#tags"), app.screen.query_one("#underscores")
+        assert {line.text[:3] for line in map(tags.render_line, range(3))} == {"▐ ▌"}  # nothing ticked
+        assert underscores.render().plain.startswith("▐ ▌")
+        await press(pilot, "tab", "tab", "tab", "space")  # list -> trigger -> remove -> underscores: ticked
+        assert underscores.render().plain.startswith("▐X▌")  # ticked differs from unticked without colour
         await press(pilot, "shift+tab")
         await type_text(pilot, "red circle")  # typed removal
         await press(pilot, "tab", "tab", "down", "space")  # the list: mark "simple background"
-        assert app.screen.query_one("#tags").selected == ["simple background"]
+        assert tags.selected == ["simple background"]
+        assert [tags.render_line(y).text[:3] for y in range(3)] == ["▐ ▌", "▐X▌", "▐ ▌"]
         assert "16 of 16 caption files would change" in shown_text(app, "#preview")
         await press(pilot, "ctrl+a")
         lines = first_lines(folder)
@@ -164,6 +172,7 @@ def test_undo_leaves_a_change_made_elsewhere_alone(tmp_path):
 def test_captions_screen_snapshot(snap_compare, workdir):
     async def run_before(pilot):
         await to_captions(pilot)
+        await press(pilot, "tab")
         await type_text(pilot, "mychar")
     assert snap_compare(new_app(workdir, route="new"), run_before=run_before)
 

@@ -191,6 +191,34 @@ async def test_edit_route_prefills_every_answer(workdir):
     assert data["network_dim"] == 32 and data["optimizer"] == "Lion" and data["image_folder"] == str(workdir / "images")
 
 
+async def test_edit_route_keeps_the_opened_file_in_view(workdir):
+    answers = answers_file.defaults(base_model="builtin:tiny", architecture="sd1", image_folder="../images",
+                                    output_name="custom")
+    path = answers_file.save(answers.replace(), workdir / "saved" / "mine.json")
+    for new_name, proposed in (("", "saved/mine.json"), ("custom2", "saved/custom2.json")):
+        app = new_app(workdir, route="edit", path=str(path))
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.pause()
+            assert question_key(app) == "base_model" and field_text(app) == "builtin:tiny"
+            assert shown_text(app, "#hint").startswith("Enter keeps the answer shown")
+            if new_name:
+                await to_question(pilot, "output_name")
+                await answer(pilot, new_name)
+            await press(pilot, "ctrl+s", "s")
+            assert question_key(app) == Q.SAVE_AS.id and f"Enter keeps {proposed}" in shown_text(app, "#hint")
+
+
+async def test_steps_bar_fits_two_lines_at_80_columns(workdir):
+    app = new_app(workdir, route="new")
+    async with app.run_test(size=SIZE) as pilot:
+        await start_new(pilot)
+        bar = app.screen.query_one("#steps")
+        count, warning = str(bar.query_one("#steps-count").content), str(bar.query_one("#steps-warning").content)
+        assert count == "16 images x repeats = 80 / batch 2 = 40 steps x 10 epochs = 400 steps"
+        assert warning == "! 400 steps is well below the usual 1000-3500: more repeats or epochs"
+        assert bar.region.height == 2 and len(warning) <= bar.content_region.width
+
+
 async def test_review_row_jumps_to_its_question_and_comes_back(workdir):
     app = new_app(workdir, route="new")
     async with app.run_test(size=SIZE) as pilot:
@@ -271,11 +299,27 @@ async def test_queue_route_lists_files_and_whether_they_validate(workdir):
     async with app.run_test(size=SIZE) as pilot:
         await answer(pilot, "queue")
         assert screen_name(app) == "QueueScreen"
-        table = app.screen.query_one("#files")
-        assert [str(c) for c in table.get_row_at(0)] == ["a_good.json", "ok"]
-        assert str(table.get_row_at(1)[1]).startswith("invalid: ")
+        files = [str(w.content) for w in app.screen.query(".queue-file")]
+        assert files[0] == "a_good.json: ok"
+        assert files[1].startswith("b_bad.json: invalid\n  - ")
         await press(pilot, "enter")
     assert app.return_value == Outcome("queue", str(queue), "queue")
+
+
+async def test_queue_screen_shows_every_problem_of_an_invalid_file(workdir):
+    queue = workdir / "queue"
+    queue.mkdir()
+    (queue / "bad.json").write_text(json.dumps({"schema_version": 1, "base_model": "builtin:tiny",
+                                                "image_folder": "nowhere/at/all/" + "deep/" * 12,
+                                                "network_dim": "abc", "netwrok_alpha": 3}))
+    app = new_app(workdir, route="queue")
+    async with app.run_test(size=SIZE) as pilot:
+        await answer(pilot, "queue")
+        entry = app.screen.query_one(".queue-file")
+        text = str(entry.content)
+        assert text.count("\n  - ") == 3 and "network_dim" in text and "netwrok_alpha" in text
+        assert "more)" not in text and text.endswith("got 'abc'")   # nothing left out
+        assert entry.region.height > 4                               # long lines wrap instead of being cut
 
 
 async def test_browser_picks_a_folder_without_typing(workdir):

@@ -52,7 +52,7 @@ def test_wizard_in_tmux_saves_a_file_that_check_accepts(tmp_path):
         session.keys("Enter")  # skip the captions step
         for q in default_flow_after_image_folder():
             screen = session.wait_for(q.prompt)
-            assert "per epoch / batch 2 = 40 steps x 10 epochs = 400" in screen  # the steps preview
+            assert "= 80 / batch 2 = 40 steps x 10 epochs = 400 steps" in screen  # the steps preview
             session.keys("Enter")
         session.wait_for("Enter on a row changes it")
         session.keys("s")

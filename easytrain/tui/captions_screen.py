@@ -26,7 +26,7 @@ from easytrain.tui.captions import CaptionStep, TagCounts, chosen_edits
 from easytrain.tui.confirm_screen import ConfirmScreen
 from easytrain.tui.preview import StepsLine
 from easytrain.wording import plural
-from easytrain.tui.widgets import AnswerInput, StepsBar
+from easytrain.tui.widgets import AnswerInput, StepsBar, TickBox, TickList
 
 EXAMPLES = 2  # before/after pairs in the preview: the screen must fit 80x24
 
@@ -58,15 +58,14 @@ class CaptionsScreen(WizardScreen[str]):
             yield Static("", id="prompt", markup=False)
             with Horizontal(id="caption-tools"):
                 with Vertical(id="tags-box"):
-                    yield Static("Top tags (Space = remove)", classes="label", markup=False)
-                    yield SelectionList[str](id="tags", compact=True)
+                    yield Static("Top tags: Space ticks X = remove", classes="label", markup=False)
+                    yield TickList(id="tags", compact=True)
                 with Vertical(id="fixes"):
                     yield Static("Trigger tag to put first:", classes="label", markup=False)
                     yield AnswerInput(placeholder="e.g. mychar", id="trigger", compact=True)
                     yield Static("Remove these tags too (commas between):", classes="label", markup=False)
                     yield AnswerInput(placeholder="e.g. watermark, signature", id="remove", compact=True)
-                    yield Checkbox("underscores to spaces", id="underscores",
-                                   compact=True)
+                    yield TickBox("underscores to spaces", id="underscores", compact=True)
                     yield Static("", id="outcome", markup=False)
             yield Static("", id="preview", markup=False)
         bar = StepsBar(id="steps")
@@ -78,7 +77,9 @@ class CaptionsScreen(WizardScreen[str]):
         self.query_one("#outcome", Static).display = False
         self._load_tags()
         self._update_preview()
-        self.query_one("#trigger").focus()
+        tags = self.query_one("#tags", SelectionList)
+        # Where Space means "remove": in the list. Tab goes on to the typed fields.
+        (tags if tags.option_count else self.query_one("#trigger")).focus()
 
     def _load_tags(self) -> None:
         try:

@@ -31,6 +31,7 @@ from easytrain.tui.repeats_screen import RepeatsScreen
 from easytrain.tui.scan_screen import ScanScreen
 from easytrain.tui.start_screen import ROUTES, StartScreen
 from easytrain.tui.state import WizardState, inspect_model
+from easytrain.wording import plural
 
 ROUTE_LABELS = {key: label for key, label, _ in ROUTES}
 
@@ -73,6 +74,7 @@ class Wizard:
     changed: bool = False  # for the train route: answers differ from the file
     caption_steps: dict[str, CaptionStep] = field(default_factory=dict)  # per image folder: what it applied
     rename_steps: dict[str, RenameStep] = field(default_factory=dict)  # per image folder: folders it renamed
+    opened_name: Optional[str] = None  # the edit route: the output name in the file as it was opened
 
     def __post_init__(self) -> None:
         if self.state is None:
@@ -116,11 +118,13 @@ class Wizard:
         if loaded is None:
             return None
         self.state = WizardState.from_answers(loaded, self.base_dir)
+        self.opened_name = loaded.get("output_name")
         while await self.questions(None) == "back":
             loaded = await self.pick_answers_file(None, check_paths=False)
             if loaded is None:
                 return None
             self.state = WizardState.from_answers(loaded, self.base_dir)
+            self.opened_name = loaded.get("output_name")
         return await self.review_and_save()
 
     async def route_train(self, path: Optional[str] = None) -> Optional[Outcome]:
@@ -336,6 +340,8 @@ class Wizard:
             default = Q.SAVE_AS.default_for(self.state.values())
             if self.route == "train" and source is not None:
                 default = _shown_path(source, self.base_dir)  # changed in the review: save it back
+            elif self.route == "edit" and source is not None:
+                default = _shown_path(self.edited_file(source), self.base_dir)
             while True:
                 view = QuestionView(
                     question=Q.SAVE_AS, value=default, typed=False, default=default,
@@ -358,6 +364,13 @@ class Wizard:
         outcome = Outcome("train", str(Q.resolve(shown, self.base_dir).resolve()), shown)
         choice = await self.app.push_screen_wait(DoneScreen(self.where("done"), message, outcome.command))
         return outcome if choice == "train" else Outcome("exit", outcome.path, outcome.shown)
+
+    def edited_file(self, source: Path) -> Path:
+        """Where an edited file is saved: back over the opened file, or beside it under a new output name."""
+        name = self.state.values().get("output_name")
+        if not name or name == self.opened_name:
+            return source
+        return source.with_name(f"{name}.json")
 
     def review_view(self) -> ReviewView:
         state = self.state
@@ -386,7 +399,7 @@ class Wizard:
         except UserError as exc:
             return summary, [str(exc).splitlines()[0]] + list(getattr(exc, "problems", []))
         files = [_shown_path(Path(p), self.base_dir) for p in plan.output_files]
-        more = f" and {len(files) - 1} epoch files" if len(files) > 1 else ""
+        more = f" and {plural(len(files) - 1, 'epoch file')}" if len(files) > 1 else ""
         summary.append(f"Output: {files[-1]}{more}")
         summary.append(f"Effective batch: {plan.batch_size} images per step (times the GPUs of a multi-GPU launch)")
         shown_in_bar = steps_warning(plan.total_steps)

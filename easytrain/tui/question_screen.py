@@ -54,12 +54,12 @@ def choices_of(q: Q.Question) -> tuple[tuple[Any, str], ...]:
     return YES_NO if q.kind == "yesno" else q.choices
 
 
-def default_hint(q: Q.Question, default: Any) -> str:
+def default_hint(q: Q.Question, default: Any, value: Any = None) -> str:
     if q.kind in ("yesno", "choice"):
         return f"Up/Down choose, Enter accepts (default: {Q.format_value(q, default) or 'none'})"
     if default is None or default == "":
         if q.required:
-            return "An answer is needed"
+            return "An answer is needed" if value in (None, "") else "Enter keeps the answer shown"
         return "Enter leaves it empty"
     return f"Enter keeps {Q.format_value(q, default)}"
 
@@ -82,9 +82,9 @@ class QuestionScreen(WizardScreen[Move]):
         with VerticalScroll(id="card"):
             yield Static(q.prompt, id="prompt", markup=False)
             yield Static(q.help, id="help", markup=False)
-            hint = default_hint(q, view.default)
+            hint = default_hint(q, view.default, view.value if view.typed else None)
             if q.kind in PATH_KINDS:
-                hint += " | Tab completes, F2 browses"
+                hint += " | Tab completes, Ctrl+O browses"
             yield Static(hint, id="hint", markup=False)
             yield self._field()
             yield Static("", id="error", markup=False)

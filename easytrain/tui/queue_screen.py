@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Sequence
 
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import VerticalScroll
 from easytrain.tui.base import WizardScreen
-from textual.widgets import DataTable, Footer, Static
+from textual.widgets import Footer, Static
 
 from easytrain import answers as answers_file
 from easytrain.errors import UserError
@@ -19,7 +19,11 @@ from easytrain.errors import UserError
 @dataclass(frozen=True)
 class QueueEntry:
     name: str
-    problem: Optional[str]  # None: the file validates
+    problems: tuple[str, ...] = ()  # empty: the file validates
+
+    @property
+    def valid(self) -> bool:
+        return not self.problems
 
 
 def check_queue(folder: Path) -> list[QueueEntry]:
@@ -28,12 +32,18 @@ def check_queue(folder: Path) -> list[QueueEntry]:
     for path in sorted(p for p in folder.glob("*.json") if p.is_file()):
         try:
             answers_file.load(path)
-            entries.append(QueueEntry(path.name, None))
+            entries.append(QueueEntry(path.name))
         except UserError as exc:
-            first = exc.problems[0] if getattr(exc, "problems", None) else str(exc)
-            more = len(getattr(exc, "problems", None) or []) - 1
-            entries.append(QueueEntry(path.name, first + (f" (+{more} more)" if more > 0 else "")))
+            entries.append(QueueEntry(path.name, tuple(getattr(exc, "problems", None) or ())
+                                      or (str(exc).split(": ", 1)[-1],)))
     return entries
+
+
+def entry_lines(entry: QueueEntry) -> list[str]:
+    """One line for a valid file; for an invalid one, every problem on its own (wrapped) line."""
+    if entry.valid:
+        return [f"{entry.name}: ok"]
+    return [f"{entry.name}: invalid", *(f"  - {problem}" for problem in entry.problems)]
 
 
 class QueueScreen(WizardScreen[str]):
@@ -51,17 +61,14 @@ class QueueScreen(WizardScreen[str]):
         self.entries = list(entries)
 
     def compose(self) -> ComposeResult:
-        good = sum(1 for e in self.entries if e.problem is None)
+        good = sum(1 for e in self.entries if e.valid)
         yield Static(self.where, id="where", markup=False)
         with VerticalScroll(id="card"):
             yield Static(f"{self.shown_as}: {len(self.entries)} answers files, {good} valid", id="prompt",
                          markup=False)
-            table = DataTable(id="files", show_cursor=False, zebra_stripes=True)
-            table.can_focus = False
-            table.add_columns("file", "status")
             for entry in self.entries:
-                table.add_row(entry.name, "ok" if entry.problem is None else f"invalid: {entry.problem}")
-            yield table
+                yield Static("\n".join(entry_lines(entry)), classes="queue-file" + ("" if entry.valid else " bad"),
+                             markup=False)
             if good:
                 hint = ("Enter runs them in this order; invalid files are reported and skipped; finished "
                         "files move to complete/. Esc goes back.")
@@ -71,7 +78,7 @@ class QueueScreen(WizardScreen[str]):
         yield Footer()
 
     def action_run(self) -> None:
-        if not any(e.problem is None for e in self.entries):
+        if not any(e.valid for e in self.entries):
             self.app.bell()
             return
         self.finish("run")

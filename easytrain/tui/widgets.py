@@ -9,7 +9,10 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
 from textual.message import Message
-from textual.widgets import Input, OptionList, Static
+from rich.segment import Segment
+from textual.content import Content
+from textual.strip import Strip
+from textual.widgets import Checkbox, Input, OptionList, SelectionList, Static
 
 from easytrain.tui.paths import SHOWN_CANDIDATES, complete_path
 from easytrain.tui.preview import StepsLine
@@ -64,6 +67,33 @@ class ChoiceList(OptionList):
 
     def action_back(self) -> None:
         self.post_message(BackRequested())
+
+
+TICKED, UNTICKED = "X", " "  # ticked and unticked boxes differ without colour (monochrome, colour-blind)
+
+
+class TickList(SelectionList):
+    """A SelectionList whose boxes show X only when ticked (Textual's own differ by colour alone)."""
+
+    def render_line(self, y: int) -> Strip:
+        strip = super().render_line(y)
+        segments = list(strip)
+        index = self.scroll_offset[1] + y
+        if len(segments) < 3 or index >= self.option_count:
+            return strip
+        ticked = self.get_option_at_index(index).value in self.selected
+        segments[1] = Segment(TICKED if ticked else UNTICKED, segments[1].style)
+        return Strip(segments, strip.cell_length)
+
+
+class TickBox(Checkbox):
+    """A Checkbox that shows X only when ticked."""
+
+    @property
+    def _button(self) -> Content:
+        button = super()._button
+        mark = TICKED if self.value else UNTICKED
+        return Content(button.plain[0] + mark + button.plain[2:], button.spans)
 
 
 class StepsBar(Vertical):
