@@ -184,6 +184,7 @@ async def test_the_trigger_check_follows_what_is_typed(workdir):
         await to_captions(pilot)
         assert shown_text(app, "#preview").startswith(  # nothing typed: the trigger the captions start with
             "trigger 'shapes': 1 CLIP token (shapes)\n  first tag of every caption (16)\nNothing chosen yet")
+        await press(pilot, "tab")  # from the tag list to the trigger field
         await type_text(pilot, "cat")
         preview = shown_text(app, "#preview")
         assert "trigger 'cat': 1 CLIP token (cat)" in preview

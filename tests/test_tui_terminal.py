@@ -47,6 +47,8 @@ def test_wizard_in_tmux_saves_a_file_that_check_accepts(tmp_path):
         screen = session.wait_for("Found in images")
         assert "5_shapes" in screen
         session.keys("Enter")
+        session.wait_for("Suggested repeats and epochs")
+        session.keys("Enter")  # keep mine
         screen = session.wait_for("Top tags")
         assert "16  shapes" in screen
         session.keys("Enter")  # skip the captions step
