@@ -342,7 +342,7 @@ def time_validation(plan, fraction: float = 0.1, reps: int = 3) -> tuple[int, fl
     """(held-out images, seconds per validation evaluation) on a share of the bench images."""
     from easytrain.data.validation_split import split_off
     from easytrain.train.diffusion import all_snr
-    from easytrain.train.text import encode_tokens, tokenize_captions
+    from easytrain.arch.clip_text import encode_tokens, tokenize_captions
     from easytrain.train.validation import ValidationSet
 
     base, _, _, _, _ = bare_setup(plan)

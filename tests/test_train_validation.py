@@ -12,7 +12,7 @@ from easytrain.data.scan import scan_image_folder
 from easytrain.data.validation_split import split_off
 from easytrain.network.build import apply_network
 from easytrain.network.spec import NetworkSpec
-from easytrain.train.text import encode_tokens, tokenize_captions
+from easytrain.arch.clip_text import encode_tokens, tokenize_captions
 from easytrain.train.validation import ValidationSet
 
 
