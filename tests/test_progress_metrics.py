@@ -1,5 +1,6 @@
 import csv
 import logging
+from pathlib import Path
 import math
 
 import pytest
@@ -123,7 +124,10 @@ def test_fan_out_survives_a_failing_sink(caplog):
             sink(step(i))
     assert len(received_a) == len(received_b) == 3
     errors = [r for r in caplog.records if r.name == "easytrain"]
-    assert len(errors) == 1 and "disk full" in errors[0].exc_text
+    assert len(errors) == 1 and "RuntimeError: disk full" in errors[0].getMessage()
+    assert errors[0].exc_info is None                       # one line on screen: no traceback
+    report = errors[0].getMessage().split("details in ")[1]
+    assert "raise RuntimeError" in Path(report).read_text()  # ... it is in the report file
 
 
 def test_fan_out_lets_keyboard_interrupt_through():
