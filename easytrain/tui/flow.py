@@ -22,12 +22,12 @@ from easytrain.tui.captions_screen import CaptionsScreen
 from easytrain.tui.confirm_screen import ConfirmScreen
 from easytrain.tui.done_screen import DoneScreen
 from easytrain.tui.preview import StepsPreview
-from easytrain.tui.question_screen import Move, QuestionScreen, QuestionView
 from easytrain.tui.preset_screen import PresetScreen
+from easytrain.tui.question_screen import Move, QuestionScreen, QuestionView
 from easytrain.tui.queue_screen import QueueScreen, check_queue
-from easytrain.tui.review_screen import ReviewRow, ReviewScreen, ReviewView
 from easytrain.tui.repeats import RenameStep, suggestion_for
 from easytrain.tui.repeats_screen import RepeatsScreen
+from easytrain.tui.review_screen import ReviewRow, ReviewScreen, ReviewView
 from easytrain.tui.scan_screen import ScanScreen
 from easytrain.tui.start_screen import ROUTES, StartScreen
 from easytrain.tui.state import WizardState, inspect_model
