@@ -154,3 +154,13 @@ def test_what_check_accepts_gets_past_every_step_of_train_before_the_model_loads
     plan_lines(plan)
     keep_earlier_outputs(plan, str(path), resume=None)
     write_run_files(plan)
+
+
+def test_a_resume_state_that_is_not_a_folder_is_refused_before_anything_loads(tmp_path, capsys):
+    answers = tmp_path / "a.json"
+    answers.write_text("{}")
+    for state, says in (("a" * 5000, "--resume: cannot use this path (File name too long)"),
+                        (str(tmp_path / "nowhere"), "is not a folder")):
+        assert cli_main(["train", str(answers), "--resume", state]) == 2
+        err = capsys.readouterr().err
+        assert says in err and "Traceback" not in err

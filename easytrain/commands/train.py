@@ -185,11 +185,25 @@ def keep_earlier_outputs(plan: TrainPlan, path: str, resume: Optional[str]) -> l
 
 
 def run_train(files: Sequence[str], *, resume: Optional[str] = None, plain: bool = False) -> int:
+    if resume not in (None, "latest"):
+        _check_state_folder(resume)
     if len(files) == 1:
         return train_one(files[0], resume=resume, plain=plain).exit_code
     if resume:
         raise UserError("--resume works with one answers file at a time")
     return run_jobs(list(files), plain=plain)
+
+
+def _check_state_folder(given: str) -> None:
+    """``--resume STATE`` names a folder that can be read (before any model loads)."""
+    try:
+        usable = Path(given).expanduser().is_dir()
+    except (OSError, ValueError) as exc:
+        raise UserError(f"--resume: cannot use this path ({getattr(exc, 'strerror', None) or exc}): "
+                        f"{safe_line(given)[:200]}") from None
+    if not usable:
+        raise UserError(f"--resume: {safe_line(given)[:200]} is not a folder; give a state folder such as "
+                        "output/NAME-000004-state, or --resume alone for the newest")
 
 
 def _claim_job(path: Path) -> Optional[str]:
