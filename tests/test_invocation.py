@@ -73,3 +73,18 @@ def test_wizard_py_tells_easytrain_how_it_was_started(monkeypatch):
         launcher.run_in_venv(["-m", "easytrain", "check", "x.json"])
     assert json.loads(started["env"]["EASYTRAIN_LAUNCHER"]) == [sys.executable, str(REPO / "wizard.py")]
     assert started["argv"][1:] == ["-m", "easytrain", "check", "x.json"]
+
+
+def test_set_up_keeps_pip_output_in_a_log_and_shows_it_on_failure(tmp_path, capsys):
+    spec = importlib.util.spec_from_file_location("launcher_log_test", REPO / "wizard.py")
+    launcher = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(launcher)
+    chatty = [sys.executable, "-c", "print('Collecting torch'); print('  Downloading torch.whl'); print('done')"]
+    log = tmp_path / "install.log"
+    assert launcher.run_logged(chatty, log)
+    assert capsys.readouterr().out == ""                                 # not a terminal: nothing on screen
+    assert log.read_text().splitlines() == ["Collecting torch", "  Downloading torch.whl", "done"]
+    failing = [sys.executable, "-c", "import sys; print('ERROR: No matching distribution for torch'); sys.exit(1)"]
+    assert not launcher.run_logged(failing, log)
+    assert "No matching distribution" in capsys.readouterr().err        # the reason is on screen too
+    assert "ERROR: No matching distribution for torch" in log.read_text()

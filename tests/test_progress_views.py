@@ -192,3 +192,11 @@ def test_progress_imports_no_heavy_modules():
             "print(sorted(m for m in ('torch', 'diffusers', 'peft', 'textual') if m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
+
+
+def test_run_started_line_uses_singular_forms():
+    out = FakeTerminal()
+    view = PlainView(out)
+    view(ev.RunStarted(name="one", total_steps=1, epochs=1, steps_per_epoch=1, batch_size=1, num_images=1,
+                       device="cpu", output_dir="/out"))
+    assert out.getvalue().startswith("training one on cpu: 1 step (1 epoch x 1 step, batch 1,")

@@ -7,6 +7,7 @@ from typing import Optional
 from easytrain.progress import format as fmt
 from easytrain.progress.state import RunState
 from easytrain.train import events as ev
+from easytrain.wording import plural
 
 
 def step_line(state: RunState) -> str:
@@ -44,8 +45,8 @@ def lr_pairs(state: RunState) -> list[tuple[str, float]]:
 def event_line(event: ev.Event, state: RunState) -> Optional[str]:
     """One line describing a non-step event; None for step events."""
     if isinstance(event, ev.RunStarted):
-        text = (f"training {event.name} on {event.device}: {event.total_steps} steps "
-                f"({event.epochs} epochs x {event.steps_per_epoch} steps, batch {event.batch_size}, "
+        text = (f"training {event.name} on {event.device}: {plural(event.total_steps, 'step')} "
+                f"({plural(event.epochs, 'epoch')} x {plural(event.steps_per_epoch, 'step')}, batch {event.batch_size}, "
                 f"{event.num_images} images per epoch)")
         if event.start_step:
             text += f", resuming after step {event.start_step}"
