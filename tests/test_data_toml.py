@@ -146,3 +146,22 @@ image_dir = "a"
 """)
     with pytest.raises(UserError, match="one dataset at a time"):
         scan_dataset_toml(path)
+
+
+def test_settings_shared_with_the_answers_have_the_same_limits(tmp_path):
+    make_subset(tmp_path, "a", 1)
+    path = write(tmp_path, """
+[general]
+batch_size = 0
+max_bucket_reso = 99999999999
+resolution = [512, 100]
+[[datasets]]
+[[datasets.subsets]]
+image_dir = "a"
+""")
+    with pytest.raises(UserError) as info:
+        scan_dataset_toml(path)
+    text = str(info.value)
+    assert "'batch_size' must be an integer from 1 to 256, got 0" in text
+    assert "'max_bucket_reso' must be an integer from 64 to 8192" in text
+    assert "'resolution' must be an integer from" in text and "got 100" in text

@@ -152,6 +152,26 @@ def _check_keys(table: dict, schema: dict, path: Path, section: str, problems: l
             ok, wanted = isinstance(value, expected), "a list of tables"
         if not ok:
             problems.append(f"{path}: {section}: '{key}' must be {wanted}, got {value!r}")
+        elif key in LIMITED_LIKE_THE_ANSWERS:
+            problem = _answers_limit(key, value)
+            if problem:
+                problems.append(f"{path}: {section}: '{key}' {problem}")
+
+
+# Settings a TOML shares with the answers file: the same limits (a batch of 0 or a bucket side of
+# 10^11 would fail, or loop for ages, only later).
+LIMITED_LIKE_THE_ANSWERS = ("resolution", "batch_size", "min_bucket_reso", "max_bucket_reso", "bucket_reso_steps",
+                            "keep_tokens")
+
+
+def _answers_limit(key: str, value: Any) -> Any:
+    from easytrain import questions as Q
+
+    for number in value if isinstance(value, list) else [value]:
+        problem = Q.check_value(Q.BY_ID[key], number, {})
+        if problem:
+            return problem
+    return None
 
 
 def _is_int(value: Any) -> bool:
