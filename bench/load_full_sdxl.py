@@ -83,9 +83,11 @@ def main() -> int:
         model = load_sdxl(path, dtype=dtype)
         loaded = time.perf_counter() - start
         print(f"loaded as sdxl/{model.prediction_type} in {loaded:.1f} s, peak RSS {peak_rss_mib():.0f} MiB")
-        counts = {part: sum(p.numel() for p in getattr(model, part).parameters()) for part in SDXL_COUNTS}
+        parts = dict(unet=model.unet, vae=model.vae, text_encoder=model.text_encoders[0],
+                     text_encoder_2=model.text_encoders[1])
+        counts = {part: sum(p.numel() for p in parts[part].parameters()) for part in SDXL_COUNTS}
         sizes_ok = report_counts(counts, SDXL_COUNTS, "parameters", "expected")
-        modules = lora_module_counts(model.unet, model.text_encoder, model.text_encoder_2)
+        modules = lora_module_counts(model.unet, *model.text_encoders)
         modules_ok = report_counts(modules, LORA_MODULES, "LoRA modules", "kohya")
         return 0 if sizes_ok and modules_ok else 1
 

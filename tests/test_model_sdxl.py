@@ -19,6 +19,13 @@ from _model_helpers import rewrite_keys, state_dicts_equal
 PARTS = ("unet", "vae", "text_encoder", "text_encoder_2")
 
 
+def _part(model, part: str):
+    """A component of a loaded BaseModel (its text encoders are a tuple) or of a diffusers pipeline."""
+    if part.startswith("text_encoder") and hasattr(model, "text_encoders"):
+        return model.text_encoders[1 if part.endswith("_2") else 0]
+    return getattr(model, part)
+
+
 @pytest.fixture(scope="module")
 def paths():
     return tiny_sdxl_paths()
@@ -63,7 +70,7 @@ def test_shipped_sdxl_configs_are_sdxl_base_1_0():
 
 
 def test_single_file_holds_every_mapped_key_and_nothing_else(paths, from_folder):
-    models = [getattr(from_folder, part) for part in PARTS]
+    models = [_part(from_folder, part) for part in PARTS]
     with safe_open(str(paths.single_file), framework="pt") as handle:
         keys = set(handle.keys())
         in_proj = handle.get_slice("conditioner.embedders.1.model.transformer.resblocks.0.attn.in_proj_weight")
@@ -87,13 +94,13 @@ def test_diffusers_reads_our_single_file_as_the_folder(paths, from_folder):
         str(paths.single_file), config=str(paths.diffusers_dir), local_files_only=True
     )
     for part in PARTS:
-        assert state_dicts_equal(getattr(pipe, part), getattr(from_folder, part)), part
+        assert state_dicts_equal(getattr(pipe, part), _part(from_folder, part)), part
 
 
 def _outputs(model, ids_1, ids_2):
     with torch.no_grad():
-        first = model.text_encoder(ids_1, output_hidden_states=True)
-        second = model.text_encoder_2(ids_2, output_hidden_states=True)
+        first = model.text_encoders[0](ids_1, output_hidden_states=True)
+        second = model.text_encoders[1](ids_2, output_hidden_states=True)
         context = torch.cat([first.hidden_states[-2], second.hidden_states[-2]], dim=-1)
         time_ids = torch.tensor([[64.0, 64.0, 0.0, 0.0, 64.0, 64.0]])
         noise = model.unet(
@@ -106,13 +113,14 @@ def _outputs(model, ids_1, ids_2):
 
 def test_single_file_and_folder_load_the_same_model(from_folder, from_file):
     for part in PARTS:
-        assert state_dicts_equal(getattr(from_folder, part), getattr(from_file, part)), part
+        assert state_dicts_equal(_part(from_folder, part), _part(from_file, part)), part
     assert from_file.unet.config.addition_embed_type == "text_time"
     assert not any(p.requires_grad for p in from_file.unet.parameters())
     caption = "a red circle"
-    ids_1 = from_file.tokenizer(caption, padding="max_length", max_length=77, return_tensors="pt").input_ids
-    ids_2 = from_file.tokenizer_2(caption, padding="max_length", max_length=77, return_tensors="pt").input_ids
-    assert from_file.tokenizer_2.pad_token == "!" and ids_2[0, -1] != ids_1[0, -1]
+    tokenizer, tokenizer_2 = from_file.tokenizers
+    ids_1 = tokenizer(caption, padding="max_length", max_length=77, return_tensors="pt").input_ids
+    ids_2 = tokenizer_2(caption, padding="max_length", max_length=77, return_tensors="pt").input_ids
+    assert tokenizer_2.pad_token == "!" and ids_2[0, -1] != ids_1[0, -1]
     a, b = _outputs(from_folder, ids_1, ids_2), _outputs(from_file, ids_1, ids_2)
     assert a[0].shape == (1, 77, from_file.unet.config.cross_attention_dim)
     assert a[1].shape == (1, PROJECTION_DIM)
@@ -125,10 +133,10 @@ def test_ckpt_in_half_precision_loads(tmp_path, paths, from_folder):
     path = tmp_path / "xl.ckpt"
     torch.save({"state_dict": state, "easytrain.model": "tiny-sdxl"}, path)  # the tiny marker, as a .ckpt holds it
     model = load_sdxl(path, dtype=torch.float16)
-    assert model.unet.dtype == torch.float16 and model.text_encoder_2.dtype == torch.float16
-    assert model.tokenizer_2.pad_token == "!"
-    expected = from_folder.text_encoder_2.text_projection.weight.half()
-    assert torch.equal(model.text_encoder_2.text_projection.weight, expected)
+    assert model.unet.dtype == torch.float16 and model.text_encoders[1].dtype == torch.float16
+    assert model.tokenizers[1].pad_token == "!"
+    expected = from_folder.text_encoders[1].text_projection.weight.half()
+    assert torch.equal(model.text_encoders[1].text_projection.weight, expected)
 
 
 def test_extra_keys_of_real_files_and_noobai_markers(tmp_path, paths):
@@ -141,7 +149,7 @@ def test_extra_keys_of_real_files_and_noobai_markers(tmp_path, paths):
     with safe_open(str(paths.single_file), framework="pt") as handle:
         save_file(state, str(path), metadata=handle.metadata())  # the tiny marker picks the tiny configs
     model = load_sdxl(path)
-    assert (model.prediction_type, model.zero_terminal_snr) == ("v_prediction", True)
+    assert model.prediction_type == "v_prediction"
     assert model.noise_scheduler.config.prediction_type == "v_prediction"
     assert model.noise_scheduler.alphas_cumprod[-1] < 1e-6  # rescaled to zero terminal SNR
     plain = load_sdxl(path, prediction_type="epsilon", zero_terminal_snr=False)
@@ -167,5 +175,7 @@ def test_unmarked_files_are_read_with_the_sdxl_1_0_configs(tmp_path, paths):
 def test_other_architectures_are_refused(tmp_path):
     from easytrain.model.tiny import tiny_model_paths
 
-    with pytest.raises(UserError, match="not an SDXL model"):
+    with pytest.raises(UserError, match=r"tiny-sd1\.safetensors: no conditioner\.embedders\.1\.model\.text_projection key"):
         load_sdxl(tiny_model_paths().single_file)
+    with pytest.raises(UserError, match="SDXL diffusers folder without its text_encoder_2/ subfolder"):
+        load_sdxl(tiny_model_paths().diffusers_dir)

@@ -63,25 +63,27 @@ def test_full_size_sdxl_single_file(tmp_path):
 
     model = load_sdxl(path, dtype=torch.float16)
 
-    assert (model.prediction_type, model.zero_terminal_snr) == ("epsilon", False)
+    assert model.prediction_type == "epsilon"
+    text_encoder, text_encoder_2 = model.text_encoders
+    parts = dict(unet=model.unet, vae=model.vae, text_encoder=text_encoder, text_encoder_2=text_encoder_2)
     for part, expected in bench.SDXL_COUNTS.items():
-        assert sum(p.numel() for p in getattr(model, part).parameters()) == expected, part
+        assert sum(p.numel() for p in parts[part].parameters()) == expected, part
     sources = {
         "unet": unet_key_map(model.unet.config, model.unet.state_dict().keys()),
         "vae": vae_key_map(model.vae.config, model.vae.state_dict().keys()),
-        "text_encoder": clip_l_key_map(model.text_encoder.state_dict().keys()),
-        "text_encoder_2": {name: bigg_source(name)[0] for name in model.text_encoder_2.state_dict()},
+        "text_encoder": clip_l_key_map(text_encoder.state_dict().keys()),
+        "text_encoder_2": {name: bigg_source(name)[0] for name in text_encoder_2.state_dict()},
     }
     read = set()
     for part, key_map in sources.items():
-        for name, tensor in getattr(model, part).state_dict().items():
+        for name, tensor in parts[part].state_dict().items():
             key = key_map[name]
             want = sd15.pattern_value(index_of[key])
             flat = tensor.view(-1)
             assert flat[0].item() == want and flat[-1].item() == want, f"{part}.{name} was not read from {key}"
             read.add(key)
     assert read == set(shapes)  # every key of the file is read, none is left over
-    counts = bench.lora_module_counts(model.unet, model.text_encoder, model.text_encoder_2)
+    counts = bench.lora_module_counts(model.unet, text_encoder, text_encoder_2)
     assert counts == {"unet": 722, "unet_with_convs": 788, "text_encoder": 72, "text_encoder_2": 192}
-    assert len(model.tokenizer) == len(model.tokenizer_2) == 49408  # the shipped real CLIP BPE
-    assert model.tokenizer_2("a cat", padding="max_length", max_length=6).input_ids == [49406, 320, 2368, 49407, 0, 0]
+    assert len(model.tokenizers[0]) == len(model.tokenizers[1]) == 49408  # the shipped real CLIP BPE
+    assert model.tokenizers[1]("a cat", padding="max_length", max_length=6).input_ids == [49406, 320, 2368, 49407, 0, 0]

@@ -12,8 +12,9 @@ from easytrain.errors import UserError
 
 def _adapters() -> dict[str, Adapter]:
     from easytrain.arch.sd import SD1, SD2
+    from easytrain.arch.sdxl import SDXL
 
-    return {adapter.family: adapter for adapter in (SD1(), SD2())}
+    return {adapter.family: adapter for adapter in (SD1(), SD2(), SDXL())}
 
 
 def registered_families() -> tuple[str, ...]:

@@ -8,20 +8,20 @@ real CLIP BPE shipped with easytrain; the second pads with "!".
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from easytrain import catalog
 from easytrain.errors import UserError
 from easytrain.model import tiny_sdxl
 from easytrain.model.convert import unet_key_map, vae_key_map
 from easytrain.model.convert_sdxl import TEXT_PROJECTION_KEY, bigg_source, clip_l_key_map
 from easytrain.model.detect import Detection, detect_architecture
 from easytrain.model.load import (
+    CLIP_PAD,
     CONFIG_ROOT,
+    BaseModel,
     _config_dict,
     _fill,
     _from_folder,
@@ -29,62 +29,34 @@ from easytrain.model.load import (
     _open_tensors,
     _plain_sources,
     _TensorSource,
+    finish,
     load_clip_tokenizer,
     make_noise_scheduler,
 )
 from easytrain.model.quiet import quiet_model_libraries
 
 SDXL_CONFIG_DIR = CONFIG_ROOT / "sdxl"
-_PAD_1 = "<|endoftext|>"
-_PAD_2 = "!"
-
-SDXL = "sdxl"  # the catalog id this loader serves
+BIGG_PAD = "!"
 
 
-@dataclass
-class SdxlModel:
-    prediction_type: str  # "epsilon" | "v_prediction"
-    zero_terminal_snr: bool
-    unet: Any
-    vae: Any
-    text_encoder: Any  # CLIP ViT-L (CLIPTextModel)
-    text_encoder_2: Any  # OpenCLIP ViT-bigG (CLIPTextModelWithProjection)
-    tokenizer: Any
-    tokenizer_2: Any
-    noise_scheduler: Any  # diffusers DDPMScheduler used for training
-    source: str
+def load_sdxl(path: str | Path, dtype: torch.dtype = torch.float32, *, arch: str = "sdxl",
+              prediction_type: str | None = None, zero_terminal_snr: bool | None = None,
+              detection: Detection | None = None) -> BaseModel:
+    """An SDXL single file (.safetensors/.ckpt) or diffusers folder, frozen and in eval mode.
 
-
-def load_sdxl(
-    path: str | Path,
-    dtype: torch.dtype = torch.float32,
-    prediction_type: str | None = None,
-    zero_terminal_snr: bool | None = None,
-) -> SdxlModel:
-    """Load an SDXL single file (.safetensors/.ckpt) or diffusers folder, frozen and in eval mode.
-
-    ``prediction_type`` / ``zero_terminal_snr`` override what the file says (None: the file decides).
+    ``prediction_type`` / ``zero_terminal_snr`` override what the file says (None: the file decides);
+    zero terminal SNR rescales the training schedule's betas (NoobAI-style v-prediction models).
     """
     quiet_model_libraries()
     path = Path(path).expanduser()
-    detection = detect_architecture(path)
-    if detection.arch not in catalog.family_members(SDXL):
-        raise UserError(f"{path}: not an SDXL model ({detection.description})")
-    if path.is_dir():
-        parts = _load_folder(path, dtype)
-    else:
-        parts = _load_single_file(path, detection, dtype)
+    detection = detection or detect_architecture(path)
+    parts = _load_folder(path, dtype) if path.is_dir() else _load_single_file(path, detection, dtype)
     prediction = prediction_type or detection.prediction_type or "epsilon"
-    ztsnr = detection.zero_terminal_snr if zero_terminal_snr is None else zero_terminal_snr
-    for name in ("unet", "vae", "text_encoder", "text_encoder_2"):
-        parts[name].requires_grad_(False).eval()
-    return SdxlModel(
-        prediction_type=prediction,
-        zero_terminal_snr=ztsnr,
-        noise_scheduler=make_sdxl_noise_scheduler(prediction, ztsnr),
-        source=str(path),
-        **parts,
-    )
+    base = finish(arch, prediction, parts["unet"], parts["vae"], parts["text_encoders"], parts["tokenizers"],
+                  str(path))
+    if detection.zero_terminal_snr if zero_terminal_snr is None else zero_terminal_snr:
+        base.noise_scheduler = make_sdxl_noise_scheduler(prediction, zero_terminal_snr=True)
+    return base
 
 
 def make_sdxl_noise_scheduler(prediction_type: str, zero_terminal_snr: bool):
@@ -116,8 +88,10 @@ def _load_folder(folder: Path, dtype: torch.dtype) -> dict:
         )
     except (OSError, EnvironmentError) as exc:
         raise UserError(f"{folder}: cannot load this diffusers folder: {exc}") from exc
-    parts["tokenizer"] = _folder_tokenizer(folder, "tokenizer", _PAD_1, parts["text_encoder"])
-    parts["tokenizer_2"] = _folder_tokenizer(folder, "tokenizer_2", _PAD_2, parts["text_encoder_2"])
+    encoders = (parts.pop("text_encoder"), parts.pop("text_encoder_2"))
+    parts["text_encoders"] = encoders
+    parts["tokenizers"] = (_folder_tokenizer(folder, "tokenizer", CLIP_PAD, encoders[0]),
+                           _folder_tokenizer(folder, "tokenizer_2", BIGG_PAD, encoders[1]))
     return parts
 
 
@@ -173,11 +147,10 @@ def _load_single_file(path: Path, detection: Detection, dtype: torch.dtype) -> d
         _fill(path, text_encoder, _plain_sources(source, clip_l_key_map(_names(text_encoder))), dtype)
         _fill(path, text_encoder_2, _bigg_sources(source, _names(text_encoder_2)), dtype)
     if detection.is_tiny:
-        tokenizer, tokenizer_2 = tiny_sdxl.build_tiny_sdxl_tokenizers()
+        tokenizers = tiny_sdxl.build_tiny_sdxl_tokenizers()
     else:
-        tokenizer, tokenizer_2 = load_clip_tokenizer(_PAD_1), load_clip_tokenizer(_PAD_2)
-    return dict(unet=unet, vae=vae, text_encoder=text_encoder, text_encoder_2=text_encoder_2,
-                tokenizer=tokenizer, tokenizer_2=tokenizer_2)
+        tokenizers = (load_clip_tokenizer(CLIP_PAD), load_clip_tokenizer(BIGG_PAD))
+    return dict(unet=unet, vae=vae, text_encoders=(text_encoder, text_encoder_2), tokenizers=tokenizers)
 
 
 def _require_sdxl_layout(path: Path, source: _TensorSource) -> None:

@@ -51,17 +51,32 @@ def generate_samples(*, unet, vae, text_encoder, tokenizer, prompts: Sequence[Sa
     device = torch.device(device)
     pipe = build_pipeline(unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer,
                           scheduler=build_sample_scheduler(sampler, scheduler_config, prediction_type))
-    default_size = _default_size(pipe)
+
+    def one(prompt: SamplePrompt, seed: int, width: int, height: int) -> Image.Image:
+        return _generate_one(pipe, prompt, seed=seed, width=width, height=height, device=device,
+                             clip_skip=clip_skip, max_token_length=max_token_length)
+
+    return render_prompts(one, modules=(unet, vae, text_encoder), prompts=prompts, output_dir=output_dir,
+                          name=name, epoch=epoch, device=device, dtype=dtype, default_size=native_size(pipe),
+                          sampler=sampler, clip_skip=clip_skip, on_progress=on_progress)
+
+
+def render_prompts(generate_one: Callable[[SamplePrompt, int, int, int], Image.Image], *, modules, prompts,
+                   output_dir, name: str, epoch: int, device: torch.device, dtype: torch.dtype, default_size: int,
+                   sampler: str, clip_skip: int, on_progress=None) -> list[Path]:
+    """The loop every architecture shares: seeds, sizes, PNGs with A1111's parameters, the contact sheet.
+
+    ``generate_one(prompt, seed, width, height)`` renders one image with the architecture's pipeline.
+    """
     paths: list[Path] = []
     images: list[Image.Image] = []
     captions: list[str] = []
-    with _sampling_state(unet, vae, text_encoder, device=device), _autocast(device, dtype):
+    with _sampling_state(*modules, device=device), _autocast(device, dtype):
         for index, prompt in enumerate(prompts):
             seed = prompt.seed if prompt.seed is not None else index
             width = prompt.width or default_size
             height = prompt.height or default_size
-            image = _generate_one(pipe, prompt, seed=seed, width=width, height=height, device=device,
-                                  clip_skip=clip_skip, max_token_length=max_token_length)
+            image = generate_one(prompt, seed, width, height)
             path = sample_image_path(output_dir, name, epoch, index, seed)
             _save_png(image, path, _parameters_text(prompt, seed, width, height, sampler, clip_skip))
             paths.append(path)
@@ -128,7 +143,8 @@ def _generate_one(pipe, prompt: SamplePrompt, *, seed: int, width: int, height: 
     return result.images[0]
 
 
-def _default_size(pipe) -> int:
+def native_size(pipe) -> int:
+    """The pipeline's native image side: the UNet's sample size times the VAE's scale."""
     sample_size = pipe.unet.config.sample_size
     if not isinstance(sample_size, int):
         sample_size = sample_size[0]

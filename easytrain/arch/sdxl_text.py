@@ -16,7 +16,7 @@ from typing import Sequence
 
 import torch
 
-from easytrain.train.text import chunk_count, join_chunk_states, tokenize_captions
+from easytrain.arch.clip_text import chunk_count, join_chunk_states, tokenize_captions
 
 
 def time_ids(original_sizes: Sequence[tuple[int, int]], crop_top_lefts: Sequence[tuple[int, int]],

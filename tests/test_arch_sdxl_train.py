@@ -1,0 +1,85 @@
+"""SDXL end to end on the CPU: the tiny SDXL single file trains a LoRA in kohya's SDXL format,
+and diffusers' SDXL pipeline loads it with every key consumed and changes its output."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from safetensors import safe_open
+
+from easytrain.model.tiny_sdxl import tiny_sdxl_paths
+
+from _train_helpers import Recorder, tiny_plan
+
+
+def _train(tmp_path, **overrides):
+    from easytrain.train.loop import run_training
+
+    plan = tiny_plan(tmp_path, base_model=str(tiny_sdxl_paths().single_file), architecture="sdxl",
+                     epochs=1, **overrides)
+    return plan, run_training(plan, Recorder())
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """UNet and both text encoders trained (LoRA), one epoch, a sample image at its end."""
+    tmp = tmp_path_factory.mktemp("sdxl")
+    prompts = tmp / "prompts.txt"
+    prompts.write_text("a red square --n green --s 2 --w 64 --h 64 --d 3\n", encoding="utf-8")
+    return _train(tmp, train_parts="both", sample_images=True, sample_prompts=str(prompts), sample_every_n_epochs=1)
+
+
+def test_samples_come_from_the_sdxl_pipeline(trained):
+    from PIL import Image
+
+    plan, _result = trained
+    folder = plan.output_dir / "sample"
+    assert sorted(p.name for p in folder.iterdir()) == ["tiny_e000001_00_3.png", "tiny_e000001_sheet.png"]
+    with Image.open(folder / "tiny_e000001_00_3.png") as image:
+        assert image.size == (64, 64)
+        assert "Negative prompt: green" in image.info["parameters"]
+
+
+def test_lora_in_kohyas_sdxl_format(trained):
+    _plan, result = trained
+    with safe_open(str(result.final_path), framework="pt") as handle:
+        keys, metadata = set(handle.keys()), handle.metadata()
+    modules = {k.split(".")[0] for k in keys}
+    assert "lora_unet_input_blocks_4_1_transformer_blocks_0_attn1_to_q" in modules
+    assert "lora_unet_middle_block_1_proj_in" in modules
+    assert any(m.startswith("lora_unet_output_blocks_0_1_") for m in modules)
+    assert any(m.startswith("lora_te1_text_model_encoder_layers_") for m in modules)
+    assert any(m.startswith("lora_te2_text_model_encoder_layers_") for m in modules)
+    assert not any(m.startswith(("lora_unet_down_blocks", "lora_te_")) for m in modules)
+    assert all(f"{m}.alpha" in keys for m in modules)
+    assert metadata["ss_base_model_version"] == "sdxl_base_v1-0"
+    assert metadata["modelspec.architecture"] == "stable-diffusion-xl-v1-base/lora"
+
+
+def test_diffusers_sdxl_pipeline_loads_every_key(trained):
+    from diffusers import StableDiffusionXLPipeline
+
+    _plan, result = trained
+    pipe = StableDiffusionXLPipeline.from_pretrained(str(tiny_sdxl_paths().diffusers_dir), local_files_only=True)
+    pipe.set_progress_bar_config(disable=True)
+
+    def image():
+        return pipe("a red square", num_inference_steps=2, height=64, width=64, output_type="pt",
+                    generator=torch.Generator().manual_seed(0)).images
+
+    before = image()
+    with safe_open(str(result.final_path), framework="pt") as handle:
+        file_modules = {k.split(".")[0] for k in handle.keys()}
+    pipe.load_lora_weights(str(result.final_path))
+    adapted = {part: _adapted_layers(getattr(pipe, part)) for part in ("unet", "text_encoder", "text_encoder_2")}
+    prefixes = {"unet": "lora_unet_", "text_encoder": "lora_te1_", "text_encoder_2": "lora_te2_"}
+    for part, prefix in prefixes.items():  # every module of the file went into a layer
+        assert adapted[part] == sum(m.startswith(prefix) for m in file_modules), part
+    after = image()
+    assert not torch.allclose(before, after)
+
+
+def _adapted_layers(model) -> int:
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    return sum(isinstance(m, BaseTunerLayer) for m in model.modules())
