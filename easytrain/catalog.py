@@ -50,6 +50,9 @@ ARCHITECTURES: dict[str, Architecture] = {a.id: a for a in (
                  "stable-diffusion-v2-768-v", True, DIFFUSERS_LAYOUT),
     Architecture("sdxl", "SDXL", "sdxl", "epsilon", 1024, "sdxl_base_v1-0", "stable-diffusion-xl-v1-base", False,
                  STABILITY_LAYOUT, memory_factor=2.5, always_checkpoint=True),
+    # NoobAI-style v-prediction SDXL; kohya marks it by modelspec.prediction_type "v", same base version
+    Architecture("sdxl-v", "SDXL v-prediction (NoobAI v-pred)", "sdxl", "v_prediction", 1024, "sdxl_base_v1-0",
+                 "stable-diffusion-xl-v1-base", False, STABILITY_LAYOUT, memory_factor=2.5, always_checkpoint=True),
 )}
 ARCHITECTURE_IDS = tuple(ARCHITECTURES)
 AUTO = "auto"

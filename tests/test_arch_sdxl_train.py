@@ -83,3 +83,40 @@ def _adapted_layers(model) -> int:
     from peft.tuners.tuners_utils import BaseTunerLayer
 
     return sum(isinstance(m, BaseTunerLayer) for m in model.modules())
+
+
+def _noobai_file(tmp_path):
+    """The tiny SDXL file with NoobAI's empty v_pred and ztsnr keys (tiny marker kept)."""
+    from safetensors.torch import load_file, save_file
+
+    source = tiny_sdxl_paths().single_file
+    state = load_file(str(source)) | {"v_pred": torch.zeros(0), "ztsnr": torch.zeros(0)}
+    with safe_open(str(source), framework="pt") as handle:
+        metadata = handle.metadata()
+    path = tmp_path / "noob-vpred.safetensors"
+    save_file(state, str(path), metadata=metadata)
+    return path
+
+
+def test_noobai_v_pred_loads_with_v_target_and_zero_terminal_snr(tmp_path):
+    from easytrain.model.load import load_base_model
+
+    path = _noobai_file(tmp_path)
+    base = load_base_model(str(path))
+    assert (base.arch, base.prediction_type) == ("sdxl", "v_prediction")
+    assert base.noise_scheduler.config.prediction_type == "v_prediction"
+    assert base.noise_scheduler.alphas_cumprod[-1] < 1e-6
+    answered = load_base_model(str(tiny_sdxl_paths().single_file), "sdxl-v")
+    assert answered.prediction_type == "v_prediction" and answered.noise_scheduler.alphas_cumprod[-1] > 1e-3
+
+
+def test_noobai_v_pred_trains_and_is_marked_v(tmp_path):
+    from easytrain.train.loop import run_training
+
+    plan = tiny_plan(tmp_path, base_model=str(_noobai_file(tmp_path)), architecture="auto", epochs=1)
+    result = run_training(plan, Recorder())
+    with safe_open(str(result.final_path), framework="pt") as handle:
+        metadata = handle.metadata()
+    assert metadata["modelspec.prediction_type"] == "v"
+    assert metadata["ss_base_model_version"] == "sdxl_base_v1-0"
+    assert result.average_loss is not None and result.average_loss == result.average_loss  # not NaN
