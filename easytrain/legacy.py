@@ -28,6 +28,8 @@ IGNORED_SILENTLY = {
     "v_parameterization", "warmup_lr_ratio", "learning_rate", "text_only", "unet_only", "lyco",
     "network_args", "sample_every_n_epoch", "LoRA_type", "lr_warmup", "max_resolution",
     "network_train_unet_only", "network_train_text_encoder_only", "use_8bit_adam", "sdxl",
+    # easytrain caches the text encoders' outputs by itself whenever they are frozen and captions are fixed
+    "cache_text_encoder_outputs", "cache_text_encoder_outputs_to_disk",
 }
 
 _OPTIMIZER_NAMES = {o.lower(): o for o in OPTIMIZERS}
@@ -223,7 +225,7 @@ def _from_popup(d: Mapping[str, Any]) -> tuple[dict[str, Any], set[str]]:
         out["warmup_ratio"] = _float(d["warmup_lr_ratio"]) or 0.0
     _apply_length(out, _int(d.get("max_steps")))
     _apply_parts(out, _bool(d.get("unet_only")), _bool(d.get("text_only")))
-    _apply_arch(out, _bool(d.get("v2")), _bool(d.get("v_parameterization")))
+    _apply_arch(out, _bool(d.get("v2")), _bool(d.get("v_parameterization")), _bool(d.get("sdxl")))
     _apply_reg(out, d.get("reg_img_folder"))
     used.update({"max_steps", "v2", "reg_img_folder", "sample_prompts", "tag_occurrence_txt_file"})
     if "tag_occurrence_txt_file" in d:
@@ -320,7 +322,7 @@ def _from_kohya_ss(d: Mapping[str, Any]) -> tuple[dict[str, Any], set[str]]:
     max_steps = _int(d.get("max_train_steps"))
     _apply_length(out, max_steps if isinstance(max_steps, int) and max_steps > 0 else None)
     _apply_parts(out, _bool(d.get("network_train_unet_only")), _bool(d.get("network_train_text_encoder_only")))
-    _apply_arch(out, _bool(d.get("v2")), _bool(d.get("v_parameterization")))
+    _apply_arch(out, _bool(d.get("v2")), _bool(d.get("v_parameterization")), _bool(d.get("sdxl")))
     _apply_reg(out, d.get("reg_data_dir"))
     _apply_cache(out, d.get("cache_latents"), d.get("cache_latents_to_disk"))
     _apply_samples(out, d.get("sample_prompts"))
@@ -360,8 +362,10 @@ def _apply_parts(out: dict, unet_only: Any, text_only: Any) -> None:
     out["train_parts"] = "unet_only" if unet_only is True else "text_encoder_only" if text_only is True else "both"
 
 
-def _apply_arch(out: dict, v2: Any, v_param: Any) -> None:
-    if v2 is True:
+def _apply_arch(out: dict, v2: Any, v_param: Any, sdxl: Any) -> None:
+    if sdxl is True:
+        out["architecture"] = "sdxl-v" if v_param is True else "sdxl"
+    elif v2 is True:
         out["architecture"] = "sd2-v" if v_param is True else "sd2"
 
 

@@ -76,6 +76,20 @@ def test_kohya_steps_and_lycoris_types(legacy_dir):
     assert (a.network_type, a.conv_dim, a.conv_alpha, a.architecture) == ("LoHa", 4, 1.0, "sd2-v")
 
 
+@pytest.mark.parametrize("source, extra, arch, parts", [
+    ("kohya_ss.json", dict(sdxl=True, network_train_unet_only=True, cache_text_encoder_outputs=True),
+     "sdxl", "unet_only"),
+    ("kohya_ss.json", dict(sdxl=True, v_parameterization=True), "sdxl-v", "both"),
+    ("popup_era.json", dict(sdxl=True, v_parameterization=True, unet_only=True), "sdxl-v", "unet_only"),
+])
+def test_sdxl_settings_of_the_old_tools(legacy_dir, source, extra, arch, parts):
+    data = json.loads((legacy_dir / source).read_text()) | extra
+    (legacy_dir / "x.json").write_text(json.dumps(data))
+    a = A.load(legacy_dir / "x.json")
+    assert (a.architecture, a.train_parts) == (arch, parts)
+    assert not any("cache_text_encoder_outputs" in w for w in a.warnings)
+
+
 def test_bad_legacy_value_is_named_by_our_key(legacy_dir):
     data = json.loads((legacy_dir / "popup_era.json").read_text())
     data["net_dim"] = "lots"
