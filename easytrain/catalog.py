@@ -37,6 +37,8 @@ class Architecture:
     lora_layout: str          # modelspec.implementation: the layout of the LoRA's UNet names
     memory_factor: float = 1.0          # training memory per native-size picture, in SD1-at-512 units
     always_checkpoint: bool = False     # gradient checkpointing stays on whatever the GPU's memory
+    bucket_range: tuple[int, int] = (256, 1024)   # default smallest and largest bucket side
+    trains_text_encoder: bool = True               # by default (SDXL: UNet only, kohya's advice)
 
 
 DIFFUSERS_LAYOUT = "diffusers"
@@ -49,10 +51,12 @@ ARCHITECTURES: dict[str, Architecture] = {a.id: a for a in (
     Architecture("sd2-v", "SD2.x 768 (v-prediction)", "sd2", "v_prediction", 768, "sd_v2_768_v",
                  "stable-diffusion-v2-768-v", True, DIFFUSERS_LAYOUT),
     Architecture("sdxl", "SDXL", "sdxl", "epsilon", 1024, "sdxl_base_v1-0", "stable-diffusion-xl-v1-base", False,
-                 STABILITY_LAYOUT, memory_factor=2.5, always_checkpoint=True),
+                 STABILITY_LAYOUT, memory_factor=2.5, always_checkpoint=True, bucket_range=(512, 2048),
+                 trains_text_encoder=False),
     # NoobAI-style v-prediction SDXL; kohya marks it by modelspec.prediction_type "v", same base version
     Architecture("sdxl-v", "SDXL v-prediction (NoobAI v-pred)", "sdxl", "v_prediction", 1024, "sdxl_base_v1-0",
-                 "stable-diffusion-xl-v1-base", False, STABILITY_LAYOUT, memory_factor=2.5, always_checkpoint=True),
+                 "stable-diffusion-xl-v1-base", False, STABILITY_LAYOUT, memory_factor=2.5, always_checkpoint=True,
+                 bucket_range=(512, 2048), trains_text_encoder=False),
 )}
 ARCHITECTURE_IDS = tuple(ARCHITECTURES)
 AUTO = "auto"
@@ -96,3 +100,13 @@ def always_checkpoint(arch_id: str | None) -> bool:
 def native_resolution(arch_id: str | None) -> int:
     entry = ARCHITECTURES.get(arch_id or "")
     return entry.resolution if entry else DEFAULT_RESOLUTION
+
+
+def default_bucket_range(arch_id: str | None) -> tuple[int, int]:
+    entry = ARCHITECTURES.get(arch_id or "")
+    return entry.bucket_range if entry else Architecture.bucket_range
+
+
+def trains_text_encoder_by_default(arch_id: str | None) -> bool:
+    entry = ARCHITECTURES.get(arch_id or "")
+    return entry.trains_text_encoder if entry else True

@@ -30,7 +30,8 @@ BUILTIN_TINY = "builtin:tiny"
 
 from easytrain.catalog import (  # noqa: E402  (re-exported: the question table's names)
     ADAMW_FAMILY, ADAPTIVE_OPTIMIZERS, ARCHITECTURE_IDS, ARCHITECTURES as ARCHITECTURE_CATALOG, AUTO,
-    NETWORK_TYPES, OPTIMIZERS, SCHEDULERS, always_checkpoint, memory_factor, native_resolution,
+    NETWORK_TYPES, OPTIMIZERS, SCHEDULERS, always_checkpoint, default_bucket_range, memory_factor,
+    native_resolution, trains_text_encoder_by_default,
 )
 
 ARCHITECTURES = (AUTO,) + ARCHITECTURE_IDS
@@ -631,7 +632,7 @@ QUESTIONS: tuple[Question, ...] = (
     Question(
         "unet_lr", "UNet learning rate?",
         "5e-4 trains a character in a reasonable time. Use 1e-4 to 2e-4 for a slower, gentler "
-        "run or for styles. Prodigy and DAdaptAdam want 1.0.",
+        "run or for styles (SDXL: 1e-4 to 3e-4 is the usual range). Prodigy and DAdaptAdam want 1.0.",
         "float", "learning", default=lambda v: 1.0 if _adaptive(v) else 5e-4,
         default_text="5e-4 (Prodigy, DAdaptAdam: 1.0)", minimum=0, depends_on=("optimizer",),
     ),
@@ -690,7 +691,8 @@ QUESTIONS: tuple[Question, ...] = (
     ),
     Question(
         "batch_size", "Batch size?",
-        "Images per step. At 512: 6-8 GB of VRAM -> 1, 10 GB -> 2, 12 GB -> 3. Bigger batches "
+        "Images per step. At 512: 6-8 GB of VRAM -> 1, 10 GB -> 2, 12 GB -> 3; SDXL at 1024 "
+        "wants 1 below 16 GB (with checkpointing and an 8-bit optimizer). Bigger batches "
         "mean fewer steps for the same epochs; the learning rate usually grows with the batch "
         "(x2 batch: about x1.4 to x2 the rate).",
         "int", "learning", default=default_batch_size, minimum=1, maximum=256,
@@ -739,9 +741,12 @@ QUESTIONS: tuple[Question, ...] = (
     ),
     Question(
         "train_parts", "Which parts to train?",
-        "Both is right for nearly everything. UNet only is gentler on prompts; text encoder only "
-        "is rarely useful.",
-        "choice", "network", default="both",
+        "Both is right for nearly everything on SD1/SD2. For SDXL, UNet only is the default (as "
+        "kohya advises): both text encoders stay frozen and their outputs are computed once, which "
+        "saves memory and time. UNet only is gentler on prompts; text encoder only is rarely useful.",
+        "choice", "network",
+        default=lambda v: "both" if trains_text_encoder_by_default(v.get("architecture")) else "unet_only",
+        default_text="both (SDXL: unet only)", depends_on=("architecture",),
         choices=(("both", "both"), ("unet_only", "unet only"), ("text_encoder_only", "text encoder only")),
     ),
     Question(
@@ -778,7 +783,8 @@ QUESTIONS: tuple[Question, ...] = (
     Question(
         "cache_latents", "Cache latents?",
         "In memory: images are encoded once, which is faster and frees VRAM. On disk: the same, "
-        "and kept for the next run. Off: only needed for random-crop style augmentation.",
+        "and kept for the next run. Off: only needed for random-crop style augmentation. "
+        "The SDXL VAE overflows in fp16, so for SDXL it always runs in fp32.",
         "choice", "learning", default="memory",
         choices=(("memory", "in memory"), ("disk", "on disk"), ("off", "off")),
     ),
@@ -860,15 +866,18 @@ QUESTIONS: tuple[Question, ...] = (
     Question(
         "min_bucket_reso", "Smallest bucket side?",
         "No bucket is narrower or shorter than this.",
-        "int", "advanced", default=256, minimum=64, maximum=4096, multiple_of=64, advanced=True,
-        condition=_yes("enable_bucket"), condition_text="buckets on", depends_on=("enable_bucket",),
+        "int", "advanced", default=lambda v: default_bucket_range(v.get("architecture"))[0],
+        default_text="256 (SDXL: 512)", minimum=64, maximum=4096, multiple_of=64, advanced=True,
+        condition=_yes("enable_bucket"), condition_text="buckets on", depends_on=("enable_bucket", "architecture"),
     ),
     Question(
         "max_bucket_reso", "Largest bucket side?",
         "No bucket is wider or taller than this.",
-        "int", "advanced", default=1024, minimum=64, maximum=8192, multiple_of=64, advanced=True,
+        "int", "advanced", default=lambda v: default_bucket_range(v.get("architecture"))[1],
+        default_text="1024 (SDXL: 2048)", minimum=64, maximum=8192, multiple_of=64, advanced=True,
         check=_check_buckets,
-        condition=_yes("enable_bucket"), condition_text="buckets on", depends_on=("enable_bucket", "min_bucket_reso"),
+        condition=_yes("enable_bucket"), condition_text="buckets on",
+        depends_on=("enable_bucket", "min_bucket_reso", "architecture"),
     ),
     Question(
         "bucket_reso_steps", "Bucket size step?",

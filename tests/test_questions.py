@@ -147,3 +147,16 @@ def test_mixed_precision_default_fits_the_machine(monkeypatch):
     finally:
         machine.has_cuda_gpu.cache_clear()
         machine.gpu_supports_bf16.cache_clear()
+
+
+def test_sdxl_defaults_come_from_the_catalog():
+    from easytrain import questions as Q
+
+    def default(key, arch):
+        return Q.BY_ID[key].default_for({"architecture": arch})
+
+    assert [default(k, "sdxl") for k in ("resolution", "min_bucket_reso", "max_bucket_reso", "train_parts")] == \
+        [1024, 512, 2048, "unet_only"]
+    assert [default(k, "sdxl-v") for k in ("resolution", "train_parts")] == [1024, "unet_only"]
+    assert [default(k, "sd1") for k in ("resolution", "min_bucket_reso", "max_bucket_reso", "train_parts")] == \
+        [512, 256, 1024, "both"]
