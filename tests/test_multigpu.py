@@ -13,7 +13,7 @@ from _robust_helpers import cli_env, write_answers
 
 def test_two_processes_train_one_lora_with_kohyas_step_count(tmp_path):
     # 8 images an epoch, batch 2: 4 steps an epoch for one process, 2 for each of two
-    write_answers(tmp_path, epochs=2, save_every_n_epochs=1)
+    write_answers(tmp_path, epochs=2, save_every_n_epochs=1, tensorboard=False)
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                "-m", "easytrain", "train", "run.json", "--plain"]
     result = subprocess.run(command, cwd=tmp_path, env=cli_env(), stdin=subprocess.DEVNULL, capture_output=True,
