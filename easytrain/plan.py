@@ -141,7 +141,7 @@ RESUME_KEYS = (
     "seed", "shuffle_captions", "keep_tokens", "flip_aug", "bucket_no_upscale", "enable_bucket",
     "min_bucket_reso", "max_bucket_reso", "bucket_reso_steps", "mixed_precision", "cache_latents",
     "min_snr_gamma", "noise_offset", "max_token_length", "caption_extension", "clip_skip",
-    "max_grad_norm", "prior_loss_weight", "network_weights", "gradient_checkpointing",
+    "max_grad_norm", "prior_loss_weight", "network_weights", "gradient_checkpointing", "vae",
 )
 
 
@@ -236,6 +236,7 @@ class TrainPlan:
                 architecture=answer(answers, "architecture"),
                 clip_skip=int(answer(answers, "clip_skip")),
                 max_token_length=int(answer(answers, "max_token_length")),
+                vae=answers.vae if answers.vae in (None, "builtin:tiny") else str(answers.path("vae")),
             ),
             data=DataSettings(
                 batch_size=length.batch_size,

@@ -24,6 +24,7 @@ class ModelSettings:
     architecture: str               # "auto" or a catalog id: the answer, which the file's header can overrule
     clip_skip: int
     max_token_length: int           # 75, 150 or 225 caption tokens
+    vae: Optional[str] = None       # a separate VAE: "builtin:tiny" or an absolute path; None: the base model's
 
 
 @dataclass(frozen=True)

@@ -132,3 +132,23 @@ def test_check_shows_the_vae_and_refuses_one_of_another_family(vae_files, tmp_pa
                            "decoder.conv_in.weight")
     after = {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in tmp_path.rglob("*") if p.is_file()}
     assert after == before
+
+
+def trained_lora(tmp_path: Path, **overrides) -> tuple[dict, dict]:
+    from safetensors import safe_open
+
+    from _train_helpers import Recorder, fast_plan
+    from easytrain.train.loop import run_training
+
+    plan = fast_plan(tmp_path, epochs=1, save_state=False, **overrides)
+    result = run_training(plan, Recorder())
+    with safe_open(str(result.final_path), "pt") as f:
+        return {k: f.get_tensor(k) for k in f.keys()}, f.metadata()
+
+
+def test_training_encodes_through_the_separate_vae(vae_files, tmp_path):
+    plain, plain_meta = trained_lora(tmp_path / "plain")
+    other, other_meta = trained_lora(tmp_path / "other", vae=str(vae_files["original"]))
+    assert plain.keys() == other.keys()
+    assert any(not torch.equal(plain[k], other[k]) for k in plain if k.endswith("lora_up.weight"))
+    assert "ss_vae_name" not in plain_meta and other_meta["ss_vae_name"] == "vae.safetensors"

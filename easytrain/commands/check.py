@@ -55,9 +55,7 @@ def plan_lines(plan: TrainPlan, extra_warnings: Sequence[str] = ()) -> list[str]
     a = plan.answers
     lines = [f"Plan for {a.source or 'answers'}", f"  base model: {base_model_line(plan)}"]
     if a.vae:
-        from easytrain.model.vae_check import NOT_USED_YET
-
-        lines.append(f"  vae: {vae_line(plan)}; {NOT_USED_YET}")
+        lines.append(f"  vae: {vae_line(plan)}")
     lines.append("  data:")
     for scan in (plan.train_scan, plan.reg_scan):
         if scan is None:

@@ -95,9 +95,6 @@ def check_vae_fits(vae: str | Path, base_model: str, key: str = "vae") -> str:
     return f"{vae} ({found.latent_channels} latent channels, fits the base model)"
 
 
-NOT_USED_YET = "training does not use it yet: the base model's own VAE encodes the latents"
-
-
 def _shape_from_keys(path: Path, shapes: dict) -> VaeShape:
     keys = list(shapes)
     if any(marker in k for k in keys for marker in _LORA_MARKERS):

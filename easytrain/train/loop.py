@@ -93,6 +93,10 @@ def run_training(plan, sink: ev.Sink, control: Optional[TrainControl] = None, *,
     from easytrain.model.load import load_base_model
 
     base = load_base_model(plan.model.base_model, plan.model.architecture, dtype=weight_dtype)
+    if plan.model.vae is not None:  # kohya's --vae: latents and samples through another VAE
+        from easytrain.model.vae_file import load_vae
+
+        base.vae = load_vae(plan.model.vae, base.vae.config, dtype=weight_dtype)
     adapter = adapter_for(base.arch)
     unet, vae = base.unet, base.vae
     for frozen in (unet, vae, *base.text_encoders):
@@ -148,7 +152,7 @@ def run_training(plan, sink: ev.Sink, control: Optional[TrainControl] = None, *,
         dataset.cache_latents(
             encode_latents, data.cache_latents, batch_size=data.batch_size,
             on_progress=lambda done, total: emit(ev.PhaseProgress("caching latents", done, total)),
-            cache_key=f"{base.source}|{base.arch}",
+            cache_key=f"{base.source}|{base.arch}" + (f"|vae={plan.model.vae}" if plan.model.vae else ""),
         )
         emit(ev.PhaseEnded("caching latents", time.monotonic() - phase_start))
         vae.to("cpu")

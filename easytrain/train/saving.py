@@ -88,4 +88,5 @@ def run_metadata(plan, *, spec, arch: str, prediction_type: str, optimizer_name:
         bucket_no_upscale=plan.bucket_settings.no_upscale,
         prior_loss_weight=plan.data.prior_loss_weight,
         sd_model_name=base if base.startswith("builtin:") else Path(base).name,
+        vae_name=None if plan.model.vae is None else Path(plan.model.vae).name,
     ))
