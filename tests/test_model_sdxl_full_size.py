@@ -48,8 +48,19 @@ def _bench_module():
     return module
 
 
+@pytest.fixture
+def checkpoint_path(tmp_path):
+    """Where the 6.5 GiB file goes; removed after the test (pytest keeps its last temporary folders)."""
+    path = tmp_path / "sdxl.safetensors"
+    yield path
+    try:
+        path.unlink(missing_ok=True)
+    except OSError:  # still mapped (Windows): pytest's own clean-up removes it later
+        pass
+
+
 @pytest.mark.skipif(_skip_reason() is not None, reason=_skip_reason() or "")
-def test_full_size_sdxl_single_file(tmp_path):
+def test_full_size_sdxl_single_file(checkpoint_path):
     from easytrain.model.convert import unet_key_map, vae_key_map
     from easytrain.model.convert_sdxl import bigg_source, clip_l_key_map
     from easytrain.model.load_sdxl import load_sdxl
@@ -58,7 +69,7 @@ def test_full_size_sdxl_single_file(tmp_path):
     sd15 = bench.sys.modules["load_full_sd15"]
     shapes = bench.sdxl_original_shapes()
     index_of = {key: i for i, key in enumerate(shapes)}
-    path = tmp_path / "sdxl.safetensors"
+    path = checkpoint_path
     sd15.write_random_safetensors(path, shapes, torch.float16, pattern=True)
 
     model = load_sdxl(path, dtype=torch.float16)
