@@ -69,8 +69,9 @@ def run_training(plan, sink: ev.Sink, control: Optional[TrainControl] = None, *,
     seed = plan.run.seed
 
     # ---- accelerator and precision -------------------------------------------------------------
-    # With clip skip, the text encoder's last layers feed nothing: DDP must expect adapters without grads.
-    unused_parameters = network_settings.train_text_encoder and plan.model.clip_skip > 1
+    # With clip skip (SD1/SD2) or penultimate-layer conditioning (SDXL), a text encoder's last layers feed
+    # nothing: DDP must expect adapters without grads whenever text encoders train.
+    unused_parameters = network_settings.train_text_encoder
     accelerator, mixed_precision = setup.make_accelerator(plan.precision.mixed_precision, emit, unused_parameters)
     device = accelerator.device
     weight_dtype = setup.DTYPES[mixed_precision]
