@@ -20,7 +20,7 @@ from easytrain.errors import UserError
 from easytrain.wording import plural
 from easytrain.settings import (
     DataSettings, LossSettings, ModelSettings, NetworkSettings, OptimizerSettings, PrecisionSettings, RunSettings,
-    SamplingSettings, SavingSettings, ScheduleSettings, frozen_mapping,
+    SamplingSettings, SavingSettings, ScheduleSettings, ValidationSettings, frozen_mapping,
 )
 
 USUAL_STEPS = (1000, 3500)
@@ -142,6 +142,7 @@ RESUME_KEYS = (
     "min_bucket_reso", "max_bucket_reso", "bucket_reso_steps", "mixed_precision", "cache_latents",
     "min_snr_gamma", "noise_offset", "max_token_length", "caption_extension", "clip_skip",
     "max_grad_norm", "prior_loss_weight", "network_weights", "gradient_checkpointing", "vae",
+    "validation_split", "validation_seed",
 )
 
 
@@ -157,9 +158,11 @@ class TrainPlan:
     precision: PrecisionSettings
     saving: SavingSettings
     sampling: SamplingSettings
+    validation: ValidationSettings
     run: RunSettings
-    train_scan: DatasetScan
+    train_scan: DatasetScan         # without the held-out images
     reg_scan: Optional[DatasetScan]
+    validation_scan: Optional[DatasetScan]
     bucket_settings: BucketSettings
     bucket_counts: dict
     images_per_epoch: int
@@ -200,6 +203,12 @@ class TrainPlan:
                 f"{train_scan.root}: no usable training images",
                 problems=list(train_scan.problems) or ["put images in N_name folders (e.g. 10_mychar)"],
             )
+        from easytrain.data.validation_split import hold_out
+
+        train_scan, validation_scan = hold_out(
+            train_scan, fraction=float(answer(answers, "validation_split") or 0.0),
+            seed=int(answer(answers, "validation_seed")),
+            folder=answers.path("validation_folder"), caption_extension=answer(answers, "caption_extension"))
         length = run_length(answers, train_scan, reg_scan)
         count = length.steps
         scheduler = answer(answers, "scheduler")
@@ -209,7 +218,8 @@ class TrainPlan:
         output_dir = answers.path("output_folder") or (Path.cwd() / "output")
         name = answer(answers, "output_name")
         save_every = answer(answers, "save_every_n_epochs") or 0
-        output_files = _planned_files(output_dir, name, count.epochs, save_every)
+        save_every_steps = int(answer(answers, "save_every_n_steps") or 0)
+        output_files = _planned_files(output_dir, name, count.epochs, save_every, save_every_steps, count.total_steps)
 
         parts = answer(answers, "train_parts")
         text_encoder_lr = answer(answers, "text_encoder_lr")
@@ -285,6 +295,7 @@ class TrainPlan:
                 output_dir=output_dir,
                 output_name=name,
                 every_n_epochs=int(save_every),
+                every_n_steps=save_every_steps,
                 save_state=bool(answer(answers, "save_state")),
                 keep_states=int(answer(answers, "keep_states")),
                 comment=answer(answers, "comment") or "",
@@ -292,14 +303,22 @@ class TrainPlan:
             sampling=SamplingSettings(
                 prompts_file=prompts_file,
                 every_n_epochs=int(answer(answers, "sample_every_n_epochs") or 0) if prompts_file else 0,
+                every_n_steps=int(answer(answers, "sample_every_n_steps")) if prompts_file else 0,
                 before_training=bool(answers.get("sample_before_training")) and prompts_file is not None,
+            ),
+            validation=ValidationSettings(
+                images=validation_scan.total_images if validation_scan is not None else 0,
+                every_n_steps=int(answer(answers, "validate_every_n_steps")) if validation_scan is not None else 0,
+                seed=int(answer(answers, "validation_seed")),
             ),
             run=RunSettings(
                 seed=int(answer(answers, "seed")),
                 log_every_n_steps=max(1, int(answer(answers, "log_every_n_steps"))),
+                tensorboard=bool(answer(answers, "tensorboard")),
             ),
             train_scan=train_scan,
             reg_scan=reg_scan,
+            validation_scan=validation_scan,
             bucket_settings=length.bucket_settings,
             bucket_counts=length.bucket_counts,
             images_per_epoch=count.images_per_epoch,
@@ -349,9 +368,12 @@ class TrainPlan:
         }
 
 
-def _planned_files(output_dir: Path, name: str, epochs: int, every: int) -> list[Path]:
+def _planned_files(output_dir: Path, name: str, epochs: int, every: int, every_steps: int = 0,
+                   total_steps: int = 0) -> list[Path]:
     files = []
     if every:
         files = [output_dir / f"{name}-{e:06d}.safetensors" for e in range(every, epochs, every)]
+    if every_steps:
+        files += [output_dir / f"{name}-step{s:08d}.safetensors" for s in range(every_steps, total_steps, every_steps)]
     files.append(output_dir / f"{name}.safetensors")
     return files

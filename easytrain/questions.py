@@ -899,7 +899,8 @@ QUESTIONS: tuple[Question, ...] = (
     Question(
         "validation_seed", "Seed for picking the validation images?",
         "Which images the validation split holds back. Keep it to compare runs on the same images.",
-        "int", "advanced", default=lambda v: v.get("seed"), default_text="the random seed",
+        "int", "advanced", default=lambda v: v["seed"] if isinstance(v.get("seed"), int) else question("seed").default,
+        default_text="the random seed",
         minimum=0, maximum=2**32 - 1, advanced=True,
         condition=lambda v: not _no_split(v), condition_text="validation split above 0",
         depends_on=("validation_split", "seed"),

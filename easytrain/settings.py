@@ -94,6 +94,7 @@ class SavingSettings:
     output_dir: Path
     output_name: str
     every_n_epochs: int             # 0: only the final file
+    every_n_steps: int              # 0: by epochs only (NAME-step00001000.safetensors)
     save_state: bool
     keep_states: int
     comment: str
@@ -103,10 +104,20 @@ class SavingSettings:
 class SamplingSettings:
     prompts_file: Optional[Path]    # None: no samples
     every_n_epochs: int             # 0: only before training / never
+    every_n_steps: int              # 0: by epochs only
     before_training: bool
+
+
+@dataclass(frozen=True)
+class ValidationSettings:
+    """The held-out images (plan.validation_scan) and when their loss is measured."""
+    images: int                     # 0: no validation loss
+    every_n_steps: int              # besides at every saved file and at the end; 0: only then
+    seed: int                       # the fixed noise of every evaluation
 
 
 @dataclass(frozen=True)
 class RunSettings:
     seed: int
     log_every_n_steps: int
+    tensorboard: bool

@@ -117,3 +117,44 @@ def test_dataset_toml_settings_drive_the_plan(tmp_path):
     plan = TrainPlan.from_answers(A.load(tmp_path / "a.json"))
     assert plan.batch_size == 3 and plan.resolution == (768, 768)
     assert (plan.images_per_epoch, plan.steps_per_epoch) == (24, 8)
+
+
+def test_held_out_images_leave_the_steps_and_step_saves_are_planned(tmp_path):
+    make_folder(tmp_path / "images", "10_char", 10)
+    plan = plan_for(tmp_path, validation_split=0.2, batch_size=2, epochs=2, save_every_n_steps=30)
+    assert (plan.train_scan.total_images, plan.validation.images) == (8, 2)
+    assert plan.total_steps == 8 * 10 // 2 * 2 == 80
+    names = [Path(p).name for p in plan.output_files]
+    assert names == ["char-000001.safetensors", "char-step00000030.safetensors", "char-step00000060.safetensors",
+                     "char.safetensors"]
+    assert plan.validation.seed == plan.run.seed == 42 and plan.run.tensorboard is True
+    from easytrain.commands.check import plan_lines
+
+    assert "    validation: 2 held-out images, never trained on; their loss is measured at each saved file" in (
+        plan_lines(plan))
+
+
+def run_check(tmp_path, capsys, **answers) -> tuple[int, str]:
+    from easytrain.cli import main
+
+    data = {"schema_version": 1, "base_model": "builtin:tiny", "image_folder": "images", **answers}
+    (tmp_path / "c.json").write_text(json.dumps(data))
+    code = main(["check", str(tmp_path / "c.json")])
+    return code, capsys.readouterr().err
+
+
+def test_check_refuses_a_split_that_leaves_no_training_image(tmp_path, capsys):
+    make_folder(tmp_path / "images", "10_char", 6)
+    make_folder(tmp_path / "images", "2_one", 1)
+    code, err = run_check(tmp_path, capsys, validation_split=0.5)
+    assert code == 2 and err.startswith("easytrain: validation_split: 0.5 holds out all 1 image(s) of ")
+    assert "Traceback" not in err
+
+
+def test_check_refuses_an_empty_or_missing_validation_folder(tmp_path, capsys):
+    make_folder(tmp_path / "images", "10_char", 6)
+    (tmp_path / "held").mkdir()
+    code, err = run_check(tmp_path, capsys, validation_folder="held")
+    assert code == 2 and err.startswith("easytrain: validation_folder: ") and "has no images" in err
+    code, err = run_check(tmp_path, capsys, validation_folder="gone")
+    assert code == 2 and "validation_folder" in err and "not found" in err

@@ -64,6 +64,10 @@ def plan_lines(plan: TrainPlan, extra_warnings: Sequence[str] = ()) -> list[str]
             kind = "reg" if s.is_reg else "train"
             lines.append(f"    {s.folder.name}: {len(s.images)} images x {s.repeats} repeats"
                          f" = {len(s.images) * s.repeats} ({kind}, {s.captions} captions)")
+    if plan.validation.images:
+        cadence = f" and every {plan.validation.every_n_steps} steps" if plan.validation.every_n_steps else ""
+        lines.append(f"    validation: {plan.validation.images} held-out images, never trained on; their loss is "
+                     f"measured at each saved file{cadence}")
     step = plan.steps
     lines.append(f"  steps: {step.line()}")
     lines.append(f"  warmup: {plan.warmup_steps} steps; scheduler {a.scheduler}; optimizer {a.optimizer}")

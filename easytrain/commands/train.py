@@ -162,7 +162,7 @@ def tensorboard_sink(plan: TrainPlan, every: int):
     """The TensorBoard event writer for this run, or None when the answers turn it off."""
     from easytrain.progress.tensorboard import TensorBoardWriter, tensorboard_installed
 
-    if not plan.answers.tensorboard:
+    if not plan.run.tensorboard:
         return None
     if not tensorboard_installed():
         print("easytrain: the tensorboard package is not installed, so no TensorBoard logs are written "
