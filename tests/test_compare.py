@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-import shutil
-
 import pytest
 from PIL import Image
-from safetensors.torch import load_file, save_file
-from safetensors import safe_open
 
 from _train_helpers import Recorder, fast_plan
 from easytrain.cli import main
-from easytrain.commands.compare import table_lines
 from easytrain.progress import MetricsWriter, fan_out
 from easytrain.review.grid import grid_path, write_grid
 from easytrain.review.saved_files import review_run
@@ -32,11 +27,12 @@ def train(plan, control=None):
 
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
-    """Three epochs of one step, a file and two samples after each."""
+    """Three epochs of one step, a file and two samples after each; one image of four held out."""
     tmp = tmp_path_factory.mktemp("compare")
     (tmp / "prompts.txt").write_text(PROMPTS, encoding="utf-8")
     plan = fast_plan(tmp, epochs=3, batch_size=16, save_every_n_epochs=1, sample_images=True,
-                     sample_prompts=str(tmp / "prompts.txt"), sample_every_n_epochs=1, save_state=False)
+                     sample_prompts=str(tmp / "prompts.txt"), sample_every_n_epochs=1, save_state=False,
+                     validation_split=0.25)
     return plan, train(plan)
 
 
@@ -48,14 +44,17 @@ def test_table_lists_every_saved_file_with_its_losses_size_and_samples(finished,
     assert lines[0] == f"3 saved files of fast in {plan.output_dir}:"
     assert lines[1].split() == ["file", "epoch", "step", "train", "loss", "val", "loss", "size", "samples"]
     losses = [e.loss for e in events.of(ev.StepEnded)]
-    for row, (name, epoch, loss) in zip(lines[2:5], [("fast-000001.safetensors", 1, losses[0]),
-                                                     ("fast-000002.safetensors", 2, losses[1]),
-                                                     ("fast.safetensors", 3, losses[2])]):
+    validation = [v.loss for v in events.of(ev.ValidationDone)]
+    best = validation.index(min(validation))
+    names = ["fast-000001.safetensors", "fast-000002.safetensors", "fast.safetensors"]
+    for epoch, (row, name) in enumerate(zip(lines[2:5], names), 1):
         cells = row.split()
-        assert cells[:5] == [name, str(epoch), str(epoch), f"{float(f'{loss:.6g}'):.4f}", "-"]   # as in metrics.csv
-        assert cells[6] == "KiB"
-        assert cells[7:] == [f"sample/fast_e{epoch:06d}_00_5.png", f"sample/fast_e{epoch:06d}_01_1.png"]
-    assert "lowest validation loss" not in out                   # none measured: nothing said
+        loss = f"{float(f'{losses[epoch - 1]:.6g}'):.4f}"               # as metrics.csv keeps it
+        assert cells[:5] == [name, str(epoch), str(epoch), loss, f"{validation[epoch - 1]:.4f}"]
+        marked = cells[5] == "*"
+        assert marked == (epoch - 1 == best)
+        assert cells[6 + marked:] == ["KiB", f"sample/fast_e{epoch:06d}_00_5.png", f"sample/fast_e{epoch:06d}_01_1.png"]
+    assert lines[5] == f"lowest validation loss (*): {names[best]} ({validation[best]:.4f})"
     assert f"picture: {plan.output_dir / 'fast_compare.png'}" in out
 
 
@@ -68,27 +67,18 @@ def test_grid_has_a_row_per_file_and_a_column_per_prompt(finished):
     assert height > 3 * 64
 
 
-def test_lowest_validation_loss_is_marked_in_table_and_grid(finished, tmp_path):
-    plan, _ = finished
-    folder = tmp_path / "copy"
-    shutil.copytree(plan.output_dir, folder)
-    for name, loss in (("fast-000001", 0.3), ("fast-000002", 0.1), ("fast", 0.2)):
-        path = folder / f"{name}.safetensors"
-        with safe_open(path, "pt") as f:
-            metadata = f.metadata()
-        save_file(load_file(path), path, metadata={**metadata, "ss_validation_loss": str(loss)})
-    review = review_run(folder)
-    assert review.best.path.name == "fast-000002.safetensors"
-    lines = table_lines(review)
-    assert "0.1000 *" in lines[3] and "*" not in lines[2] + lines[4]
-    assert lines[-1] == "lowest validation loss (*): fast-000002.safetensors (0.1000)"
+def test_the_grid_frames_the_row_of_the_lowest_validation_loss(finished):
+    plan, events = finished
+    validation = [v.loss for v in events.of(ev.ValidationDone)]
+    best = validation.index(min(validation))
+    review = review_run(plan.output_dir)
+    assert review.best.validation_loss == min(validation)
     with Image.open(write_grid(review)) as picture:
         rgb = picture.convert("RGB")
-        framed = [rgb.getpixel((3, y)) for y in range(rgb.height)]
-    assert (30, 150, 60) in framed                               # the green frame on the best row only
-    row_top = framed.index((30, 150, 60))
-    assert sum(1 for pixel in framed if pixel == (30, 150, 60)) < rgb.height / 2
-    assert row_top > rgb.height / 3
+    framed = [y for y in range(rgb.height) if rgb.getpixel((3, y)) == (30, 150, 60)]
+    pitch = max(framed) - min(framed) + 1                  # the frame spans one row and its padding
+    header = rgb.height - 3 * pitch - 8
+    assert (min(framed) + 4 - header) / pitch == best      # ... the row of the best file
 
 
 def test_a_stopped_run_compares_its_step_file(tmp_path, capsys):
@@ -108,6 +98,7 @@ def test_a_stopped_run_compares_its_step_file(tmp_path, capsys):
     assert [line.split()[:3] for line in lines[2:4]] == [["fast-000001.safetensors", "1", "1"],
                                                          ["fast-step00000002.safetensors", "2", "2"]]
     assert "no sample images to compare" in lines[-1]
+    assert not [line for line in lines if "lowest validation loss" in line]   # none measured: nothing said
     assert not grid_path(review_run(plan.output_dir)).exists()
 
 

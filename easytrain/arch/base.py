@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 # A conditioner turns a batch into the keyword arguments of the UNet's forward besides the noisy
 # latents and the timesteps (encoder_hidden_states, and any added conditioning).
@@ -38,5 +38,6 @@ class Adapter:
 
     def render_samples(self, *, unet, vae, text_encoders, tokenizers, prompts, output_dir, name: str, epoch: int,
                        device, dtype, clip_skip: int, prediction_type: str, scheduler_config,
-                       max_token_length: int, on_progress=None) -> list[Path]:
+                       max_token_length: int, on_progress=None, step: Optional[int] = None) -> list[Path]:
+        """One image per prompt; named by ``step`` when given (samples every N steps), else by ``epoch``."""
         raise NotImplementedError

@@ -50,12 +50,13 @@ class SDXL(Adapter):
                                device=device, train_text_encoder=train_text_encoder, cache_text=cache_text)
 
     def render_samples(self, *, unet, vae, text_encoders, tokenizers, prompts, output_dir, name, epoch, device,
-                       dtype, clip_skip, prediction_type, scheduler_config, max_token_length, on_progress=None):
+                       dtype, clip_skip, prediction_type, scheduler_config, max_token_length, on_progress=None,
+                       step=None):
         from easytrain.sampling.sdxl import generate_sdxl_samples
 
         return generate_sdxl_samples(
             unet=unet, vae=vae, text_encoders=tuple(text_encoders), tokenizers=tuple(tokenizers), prompts=prompts,
-            output_dir=output_dir, name=name, epoch=epoch, device=device, dtype=dtype,
+            output_dir=output_dir, name=name, epoch=epoch, step=step, device=device, dtype=dtype,
             prediction_type=prediction_type, scheduler_config=scheduler_config, max_token_length=max_token_length,
             on_progress=on_progress,
         )

@@ -71,6 +71,8 @@ def event_line(event: ev.Event, state: RunState) -> Optional[str]:
     if isinstance(event, ev.ValidationDone):
         return f"validation loss {fmt.loss(event.loss)} at step {event.step}{best_text(state)}"
     if isinstance(event, ev.SampleSaved):
+        if event.step is not None:
+            return f"sample at step {event.step}: {event.path}"
         return f"sample for epoch {event.epoch}: {event.path}"
     if isinstance(event, ev.Message):
         return f"warning: {event.text}" if event.level == "warning" else event.text

@@ -24,7 +24,9 @@ from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
 from easytrain.fsutil import atomic_path
-from easytrain.sampling.paths import contact_sheet_path, sample_image_path
+from easytrain.sampling.paths import (
+    contact_sheet_path, sample_image_path, step_contact_sheet_path, step_sample_image_path,
+)
 from easytrain.sampling.prompts import SamplePrompt
 from easytrain.sampling.sheet import contact_sheet
 
@@ -39,6 +41,7 @@ DEFAULT_SCHEDULER_CONFIG = dict(
 
 def generate_samples(*, unet, vae, text_encoder, tokenizer, prompts: Sequence[SamplePrompt],
                      output_dir: str | os.PathLike, name: str, epoch: int, device, dtype: torch.dtype,
+                     step: Optional[int] = None,
                      clip_skip: int = 1, prediction_type: str = "epsilon", scheduler_config=None,
                      sampler: str = "euler_a", max_token_length: int = 225,
                      on_progress: Optional[Callable[[int, int], None]] = None) -> list[Path]:
@@ -46,7 +49,8 @@ def generate_samples(*, unet, vae, text_encoder, tokenizer, prompts: Sequence[Sa
 
     ``clip_skip`` counts as kohya and A1111 do (1 = last layer). ``dtype`` is
     the compute dtype of mixed precision (autocast when it is not float32).
-    The sheet lies at ``contact_sheet_path(output_dir, name, epoch)``.
+    The sheet lies at ``contact_sheet_path(output_dir, name, epoch)``; samples made every N steps
+    (``step`` given) are named by the step instead, as kohya names them.
     """
     device = torch.device(device)
     pipe = build_pipeline(unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer,
@@ -57,14 +61,16 @@ def generate_samples(*, unet, vae, text_encoder, tokenizer, prompts: Sequence[Sa
                              clip_skip=clip_skip, max_token_length=max_token_length)
 
     return render_prompts(one, modules=(unet, vae, text_encoder), prompts=prompts, output_dir=output_dir,
-                          name=name, epoch=epoch, device=device, dtype=dtype, default_size=native_size(pipe),
-                          sampler=sampler, clip_skip=clip_skip, on_progress=on_progress)
+                          name=name, epoch=epoch, step=step, device=device, dtype=dtype,
+                          default_size=native_size(pipe), sampler=sampler, clip_skip=clip_skip, on_progress=on_progress)
 
 
 def render_prompts(generate_one: Callable[[SamplePrompt, int, int, int], Image.Image], *, modules, prompts,
                    output_dir, name: str, epoch: int, device: torch.device, dtype: torch.dtype, default_size: int,
-                   sampler: str, clip_skip: int, on_progress=None) -> list[Path]:
+                   sampler: str, clip_skip: int, on_progress=None, step: Optional[int] = None) -> list[Path]:
     """The loop every architecture shares: seeds, sizes, PNGs with A1111's parameters, the contact sheet.
+
+    Named by ``epoch``, or by ``step`` when given (samples every N steps, as kohya names them).
 
     ``generate_one(prompt, seed, width, height)`` renders one image with the architecture's pipeline.
     """
@@ -77,7 +83,8 @@ def render_prompts(generate_one: Callable[[SamplePrompt, int, int, int], Image.I
             width = prompt.width or default_size
             height = prompt.height or default_size
             image = generate_one(prompt, seed, width, height)
-            path = sample_image_path(output_dir, name, epoch, index, seed)
+            path = (sample_image_path(output_dir, name, epoch, index, seed) if step is None
+                    else step_sample_image_path(output_dir, name, step, index, seed))
             _save_png(image, path, _parameters_text(prompt, seed, width, height, sampler, clip_skip))
             paths.append(path)
             images.append(image)
@@ -85,7 +92,9 @@ def render_prompts(generate_one: Callable[[SamplePrompt, int, int, int], Image.I
             if on_progress is not None:
                 on_progress(index + 1, len(prompts))
     if images:
-        _save_png(contact_sheet(images, captions), contact_sheet_path(output_dir, name, epoch))
+        sheet = (contact_sheet_path(output_dir, name, epoch) if step is None
+                 else step_contact_sheet_path(output_dir, name, step))
+        _save_png(contact_sheet(images, captions), sheet)
     return paths
 
 

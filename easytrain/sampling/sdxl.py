@@ -20,7 +20,7 @@ from easytrain.sampling.prompts import SamplePrompt
 
 def generate_sdxl_samples(*, unet, vae, text_encoders, tokenizers, prompts: Sequence[SamplePrompt],
                           output_dir: str | os.PathLike, name: str, epoch: int, device, dtype: torch.dtype,
-                          prediction_type: str = "epsilon", scheduler_config=None, sampler: str = "euler_a",
+                          step: Optional[int] = None, prediction_type: str = "epsilon", scheduler_config=None, sampler: str = "euler_a",
                           max_token_length: int = 225,
                           on_progress: Optional[Callable[[int, int], None]] = None) -> list[Path]:
     """One PNG per prompt plus the epoch's contact sheet, as sampling/generate.py writes them for SD."""
@@ -33,8 +33,8 @@ def generate_sdxl_samples(*, unet, vae, text_encoders, tokenizers, prompts: Sequ
                              max_token_length=max_token_length)
 
     return render_prompts(one, modules=(unet, vae, *text_encoders), prompts=prompts, output_dir=output_dir,
-                          name=name, epoch=epoch, device=device, dtype=dtype, default_size=native_size(pipe),
-                          sampler=sampler, clip_skip=1, on_progress=on_progress)
+                          name=name, epoch=epoch, step=step, device=device, dtype=dtype,
+                          default_size=native_size(pipe), sampler=sampler, clip_skip=1, on_progress=on_progress)
 
 
 def build_sdxl_pipeline(*, unet, vae, text_encoders, tokenizers, scheduler):

@@ -112,9 +112,12 @@ class Checkpointer:
         for name, generator in self.generators.items():
             generator.set_state(mine[name].cpu())
 
-    def save(self, path: Path, position: Position, *, with_state: bool,
-             epoch_done: bool = False) -> tuple[Optional[Path], Optional[Path]]:
-        """Write the network (and its state) now, main process only; every process takes part."""
+    def save(self, path: Path, position: Position, *, with_state: bool, epoch_done: bool = False,
+             validation_loss: Optional[float] = None) -> tuple[Optional[Path], Optional[Path]]:
+        """Write the network (and its state) now, main process only; every process takes part.
+
+        ``validation_loss``, when measured at this step, goes into the file's metadata.
+        """
         state = self.capture() if with_state else None
         self.accelerator.wait_for_everyone()
         if not self.accelerator.is_main_process:
@@ -123,7 +126,8 @@ class Checkpointer:
 
         plan = self.plan
         save_lora(self.network, path, dtype=self.save_dtype,
-                  metadata=self.metadata.for_save(steps=position.global_step, epoch=position.epoch))
+                  metadata=self.metadata.for_save(steps=position.global_step, epoch=position.epoch,
+                                                  validation_loss=validation_loss))
         self.files.append(Path(path))
         state_path = None
         if state is not None:

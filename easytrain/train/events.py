@@ -87,6 +87,7 @@ class SampleSaved:
     path: str
     epoch: int
     prompt: str
+    step: Optional[int] = None     # samples made every N steps: the step (None: the epoch's samples)
 
 
 @dataclass(frozen=True)

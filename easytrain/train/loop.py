@@ -32,6 +32,7 @@ from easytrain.train.samples import SampleMaker, no_samples, sample_prompts
 from easytrain.train.saving import epoch_file, final_file, run_metadata, step_file
 from easytrain.train.schedulers import build_scheduler
 from easytrain.train.step import TrainingStep, VaeEncoder
+from easytrain.train.validation import build_validator
 
 log = logging.getLogger(__name__)
 
@@ -147,6 +148,8 @@ def run_training(plan, sink: ev.Sink, control: Optional[TrainControl] = None, *,
     vae_dtype = torch.float32 if caching or not adapter.vae_encodes_in_half else weight_dtype
     vae.to(device, dtype=vae_dtype)
     encode_latents = VaeEncoder(vae, device=device, dtype=vae_dtype, generator=latent_rng)
+    validate = build_validator(plan, adapter=adapter, base=base, unet=unet, text_encoders=text_encoders, vae=vae,
+                               vae_dtype=vae_dtype, device=device, autocast=accelerator.autocast, emit=emit)
     if caching:
         emit(ev.PhaseStarted("caching latents", len(dataset.samples)))
         phase_start = time.monotonic()
@@ -221,10 +224,11 @@ def run_training(plan, sink: ev.Sink, control: Optional[TrainControl] = None, *,
         name=plan.output_name, total_steps=total_steps, epochs=plan.epochs, steps_per_epoch=steps_per_epoch,
         batch_size=data.batch_size, num_images=plan.images_per_epoch, device=setup.device_text(device),
         output_dir=str(plan.output_dir), start_step=position.global_step,
-        lr_groups=tuple(g["name"] for g in optimizer.param_groups),
+        lr_groups=tuple(g["name"] for g in optimizer.param_groups), validation_images=plan.validation.images,
     ))
     save_every, with_state = plan.saving.every_n_epochs, plan.saving.save_state
     sample_every = plan.sampling.every_n_epochs
+    save_every_steps, sample_every_steps = plan.saving.every_n_steps, plan.sampling.every_n_steps
     last_saved: Optional[Path] = existing_lora(resumed)
     epoch_average: Optional[float] = None
     final: Optional[Path] = None
@@ -262,6 +266,19 @@ def run_training(plan, sink: ev.Sink, control: Optional[TrainControl] = None, *,
                     seconds=time.monotonic() - step_start, images=len(batch.captions) * world,
                     peak_memory_bytes=setup.peak_memory(device),
                 ))
+                step_now = position.global_step
+                if step_now < total_steps:          # the last step's file, samples and loss come at the end
+                    if validate.due(step_now):
+                        validate(step_now, epoch)
+                    if save_every_steps and step_now % save_every_steps == 0:
+                        if window.count:
+                            shown_loss = window.flush()  # never save weights a NaN step has touched
+                        position.epoch_loss_sum, position.epoch_loss_count = float(epoch_sum), epoch_count
+                        saved, _ = checkpoints.save(step_file(plan.output_dir, plan.output_name, step_now), position,
+                                                    with_state=with_state, validation_loss=validate(step_now, epoch))
+                        last_saved = saved or last_saved
+                    if sample_every_steps and step_now % sample_every_steps == 0:
+                        make_samples(epoch, step=step_now)
                 # Several processes must agree (a collective, so a host sync): at the loss sync cadence only.
                 stop = save_now = False
                 if world == 1 or position.global_step % sync_every == 0 or position.global_step == total_steps:
@@ -271,7 +288,8 @@ def run_training(plan, sink: ev.Sink, control: Optional[TrainControl] = None, *,
                         shown_loss = window.flush()      # never save weights a NaN step has touched
                     position.epoch_loss_sum, position.epoch_loss_count = float(epoch_sum), epoch_count
                     path = step_file(plan.output_dir, plan.output_name, position.global_step)
-                    saved, state_path = checkpoints.save(path, position, with_state=with_state or stop)
+                    saved, state_path = checkpoints.save(path, position, with_state=with_state or stop,
+                                                         validation_loss=validate.known(position.global_step))
                     last_saved = saved or last_saved
                 if stop:
                     reason = control.stop_reason or ("stop requested" if world == 1
@@ -292,7 +310,8 @@ def run_training(plan, sink: ev.Sink, control: Optional[TrainControl] = None, *,
             done = position.global_step >= total_steps or epoch == plan.epochs
             if save_every and epoch % save_every == 0 and not done:
                 saved, _ = checkpoints.save(epoch_file(plan.output_dir, plan.output_name, epoch), position,
-                                            with_state=with_state, epoch_done=True)
+                                            with_state=with_state, epoch_done=True,
+                                            validation_loss=validate(position.global_step, epoch))
                 last_saved = saved or last_saved
             if sample_every and epoch % sample_every == 0:
                 make_samples(epoch)
@@ -301,7 +320,7 @@ def run_training(plan, sink: ev.Sink, control: Optional[TrainControl] = None, *,
             position.batch_index = 0
 
         final, _ = checkpoints.save(final_file(plan.output_dir, plan.output_name), position, with_state=False,
-                                    epoch_done=True)
+                                    epoch_done=True, validation_loss=validate(position.global_step, position.epoch))
     except setup.OUT_OF_MEMORY:
         _fail(emit, position, "out of GPU memory", OOM_ADVICE, last_saved)
     except (UserError, KeyboardInterrupt):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Optional
 
 
 from easytrain.errors import UserError
@@ -39,12 +40,13 @@ class SampleMaker:
         self.vae_home = vae_home
         self.emit = emit
 
-    def __call__(self, epoch: int) -> None:
+    def __call__(self, epoch: int, step: Optional[int] = None) -> None:
+        """Samples of this epoch, or (``step`` given) of this step inside it."""
         if self.accelerator.is_main_process:
-            self._render(epoch)
+            self._render(epoch, step)
         self.accelerator.wait_for_everyone()
 
-    def _render(self, epoch: int) -> None:
+    def _render(self, epoch: int, step: Optional[int]) -> None:
         """One image per prompt; a failure is reported and training goes on."""
         emit, plan, base, device, vae = self.emit, self.plan, self.base, self.device, self.base.vae
         emit(ev.PhaseStarted("sampling", len(self.prompts)))
@@ -55,7 +57,7 @@ class SampleMaker:
             paths = self.adapter.render_samples(
                 unet=unwrap(self.unet), vae=vae, text_encoders=[unwrap(t) for t in self.text_encoders],
                 tokenizers=base.tokenizers, prompts=self.prompts, output_dir=plan.output_dir, name=plan.output_name,
-                epoch=epoch, device=device, dtype=self.dtype, clip_skip=plan.model.clip_skip,
+                epoch=epoch, step=step, device=device, dtype=self.dtype, clip_skip=plan.model.clip_skip,
                 prediction_type=base.prediction_type, scheduler_config=base.noise_scheduler.config,
                 max_token_length=plan.model.max_token_length,
                 on_progress=lambda done, total: emit(ev.PhaseProgress("sampling", done, total)),
@@ -76,11 +78,11 @@ class SampleMaker:
             vae.to(self.vae_home)
             empty_device_cache(device)
         for path, prompt in zip(paths, self.prompts):
-            emit(ev.SampleSaved(str(path), epoch, prompt.prompt))
+            emit(ev.SampleSaved(str(path), epoch, prompt.prompt, step=step))
         emit(ev.PhaseEnded("sampling", time.monotonic() - started))
 
 
-def no_samples(epoch: int) -> None:
+def no_samples(epoch: int, step: Optional[int] = None) -> None:
     """The sample maker of a run without prompts."""
 
 

@@ -12,6 +12,7 @@ weights as one without.
 
 from __future__ import annotations
 
+import time
 from contextlib import contextmanager
 from typing import Any, Callable, Iterable, Optional
 
@@ -83,3 +84,82 @@ def _eval_mode(modules: Iterable[torch.nn.Module]):
     finally:
         for module, was_training in saved:
             module.training = was_training
+
+
+class Validator:
+    """When the loop measures the validation loss, as a ValidationDone event; each step is measured once.
+
+    Called at every saved file and every ``every_n_steps`` steps; ``known``
+    gives the loss already measured at a step (for a save that must not wait).
+    """
+
+    def __init__(self, validation_set: ValidationSet, predict: Predict, *, every_n_steps: int, emit,
+                 noise_scheduler, prediction_type: str, modules: tuple, snr: Optional[torch.Tensor],
+                 min_snr_gamma: float) -> None:
+        self.validation_set = validation_set
+        self.predict = predict
+        self.every_n_steps = every_n_steps
+        self.emit = emit
+        self.options = dict(noise_scheduler=noise_scheduler, prediction_type=prediction_type, modules=modules,
+                            snr=snr, min_snr_gamma=min_snr_gamma)
+        self._last: Optional[tuple[int, float]] = None
+
+    def due(self, step: int) -> bool:
+        return bool(self.every_n_steps) and step % self.every_n_steps == 0
+
+    def known(self, step: int) -> Optional[float]:
+        return self._last[1] if self._last is not None and self._last[0] == step else None
+
+    def __call__(self, step: int, epoch: int) -> Optional[float]:
+        from easytrain.train import events as ev
+
+        if self.known(step) is not None:
+            return self.known(step)
+        started = time.monotonic()
+        loss = self.validation_set.loss(self.predict, **self.options)
+        self._last = (step, loss)
+        self.emit(ev.ValidationDone(step=step, epoch=epoch, loss=loss, seconds=time.monotonic() - started))
+        return loss
+
+
+class NoValidation:
+    """The validator of a run without held-out images: measures nothing, says nothing."""
+
+    def due(self, step: int) -> bool:
+        return False
+
+    def known(self, step: int) -> None:
+        return None
+
+    def __call__(self, step: int, epoch: int) -> None:
+        return None
+
+
+def build_validator(plan, *, adapter, base, unet, text_encoders, vae, vae_dtype, device, autocast, emit):
+    """The run's validator: the held-out images encoded now (the VAE must be on ``device``), or NoValidation.
+
+    It conditions through its own conditioner of the adapter (no text cache, no
+    gradients) on the same modules the loop trains.
+    """
+    if plan.validation_scan is None:
+        return NoValidation()
+    from easytrain.train.diffusion import all_snr
+
+    def encode(pixels: torch.Tensor) -> torch.Tensor:
+        return vae.encode(pixels.to(device, dtype=vae_dtype)).latent_dist.mean
+
+    validation_set = ValidationSet(plan.validation_scan, plan.bucket_settings, batch_size=plan.data.batch_size,
+                                   seed=plan.validation.seed, encode=encode,
+                                   scaling_factor=float(vae.config.scaling_factor), device=device)
+    conditioner = adapter.conditioner(
+        text_encoders, base.tokenizers, clip_skip=plan.model.clip_skip, max_token_length=plan.model.max_token_length,
+        device=device, train_text_encoder=False, cache_text=False)
+
+    def predict(noisy: torch.Tensor, timesteps: torch.Tensor, batch) -> torch.Tensor:
+        with autocast():
+            return unet(noisy, timesteps, **conditioner(batch)).sample
+
+    return Validator(validation_set, predict, every_n_steps=plan.validation.every_n_steps, emit=emit,
+                     noise_scheduler=base.noise_scheduler, prediction_type=base.prediction_type,
+                     modules=(unet, *text_encoders), snr=all_snr(base.noise_scheduler).to(device),
+                     min_snr_gamma=plan.loss.min_snr_gamma)
