@@ -142,8 +142,8 @@ RESUME_KEYS = (
     "min_bucket_reso", "max_bucket_reso", "bucket_reso_steps", "mixed_precision", "cache_latents",
     "min_snr_gamma", "noise_offset", "max_token_length", "caption_extension", "clip_skip",
     "max_grad_norm", "prior_loss_weight", "network_weights", "gradient_checkpointing", "vae",
-    "validation_split", "validation_seed",
 )
+# (validation_split and validation_seed need no key: the dataset fingerprint holds the images trained on.)
 
 
 @dataclass(frozen=True)

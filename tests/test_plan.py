@@ -158,3 +158,14 @@ def test_check_refuses_an_empty_or_missing_validation_folder(tmp_path, capsys):
     assert code == 2 and err.startswith("easytrain: validation_folder: ") and "has no images" in err
     code, err = run_check(tmp_path, capsys, validation_folder="gone")
     assert code == 2 and "validation_folder" in err and "not found" in err
+
+
+def test_another_split_is_another_dataset_for_resume(tmp_path):
+    from easytrain.train.state import fingerprint, fingerprint_differences
+
+    make_folder(tmp_path / "images", "10_char", 10)
+    plain = plan_for(tmp_path)
+    assert fingerprint_differences(fingerprint(plain), fingerprint(plan_for(tmp_path, validation_split=0.0))) == []
+    split = plan_for(tmp_path, validation_split=0.2)
+    assert [line.split(":")[0] for line in fingerprint_differences(fingerprint(plain), fingerprint(split))] == [
+        "dataset", "images_per_epoch", "steps_per_epoch", "total_steps", "warmup_steps"]
