@@ -100,6 +100,10 @@ def test_steps_preview_matches_the_plan(workdir):
     assert line.text == plan.steps.line()
     assert line.level == "warn" and "below the usual" in line.warning
     assert StepsPreview().line({"image_folder": None}, workdir) is None
+    state.set_answer(Q.BY_ID["validation_split"], 0.25, typed=True)        # 4 of the 16 images held out
+    line = StepsPreview().line(state.values(), workdir)
+    plan = TrainPlan.from_answers(state.answers())
+    assert plan.validation.images == 4 and line.text == plan.steps.line() and line.text.startswith("12 images")
 
 
 def test_tab_completion(workdir):

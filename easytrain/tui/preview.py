@@ -16,7 +16,7 @@ from easytrain import questions as Q
 from easytrain.answers import Answers
 from easytrain.data.scan import DatasetScan, apply_repeats, scan_image_folder
 from easytrain.errors import UserError
-from easytrain.plan import SURELY_TOO_MANY, run_length, steps_warning
+from easytrain.plan import SURELY_TOO_MANY, answer, run_length, steps_warning
 
 
 @dataclass(frozen=True)
@@ -75,9 +75,21 @@ class StepsPreview:
         if train.total_images == 0:
             return StepsLine("no usable images in the image folder yet", "bad")
         try:
-            count = run_length(Answers(values), train, reg).steps
+            answers = Answers(values)
+            train = held_out_of(answers, train)
+            count = run_length(answers, train, reg).steps
         except (ValueError, TypeError, UserError):  # half-typed bucket or batch settings
             return None
         warning = steps_warning(count.total_steps)
         level = "ok" if warning is None else ("bad" if count.total_steps > SURELY_TOO_MANY else "warn")
         return StepsLine(count.line(), level, warning)
+
+
+def held_out_of(answers: Answers, train):
+    """The training scan without the validation split's images, as the plan counts it."""
+    from easytrain.data.validation_split import hold_out
+
+    split = answers.get("validation_split", 0.0)
+    if not isinstance(split, (int, float)) or isinstance(split, bool):
+        return train
+    return hold_out(train, fraction=float(split), seed=int(answer(answers, "validation_seed")))[0]
