@@ -141,7 +141,7 @@ class EarlierOutputs:
 def _run_file_pattern(name: str) -> re.Pattern:
     n = re.escape(name)
     return re.compile(rf"^{n}(?:(?:-\d{{6}}|-step\d{{8}})?(?:\.safetensors|{re.escape(STATE_SUFFIX)})"
-                      rf"|\.answers\.json|\.plan\.json|_tags\.txt)$")
+                      rf"|\.answers\.json|\.plan\.json|_tags\.txt|\.log)$")  # .log: library_log.py
 
 
 def find_earlier_outputs(output_dir: Path, name: str, total_steps: Optional[int] = None) -> EarlierOutputs:
