@@ -208,8 +208,25 @@ def load(path: str | Path, *, check_paths: bool = True) -> Answers:
         raise UserError(f"{path}: not a UTF-8 text file; an answers file is JSON") from None
     except OSError as exc:
         raise UserError(f"{path}: cannot read it ({exc.strerror})") from None
-    data = parse_json(text, str(path))
+    if path.suffix.lower() == ".toml":
+        from easytrain.legacy import flatten_kohya_toml
+
+        data = flatten_kohya_toml(parse_toml(text, str(path)))
+    else:
+        data = parse_json(text, str(path))
     return from_dict(data, source=path.absolute(), check_paths=check_paths)
+
+
+def parse_toml(text: str, label: str) -> dict:
+    """A kohya sd-scripts --config_file TOML (read as a legacy answers file)."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import toml as tomllib
+    try:
+        return tomllib.loads(text)
+    except Exception as exc:  # the parser's message carries the line and column
+        raise UserError(f"{label}: not valid TOML ({exc})") from None
 
 
 class _Refused(ValueError):

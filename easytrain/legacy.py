@@ -1,10 +1,12 @@
 """Reading answers files from before easytrain.
 
-Two families of JSON are in the wild: the popup-era scripts' files (keys such
-as img_folder, net_dim, optimizer_type) and the kohya_ss GUI's files (keys such
-as train_data_dir, network_dim, lr_warmup in percent). Both are mapped to our
-keys here; values are coerced where those tools wrote numbers as strings.
-Keys we cannot map are returned as warnings, never silently dropped.
+Three families are in the wild: the popup-era scripts' JSON (keys such as
+img_folder, net_dim, optimizer_type), the kohya_ss GUI's JSON (keys such as
+train_data_dir, network_dim, lr_warmup in percent) and kohya sd-scripts' own
+--config_file TOML (the command-line names, in any tables, network_args as
+"key=value" strings). All are mapped to our keys here; values are coerced
+where those tools wrote numbers as strings. Keys we cannot map are returned as
+warnings, never silently dropped.
 """
 
 from __future__ import annotations
@@ -30,7 +32,16 @@ IGNORED_SILENTLY = {
     "network_train_unet_only", "network_train_text_encoder_only", "use_8bit_adam", "sdxl",
     # easytrain caches the text encoders' outputs by itself whenever they are frozen and captions are fixed
     "cache_text_encoder_outputs", "cache_text_encoder_outputs_to_disk",
+    "gradient_acc_steps", "masked_loss", "dora_wd", "max_train_epochs", "optimizer_type", "resolution",
+    "alpha_mask",
 }
+KNOWN_NETWORK_MODULES = ("networks.lora", "sd_scripts.networks.lora", "lycoris.kohya")
+KNOWN_NETWORK_ARGS = ("conv_dim", "conv_alpha", "algo", "dora_wd")
+# Marks a dict read from a kohya TOML (set by flatten_kohya_toml, removed before mapping).
+TOML_SOURCE = "_easytrain_source"
+
+# kohya's options of this issue: the same name and meaning in the kohya_ss GUI, kohya's TOML and ours.
+_SHARED_KOHYA_KEYS: dict[str, tuple[str, Callable[[Any], Any]]] = {}  # filled below the coercions
 
 _OPTIMIZER_NAMES = {o.lower(): o for o in OPTIMIZERS}
 _OPTIMIZER_NAMES.update({
@@ -50,12 +61,25 @@ def detect_format(data: Mapping[str, Any]) -> Optional[str]:
     return None
 
 
+def flatten_kohya_toml(config: Mapping[str, Any]) -> dict[str, Any]:
+    """kohya's --config_file TOML as one flat dict: the keys of every table, as sd-scripts reads it."""
+    flat: dict[str, Any] = {TOML_SOURCE: "kohya_toml"}
+    for key, value in config.items():
+        if isinstance(value, Mapping):
+            flat.update(value)
+        else:
+            flat[key] = value
+    return flat
+
+
 def import_legacy(data: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
-    """Map a popup-era or kohya_ss GUI dict to ours. Returns (our dict, warnings)."""
-    fmt = detect_format(data)
+    """Map a popup-era, kohya_ss GUI or kohya TOML dict to ours. Returns (our dict, warnings)."""
+    from_toml = data.get(TOML_SOURCE) == "kohya_toml"
+    data = {k: v for k, v in data.items() if k != TOML_SOURCE}
+    fmt = "kohya_ss" if from_toml else detect_format(data)
     if fmt == "kohya_ss":
         out, used = _from_kohya_ss(data)
-        label = "kohya_ss GUI"
+        label = "kohya TOML" if from_toml else "kohya_ss GUI"
     elif fmt == "popup":
         out, used = _from_popup(data)
         label = "popup-era"
@@ -64,6 +88,11 @@ def import_legacy(data: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
         return {"schema_version": SCHEMA_VERSION, **data}, []
     warnings = [f"read as a {label} answers file; saving writes the easytrain format"]
     unmapped = sorted(k for k in data if k not in used and k not in IGNORED_SILENTLY and k not in KEYS)
+    unmapped += sorted(f"network_args {k}" for k in _network_args(data.get("network_args"))
+                       if k not in KNOWN_NETWORK_ARGS and k not in BLOCK_KEYS)
+    module = data.get("network_module")
+    if module and str(module) not in KNOWN_NETWORK_MODULES:
+        unmapped.append(f"network_module {module} (trained as {out.get('network_type', 'LoRA')})")
     if unmapped:
         warnings.append("ignored keys with no easytrain equivalent: " + ", ".join(unmapped))
     out = {k: v for k, v in out.items() if v is not None or k in ("height", "dataset_config", "network_weights")}
@@ -148,6 +177,83 @@ def _mixed(value: Any) -> Any:
     if isinstance(value, str) and value.lower() in ("fp32", "float", "no", "none"):
         return "no"
     return value
+
+
+def _blocks(value: Any) -> Any:
+    """Block-wise settings: kohya wrote them as text ("1,1,0.5") or, in TOML/JSON, as a list of numbers."""
+    if isinstance(value, (list, tuple)):
+        return ",".join(str(v) for v in value)
+    return value if value is None else str(value)
+
+
+def _network_args(value: Any) -> dict[str, Any]:
+    """--network_args as a dict: a TOML/GUI list of "key=value" strings, a string of them, or a dict."""
+    if isinstance(value, Mapping):
+        return dict(value)
+    if isinstance(value, str):
+        value = value.split()
+    if not isinstance(value, (list, tuple)):
+        return {}
+    found = {}
+    for item in value:
+        key, sep, text = str(item).partition("=")
+        if sep:
+            found[key.strip()] = text.strip()
+    return found
+
+
+_SHARED_KOHYA_KEYS.update({
+    "gradient_accumulation_steps": ("gradient_accumulation_steps", _int),
+    "caption_dropout_rate": ("caption_dropout_rate", _float),
+    "caption_dropout_every_n_epochs": ("caption_dropout_every_n_epochs", _int),
+    "caption_tag_dropout_rate": ("caption_tag_dropout_rate", _float),
+    "keep_tokens_separator": ("keep_tokens_separator", _text),
+    "random_crop": ("random_crop", _bool),
+    "color_aug": ("color_aug", _bool),
+    "multires_noise_iterations": ("multires_noise_iterations", _int),
+    "multires_noise_discount": ("multires_noise_discount", _float),
+    "adaptive_noise_scale": ("adaptive_noise_scale", _float),
+    "ip_noise_gamma": ("ip_noise_gamma", _float),
+    "zero_terminal_snr": ("zero_terminal_snr", _bool),
+    "scale_v_pred_loss_like_noise_pred": ("scale_v_pred_loss_like_noise_pred", _bool),
+    "debiased_estimation_loss": ("debiased_estimation_loss", _bool),
+    "loss_type": ("loss_type", _text),
+    "huber_schedule": ("huber_schedule", _text),
+    "huber_c": ("huber_c", _float),
+    "huber_scale": ("huber_scale", _float),
+    "down_lr_weight": ("down_lr_weight", _blocks),
+    "mid_lr_weight": ("mid_lr_weight", _blocks),
+    "up_lr_weight": ("up_lr_weight", _blocks),
+    "block_lr_zero_threshold": ("block_lr_zero_threshold", _float),
+    "block_dims": ("block_dims", _blocks),
+    "block_alphas": ("block_alphas", _blocks),
+    "conv_block_dims": ("conv_block_dims", _blocks),
+    "conv_block_alphas": ("conv_block_alphas", _blocks),
+})
+BLOCK_KEYS = ("down_lr_weight", "mid_lr_weight", "up_lr_weight", "block_lr_zero_threshold", "block_dims",
+              "block_alphas", "conv_block_dims", "conv_block_alphas")
+
+
+def _apply_shared(out: dict, d: Mapping[str, Any], used: set[str]) -> None:
+    """kohya's options that keep their name: copied with their type; empty text means "not set"."""
+    for old, (new, conv) in _SHARED_KOHYA_KEYS.items():
+        if old in d and d[old] not in (None, ""):
+            out[new] = conv(d[old])
+            used.add(old)
+    # kohya wrote "0" for "off" where we have no off value: those keep our default.
+    for key in ("adaptive_noise_scale",):
+        if out.get(key) == 0:
+            out.pop(key)
+    if _bool(d.get("alpha_mask")) is True:
+        out["alpha_mask"] = True
+    if _bool(d.get("dora_wd")) is True:
+        out["dora"] = True
+
+
+def _apply_v_parameterization(out: dict, v2: Any, v_param: Any) -> None:
+    """v2 + v_parameterization is the SD2 768-v architecture; v_parameterization alone, a v-pred fine-tune."""
+    if v_param is True and v2 is not True:
+        out["v_parameterization"] = True
 
 
 # ---------------------------------------------------------------- popup era
@@ -238,6 +344,11 @@ def _from_popup(d: Mapping[str, Any]) -> tuple[dict[str, Any], set[str]]:
     network_args = d.get("network_args") if isinstance(d.get("network_args"), Mapping) else {}
     _apply_network(out, algo=network_args.get("algo") if d.get("lyco") or network_args.get("algo") else None,
                    conv_dim=network_args.get("conv_dim"), conv_alpha=network_args.get("conv_alpha"))
+    _apply_shared(out, {**d, **{k: v for k, v in network_args.items() if k in BLOCK_KEYS}}, used)
+    steps = _int(d.get("gradient_acc_steps"))
+    if isinstance(steps, int) and steps > 1 and _bool(d.get("gradient_checkpointing")) is True:
+        out["gradient_accumulation_steps"] = steps  # the popup scripts passed it on only with checkpointing
+    _apply_v_parameterization(out, _bool(d.get("v2")), _bool(d.get("v_parameterization")))
     _apply_realistic(out)
     return out, used
 
@@ -291,6 +402,9 @@ _KOHYA_DIRECT: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "validation_split": ("validation_split", _float),
     "validation_seed": ("validation_seed", _int),
     "validate_every_n_steps": ("validate_every_n_steps", _int),
+    # kohya's TOML spells these as the command line does
+    "max_train_epochs": ("epochs", _int),
+    "optimizer_type": ("optimizer", _optimizer),
 }
 
 
@@ -305,7 +419,9 @@ def _from_kohya_ss(d: Mapping[str, Any]) -> tuple[dict[str, Any], set[str]]:
         if out.get(key) in ("",):
             out[key] = None
     _apply_learning_rate(out, d)
-    resolution = d.get("max_resolution")
+    resolution = d.get("max_resolution", d.get("resolution"))
+    if isinstance(resolution, (int, float)) and not isinstance(resolution, bool):
+        resolution = str(int(resolution))
     if isinstance(resolution, str) and resolution.strip():
         parts = [p.strip() for p in resolution.split(",")]
         try:
@@ -320,16 +436,24 @@ def _from_kohya_ss(d: Mapping[str, Any]) -> tuple[dict[str, Any], set[str]]:
     if isinstance(warmup_percent, float):
         out["warmup_ratio"] = warmup_percent / 100.0
     max_steps = _int(d.get("max_train_steps"))
+    if _apply_warmup_steps(out, _num(d.get("lr_warmup_steps")), max_steps):
+        used.add("lr_warmup_steps")
     _apply_length(out, max_steps if isinstance(max_steps, int) and max_steps > 0 else None)
     _apply_parts(out, _bool(d.get("network_train_unet_only")), _bool(d.get("network_train_text_encoder_only")))
     _apply_arch(out, _bool(d.get("v2")), _bool(d.get("v_parameterization")), _bool(d.get("sdxl")))
     _apply_reg(out, d.get("reg_data_dir"))
     _apply_cache(out, d.get("cache_latents"), d.get("cache_latents_to_disk"))
     _apply_samples(out, d.get("sample_prompts"))
+    network_args = _network_args(d.get("network_args"))
     lora_type = str(d.get("LoRA_type") or "Standard").lower()
     algo = "loha" if "loha" in lora_type else "lokr" if "lokr" in lora_type else "locon" if "locon" in lora_type else None
-    _apply_network(out, algo=algo, conv_dim=d.get("conv_dim"), conv_alpha=d.get("conv_alpha"),
-                   conv_means_locon=False)
+    if "LoRA_type" not in d and network_args.get("algo"):
+        algo = str(network_args["algo"]).lower()        # a TOML: network_module lycoris.kohya, algo=...
+    conv_dim = d.get("conv_dim", network_args.get("conv_dim"))
+    _apply_network(out, algo=algo, conv_dim=conv_dim, conv_alpha=d.get("conv_alpha", network_args.get("conv_alpha")),
+                   conv_means_locon="LoRA_type" not in d)
+    _apply_shared(out, {**{k: v for k, v in network_args.items() if k in BLOCK_KEYS or k == "dora_wd"}, **d}, used)
+    _apply_v_parameterization(out, _bool(d.get("v2")), _bool(d.get("v_parameterization")))
     _apply_realistic(out)
     _apply_logging(out, d.get("log_with"), d.get("logging_dir"))
     used.update({"learning_rate", "max_train_steps", "v2", "reg_data_dir", "cache_latents",
@@ -356,6 +480,22 @@ def _apply_length(out: dict, max_steps: Any) -> None:
         out.pop("epochs", None)
     else:
         out["length_by"] = "epochs"
+
+
+def _apply_warmup_steps(out: dict, warmup: Any, max_steps: Any) -> bool:
+    """kohya's lr_warmup_steps: a count of steps, or (newer sd-scripts) a ratio below 1. False: not mapped.
+
+    A count becomes a ratio only when the total (max_train_steps) is known.
+    """
+    if isinstance(warmup, float) and 0 <= warmup < 1:
+        out["warmup_ratio"] = warmup
+    elif isinstance(warmup, int) and warmup > 0 and isinstance(max_steps, int) and max_steps > 0:
+        out["warmup_ratio"] = min(0.5, warmup / max_steps)
+    elif warmup == 0:
+        out["warmup_ratio"] = 0.0
+    else:
+        return warmup is None
+    return True
 
 
 def _apply_parts(out: dict, unet_only: Any, text_only: Any) -> None:

@@ -501,6 +501,30 @@ def _warn_low_resolution(value: Any, v: Values) -> Optional[str]:
             "tests and small models, blurry for real ones")
 
 
+def _check_separator(value: Any, _: Values) -> Optional[str]:
+    if "," in str(value):
+        return f"may not contain a comma (tags are separated by commas), got {value!r}"
+    return None
+
+
+def _check_blocks(value: Any, kind: str) -> Optional[str]:
+    """kohya's block-wise --network_args strings; empty is off."""
+    from easytrain.network import blocks
+
+    if not str(value).strip():
+        return None
+    try:
+        if kind == "side":
+            blocks.side_weights(str(value))
+        elif kind == "mid":
+            blocks.parse_numbers(str(value))
+        else:
+            blocks.per_block(str(value), int if kind == "dims" else float)
+    except ValueError as exc:
+        return f"{exc}, got {value!r}"
+    return None
+
+
 def _yes(key: str) -> Callable[[Values], bool]:
     return lambda v: bool(v.get(key))
 
@@ -1003,13 +1027,199 @@ QUESTIONS: tuple[Question, ...] = (
         "sample images; watch them with `tensorboard --logdir OUTPUT/logs`.",
         "yesno", "advanced", default=True, advanced=True,
     ),
+    # ------------------------------------------------------------ kohya's further settings
+    Question(
+        "gradient_accumulation_steps", "Gradient accumulation steps?",
+        "Adds up this many batches before each optimizer step: the effect of a bigger batch without its "
+        "memory. Steps count optimizer steps, as in kohya.",
+        "int", "advanced", default=1, minimum=1, maximum=1024, advanced=True,
+    ),
+    Question(
+        "caption_dropout_rate", "Caption dropout rate?",
+        "The share of images trained with an empty caption (0.05-0.1 makes the LoRA work without its "
+        "trigger too). 0 is off.",
+        "float", "advanced", default=0.0, minimum=0, maximum=1, advanced=True,
+    ),
+    Question(
+        "caption_dropout_every_n_epochs", "Drop all captions every how many epochs?",
+        "Every Nth epoch trains without captions. 0 is off.",
+        "int", "advanced", default=0, minimum=0, maximum=10000, advanced=True,
+    ),
+    Question(
+        "caption_tag_dropout_rate", "Tag dropout rate?",
+        "The share of tags left out of each caption at random; the kept leading tags are never dropped. 0 is off.",
+        "float", "advanced", default=0.0, minimum=0, maximum=1, advanced=True,
+    ),
+    Question(
+        "keep_tokens_separator", "Keep-tokens separator?",
+        "Text such as ||| in a caption: the tags before it stay first (and after a second one, last) "
+        "instead of the first keep-tokens tags. Empty is off.",
+        "text", "advanced", default="", advanced=True, check=_check_separator,
+    ),
+    Question(
+        "random_crop", "Crop at random instead of the centre?",
+        "A different crop of each image every epoch. Turns latent caching off (slower).",
+        "yesno", "advanced", default=False, advanced=True,
+    ),
+    Question(
+        "color_aug", "Jitter colours slightly?",
+        "Now and then a small hue or brightness change. Turns latent caching off (slower).",
+        "yesno", "advanced", default=False, advanced=True,
+    ),
+    Question(
+        "alpha_mask", "Use transparency as a loss mask?",
+        "Transparent parts of PNG/WebP images do not count in the loss, so a background can be left out.",
+        "yesno", "advanced", default=False, advanced=True,
+    ),
+    Question(
+        "mask_folder", "Loss mask folder?",
+        "A folder like the image folder (the same N_name subfolders) with a mask per image of the same "
+        "name: white counts in the loss, black does not. Empty for none.",
+        "folder", "advanced", default=None, optional=True, advanced=True,
+    ),
+    Question(
+        "multires_noise_iterations", "Multires noise iterations?",
+        "Adds coarser noise too, which helps large shapes and contrast; 6-10 is usual. 0 is off.",
+        "int", "advanced", default=0, minimum=0, maximum=64, advanced=True,
+    ),
+    Question(
+        "multires_noise_discount", "Multires noise discount?",
+        "How much weaker each coarser level is; 0.3 is common, 0.8 for strong effects.",
+        "float", "advanced", default=0.3, above=0, maximum=1, advanced=True,
+        condition=lambda v: bool(v.get("multires_noise_iterations")), condition_text="multires noise is on",
+        depends_on=("multires_noise_iterations",),
+    ),
+    Question(
+        "adaptive_noise_scale", "Adaptive noise scale?",
+        "Grows the noise offset with each image's mean brightness (kohya suggests 1/10 of the offset). 0 is off.",
+        "float", "advanced", default=0.0, minimum=-1, maximum=1, advanced=True,
+        condition=lambda v: bool(v.get("noise_offset")), condition_text="noise offset is on",
+        depends_on=("noise_offset",),
+    ),
+    Question(
+        "ip_noise_gamma", "Input perturbation noise (ip_noise_gamma)?",
+        "Adds a little extra noise to the inputs only; 0.1 is the usual value. 0 is off.",
+        "float", "advanced", default=0.0, minimum=0, maximum=1, advanced=True,
+    ),
+    Question(
+        "zero_terminal_snr", "Zero terminal SNR?",
+        "Rescales the noise schedule so the last step is pure noise (very dark and bright images); "
+        "needs v-prediction.",
+        "yesno", "advanced", default=False, advanced=True,
+    ),
+    Question(
+        "v_parameterization", "Train the v-prediction target?",
+        "For models that predict v (SD2 768-v always does). Say yes only for a v-prediction fine-tune "
+        "of another architecture.",
+        "yesno", "advanced", default=False, advanced=True,
+    ),
+    Question(
+        "scale_v_pred_loss_like_noise_pred", "Scale the v-prediction loss like noise prediction?",
+        "Weights each step's v loss by snr/(snr+1), as a noise-prediction loss would be.",
+        "yesno", "advanced", default=False, advanced=True,
+    ),
+    Question(
+        "debiased_estimation_loss", "Debiased estimation loss?",
+        "Weights each step's loss by 1/sqrt(snr), favouring the noisy steps (an alternative to min-SNR).",
+        "yesno", "advanced", default=False, advanced=True,
+    ),
+    Question(
+        "loss_type", "Loss type?",
+        "l2 is the usual squared error; huber and smooth_l1 are less thrown by outliers.",
+        "choice", "advanced", default="l2", advanced=True,
+        choices=(("l2", "l2"), ("huber", "huber"), ("smooth_l1", "smooth_l1")),
+    ),
+    Question(
+        "huber_schedule", "Huber schedule?",
+        "How the Huber threshold changes over the noise steps; snr is kohya's default.",
+        "choice", "advanced", default="snr", advanced=True,
+        choices=(("snr", "snr"), ("exponential", "exponential"), ("constant", "constant")),
+        condition=_is_not("loss_type", "l2", None), condition_text="loss type is not l2", depends_on=("loss_type",),
+    ),
+    Question(
+        "huber_c", "Huber threshold (huber_c)?",
+        "Errors below it count as squared, above it as absolute; 0.1 is kohya's default.",
+        "float", "advanced", default=0.1, above=0, maximum=1, advanced=True,
+        condition=_is_not("loss_type", "l2", None), condition_text="loss type is not l2", depends_on=("loss_type",),
+    ),
+    Question(
+        "huber_scale", "Huber threshold scale?",
+        "Multiplies the threshold of the exponential and constant schedules; 1 keeps it.",
+        "float", "advanced", default=1.0, above=0, maximum=100, advanced=True,
+        condition=_is_not("loss_type", "l2", None), condition_text="loss type is not l2", depends_on=("loss_type",),
+    ),
+    Question(
+        "dora", "Weight-decomposed LoRA (DoRA)?",
+        "Also learns each weight's magnitude, often closer to a full fine-tune; a little slower. LoRA and LoCon only.",
+        "yesno", "advanced", default=False, advanced=True,
+        condition=_is("network_type", "LoRA", "LoCon"), condition_text="network type is LoRA or LoCon",
+        depends_on=("network_type",),
+    ),
+    Question(
+        "down_lr_weight", "Down-block learning-rate weights?",
+        "12 comma-separated factors for the UNet's down blocks, or cosine, sine, linear, reverse_linear, "
+        "zeros (+base). Empty is 1 everywhere.",
+        "text", "advanced", default="", advanced=True, check=lambda value, _: _check_blocks(value, "side"),
+    ),
+    Question(
+        "mid_lr_weight", "Middle-block learning-rate weight?",
+        "One factor for the UNet's middle block. Empty is 1.",
+        "text", "advanced", default="", advanced=True, check=lambda value, _: _check_blocks(value, "mid"),
+    ),
+    Question(
+        "up_lr_weight", "Up-block learning-rate weights?",
+        "12 factors for the UNet's up blocks (deepest first), or a preset as for the down blocks. Empty is 1.",
+        "text", "advanced", default="", advanced=True, check=lambda value, _: _check_blocks(value, "side"),
+    ),
+    Question(
+        "block_lr_zero_threshold", "Block learning-rate zero threshold?",
+        "Block weights at or below this become 0, and those blocks are left out of the file.",
+        "float", "advanced", default=0.0, minimum=0, maximum=10, advanced=True,
+    ),
+    Question(
+        "block_dims", "Dims per block?",
+        "25 comma-separated dims (12 down, middle, 12 up) instead of the network dim; 0 leaves a block out. "
+        "Empty for none.",
+        "text", "advanced", default="", advanced=True, check=lambda value, _: _check_blocks(value, "dims"),
+    ),
+    Question(
+        "block_alphas", "Alphas per block?",
+        "25 comma-separated alphas to go with the dims per block. Empty for the network alpha.",
+        "text", "advanced", default="", advanced=True, check=lambda value, _: _check_blocks(value, "alphas"),
+    ),
+    Question(
+        "conv_block_dims", "Conv dims per block?",
+        "25 conv dims (LoCon), 0 leaves a block's convs out. Empty for the conv dim.",
+        "text", "advanced", default="", advanced=True, check=lambda value, _: _check_blocks(value, "dims"),
+        condition=_is_not("network_type", "LoRA", None), condition_text="network type is not LoRA",
+        depends_on=("network_type",),
+    ),
+    Question(
+        "conv_block_alphas", "Conv alphas per block?",
+        "25 conv alphas to go with the conv dims per block. Empty for the conv alpha.",
+        "text", "advanced", default="", advanced=True, check=lambda value, _: _check_blocks(value, "alphas"),
+        condition=_is_not("network_type", "LoRA", None), condition_text="network type is not LoRA",
+        depends_on=("network_type",),
+    ),
+    Question(
+        "ema", "Keep an average (EMA) of the weights?",
+        "Also saves NAME-ema files holding a smoothed average of the training, often cleaner than the last steps.",
+        "yesno", "advanced", default=False, advanced=True,
+    ),
+    Question(
+        "ema_decay", "EMA decay?",
+        "How slowly the average follows: 0.999 averages over about the last 1000 steps.",
+        "float", "advanced", default=0.999, above=0.5, maximum=0.99999, advanced=True,
+        condition=_yes("ema"), condition_text="EMA is yes", depends_on=("ema",),
+    ),
 )
 
 # Asked by the wizard but not stored in the answers file.
 ADVANCED_GATE = Question(
     "advanced_settings", "Change the advanced settings?",
     "Noise offset, caption length, buckets, gradient checkpointing, seed, resume state, optimizer "
-    "arguments, TensorBoard and more. Their defaults suit nearly every run.",
+    "arguments, TensorBoard, and kohya's further settings (accumulation, caption dropout, masks, noise "
+    "and loss variants, DoRA, block weights, EMA). Their defaults suit nearly every run.",
     "yesno", "advanced", default=False, stored=False,
 )
 SAVE_AS = Question(

@@ -56,6 +56,16 @@ def test_round_trip_of_every_field(tmp_path, demo_images):
         "dataset_config": "data.toml", "folder_repeats": {"5_shapes": 2}, "vae": "builtin:tiny",
         "network_weights": "old.safetensors", "sample_before_training": True,
         "torch_compile": True, "log_every_n_steps": 5, "tensorboard": False,
+        "gradient_accumulation_steps": 4, "caption_dropout_rate": 0.1, "caption_dropout_every_n_epochs": 3,
+        "caption_tag_dropout_rate": 0.2, "keep_tokens_separator": "|||", "random_crop": True, "color_aug": True,
+        "alpha_mask": True, "mask_folder": "reg", "multires_noise_iterations": 6, "multires_noise_discount": 0.4,
+        "adaptive_noise_scale": 0.005, "ip_noise_gamma": 0.1, "zero_terminal_snr": True,
+        "v_parameterization": True, "scale_v_pred_loss_like_noise_pred": True, "debiased_estimation_loss": True,
+        "loss_type": "huber", "huber_schedule": "exponential", "huber_c": 0.2, "huber_scale": 1.5, "dora": True,
+        "down_lr_weight": "cosine+0.5", "mid_lr_weight": "0.5", "up_lr_weight": "1,1,0.5",
+        "block_lr_zero_threshold": 0.1, "block_dims": ",".join(["4"] * 25), "block_alphas": ",".join(["2"] * 25),
+        "conv_block_dims": ",".join(["2"] * 25), "conv_block_alphas": ",".join(["1"] * 25), "ema": True,
+        "ema_decay": 0.995,
     }
     assert set(full) - {"schema_version"} == set(Q.KEYS) - {"epochs", "scheduler_restarts", "validation_folder"}
     src = write(tmp_path / "in.json", full)

@@ -40,7 +40,9 @@ def test_popup_era_file_maps_every_value(legacy_dir):
     assert (a.gradient_checkpointing, a.save_state) == (True, False)
     assert any("popup-era" in w for w in a.warnings)
     unmapped = [w for w in a.warnings if w.startswith("ignored keys")]
-    assert unmapped and "gradient_acc_steps" in unmapped[0] and "color_aug" in unmapped[0]
+    assert unmapped and "face_crop_aug_range" in unmapped[0]
+    assert "color_aug" not in unmapped[0] and "gradient_acc_steps" not in unmapped[0]   # mapped now
+    assert (a.color_aug, a.random_crop, a.gradient_accumulation_steps) == (False, False, 1)
 
 
 def test_kohya_ss_file_maps_every_value(legacy_dir):
@@ -130,3 +132,114 @@ def test_a_legacy_vae_path_is_kept(tmp_path):
                  {"base_model": "m.safetensors", "img_folder": "img", "net_dim": 16, "vae": "/models/kl-f8.pt"}):
         out, _warnings = import_legacy(data)
         assert out["vae"] == data["vae"]
+
+
+# ---------------------------------------------------------------- kohya's further settings (issue 16)
+
+KOHYA_FURTHER = {
+    "noise_offset": 0.05, "gradient_accumulation_steps": 4, "caption_dropout_rate": "0.1", "caption_dropout_every_n_epochs": 3.0,
+    "caption_tag_dropout_rate": 0.2, "keep_tokens_separator": "|||", "random_crop": True, "color_aug": "true",
+    "multires_noise_iterations": 8, "multires_noise_discount": 0.4, "adaptive_noise_scale": 0.005,
+    "ip_noise_gamma": 0.1, "zero_terminal_snr": True, "v_parameterization": True,
+    "scale_v_pred_loss_like_noise_pred": True, "debiased_estimation_loss": True, "loss_type": "huber",
+    "huber_schedule": "exponential", "huber_c": 0.2, "huber_scale": 1.5, "alpha_mask": True, "masked_loss": True,
+    "down_lr_weight": "cosine+0.5", "mid_lr_weight": "0.5", "up_lr_weight": "1,1,0.5",
+    "block_lr_zero_threshold": 0.1, "block_dims": ",".join(["4"] * 25), "block_alphas": ",".join(["2"] * 25),
+    "conv_block_dims": ",".join(["2"] * 25), "conv_block_alphas": ",".join(["1"] * 25),
+}
+EXPECTED_FURTHER = {
+    "gradient_accumulation_steps": 4, "caption_dropout_rate": 0.1, "caption_dropout_every_n_epochs": 3,
+    "caption_tag_dropout_rate": 0.2, "keep_tokens_separator": "|||", "random_crop": True, "color_aug": True,
+    "multires_noise_iterations": 8, "multires_noise_discount": 0.4, "adaptive_noise_scale": 0.005,
+    "ip_noise_gamma": 0.1, "zero_terminal_snr": True, "v_parameterization": True,
+    "scale_v_pred_loss_like_noise_pred": True, "debiased_estimation_loss": True, "loss_type": "huber",
+    "huber_schedule": "exponential", "huber_c": 0.2, "huber_scale": 1.5, "alpha_mask": True,
+    "down_lr_weight": "cosine+0.5", "mid_lr_weight": "0.5", "up_lr_weight": "1,1,0.5",
+    "block_lr_zero_threshold": 0.1, "block_dims": ",".join(["4"] * 25), "block_alphas": ",".join(["2"] * 25),
+    "conv_block_dims": ",".join(["2"] * 25), "conv_block_alphas": ",".join(["1"] * 25), "dora": True,
+}
+
+
+def _further(a) -> dict:
+    return {key: a.get(key) for key in EXPECTED_FURTHER}
+
+
+def test_kohya_ss_gui_maps_every_further_setting(legacy_dir):
+    data = json.loads((legacy_dir / "kohya_ss.json").read_text())
+    data.update(KOHYA_FURTHER, LoRA_type="LyCORIS/LoCon", conv_dim=4, conv_alpha=2, dora_wd=True)
+    (legacy_dir / "further.json").write_text(json.dumps(data))
+    a = A.load(legacy_dir / "further.json")
+    assert _further(a) == EXPECTED_FURTHER
+    assert (a.network_type, a.conv_dim, a.architecture) == ("LoCon", 4, "auto")
+    ignored = " ".join(w for w in a.warnings if w.startswith("ignored keys")).replace(",", " ").split()
+    assert not set(KOHYA_FURTHER) & set(ignored) and "dora_wd" not in ignored
+
+
+def test_kohya_toml_maps_the_command_line_names(legacy_dir):
+    further = "\n".join(f"{k} = {json.dumps(v)}" for k, v in KOHYA_FURTHER.items()
+                        if k not in ("down_lr_weight", "block_dims", "dora_wd"))
+    (legacy_dir / "kohya.toml").write_text(f"""
+[model_arguments]
+pretrained_model_name_or_path = "model.safetensors"
+v2 = false
+
+[dataset_arguments]
+train_data_dir = "images"
+resolution = "512,768"
+shuffle_caption = true
+keep_tokens = 1
+
+[training_arguments]
+output_dir = "out"
+output_name = "toml_char"
+train_batch_size = 2
+max_train_steps = 400
+lr_warmup_steps = 40
+optimizer_type = "AdamW8bit"
+optimizer_args = ["weight_decay=0.05"]
+learning_rate = 1e-4
+unet_lr = 2e-4
+lr_scheduler = "cosine"
+mixed_precision = "bf16"
+network_module = "lycoris.kohya"
+network_dim = 16
+network_alpha = 8
+network_args = ["algo=locon", "conv_dim=4", "conv_alpha=1", "dora_wd=True", "down_lr_weight=cosine+0.5",
+                "block_dims={','.join(['4'] * 25)}", "rank_dropout=0.1"]
+{further}
+""")
+    a = A.load(legacy_dir / "kohya.toml")
+    assert _further(a) == EXPECTED_FURTHER
+    assert (a.output_name, a.resolution, a.height, a.batch_size) == ("toml_char", 512, 768, 2)
+    assert (a.length_by, a.max_steps, a.warmup_ratio) == ("steps", 400, pytest.approx(0.1))
+    assert (a.optimizer, a.optimizer_args, a.unet_lr, a.text_encoder_lr) == ("AdamW8bit", {"weight_decay": 0.05}, 2e-4, 1e-4)
+    assert (a.network_type, a.network_dim, a.conv_dim, a.conv_alpha) == ("LoCon", 16, 4, 1.0)
+    assert any("kohya TOML" in w for w in a.warnings)
+    ignored = [w for w in a.warnings if w.startswith("ignored keys")]
+    assert ignored and "network_args rank_dropout" in ignored[0]
+
+
+def test_kohya_toml_warmup_steps_without_a_total_are_named(legacy_dir):
+    (legacy_dir / "w.toml").write_text('pretrained_model_name_or_path = "model.safetensors"\n'
+                                      'train_data_dir = "images"\nlr_warmup_steps = 50\n'
+                                      'network_module = "networks.oft"\n')
+    a = A.load(legacy_dir / "w.toml")
+    ignored = [w for w in a.warnings if w.startswith("ignored keys")][0]
+    assert "lr_warmup_steps" in ignored and "network_module networks.oft" in ignored
+    (legacy_dir / "bad.toml").write_text("x = [")
+    with pytest.raises(Exception, match="not valid TOML"):
+        A.load(legacy_dir / "bad.toml")
+
+
+def test_popup_era_further_settings(legacy_dir):
+    data = json.loads((legacy_dir / "popup_era.json").read_text())
+    data.update(gradient_acc_steps=3, color_aug=True, cache_latents=False, v_parameterization=True,
+                network_args={"algo": "lora", "conv_dim": 16, "conv_alpha": 8, "down_lr_weight": "0,1,1",
+                              "block_dims": [8] * 25})
+    (legacy_dir / "p.json").write_text(json.dumps(data))
+    a = A.load(legacy_dir / "p.json")
+    assert (a.gradient_accumulation_steps, a.color_aug, a.v_parameterization) == (3, True, True)
+    assert (a.down_lr_weight, a.block_dims) == ("0,1,1", ",".join(["8"] * 25))
+    data.update(gradient_checkpointing=False)              # the popup scripts dropped accumulation then
+    (legacy_dir / "p.json").write_text(json.dumps(data))
+    assert A.load(legacy_dir / "p.json").gradient_accumulation_steps == 1
