@@ -507,6 +507,20 @@ def _check_separator(value: Any, _: Values) -> Optional[str]:
     return None
 
 
+def _uncached(value: Any, v: Values) -> Optional[str]:
+    if value and v.get("cache_latents", "memory") != "off":
+        return ("turns latent caching off, as in kohya: the pixels change every epoch, so each image goes "
+                "through the VAE at every step (slower)")
+    return None
+
+
+def _warn_ztsnr(value: Any, v: Values) -> Optional[str]:
+    if value and not v.get("v_parameterization") and v.get("architecture") != "sd2-v":
+        return ("is meant for v-prediction (v_parameterization yes, or an SD2 768-v model); with noise "
+                "prediction the last timestep has no signal to learn from")
+    return None
+
+
 def _check_blocks(value: Any, kind: str) -> Optional[str]:
     """kohya's block-wise --network_args strings; empty is off."""
     from easytrain.network import blocks
@@ -1059,12 +1073,12 @@ QUESTIONS: tuple[Question, ...] = (
     Question(
         "random_crop", "Crop at random instead of the centre?",
         "A different crop of each image every epoch. Turns latent caching off (slower).",
-        "yesno", "advanced", default=False, advanced=True,
+        "yesno", "advanced", default=False, advanced=True, warn=_uncached,
     ),
     Question(
         "color_aug", "Jitter colours slightly?",
         "Now and then a small hue or brightness change. Turns latent caching off (slower).",
-        "yesno", "advanced", default=False, advanced=True,
+        "yesno", "advanced", default=False, advanced=True, warn=_uncached,
     ),
     Question(
         "alpha_mask", "Use transparency as a loss mask?",
@@ -1105,7 +1119,7 @@ QUESTIONS: tuple[Question, ...] = (
         "zero_terminal_snr", "Zero terminal SNR?",
         "Rescales the noise schedule so the last step is pure noise (very dark and bright images); "
         "needs v-prediction.",
-        "yesno", "advanced", default=False, advanced=True,
+        "yesno", "advanced", default=False, advanced=True, warn=_warn_ztsnr,
     ),
     Question(
         "v_parameterization", "Train the v-prediction target?",
