@@ -31,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("wizard", help="open the question wizard (the default with no command)")
 
     p = sub.add_parser("check", help="validate an answers file and print the training plan")
-    p.add_argument("file", help="answers file (.json; popup-era and kohya_ss GUI files work too)")
+    p.add_argument("file", help="answers file (.json; popup-era and kohya_ss GUI files and kohya .toml configs work too)")
 
     p = sub.add_parser("train", help="train from one or more answers files")
     p.add_argument("files", nargs="+", metavar="FILE", help="answers files, run in the given order")
