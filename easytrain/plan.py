@@ -37,10 +37,13 @@ class StepCount:
     epochs: int
     total_steps: int
     by_steps: bool = False         # the length is a number of steps: the run stops inside an epoch
+    accumulation: int = 1          # batches per optimizer step; steps count optimizer steps, as kohya
 
     def line(self) -> str:
         """The arithmetic in one line of at most 78 characters for usual datasets (the wizard's bar at 80)."""
-        per_epoch = (f"{plural(self.images, 'image')} x repeats = {self.images_per_epoch} / batch {self.batch_size}"
+        batch = f"batch {self.batch_size}" if self.accumulation == 1 else \
+            f"batch {self.batch_size} x {self.accumulation} accumulated"
+        per_epoch = (f"{plural(self.images, 'image')} x repeats = {self.images_per_epoch} / {batch}"
                      f" = {plural(self.steps_per_epoch, 'step')}")
         if self.by_steps:
             return f"{per_epoch} per epoch; max {plural(self.total_steps, 'step')}, stops in epoch {self.epochs}"
@@ -60,13 +63,34 @@ def steps_warning(total_steps: int) -> Optional[str]:
 
 
 def count_steps(*, images: int, images_per_epoch: int, steps_per_epoch: int, batch_size: int,
-                length_by: str, epochs: Optional[int], max_steps: Optional[int]) -> StepCount:
-    """Epochs and total steps from one epoch's count, for either way of setting the length."""
+                length_by: str, epochs: Optional[int], max_steps: Optional[int], accumulation: int = 1) -> StepCount:
+    """Epochs and total steps from one epoch's count, for either way of setting the length.
+
+    ``steps_per_epoch`` counts batches; with accumulation the steps are optimizer
+    steps, ceil(batches / accumulation) per epoch, as kohya counts them.
+    """
+    from easytrain.train.accumulation import optimizer_steps
+
+    steps_per_epoch = optimizer_steps(steps_per_epoch, accumulation)
     if length_by == "steps" and max_steps:
         epochs_needed = max(1, math.ceil(max_steps / max(1, steps_per_epoch)))
-        return StepCount(images, images_per_epoch, batch_size, steps_per_epoch, epochs_needed, max_steps, True)
+        return StepCount(images, images_per_epoch, batch_size, steps_per_epoch, epochs_needed, max_steps, True,
+                         accumulation)
     epochs = epochs or 1
-    return StepCount(images, images_per_epoch, batch_size, steps_per_epoch, epochs, steps_per_epoch * epochs)
+    return StepCount(images, images_per_epoch, batch_size, steps_per_epoch, epochs, steps_per_epoch * epochs,
+                     accumulation=accumulation)
+
+
+BLOCK_KEYS = ("down_lr_weight", "mid_lr_weight", "up_lr_weight", "block_dims", "block_alphas", "conv_block_dims",
+              "conv_block_alphas")
+
+
+def block_args_of(answers: Answers) -> dict:
+    """kohya's block-wise strings that are set (checked when the answers loaded); {} for none."""
+    args = {key: answers.get(key) for key in BLOCK_KEYS if answers.get(key)}
+    if args:
+        args["block_lr_zero_threshold"] = float(answer(answers, "block_lr_zero_threshold"))
+    return args
 
 
 def answer(answers: Answers, key: str) -> Any:
@@ -97,9 +121,11 @@ def scan_dataset(answers: Answers) -> tuple[DatasetScan, Optional[DatasetScan]]:
     if toml_path is not None:
         from easytrain.data.toml_config import scan_dataset_toml
 
-        return apply_repeats(*scan_dataset_toml(toml_path, default_caption_extension=ext),
+        return apply_repeats(*scan_dataset_toml(toml_path, default_caption_extension=ext,
+                                                alpha_mask=bool(answer(answers, "alpha_mask"))),
                              answers.get("folder_repeats"))
-    train = scan_image_folder(answers.path("image_folder"), caption_extension=ext)
+    train = scan_image_folder(answers.path("image_folder"), caption_extension=ext,
+                              mask_folder=answers.path("mask_folder"), alpha_mask=bool(answer(answers, "alpha_mask")))
     reg = None
     if answers.use_regularization and answers.reg_image_folder:
         reg = scan_image_folder(answers.path("reg_image_folder"), caption_extension=ext, is_reg=True)
@@ -128,7 +154,8 @@ def run_length(answers: Answers, train_scan: DatasetScan, reg_scan: Optional[Dat
     epoch = count_epoch(train_scan, reg_scan, settings, batch)
     count = count_steps(images=train_scan.total_images, images_per_epoch=epoch.images_per_epoch,
                         steps_per_epoch=epoch.steps_per_epoch, batch_size=batch,
-                        length_by=answer(answers, "length_by"), epochs=answers.epochs, max_steps=answers.max_steps)
+                        length_by=answer(answers, "length_by"), epochs=answers.epochs, max_steps=answers.max_steps,
+                        accumulation=int(answer(answers, "gradient_accumulation_steps")))
     return RunLength(settings, batch, dict(epoch.bucket_counts), count)
 
 
@@ -142,6 +169,17 @@ RESUME_KEYS = (
     "min_bucket_reso", "max_bucket_reso", "bucket_reso_steps", "mixed_precision", "cache_latents",
     "min_snr_gamma", "noise_offset", "max_token_length", "caption_extension", "clip_skip",
     "max_grad_norm", "prior_loss_weight", "network_weights", "gradient_checkpointing", "vae",
+)
+# kohya's further settings: recorded only when set away from their defaults, so states saved before they
+# existed still continue.
+KOHYA_RESUME_KEYS = (
+    "gradient_accumulation_steps", "caption_dropout_rate", "caption_dropout_every_n_epochs",
+    "caption_tag_dropout_rate", "keep_tokens_separator", "random_crop", "color_aug", "alpha_mask", "mask_folder",
+    "multires_noise_iterations", "multires_noise_discount", "adaptive_noise_scale", "ip_noise_gamma",
+    "zero_terminal_snr", "v_parameterization", "scale_v_pred_loss_like_noise_pred", "debiased_estimation_loss",
+    "loss_type", "huber_schedule", "huber_c", "huber_scale", "dora", "down_lr_weight", "mid_lr_weight",
+    "up_lr_weight", "block_lr_zero_threshold", "block_dims", "block_alphas", "conv_block_dims",
+    "conv_block_alphas", "ema", "ema_decay",
 )
 # (validation_split and validation_seed need no key: the dataset fingerprint holds the images trained on.)
 
@@ -193,7 +231,8 @@ class TrainPlan:
     @property
     def steps(self) -> StepCount:
         return StepCount(self.train_scan.total_images, self.images_per_epoch, self.batch_size,
-                         self.steps_per_epoch, self.epochs, self.total_steps, self.answers.length_by == "steps")
+                         self.steps_per_epoch, self.epochs, self.total_steps, self.answers.length_by == "steps",
+                         self.optimizer.gradient_accumulation_steps)
 
     @classmethod
     def from_answers(cls, answers: Answers) -> "TrainPlan":
@@ -232,6 +271,9 @@ class TrainPlan:
             warnings.append("text encoder learning rate is 0: training the UNet only")
         if parts == "text_encoder_only" and not train_te:
             raise UserError("train_parts is text_encoder_only but text_encoder_lr is 0: nothing would train")
+        if answer(answers, "cache_latents") != "off" and (answer(answers, "random_crop") or answer(answers, "color_aug")):
+            warnings.append("random_crop/color_aug: latents are not cached (the pixels change every epoch), "
+                            "so each step encodes its images: slower")
         warning = steps_warning(count.total_steps)
         if warning:
             warnings.append(warning)
@@ -257,6 +299,14 @@ class TrainPlan:
                 caption_extension=answer(answers, "caption_extension"),
                 cache_latents=answer(answers, "cache_latents"),
                 tag_summary=answer(answers, "tag_summary"),
+                keep_tokens_separator=answer(answers, "keep_tokens_separator") or "",
+                caption_dropout_rate=float(answer(answers, "caption_dropout_rate")),
+                caption_dropout_every_n_epochs=int(answer(answers, "caption_dropout_every_n_epochs")),
+                caption_tag_dropout_rate=float(answer(answers, "caption_tag_dropout_rate")),
+                random_crop=bool(answer(answers, "random_crop")),
+                color_aug=bool(answer(answers, "color_aug")),
+                alpha_mask=bool(answer(answers, "alpha_mask")),
+                mask_folder=answers.path("mask_folder"),
             ),
             network=NetworkSettings(
                 network_type=answer(answers, "network_type"),
@@ -267,6 +317,8 @@ class TrainPlan:
                 train_unet=train_unet,
                 train_text_encoder=train_te,
                 initial_weights=answers.path("network_weights"),
+                dora=bool(answers.get("dora")),
+                block_args=frozen_mapping(block_args_of(answers)),
             ),
             optimizer=OptimizerSettings(
                 name=answer(answers, "optimizer"),
@@ -274,6 +326,7 @@ class TrainPlan:
                 unet_lr=float(answer(answers, "unet_lr")),
                 text_encoder_lr=float(text_encoder_lr) if train_te else 0.0,
                 max_grad_norm=float(answer(answers, "max_grad_norm") or 0.0),
+                gradient_accumulation_steps=int(answer(answers, "gradient_accumulation_steps")),
             ),
             schedule=ScheduleSettings(
                 scheduler=scheduler,
@@ -284,6 +337,19 @@ class TrainPlan:
             loss=LossSettings(
                 min_snr_gamma=float(answer(answers, "min_snr_gamma") or 0.0),
                 noise_offset=float(answer(answers, "noise_offset") or 0.0),
+                adaptive_noise_scale=float(answers.get("adaptive_noise_scale") or 0.0),
+                multires_noise_iterations=int(answer(answers, "multires_noise_iterations")),
+                multires_noise_discount=float(answer(answers, "multires_noise_discount")),
+                ip_noise_gamma=float(answer(answers, "ip_noise_gamma")),
+                zero_terminal_snr=bool(answer(answers, "zero_terminal_snr")),
+                v_parameterization=bool(answer(answers, "v_parameterization")),
+                scale_v_pred_loss_like_noise_pred=bool(answer(answers, "scale_v_pred_loss_like_noise_pred")),
+                debiased_estimation_loss=bool(answer(answers, "debiased_estimation_loss")),
+                loss_type=answer(answers, "loss_type"),
+                huber_schedule=answer(answers, "huber_schedule"),
+                huber_c=float(answer(answers, "huber_c")),
+                huber_scale=float(answer(answers, "huber_scale")),
+                masked=train_scan.masked_images > 0 or (reg_scan is not None and reg_scan.masked_images > 0),
             ),
             precision=PrecisionSettings(
                 mixed_precision=answer(answers, "mixed_precision"),
@@ -299,6 +365,7 @@ class TrainPlan:
                 save_state=bool(answer(answers, "save_state")),
                 keep_states=int(answer(answers, "keep_states")),
                 comment=answer(answers, "comment") or "",
+                ema_decay=float(answer(answers, "ema_decay")) if answer(answers, "ema") else 0.0,
             ),
             sampling=SamplingSettings(
                 prompts_file=prompts_file,
@@ -327,7 +394,9 @@ class TrainPlan:
             total_steps=count.total_steps,
             resolution=length.bucket_settings.resolution,
             output_files=tuple(str(p) for p in output_files),
-            resume_values={key: answers.get(key) for key in RESUME_KEYS},
+            resume_values={**{key: answers.get(key) for key in RESUME_KEYS},
+                           **{key: answers.get(key) for key in KOHYA_RESUME_KEYS
+                              if answers.get(key) not in (None, Q.BY_ID[key].default_for(answers.values()))}},
             warnings=tuple(warnings),
         )
 

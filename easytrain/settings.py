@@ -35,8 +35,21 @@ class DataSettings:
     flip_aug: bool
     prior_loss_weight: float
     caption_extension: str
-    cache_latents: str              # "off" | "memory" | "disk"
+    cache_latents: str              # "off" | "memory" | "disk" (the answer; random crop or colour jitter turn it off)
     tag_summary: str                # "none" | "by_count" | ...
+    keep_tokens_separator: str      # "" | "|||" ...
+    caption_dropout_rate: float
+    caption_dropout_every_n_epochs: int
+    caption_tag_dropout_rate: float
+    random_crop: bool
+    color_aug: bool
+    alpha_mask: bool
+    mask_folder: Optional[Path]
+
+    @property
+    def caches_latents(self) -> bool:
+        """Latents are cached unless turned off or the pixels change every epoch (as in kohya)."""
+        return self.cache_latents != "off" and not (self.random_crop or self.color_aug)
 
 
 @dataclass(frozen=True)
@@ -49,13 +62,23 @@ class NetworkSettings:
     train_unet: bool
     train_text_encoder: bool
     initial_weights: Optional[Path]  # network_weights: a LoRA to continue from
+    dora: bool
+    # kohya's block-wise --network_args as given ("down_lr_weight": "cosine", "block_dims": "4,4,..."); {} for none
+    block_args: Mapping[str, Any] = field(default_factory=frozen_mapping)
+
+    @property
+    def blocks(self):
+        """network.blocks.BlockSettings from block_args, or None."""
+        from easytrain.network.blocks import block_settings
+
+        return block_settings(**self.block_args) if self.block_args else None
 
     def spec(self):
         from easytrain.network.spec import NetworkSpec
 
         return NetworkSpec(self.network_type, self.dim, self.alpha, conv_dim=self.conv_dim,
                            conv_alpha=self.conv_alpha, train_unet=self.train_unet,
-                           train_text_encoder=self.train_text_encoder)
+                           train_text_encoder=self.train_text_encoder, dora=self.dora, blocks=self.blocks)
 
 
 @dataclass(frozen=True)
@@ -65,6 +88,7 @@ class OptimizerSettings:
     unet_lr: float = 0.0
     text_encoder_lr: float = 0.0    # 0 when the text encoder is not trained
     max_grad_norm: float = 0.0      # 0: no clipping
+    gradient_accumulation_steps: int = 1   # batches per optimizer step
 
 
 @dataclass(frozen=True)
@@ -79,6 +103,22 @@ class ScheduleSettings:
 class LossSettings:
     min_snr_gamma: float            # 0: off
     noise_offset: float             # 0: off
+    adaptive_noise_scale: float     # 0: off (used only with a noise offset)
+    multires_noise_iterations: int  # 0: off
+    multires_noise_discount: float
+    ip_noise_gamma: float           # 0: off
+    zero_terminal_snr: bool
+    v_parameterization: bool        # the v target whatever the architecture predicts
+    scale_v_pred_loss_like_noise_pred: bool
+    debiased_estimation_loss: bool
+    loss_type: str                  # "l2" | "huber" | "smooth_l1"
+    huber_schedule: str             # "snr" | "exponential" | "constant"
+    huber_c: float
+    huber_scale: float
+    masked: bool                    # loss masks from alpha channels or a mask folder
+
+    def prediction_type(self, architecture_prediction: str) -> str:
+        return "v_prediction" if self.v_parameterization else architecture_prediction
 
 
 @dataclass(frozen=True)
@@ -98,6 +138,7 @@ class SavingSettings:
     save_state: bool
     keep_states: int
     comment: str
+    ema_decay: float                # 0: no EMA; else also NAME-ema files
 
 
 @dataclass(frozen=True)

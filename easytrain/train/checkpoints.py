@@ -63,7 +63,7 @@ class Checkpointer:
     """
 
     def __init__(self, *, plan, accelerator, network, optimizer, lr_scheduler, generators: dict, metadata,
-                 fingerprint: dict, run_id: str, emit, files: list) -> None:
+                 fingerprint: dict, run_id: str, emit, files: list, ema=None) -> None:
         self.plan = plan
         self.accelerator = accelerator
         self.network = network
@@ -77,6 +77,7 @@ class Checkpointer:
         self.emit = emit
         self.files = files
         self.save_dtype = SAVE_DTYPES[plan.precision.save_precision]
+        self.ema = ema                      # train.ema.LoraEMA, or None
 
     def capture(self) -> dict:
         """This process's part of a state (collective: every process calls it)."""
@@ -92,6 +93,7 @@ class Checkpointer:
             "scheduler": self.lr_scheduler.state_dict(),
             "scaler": accelerator.scaler.state_dict() if accelerator.scaler is not None else None,
             "processes": per_process,
+            "ema": self.ema.state_dict() if self.ema is not None else None,
         }
 
     def restore(self, saved: tr_state.SavedState) -> None:
@@ -107,6 +109,10 @@ class Checkpointer:
         self.lr_scheduler.load_state_dict(state["scheduler"])
         if state.get("scaler") is not None and self.accelerator.scaler is not None:
             self.accelerator.scaler.load_state_dict(state["scaler"])
+        if self.ema is not None:
+            if state.get("ema") is None:
+                raise UserError(f"{saved.folder}: this state was saved without EMA; resume with ema: no")
+            self.ema.load_state_dict(state["ema"])
         mine = state["processes"][self.accelerator.process_index]
         tr_state.set_global_rng_state(mine["rng"])
         for name, generator in self.generators.items():
@@ -125,10 +131,14 @@ class Checkpointer:
         from easytrain.network.export import save_lora
 
         plan = self.plan
-        save_lora(self.network, path, dtype=self.save_dtype,
-                  metadata=self.metadata.for_save(steps=position.global_step, epoch=position.epoch,
-                                                  validation_loss=validation_loss))
+        metadata = self.metadata.for_save(steps=position.global_step, epoch=position.epoch,
+                                          validation_loss=validation_loss)
+        save_lora(self.network, path, dtype=self.save_dtype, metadata=metadata)
         self.files.append(Path(path))
+        if self.ema is not None:
+            from easytrain.train.ema import save_ema_lora
+
+            self.files.append(save_ema_lora(self.network, self.ema, path, dtype=self.save_dtype, metadata=metadata))
         state_path = None
         if state is not None:
             state_path = tr_state.write_state(

@@ -25,6 +25,7 @@ from easytrain.errors import UserError
 from easytrain.train import events as ev
 from easytrain.train import setup
 from easytrain.train import state as tr_state
+from easytrain.train.accumulation import window_ends
 from easytrain.train.checkpoints import Checkpointer, Position, existing_lora, resume_state
 from easytrain.train.control import TrainControl
 from easytrain.train.optimizers import build_optimizer, effective_lrs
@@ -100,6 +101,11 @@ def run_training(plan, sink: ev.Sink, control: Optional[TrainControl] = None, *,
 
         base.vae = load_vae(plan.model.vae, base.vae.config, dtype=weight_dtype)
     adapter = adapter_for(base.arch)
+    prediction_type = plan.loss.prediction_type(base.prediction_type)
+    if plan.loss.zero_terminal_snr:
+        from easytrain.train.noise_variants import rescale_for_zero_terminal_snr
+
+        rescale_for_zero_terminal_snr(base.noise_scheduler)
     unet, vae = base.unet, base.vae
     for frozen in (unet, vae, *base.text_encoders):
         frozen.requires_grad_(False)
@@ -141,9 +147,15 @@ def run_training(plan, sink: ev.Sink, control: Optional[TrainControl] = None, *,
         plan.train_scan, plan.reg_scan, plan.bucket_settings,
         shuffle_captions=data.shuffle_captions, keep_tokens=data.keep_tokens, flip_aug=data.flip_aug,
         prior_loss_weight=data.prior_loss_weight, seed=seed, caption_extension=data.caption_extension,
+        keep_tokens_separator=data.keep_tokens_separator, caption_dropout_rate=data.caption_dropout_rate,
+        caption_dropout_every_n_epochs=data.caption_dropout_every_n_epochs,
+        caption_tag_dropout_rate=data.caption_tag_dropout_rate, random_crop=data.random_crop,
+        color_aug=data.color_aug,
     )
     latent_rng = torch.Generator(device=device).manual_seed(seed + 1)
-    caching = data.cache_latents != "off"
+    caching = data.cache_latents != "off" and not dataset.pixels_vary
+    if data.cache_latents != "off" and not caching:
+        emit(ev.Message("latents are not cached: random crop or colour jitter change the pixels every epoch"))
     # The VAE encodes in fp32 when caching (once, exact); per step it runs in the mixed precision if it can.
     vae_dtype = torch.float32 if caching or not adapter.vae_encodes_in_half else weight_dtype
     vae.to(device, dtype=vae_dtype)
@@ -191,22 +203,29 @@ def run_training(plan, sink: ev.Sink, control: Optional[TrainControl] = None, *,
     conditioner = adapter.conditioner(
         text_encoders, base.tokenizers, clip_skip=plan.model.clip_skip, max_token_length=plan.model.max_token_length,
         device=device, train_text_encoder=network_settings.train_text_encoder,
-        cache_text=not network_settings.train_text_encoder and not dataset_shuffles_captions(plan))
+        cache_text=not network_settings.train_text_encoder
+        and not (dataset_shuffles_captions(plan) or dataset.captions_vary))
+    ema = None
+    if plan.saving.ema_decay:
+        from easytrain.train.ema import LoraEMA
+
+        ema = LoraEMA(network.trainable_parameters(), plan.saving.ema_decay)
+    accumulation = plan.optimizer.gradient_accumulation_steps
     training_step = TrainingStep(
         accelerator=accelerator, conditioner=conditioner, encode_latents=encode_latents,
         scaling_factor=float(vae.config.scaling_factor), noise_scheduler=base.noise_scheduler,
-        prediction_type=base.prediction_type, loss=plan.loss, noise_rng=noise_rng, optimizer=optimizer,
+        prediction_type=prediction_type, loss=plan.loss, noise_rng=noise_rng, optimizer=optimizer,
         lr_scheduler=lr_scheduler, trainable=network.trainable_parameters(),
-        max_grad_norm=plan.optimizer.max_grad_norm, device=device)
+        max_grad_norm=plan.optimizer.max_grad_norm, device=device, accumulation=accumulation, ema=ema)
     # .item() waits for the GPU; on the CPU it costs nothing, so sync every step there.
     sync_every = 1 if device.type == "cpu" else plan.run.log_every_n_steps
-    metadata = run_metadata(plan, spec=spec, arch=base.arch, prediction_type=base.prediction_type,
+    metadata = run_metadata(plan, spec=spec, arch=base.arch, prediction_type=prediction_type, processes=world,
                             optimizer_name=built.name, mixed_precision=mixed_precision, total_steps=total_steps,
                             steps_per_epoch=steps_per_epoch)
     checkpoints = Checkpointer(
         plan=plan, accelerator=accelerator, network=network, optimizer=optimizer, lr_scheduler=lr_scheduler,
         generators={"noise_rng": noise_rng, "latent_rng": latent_rng}, metadata=metadata,
-        fingerprint=run_fingerprint, run_id=run_id, emit=emit, files=files)
+        fingerprint=run_fingerprint, run_id=run_id, emit=emit, files=files, ema=ema)
     prompts = sample_prompts(plan)
     make_samples = SampleMaker(
         plan=plan, prompts=prompts, adapter=adapter, base=base, accelerator=accelerator, unet=unet,
@@ -243,17 +262,23 @@ def run_training(plan, sink: ev.Sink, control: Optional[TrainControl] = None, *,
             batches = setup.process_share(dataset.epoch_batches(epoch, data.batch_size), rank, world)
             epoch_sum = torch.full((), position.epoch_loss_sum, device=device)
             epoch_count = position.epoch_loss_count
+            step_start, step_loss, step_images = time.monotonic(), None, 0
             for index in range(position.batch_index, len(batches)):
                 if position.global_step >= total_steps:
                     break
-                step_start = time.monotonic()
                 batch = dataset.load_batch(batches[index], epoch)
                 if compile_pending:
-                    loss, unet_forward = setup.first_compiled_step(training_step, batch, unet_forward, unet, emit,
-                                                                   optimizer, (noise_rng, latent_rng))
+                    loss, unet_forward = setup.first_compiled_step(training_step.backward, batch, unet_forward, unet,
+                                                                   emit, optimizer, (noise_rng, latent_rng))
                     compile_pending = False
                 else:
-                    loss = training_step(batch, unet_forward)
+                    loss = training_step.backward(batch, unet_forward)
+                step_loss = loss if step_loss is None else step_loss + loss
+                step_images += len(batch.captions)
+                if not window_ends(index, len(batches), accumulation):
+                    continue                     # stops and saves wait for the end of the window
+                training_step.apply()
+                loss = step_loss / (index + 1 - position.batch_index)   # the window's mean loss
                 position.global_step += 1
                 position.batch_index = index + 1
                 epoch_sum += loss
@@ -263,7 +288,7 @@ def run_training(plan, sink: ev.Sink, control: Optional[TrainControl] = None, *,
                     shown_loss = window.flush()
                 emit(ev.StepEnded(
                     step=position.global_step, epoch=epoch, loss=shown_loss, lrs=effective_lrs(optimizer),
-                    seconds=time.monotonic() - step_start, images=len(batch.captions) * world,
+                    seconds=time.monotonic() - step_start, images=step_images * world,
                     peak_memory_bytes=setup.peak_memory(device),
                 ))
                 step_now = position.global_step
@@ -279,6 +304,7 @@ def run_training(plan, sink: ev.Sink, control: Optional[TrainControl] = None, *,
                         last_saved = saved or last_saved
                     if sample_every_steps and step_now % sample_every_steps == 0:
                         make_samples(epoch, step=step_now)
+                step_start, step_loss, step_images = time.monotonic(), None, 0
                 # Several processes must agree (a collective, so a host sync): at the loss sync cadence only.
                 stop = save_now = False
                 if world == 1 or position.global_step % sync_every == 0 or position.global_step == total_steps:

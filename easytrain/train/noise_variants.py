@@ -80,3 +80,11 @@ def zero_terminal_snr_betas(betas: torch.Tensor) -> torch.Tensor:
     alphas_bar = alphas_bar_sqrt ** 2
     alphas = torch.cat([alphas_bar[:1], alphas_bar[1:] / alphas_bar[:-1]])
     return (1 - alphas).to(betas.dtype)
+
+
+def rescale_for_zero_terminal_snr(noise_scheduler) -> None:
+    """Give a DDPM training scheduler the zero-terminal-SNR betas, as kohya's fix_noise_scheduler_betas does."""
+    betas = zero_terminal_snr_betas(noise_scheduler.betas)
+    noise_scheduler.betas = betas
+    noise_scheduler.alphas = 1.0 - betas
+    noise_scheduler.alphas_cumprod = torch.cumprod(noise_scheduler.alphas, dim=0)

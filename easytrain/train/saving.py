@@ -38,16 +38,25 @@ class MetadataBase:
         """The metadata of a file saved at this step; ``ss_validation_loss`` when one was measured."""
         from easytrain.network.metadata import build_metadata
 
-        return build_metadata(**self.fields, steps=steps, epoch=epoch, validation_loss=validation_loss)
+        return build_metadata(**self.fields, steps=steps, epoch=epoch, validation_loss=validation_loss,
+                              training_finished_at=time.time())
 
 
 def run_metadata(plan, *, spec, arch: str, prediction_type: str, optimizer_name: str,
-                 mixed_precision: str, total_steps: int, steps_per_epoch: int) -> MetadataBase:
+                 mixed_precision: str, total_steps: int, steps_per_epoch: int, processes: int = 1) -> MetadataBase:
+    from easytrain.data.kohya_metadata import bucket_info, datasets_entry, reg_dataset_dirs
     from easytrain.data.tags import dataset_dirs, tag_frequency
+    from easytrain.network.metadata import base_model_hashes, new_session_id
+    from easytrain.train.accumulation import effective_batch
 
     args = plan.optimizer.args
     args_text = ",".join(f"{k}={tuple(v) if isinstance(v, list) else v}" for k, v in args.items())
     base = plan.model.base_model
+    loss, data = plan.loss, plan.data
+    accumulation = plan.optimizer.gradient_accumulation_steps
+    subset_defaults = dict(shuffle_caption=data.shuffle_captions, keep_tokens=data.keep_tokens,
+                           keep_tokens_separator=data.keep_tokens_separator, flip_aug=data.flip_aug,
+                           color_aug=data.color_aug, random_crop=data.random_crop)
     return MetadataBase(dict(
         spec=spec,
         output_name=plan.saving.output_name,
@@ -89,4 +98,29 @@ def run_metadata(plan, *, spec, arch: str, prediction_type: str, optimizer_name:
         prior_loss_weight=plan.data.prior_loss_weight,
         sd_model_name=base if base.startswith("builtin:") else Path(base).name,
         vae_name=None if plan.model.vae is None else Path(plan.model.vae).name,
+        session_id=new_session_id(),
+        base_model_hashes=base_model_hashes(base) if not base.startswith("builtin:") else None,
+        gradient_accumulation_steps=accumulation,
+        total_batch_size=effective_batch(plan.data.batch_size, accumulation, processes),
+        multires_noise_iterations=loss.multires_noise_iterations or None,
+        multires_noise_discount=loss.multires_noise_discount if loss.multires_noise_iterations else None,
+        adaptive_noise_scale=loss.adaptive_noise_scale or None,
+        ip_noise_gamma=loss.ip_noise_gamma or None,
+        zero_terminal_snr=loss.zero_terminal_snr,
+        debiased_estimation=loss.debiased_estimation_loss,
+        loss_type=loss.loss_type,
+        huber_schedule=loss.huber_schedule,
+        huber_c=loss.huber_c,
+        huber_scale=loss.huber_scale,
+        caption_dropout_rate=data.caption_dropout_rate,
+        caption_dropout_every_n_epochs=data.caption_dropout_every_n_epochs,
+        caption_tag_dropout_rate=data.caption_tag_dropout_rate,
+        color_aug=data.color_aug,
+        random_crop=data.random_crop,
+        full_fp16=False,
+        bucket_info=bucket_info(plan.train_scan, plan.reg_scan, plan.bucket_settings),
+        reg_dataset_dirs=reg_dataset_dirs(plan.reg_scan),
+        datasets=datasets_entry(plan.train_scan, plan.reg_scan, plan.bucket_settings, batch_size=data.batch_size,
+                                subset_defaults=subset_defaults) if plan.train_scan.config_options else None,
+        network_args_extra=dict(plan.network.block_args),
     ))
