@@ -515,7 +515,8 @@ def _uncached(value: Any, v: Values) -> Optional[str]:
 
 
 def _warn_ztsnr(value: Any, v: Values) -> Optional[str]:
-    if value and not v.get("v_parameterization") and v.get("architecture") != "sd2-v":
+    entry = ARCHITECTURE_CATALOG.get(v.get("architecture") or "")
+    if value and not v.get("v_parameterization") and not (entry and entry.prediction_type == "v_prediction"):
         return ("is meant for v-prediction (v_parameterization yes, or an SD2 768-v model); with noise "
                 "prediction the last timestep has no signal to learn from")
     return None

@@ -46,11 +46,6 @@ class DataSettings:
     alpha_mask: bool
     mask_folder: Optional[Path]
 
-    @property
-    def caches_latents(self) -> bool:
-        """Latents are cached unless turned off or the pixels change every epoch (as in kohya)."""
-        return self.cache_latents != "off" and not (self.random_crop or self.color_aug)
-
 
 @dataclass(frozen=True)
 class NetworkSettings:

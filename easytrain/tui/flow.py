@@ -401,7 +401,10 @@ class Wizard:
         files = [_shown_path(Path(p), self.base_dir) for p in plan.output_files]
         more = f" and {plural(len(files) - 1, 'epoch file')}" if len(files) > 1 else ""
         summary.append(f"Output: {files[-1]}{more}")
-        summary.append(f"Effective batch: {plan.batch_size} images per step (times the GPUs of a multi-GPU launch)")
+        accumulation = plan.optimizer.gradient_accumulation_steps
+        per_step = plan.batch_size * accumulation
+        how = f" ({plan.batch_size} x {accumulation} accumulated)" if accumulation > 1 else ""
+        summary.append(f"Effective batch: {per_step} images per step{how} (times the GPUs of a multi-GPU launch)")
         shown_in_bar = steps_warning(plan.total_steps)
         return summary, [w for w in plan.warnings if w != shown_in_bar]
 
