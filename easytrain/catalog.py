@@ -72,8 +72,13 @@ def architecture(arch_id: str) -> Architecture:
         raise ValueError(f"arch must be one of {', '.join(ARCHITECTURE_IDS)}, got {arch_id!r}") from None
 
 
+def _entry(arch_id) -> "Architecture | None":
+    """The catalog entry, or None for an unknown id or a value that is not one (a typo'd answers file)."""
+    return ARCHITECTURES.get(arch_id) if isinstance(arch_id, str) else None
+
+
 def architecture_label(arch_id: str | None) -> str:
-    entry = ARCHITECTURES.get(arch_id or "")
+    entry = _entry(arch_id)
     return entry.label if entry else "unknown"
 
 
@@ -88,25 +93,25 @@ def family_members(arch_id: str) -> tuple[str, ...]:
 
 
 def memory_factor(arch_id: str | None) -> float:
-    entry = ARCHITECTURES.get(arch_id or "")
+    entry = _entry(arch_id)
     return entry.memory_factor if entry else 1.0
 
 
 def always_checkpoint(arch_id: str | None) -> bool:
-    entry = ARCHITECTURES.get(arch_id or "")
+    entry = _entry(arch_id)
     return entry.always_checkpoint if entry else False
 
 
 def native_resolution(arch_id: str | None) -> int:
-    entry = ARCHITECTURES.get(arch_id or "")
+    entry = _entry(arch_id)
     return entry.resolution if entry else DEFAULT_RESOLUTION
 
 
 def default_bucket_range(arch_id: str | None) -> tuple[int, int]:
-    entry = ARCHITECTURES.get(arch_id or "")
+    entry = _entry(arch_id)
     return entry.bucket_range if entry else Architecture.bucket_range
 
 
 def trains_text_encoder_by_default(arch_id: str | None) -> bool:
-    entry = ARCHITECTURES.get(arch_id or "")
+    entry = _entry(arch_id)
     return entry.trains_text_encoder if entry else True
