@@ -10,6 +10,7 @@ No textual, no torch: this module must import in milliseconds.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import re
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Optional
 
 from easytrain import machine
+from easytrain.errors import UserError
 from easytrain.optimizer_args import optimizer_args_problem
 
 Values = Mapping[str, Any]
@@ -31,7 +33,7 @@ BUILTIN_TINY = "builtin:tiny"
 from easytrain.catalog import (  # noqa: E402  (re-exported: the question table's names)
     ADAMW_FAMILY, ADAPTIVE_OPTIMIZERS, ARCHITECTURE_IDS, ARCHITECTURES as ARCHITECTURE_CATALOG, AUTO,
     NETWORK_TYPES, OPTIMIZERS, SCHEDULERS, always_checkpoint, default_bucket_range, memory_factor,
-    native_resolution, trains_text_encoder_by_default,
+    native_resolution, trains_text_encoder_by_default, TINY_MODEL_ARCH,
 )
 
 ARCHITECTURES = (AUTO,) + ARCHITECTURE_IDS
@@ -279,6 +281,38 @@ def resolve(value: str, base_dir: Optional[Path]) -> Path:
     return path
 
 
+def architecture_of(v: Values) -> Optional[str]:
+    """The architecture answer; for "auto", the one the base model's header names (None if unsure).
+
+    So an answers file that leaves the architecture out still gets its model's defaults
+    (SDXL: 1024 px, UNet only, its bucket range) and, for a v-pred SDXL file, sdxl-v.
+    """
+    arch = v.get("architecture")
+    if arch not in (None, AUTO):
+        return arch
+    model = v.get("base_model")
+    if not isinstance(model, str) or not model or model == BUILTIN_TINY:
+        return TINY_MODEL_ARCH if model == BUILTIN_TINY else None
+    base_dir = v.get("_base_dir")
+    path = resolve(model, Path(base_dir) if base_dir else None)
+    try:
+        stat = path.stat()
+    except (OSError, ValueError):
+        return None
+    return _detected_architecture(str(path.resolve()), stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=32)
+def _detected_architecture(path: str, mtime_ns: int, size: int) -> Optional[str]:
+    from easytrain.model.detect import detect_architecture
+
+    try:
+        found = detect_architecture(path)
+    except (UserError, OSError, ValueError):
+        return None  # the base_model check says what is wrong with the file
+    return found.arch if found.sure else None
+
+
 def _check_path(q: Question, value: str, base_dir: Path) -> Optional[str]:
     if q.kind == "model" and value == BUILTIN_TINY:
         return None
@@ -326,7 +360,7 @@ def vram_per_512_picture(v: Values) -> Optional[float]:
     gpu = machine.gpu_info()
     if gpu is None:
         return None
-    arch = v.get("architecture")
+    arch = architecture_of(v)
     native = native_resolution(arch)
     side = _number(v, "resolution", native)
     pixels = side * _number(v, "height", side) / (native * native)
@@ -342,7 +376,7 @@ def default_batch_size(v: Values) -> int:
 
 def default_gradient_checkpointing(v: Values) -> bool:
     memory = vram_per_512_picture(v)
-    return memory is None or memory < CHECKPOINTING_OFF_FROM_GIB or always_checkpoint(v.get("architecture"))
+    return memory is None or memory < CHECKPOINTING_OFF_FROM_GIB or always_checkpoint(architecture_of(v))
 
 
 def vram_reason(key: str, v: Values) -> Optional[str]:
@@ -483,7 +517,7 @@ def _check_token_length(value: Any, _: Values) -> Optional[str]:
 
 def usual_resolution(v: Values) -> int:
     """The side the architecture's base models were trained at (SD1.x and 'auto': 512)."""
-    return native_resolution(v.get("architecture"))
+    return native_resolution(architecture_of(v))
 
 
 def _warn_low_resolution(value: Any, v: Values) -> Optional[str]:
@@ -515,7 +549,7 @@ def _uncached(value: Any, v: Values) -> Optional[str]:
 
 
 def _warn_ztsnr(value: Any, v: Values) -> Optional[str]:
-    entry = ARCHITECTURE_CATALOG.get(v.get("architecture") or "")
+    entry = ARCHITECTURE_CATALOG.get(architecture_of(v) or "")
     if value and not v.get("v_parameterization") and not (entry and entry.prediction_type == "v_prediction"):
         return ("is meant for v-prediction (v_parameterization yes, or an SD2 768-v model); with noise "
                 "prediction the last timestep has no signal to learn from")
@@ -719,7 +753,7 @@ QUESTIONS: tuple[Question, ...] = (
         "detail but trains much slower. Images of other shapes go into matching buckets.",
         "int", "data", default=usual_resolution,
         default_text="512 (SD2 768-v: 768, SDXL: 1024)", minimum=64, maximum=4096, multiple_of=64,
-        warn=_warn_low_resolution, depends_on=("architecture",),
+        warn=_warn_low_resolution, depends_on=("base_model", "architecture"),
     ),
     Question(
         "height", "Training height?",
@@ -735,7 +769,8 @@ QUESTIONS: tuple[Question, ...] = (
         "mean fewer steps for the same epochs; the learning rate usually grows with the batch "
         "(x2 batch: about x1.4 to x2 the rate).",
         "int", "learning", default=default_batch_size, minimum=1, maximum=256,
-        default_text="2 (with a GPU: what fits its memory)", depends_on=("resolution", "height", "architecture"),
+        default_text="2 (with a GPU: what fits its memory)",
+        depends_on=("resolution", "height", "base_model", "architecture"),
     ),
     Question(
         "length_by", "Set the training length by epochs or by steps?",
@@ -770,8 +805,11 @@ QUESTIONS: tuple[Question, ...] = (
     Question(
         "shuffle_captions", "Shuffle caption tags?",
         "Yes: tag order stops mattering, which removes a bias toward the first tags. The first "
-        "keep-tokens tags stay in place.",
-        "yesno", "learning", default=True,
+        "keep-tokens tags stay in place. SDXL: no by default, so that each caption goes through the "
+        "text encoders once and they leave the GPU (kohya's cache_text_encoder_outputs, about 1.6 GB "
+        "saved); say yes if memory allows.",
+        "yesno", "learning", default=lambda v: trains_text_encoder_by_default(architecture_of(v)),
+        default_text="yes (SDXL: no)", depends_on=("base_model", "architecture"),
     ),
     Question(
         "keep_tokens", "How many leading tags stay fixed?",
@@ -784,8 +822,8 @@ QUESTIONS: tuple[Question, ...] = (
         "kohya advises): both text encoders stay frozen and their outputs are computed once, which "
         "saves memory and time. UNet only is gentler on prompts; text encoder only is rarely useful.",
         "choice", "network",
-        default=lambda v: "both" if trains_text_encoder_by_default(v.get("architecture")) else "unet_only",
-        default_text="both (SDXL: unet only)", depends_on=("architecture",),
+        default=lambda v: "both" if trains_text_encoder_by_default(architecture_of(v)) else "unet_only",
+        default_text="both (SDXL: unet only)", depends_on=("base_model", "architecture"),
         choices=(("both", "both"), ("unet_only", "unet only"), ("text_encoder_only", "text encoder only")),
     ),
     Question(
@@ -905,18 +943,19 @@ QUESTIONS: tuple[Question, ...] = (
     Question(
         "min_bucket_reso", "Smallest bucket side?",
         "No bucket is narrower or shorter than this.",
-        "int", "advanced", default=lambda v: default_bucket_range(v.get("architecture"))[0],
+        "int", "advanced", default=lambda v: default_bucket_range(architecture_of(v))[0],
         default_text="256 (SDXL: 512)", minimum=64, maximum=4096, multiple_of=64, advanced=True,
-        condition=_yes("enable_bucket"), condition_text="buckets on", depends_on=("enable_bucket", "architecture"),
+        condition=_yes("enable_bucket"), condition_text="buckets on",
+        depends_on=("enable_bucket", "base_model", "architecture"),
     ),
     Question(
         "max_bucket_reso", "Largest bucket side?",
         "No bucket is wider or taller than this.",
-        "int", "advanced", default=lambda v: default_bucket_range(v.get("architecture"))[1],
+        "int", "advanced", default=lambda v: default_bucket_range(architecture_of(v))[1],
         default_text="1024 (SDXL: 2048)", minimum=64, maximum=8192, multiple_of=64, advanced=True,
         check=_check_buckets,
         condition=_yes("enable_bucket"), condition_text="buckets on",
-        depends_on=("enable_bucket", "min_bucket_reso", "architecture"),
+        depends_on=("enable_bucket", "min_bucket_reso", "base_model", "architecture"),
     ),
     Question(
         "bucket_reso_steps", "Bucket size step?",
@@ -928,7 +967,8 @@ QUESTIONS: tuple[Question, ...] = (
         "gradient_checkpointing", "Gradient checkpointing?",
         "Yes saves a lot of VRAM for a little speed. Turn it off only on a large card.",
         "yesno", "advanced", default=default_gradient_checkpointing, advanced=True,
-        default_text="yes (a GPU with 24 GB or more at 512: no)", depends_on=("resolution", "height", "architecture"),
+        default_text="yes (a GPU with 24 GB or more at 512: no)",
+        depends_on=("resolution", "height", "base_model", "architecture"),
     ),
     Question(
         "seed", "Random seed?",

@@ -103,7 +103,7 @@ def test_noobai_v_pred_loads_with_v_target_and_zero_terminal_snr(tmp_path):
 
     path = _noobai_file(tmp_path)
     base = load_base_model(str(path))
-    assert (base.arch, base.prediction_type) == ("sdxl", "v_prediction")
+    assert (base.arch, base.prediction_type) == ("sdxl-v", "v_prediction")
     assert base.noise_scheduler.config.prediction_type == "v_prediction"
     assert base.noise_scheduler.alphas_cumprod[-1] < 1e-6
     answered = load_base_model(str(tiny_sdxl_paths().single_file), "sdxl-v")
@@ -119,4 +119,44 @@ def test_noobai_v_pred_trains_and_is_marked_v(tmp_path):
         metadata = handle.metadata()
     assert metadata["modelspec.prediction_type"] == "v"
     assert metadata["ss_base_model_version"] == "sdxl_base_v1-0"
+    assert metadata["ss_zero_terminal_snr"] == "True"  # the file's ztsnr marker, though not asked for
+    # "auto" still gets SDXL's defaults from the header: UNet only, buckets 512-2048
+    assert plan.model.architecture == "auto" and not plan.network.train_text_encoder
+    assert (plan.bucket_settings.min_reso, plan.bucket_settings.max_reso) == (512, 2048)
     assert result.average_loss is not None and result.average_loss == result.average_loss  # not NaN
+
+
+def test_frozen_text_encoders_are_used_only_before_the_first_step_and_for_samples(tmp_path, monkeypatch):
+    """UNet only with fixed captions (SDXL's defaults): every caption, held-out ones included, is encoded
+    once before training, so the text encoders can wait on the CPU; only sampling brings them back."""
+    from easytrain.arch import sdxl_text
+    from easytrain.train import events as ev
+
+    recorder = Recorder()
+    real_encode = sdxl_text.encode_sdxl_tokens
+
+    def encode(*args, **kwargs):
+        recorder.append("encoded")
+        return real_encode(*args, **kwargs)
+
+    monkeypatch.setattr(sdxl_text, "encode_sdxl_tokens", encode)
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a red square --w 64 --h 64 --s 2\n", encoding="utf-8")
+    from easytrain.train.loop import run_training
+
+    plan = tiny_plan(tmp_path, base_model=str(tiny_sdxl_paths().single_file), architecture="sdxl", epochs=2,
+                     validation_split=0.25, sample_images=True, sample_prompts=str(prompts),
+                     sample_every_n_epochs=1)
+    assert not plan.network.train_text_encoder and not plan.data.shuffle_captions  # SDXL's defaults
+    run_training(plan, recorder)
+    steps_seen, sampling, late = 0, False, []
+    for event in recorder:
+        if isinstance(event, ev.StepEnded):
+            steps_seen += 1
+        elif isinstance(event, (ev.PhaseStarted, ev.PhaseEnded)) and event.phase == "sampling":
+            sampling = isinstance(event, ev.PhaseStarted)
+        elif event == "encoded" and steps_seen and not sampling:
+            late.append(steps_seen)
+    assert "caching text encoder outputs" in [e.phase for e in recorder.of(ev.PhaseStarted)]
+    assert recorder.count("encoded") >= 3 and not late
+    assert len(recorder.of(ev.ValidationDone)) == 2 and len(recorder.of(ev.SampleSaved)) == 2

@@ -85,13 +85,13 @@ def test_sdxl(tmp_path):
     assert (d.arch, d.prediction_type, d.sure, d.zero_terminal_snr) == ("sdxl", "epsilon", True, False)
 
 
-@pytest.mark.parametrize("markers, prediction, ztsnr, words", [
-    (("v_pred",), "v_prediction", False, "v-prediction"),
-    (("v_pred", "ztsnr"), "v_prediction", True, "v-prediction, zero terminal SNR"),
-    (("ztsnr",), "epsilon", True, "zero terminal SNR"),
+@pytest.mark.parametrize("markers, arch, prediction, ztsnr, words", [
+    (("v_pred",), "sdxl-v", "v_prediction", False, "v-prediction"),
+    (("v_pred", "ztsnr"), "sdxl-v", "v_prediction", True, "v-prediction, zero terminal SNR"),
+    (("ztsnr",), "sdxl", "epsilon", True, "zero terminal SNR"),
 ])
 @pytest.mark.parametrize("suffix", [".safetensors", ".ckpt"])
-def test_sdxl_noobai_markers(tmp_path, markers, prediction, ztsnr, words, suffix):
+def test_sdxl_noobai_markers(tmp_path, markers, arch, prediction, ztsnr, words, suffix):
     """NoobAI-style v-pred files carry empty v_pred (and often ztsnr) tensors."""
     from _model_helpers import fake_checkpoint_tensors
 
@@ -102,7 +102,7 @@ def test_sdxl_noobai_markers(tmp_path, markers, prediction, ztsnr, words, suffix
     else:
         save_file(tensors, str(path))
     d = detect_architecture(path)
-    assert (d.arch, d.prediction_type, d.zero_terminal_snr) == ("sdxl", prediction, ztsnr)
+    assert (d.arch, d.prediction_type, d.zero_terminal_snr) == (arch, prediction, ztsnr)
     assert d.description.endswith(words)
 
 
@@ -111,7 +111,7 @@ def test_sdxl_folder_with_v_prediction_and_zero_terminal_snr(tmp_path):
     config = root / "scheduler" / "scheduler_config.json"
     config.write_text(json.dumps({"prediction_type": "v_prediction", "rescale_betas_zero_snr": True}))
     d = detect_architecture(root)
-    assert (d.arch, d.prediction_type, d.zero_terminal_snr) == ("sdxl", "v_prediction", True)
+    assert (d.arch, d.prediction_type, d.zero_terminal_snr) == ("sdxl-v", "v_prediction", True)
     assert "zero terminal SNR" in d.description
 
 

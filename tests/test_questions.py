@@ -160,3 +160,24 @@ def test_sdxl_defaults_come_from_the_catalog():
     assert [default(k, "sdxl-v") for k in ("resolution", "train_parts")] == [1024, "unet_only"]
     assert [default(k, "sd1") for k in ("resolution", "min_bucket_reso", "max_bucket_reso", "train_parts")] == \
         [512, 256, 1024, "both"]
+
+
+def test_auto_architecture_takes_the_detected_models_defaults(tmp_path):
+    """A file that leaves the architecture out gets its model's defaults, not SD1's."""
+    import shutil
+
+    from easytrain import answers as answers_file
+    from easytrain.model.tiny_sdxl import tiny_sdxl_paths
+
+    (tmp_path / "img" / "5_x").mkdir(parents=True)
+    model = tmp_path / "models" / "xl.safetensors"
+    model.parent.mkdir()
+    shutil.copy(tiny_sdxl_paths().single_file, model)
+    data = {"schema_version": 1, "base_model": "models/xl.safetensors", "image_folder": "img"}
+    answers = answers_file.from_dict(data, source=tmp_path / "answers.json")
+    assert answers.architecture == "auto"
+    assert (answers.resolution, answers.train_parts, answers.min_bucket_reso) == (1024, "unet_only", 512)
+    assert Q.architecture_of({"base_model": "builtin:tiny"}) == "sd1"
+    assert Q.architecture_of({"base_model": "missing.safetensors"}) is None
+    sd1 = answers_file.from_dict({**data, "architecture": "sd1"}, source=tmp_path / "answers.json")
+    assert (sd1.resolution, sd1.train_parts) == (512, "both")

@@ -185,8 +185,6 @@ def test_resume_inside_a_run_with_accumulation_is_exact(combined, tmp_path):
 
 def test_masked_loss_ignores_what_is_outside_the_mask(tmp_path):
     """With an all-black mask file the loss is zero: nothing trains; without masks the same run trains."""
-    from easytrain.data.dataset import Batch  # noqa: F401  (the batch carries the masks)
-
     images = masked_dataset(tmp_path)
     masks = tmp_path / "masks" / "1_shapes"
     masks.mkdir(parents=True)

@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 
 from easytrain import machine
-from easytrain import questions as Q
 from easytrain.errors import UserError
 from easytrain.tools import caption_edits
 from easytrain.tools.tag_ops import TagEdits

@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 
 from easytrain import machine
-from easytrain import questions as Q
 from easytrain.errors import UserError
 from easytrain.tools.repeats_rename import apply_renames, plan_renames, undo_renames
 from tests._tui_helpers import SIZE, answer, make_workdir, new_app, press, question_key, screen_name, shown_text

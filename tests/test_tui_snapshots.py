@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 
 from easytrain import machine
-from easytrain import questions as Q
 from tests._tui_helpers import answer, fill, make_workdir, new_app, press, start_new, to_question
 
 

@@ -9,6 +9,15 @@ from typing import Any, Callable, Optional, Sequence
 # latents and the timesteps (encoder_hidden_states, and any added conditioning).
 Conditioner = Callable[[Any], dict]
 
+PRECACHE_CHUNK = 16  # captions encoded together when a text cache is filled ahead of training
+
+
+def fill_text_cache(cache, captions: Sequence[str]) -> None:
+    """Encode every distinct caption into ``cache`` now, so the text encoders can leave the GPU."""
+    distinct = list(dict.fromkeys(captions))
+    for start in range(0, len(distinct), PRECACHE_CHUNK):
+        cache(distinct[start:start + PRECACHE_CHUNK])
+
 
 class Adapter:
     """One architecture family (SD1, SD2, SDXL, ...); subclasses fill in every method."""
@@ -34,6 +43,8 @@ class Adapter:
 
     def conditioner(self, text_encoders: Sequence[Any], tokenizers: Sequence[Any], *, clip_skip: int,
                     max_token_length: int, device, train_text_encoder: bool, cache_text: bool) -> Conditioner:
+        """With ``cache_text``, the conditioner also has ``precache(captions)``: after it, batches of those
+        captions need no text encoder (kohya's cache_text_encoder_outputs)."""
         raise NotImplementedError
 
     def render_samples(self, *, unet, vae, text_encoders, tokenizers, prompts, output_dir, name: str, epoch: int,

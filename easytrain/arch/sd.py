@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from easytrain.arch.base import Adapter
+from easytrain.arch.base import Adapter, fill_text_cache
 from easytrain.arch.clip_text import TextStateCache, encode_tokens, tokenize_captions
 from easytrain.model import load
 
@@ -31,6 +31,9 @@ class ClipConditioner:
         # A frozen text encoder and fixed captions give the same states every epoch: encode each caption once.
         self.cache = (TextStateCache(text_encoder, tokenizer, clip_skip=clip_skip, max_token_length=max_token_length,
                                      device=device) if cache_text else None)
+
+    def precache(self, captions) -> None:
+        fill_text_cache(self.cache, captions)
 
     def __call__(self, batch) -> dict:
         if self.cache is not None:

@@ -16,6 +16,7 @@ from typing import Sequence
 
 import torch
 
+from easytrain.arch.base import fill_text_cache
 from easytrain.arch.clip_text import chunk_count, join_chunk_states, tokenize_captions
 
 
@@ -84,6 +85,9 @@ class SdxlConditioner:
         self.train_text_encoder = train_text_encoder
         self.cache = (SdxlTextCache(text_encoders, tokenizers, max_token_length=max_token_length, device=device)
                       if cache_text else None)
+
+    def precache(self, captions) -> None:
+        fill_text_cache(self.cache, captions)
 
     def __call__(self, batch) -> dict:
         if self.cache is not None:

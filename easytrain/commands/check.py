@@ -25,7 +25,7 @@ def base_model_line(plan: TrainPlan) -> str:
     if plan.base_model.startswith("builtin:"):
         return f"{plan.base_model} (easytrain's embedded tiny SD1-shaped model)"
     found = detect_architecture(plan.base_model)
-    if chosen != "auto":
+    if chosen not in ("auto", found.arch):
         return f"{plan.base_model} ({architecture_label(chosen)}, as set in the answers; the file says: {found.description})"
     if not found.sure:
         raise UserError(f"{plan.base_model}: {found.description}; set architecture in the answers file "

@@ -160,6 +160,11 @@ class TrainDataset:
 
     # ---- loading -----------------------------------------------------------------------------
 
+    def fixed_captions(self) -> list[str]:
+        """Every sample's caption as trained, for a dataset whose captions do not vary (``captions_vary``)."""
+        rng = random.Random(0)  # unused: nothing is shuffled or dropped
+        return [process_caption(s.entry.caption, s.captions, 1, rng) for s in self.samples]
+
     def captions_for(self, spec: BatchSpec, epoch: int) -> list[str]:
         """The batch's captions as trained in ``epoch`` (1-based for dropout every N epochs, as kohya)."""
         rng = random.Random(f"easytrain/captions/{self.seed}/{epoch}/{spec.index}")

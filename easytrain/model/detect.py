@@ -155,7 +155,8 @@ def _sdxl_detection(keys, metadata: dict[str, str]) -> Detection:
         description += ", v-prediction"
     if ztsnr:
         description += ", zero terminal SNR"
-    return Detection("sdxl", "v_prediction" if v_pred else "epsilon", True, description, zero_terminal_snr=ztsnr)
+    return Detection("sdxl-v" if v_pred else "sdxl", "v_prediction" if v_pred else "epsilon", True, description,
+                     zero_terminal_snr=ztsnr)
 
 
 def _refuse_non_checkpoints(path: Path, keys) -> None:
@@ -283,7 +284,8 @@ def _detect_diffusers_folder(path: Path) -> Detection:
         ztsnr = bool(scheduler.get("rescale_betas_zero_snr"))
         description = "SDXL diffusers folder" + (", v-prediction" if prediction == "v_prediction" else "")
         description += ", zero terminal SNR" if ztsnr else ""
-        return Detection("sdxl", prediction or "epsilon", True, description, zero_terminal_snr=ztsnr)
+        arch = "sdxl-v" if prediction == "v_prediction" else "sdxl"
+        return Detection(arch, prediction or "epsilon", True, description, zero_terminal_snr=ztsnr)
     if cross == 1024:
         if prediction is None:
             return _sd2_detection(path, {}, "SD 2.x diffusers folder")

@@ -102,6 +102,8 @@ def run_training(plan, sink: ev.Sink, control: Optional[TrainControl] = None, *,
         base.vae = load_vae(plan.model.vae, base.vae.config, dtype=weight_dtype)
     adapter = adapter_for(base.arch)
     prediction_type = plan.loss.prediction_type(base.prediction_type)
+    # asked for, or the file is marked so (NoobAI's ztsnr key: its loader rescaled the schedule already)
+    zero_terminal_snr = plan.loss.zero_terminal_snr or bool(base.noise_scheduler.config.get("rescale_betas_zero_snr"))
     if plan.loss.zero_terminal_snr:
         from easytrain.train.noise_variants import rescale_for_zero_terminal_snr
 
@@ -152,6 +154,10 @@ def run_training(plan, sink: ev.Sink, control: Optional[TrainControl] = None, *,
         caption_tag_dropout_rate=data.caption_tag_dropout_rate, random_crop=data.random_crop,
         color_aug=data.color_aug,
     )
+    # Frozen text encoders and fixed captions: each caption is encoded once, before the first step, and the
+    # encoders then leave the GPU (kohya's cache_text_encoder_outputs; about 1.6 GB on SDXL).
+    cache_text = not network_settings.train_text_encoder and not (dataset_shuffles_captions(plan)
+                                                                  or dataset.captions_vary)
     latent_rng = torch.Generator(device=device).manual_seed(seed + 1)
     caching = data.cache_latents != "off" and not dataset.pixels_vary
     if data.cache_latents != "off" and not caching:
@@ -161,7 +167,8 @@ def run_training(plan, sink: ev.Sink, control: Optional[TrainControl] = None, *,
     vae.to(device, dtype=vae_dtype)
     encode_latents = VaeEncoder(vae, device=device, dtype=vae_dtype, generator=latent_rng)
     validate = build_validator(plan, adapter=adapter, base=base, unet=unet, text_encoders=text_encoders, vae=vae,
-                               vae_dtype=vae_dtype, device=device, autocast=accelerator.autocast, emit=emit)
+                               vae_dtype=vae_dtype, device=device, autocast=accelerator.autocast, emit=emit,
+                               cache_text=cache_text)
     if caching:
         emit(ev.PhaseStarted("caching latents", len(dataset.samples)))
         phase_start = time.monotonic()
@@ -202,9 +209,18 @@ def run_training(plan, sink: ev.Sink, control: Optional[TrainControl] = None, *,
     noise_rng = torch.Generator(device=device).manual_seed(seed + 2 + rank)
     conditioner = adapter.conditioner(
         text_encoders, base.tokenizers, clip_skip=plan.model.clip_skip, max_token_length=plan.model.max_token_length,
-        device=device, train_text_encoder=network_settings.train_text_encoder,
-        cache_text=not network_settings.train_text_encoder
-        and not (dataset_shuffles_captions(plan) or dataset.captions_vary))
+        device=device, train_text_encoder=network_settings.train_text_encoder, cache_text=cache_text)
+    text_home = torch.device("cpu") if cache_text else device
+    if cache_text:
+        emit(ev.PhaseStarted("caching text encoder outputs"))
+        phase_start = time.monotonic()
+        with accelerator.autocast():
+            conditioner.precache(dataset.fixed_captions())
+            validate.precache_text()
+        for text_encoder in text_encoders:
+            text_encoder.to(text_home)
+        setup.empty_device_cache(device)
+        emit(ev.PhaseEnded("caching text encoder outputs", time.monotonic() - phase_start))
     ema = None
     if plan.saving.ema_decay:
         from easytrain.train.ema import LoraEMA
@@ -219,7 +235,8 @@ def run_training(plan, sink: ev.Sink, control: Optional[TrainControl] = None, *,
         max_grad_norm=plan.optimizer.max_grad_norm, device=device, accumulation=accumulation, ema=ema)
     # .item() waits for the GPU; on the CPU it costs nothing, so sync every step there.
     sync_every = 1 if device.type == "cpu" else plan.run.log_every_n_steps
-    metadata = run_metadata(plan, spec=spec, arch=base.arch, prediction_type=prediction_type, processes=world,
+    metadata = run_metadata(plan, spec=spec, arch=base.arch, prediction_type=prediction_type,
+                            zero_terminal_snr=zero_terminal_snr, processes=world,
                             optimizer_name=built.name, mixed_precision=mixed_precision, total_steps=total_steps,
                             steps_per_epoch=steps_per_epoch)
     checkpoints = Checkpointer(
@@ -230,7 +247,7 @@ def run_training(plan, sink: ev.Sink, control: Optional[TrainControl] = None, *,
     make_samples = SampleMaker(
         plan=plan, prompts=prompts, adapter=adapter, base=base, accelerator=accelerator, unet=unet,
         text_encoders=text_encoders, device=device, dtype=weight_dtype, emit=emit,
-        vae_home=torch.device("cpu") if caching else device) if prompts else no_samples
+        vae_home=torch.device("cpu") if caching else device, text_home=text_home) if prompts else no_samples
 
     # ---- the epochs ----------------------------------------------------------------------------------
     position = Position()

@@ -27,7 +27,9 @@ class SampleMaker:
     """Renders the prompts at a given epoch (main process only; the others wait), as events."""
 
     def __init__(self, *, plan, prompts, adapter, base, accelerator, unet, text_encoders, device, dtype,
-                 vae_home, emit) -> None:
+                 vae_home, emit, text_home=None) -> None:
+        """``vae_home`` / ``text_home``: where the VAE and text encoders wait between samples (the CPU
+        when latents / text outputs are cached); they come to ``device`` for each round of samples."""
         self.plan = plan
         self.prompts = prompts
         self.adapter = adapter
@@ -38,6 +40,7 @@ class SampleMaker:
         self.device = device
         self.dtype = dtype
         self.vae_home = vae_home
+        self.text_home = text_home or device
         self.emit = emit
 
     def __call__(self, epoch: int, step: Optional[int] = None) -> None:
@@ -51,8 +54,9 @@ class SampleMaker:
         emit, plan, base, device, vae = self.emit, self.plan, self.base, self.device, self.base.vae
         emit(ev.PhaseStarted("sampling", len(self.prompts)))
         started = time.monotonic()
-        vae.to(device)
         unwrap = self.accelerator.unwrap_model
+        for part in (vae, *self.text_encoders):
+            part.to(device)
         try:
             paths = self.adapter.render_samples(
                 unet=unwrap(self.unet), vae=vae, text_encoders=[unwrap(t) for t in self.text_encoders],
@@ -76,6 +80,8 @@ class SampleMaker:
             paths = []
         finally:
             vae.to(self.vae_home)
+            for text_encoder in self.text_encoders:
+                text_encoder.to(self.text_home)
             empty_device_cache(device)
         for path, prompt in zip(paths, self.prompts):
             emit(ev.SampleSaved(str(path), epoch, prompt.prompt, step=step))

@@ -95,14 +95,19 @@ class Validator:
 
     def __init__(self, validation_set: ValidationSet, predict: Predict, *, every_n_steps: int, emit,
                  noise_scheduler, prediction_type: str, modules: tuple, snr: Optional[torch.Tensor],
-                 min_snr_gamma: float) -> None:
+                 min_snr_gamma: float, precache_text: Optional[Callable] = None) -> None:
         self.validation_set = validation_set
+        self._precache_text = precache_text
         self.predict = predict
         self.every_n_steps = every_n_steps
         self.emit = emit
         self.options = dict(noise_scheduler=noise_scheduler, prediction_type=prediction_type, modules=modules,
                             snr=snr, min_snr_gamma=min_snr_gamma)
         self._last: Optional[tuple[int, float]] = None
+
+    def precache_text(self) -> None:
+        """The held-out captions encoded now (the validator was built with a text cache)."""
+        self._precache_text([c for _, batch in self.validation_set.batches for c in batch.captions])
 
     def due(self, step: int) -> bool:
         return bool(self.every_n_steps) and step % self.every_n_steps == 0
@@ -125,6 +130,9 @@ class Validator:
 class NoValidation:
     """The validator of a run without held-out images: measures nothing, says nothing."""
 
+    def precache_text(self) -> None:
+        pass
+
     def due(self, step: int) -> bool:
         return False
 
@@ -135,11 +143,13 @@ class NoValidation:
         return None
 
 
-def build_validator(plan, *, adapter, base, unet, text_encoders, vae, vae_dtype, device, autocast, emit):
+def build_validator(plan, *, adapter, base, unet, text_encoders, vae, vae_dtype, device, autocast, emit,
+                    cache_text: bool = False):
     """The run's validator: the held-out images encoded now (the VAE must be on ``device``), or NoValidation.
 
-    It conditions through its own conditioner of the adapter (no text cache, no
-    gradients) on the same modules the loop trains.
+    It conditions through its own conditioner of the adapter (no gradients) on
+    the same modules the loop trains; with ``cache_text`` (frozen text encoders)
+    its captions can be encoded ahead by ``precache_text``.
     """
     if plan.validation_scan is None:
         return NoValidation()
@@ -153,13 +163,14 @@ def build_validator(plan, *, adapter, base, unet, text_encoders, vae, vae_dtype,
                                    scaling_factor=float(vae.config.scaling_factor), device=device)
     conditioner = adapter.conditioner(
         text_encoders, base.tokenizers, clip_skip=plan.model.clip_skip, max_token_length=plan.model.max_token_length,
-        device=device, train_text_encoder=False, cache_text=False)
+        device=device, train_text_encoder=False, cache_text=cache_text)
 
     def predict(noisy: torch.Tensor, timesteps: torch.Tensor, batch) -> torch.Tensor:
         with autocast():
             return unet(noisy, timesteps, **conditioner(batch)).sample
 
     return Validator(validation_set, predict, every_n_steps=plan.validation.every_n_steps, emit=emit,
+                     precache_text=getattr(conditioner, "precache", None),
                      noise_scheduler=base.noise_scheduler,
                      prediction_type=plan.loss.prediction_type(base.prediction_type),
                      modules=(unet, *text_encoders), snr=all_snr(base.noise_scheduler).to(device),

@@ -15,7 +15,7 @@ from typing import Any, Callable, Optional
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Vertical, VerticalScroll
+from textual.containers import VerticalScroll
 from easytrain.tui.base import WizardScreen
 from textual.widgets import Footer, Input, OptionList, Static
 from textual.widgets.option_list import Option

@@ -7,7 +7,6 @@ folder question. A folder with no usable images cannot be accepted.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Callable, Optional
 
 from textual.app import ComposeResult
