@@ -39,6 +39,7 @@ class Architecture:
     always_checkpoint: bool = False     # gradient checkpointing stays on whatever the GPU's memory
     bucket_range: tuple[int, int] = (256, 1024)   # default smallest and largest bucket side
     trains_text_encoder: bool = True               # by default (SDXL: UNet only, kohya's advice)
+    block_layout: str = "sd"  # kohya's block numbering for block-wise settings (network/blocks.py LAYOUTS)
 
 
 DIFFUSERS_LAYOUT = "diffusers"
@@ -52,11 +53,11 @@ ARCHITECTURES: dict[str, Architecture] = {a.id: a for a in (
                  "stable-diffusion-v2-768-v", True, DIFFUSERS_LAYOUT),
     Architecture("sdxl", "SDXL", "sdxl", "epsilon", 1024, "sdxl_base_v1-0", "stable-diffusion-xl-v1-base", False,
                  STABILITY_LAYOUT, memory_factor=2.5, always_checkpoint=True, bucket_range=(512, 2048),
-                 trains_text_encoder=False),
+                 trains_text_encoder=False, block_layout="sdxl"),
     # NoobAI-style v-prediction SDXL; kohya marks it by modelspec.prediction_type "v", same base version
     Architecture("sdxl-v", "SDXL v-prediction (NoobAI v-pred)", "sdxl", "v_prediction", 1024, "sdxl_base_v1-0",
                  "stable-diffusion-xl-v1-base", False, STABILITY_LAYOUT, memory_factor=2.5, always_checkpoint=True,
-                 bucket_range=(512, 2048), trains_text_encoder=False),
+                 bucket_range=(512, 2048), trains_text_encoder=False, block_layout="sdxl"),
 )}
 ARCHITECTURE_IDS = tuple(ARCHITECTURES)
 AUTO = "auto"
@@ -115,3 +116,9 @@ def default_bucket_range(arch_id: str | None) -> tuple[int, int]:
 def trains_text_encoder_by_default(arch_id: str | None) -> bool:
     entry = _entry(arch_id)
     return entry.trains_text_encoder if entry else True
+
+
+def block_layout(arch_id: str | None) -> str | None:
+    """The block numbering of block-wise settings on this architecture; None for auto or an unknown one."""
+    entry = _entry(arch_id)
+    return entry.block_layout if entry else None

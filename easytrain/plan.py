@@ -93,6 +93,43 @@ def block_args_of(answers: Answers) -> dict:
     return args
 
 
+def block_layout_of(answers: Answers, base_model: str, args: dict) -> tuple[Optional[str], list[str]]:
+    """The base model's block numbering for block-wise ``args`` (None without them) and warnings about them.
+
+    The architecture is the one the model loader will use: the tiny model's, the answer's (the loader
+    refuses a file of another family), or with 'auto' the one the file's header says, as `check` reads it.
+    The lists per block were checked against the answer; with 'auto' they are checked here.
+    """
+    from easytrain.catalog import AUTO, TINY_MODEL_ARCH, block_layout
+    from easytrain.network.blocks import LAYOUTS, PER_BLOCK_KEYS, cut_lists, per_block
+
+    if not args:
+        return None, []
+    arch = TINY_MODEL_ARCH if base_model == Q.BUILTIN_TINY else answer(answers, "architecture")
+    if arch == AUTO:
+        from easytrain.model.detect import detect_architecture
+
+        detection = detect_architecture(base_model)
+        if detection.arch is None:
+            raise UserError(f"architecture: block-wise settings ({', '.join(args)}) are numbered per "
+                            f"architecture, and {base_model} does not say which it is ({detection.description}); "
+                            "set architecture in the answers")
+        arch = detection.arch
+    layout = LAYOUTS[block_layout(arch)]
+    problems = []
+    for key in PER_BLOCK_KEYS:
+        try:
+            if key in args:
+                per_block(args[key], layout)
+        except ValueError as exc:
+            problems.append(f"{key}: {exc} ({base_model} is {layout.label})")
+    if len(problems) == 1:
+        raise UserError(problems[0])
+    if problems:
+        raise UserError("The block-wise settings do not fit the base model:", problems=problems)
+    return layout.name, cut_lists(args, layout)
+
+
 def answer(answers: Answers, key: str) -> Any:
     """The answer to ``key``, or its question's default (the one place defaults live)."""
     value = answers.get(key)
@@ -279,12 +316,16 @@ class TrainPlan:
             warnings.append(warning)
 
         base = answer(answers, "base_model")
+        base_model = base if base.startswith("builtin:") else str(answers.path("base_model"))
+        block_args = block_args_of(answers)
+        block_layout, block_warnings = block_layout_of(answers, base_model, block_args)
+        warnings += block_warnings
         sample_images = bool(answer(answers, "sample_images"))
         prompts_file = answers.path("sample_prompts") if sample_images else None
         return cls(
             answers=answers,
             model=ModelSettings(
-                base_model=base if base.startswith("builtin:") else str(answers.path("base_model")),
+                base_model=base_model,
                 architecture=answer(answers, "architecture"),
                 clip_skip=int(answer(answers, "clip_skip")),
                 max_token_length=int(answer(answers, "max_token_length")),
@@ -318,7 +359,8 @@ class TrainPlan:
                 train_text_encoder=train_te,
                 initial_weights=answers.path("network_weights"),
                 dora=bool(answers.get("dora")),
-                block_args=frozen_mapping(block_args_of(answers)),
+                block_args=frozen_mapping(block_args),
+                block_layout=block_layout,
             ),
             optimizer=OptimizerSettings(
                 name=answer(answers, "optimizer"),

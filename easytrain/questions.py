@@ -32,8 +32,8 @@ BUILTIN_TINY = "builtin:tiny"
 
 from easytrain.catalog import (  # noqa: E402  (re-exported: the question table's names)
     ADAMW_FAMILY, ADAPTIVE_OPTIMIZERS, ARCHITECTURE_IDS, ARCHITECTURES as ARCHITECTURE_CATALOG, AUTO,
-    NETWORK_TYPES, OPTIMIZERS, SCHEDULERS, always_checkpoint, default_bucket_range, memory_factor,
-    native_resolution, trains_text_encoder_by_default, TINY_MODEL_ARCH,
+    NETWORK_TYPES, OPTIMIZERS, SCHEDULERS, TINY_MODEL_ARCH, always_checkpoint, block_layout, default_bucket_range,
+    memory_factor, native_resolution, trains_text_encoder_by_default,
 )
 
 ARCHITECTURES = (AUTO,) + ARCHITECTURE_IDS
@@ -556,21 +556,24 @@ def _warn_ztsnr(value: Any, v: Values) -> Optional[str]:
     return None
 
 
-def _check_blocks(value: Any, kind: str) -> Optional[str]:
-    """kohya's block-wise --network_args strings; empty is off."""
+def _check_blocks(value: Any, kind: str, v: Values) -> Optional[str]:
+    """kohya's block-wise --network_args strings; empty is off. Lists per block must fit the architecture
+    (any architecture's count while it is unknown: the plan checks again against the file's)."""
     from easytrain.network import blocks
 
     if not str(value).strip():
         return None
+    chosen = block_layout(architecture_of(v))
+    layouts = [blocks.LAYOUTS[chosen]] if chosen else list(blocks.LAYOUTS.values())
     try:
         if kind == "side":
-            blocks.side_weights(str(value))
+            blocks.side_weights(str(value), layouts[0])
         elif kind == "mid":
             blocks.parse_numbers(str(value))
         else:
-            blocks.per_block(str(value), int if kind == "dims" else float)
+            blocks.per_block_in_any(str(value), layouts, int if kind == "dims" else float)
     except ValueError as exc:
-        return f"{exc}, got {value!r}"
+        return str(exc)
     return None
 
 
@@ -1212,19 +1215,20 @@ QUESTIONS: tuple[Question, ...] = (
     ),
     Question(
         "down_lr_weight", "Down-block learning-rate weights?",
-        "12 comma-separated factors for the UNet's down blocks, or cosine, sine, linear, reverse_linear, "
-        "zeros (+base). Empty is 1 everywhere.",
-        "text", "advanced", default="", advanced=True, check=lambda value, _: _check_blocks(value, "side"),
+        "12 comma-separated factors for the UNet's down blocks (SDXL: 9 input blocks), or cosine, sine, linear, "
+        "reverse_linear, zeros (+base). Empty is 1 everywhere.",
+        "text", "advanced", default="", advanced=True, check=lambda value, v: _check_blocks(value, "side", v),
     ),
     Question(
         "mid_lr_weight", "Middle-block learning-rate weight?",
-        "One factor for the UNet's middle block. Empty is 1.",
-        "text", "advanced", default="", advanced=True, check=lambda value, _: _check_blocks(value, "mid"),
+        "One factor for the UNet's middle block (SDXL: 3, one per middle block). Empty is 1.",
+        "text", "advanced", default="", advanced=True, check=lambda value, v: _check_blocks(value, "mid", v),
     ),
     Question(
         "up_lr_weight", "Up-block learning-rate weights?",
-        "12 factors for the UNet's up blocks (deepest first), or a preset as for the down blocks. Empty is 1.",
-        "text", "advanced", default="", advanced=True, check=lambda value, _: _check_blocks(value, "side"),
+        "12 factors for the UNet's up blocks (SDXL: 9 output blocks), deepest first, or a preset as for the "
+        "down blocks. Empty is 1.",
+        "text", "advanced", default="", advanced=True, check=lambda value, v: _check_blocks(value, "side", v),
     ),
     Question(
         "block_lr_zero_threshold", "Block learning-rate zero threshold?",
@@ -1233,26 +1237,26 @@ QUESTIONS: tuple[Question, ...] = (
     ),
     Question(
         "block_dims", "Dims per block?",
-        "25 comma-separated dims (12 down, middle, 12 up) instead of the network dim; 0 leaves a block out. "
-        "Empty for none.",
-        "text", "advanced", default="", advanced=True, check=lambda value, _: _check_blocks(value, "dims"),
+        "25 comma-separated dims (12 down, middle, 12 up; SDXL: 23, as kohya numbers them) instead of the "
+        "network dim; 0 leaves a block out. Empty for none.",
+        "text", "advanced", default="", advanced=True, check=lambda value, v: _check_blocks(value, "dims", v),
     ),
     Question(
         "block_alphas", "Alphas per block?",
-        "25 comma-separated alphas to go with the dims per block. Empty for the network alpha.",
-        "text", "advanced", default="", advanced=True, check=lambda value, _: _check_blocks(value, "alphas"),
+        "25 comma-separated alphas (SDXL: 23) to go with the dims per block. Empty for the network alpha.",
+        "text", "advanced", default="", advanced=True, check=lambda value, v: _check_blocks(value, "alphas", v),
     ),
     Question(
         "conv_block_dims", "Conv dims per block?",
-        "25 conv dims (LoCon), 0 leaves a block's convs out. Empty for the conv dim.",
-        "text", "advanced", default="", advanced=True, check=lambda value, _: _check_blocks(value, "dims"),
+        "25 conv dims (SDXL: 23) for LoCon; 0 leaves a block's convs out. Empty for the conv dim.",
+        "text", "advanced", default="", advanced=True, check=lambda value, v: _check_blocks(value, "dims", v),
         condition=_is_not("network_type", "LoRA", None), condition_text="network type is not LoRA",
         depends_on=("network_type",),
     ),
     Question(
         "conv_block_alphas", "Conv alphas per block?",
-        "25 conv alphas to go with the conv dims per block. Empty for the conv alpha.",
-        "text", "advanced", default="", advanced=True, check=lambda value, _: _check_blocks(value, "alphas"),
+        "25 conv alphas (SDXL: 23) to go with the conv dims per block. Empty for the conv alpha.",
+        "text", "advanced", default="", advanced=True, check=lambda value, v: _check_blocks(value, "alphas", v),
         condition=_is_not("network_type", "LoRA", None), condition_text="network type is not LoRA",
         depends_on=("network_type",),
     ),

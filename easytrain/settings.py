@@ -60,13 +60,15 @@ class NetworkSettings:
     dora: bool
     # kohya's block-wise --network_args as given ("down_lr_weight": "cosine", "block_dims": "4,4,..."); {} for none
     block_args: Mapping[str, Any] = field(default_factory=frozen_mapping)
+    # the base model's block numbering ("sd", "sdxl": the catalog's block_layout), set with block_args
+    block_layout: Optional[str] = None
 
     @property
     def blocks(self):
-        """network.blocks.BlockSettings from block_args, or None."""
-        from easytrain.network.blocks import block_settings
+        """network.blocks.BlockSettings from block_args in the base model's numbering, or None."""
+        from easytrain.network.blocks import LAYOUTS, block_settings
 
-        return block_settings(**self.block_args) if self.block_args else None
+        return block_settings(LAYOUTS[self.block_layout], **self.block_args) if self.block_args else None
 
     def spec(self):
         from easytrain.network.spec import NetworkSpec

@@ -243,3 +243,22 @@ def test_popup_era_further_settings(legacy_dir):
     data.update(gradient_checkpointing=False)              # the popup scripts dropped accumulation then
     (legacy_dir / "p.json").write_text(json.dumps(data))
     assert A.load(legacy_dir / "p.json").gradient_accumulation_steps == 1
+
+
+def test_sdxl_block_settings_pass_through_both_kohya_importers(legacy_dir):
+    sdxl_dims = ",".join(["4"] * 11 + ["0"] + ["4"] * 11)          # 23 blocks on SDXL, the middle transformer out
+    nine = ",".join(["0.5"] * 9)
+    data = json.loads((legacy_dir / "kohya_ss.json").read_text())
+    data.update(sdxl=True, block_dims=sdxl_dims, down_lr_weight=nine, mid_lr_weight="1,0.5,1")
+    (legacy_dir / "xl.json").write_text(json.dumps(data))
+    a = A.load(legacy_dir / "xl.json")
+    assert (a.architecture, a.block_dims, a.down_lr_weight, a.mid_lr_weight) == ("sdxl", sdxl_dims, nine, "1,0.5,1")
+    data.update(block_dims=",".join(["4"] * 25))                    # SD's count with the sdxl flag: named
+    (legacy_dir / "xl25.json").write_text(json.dumps(data))
+    with pytest.raises(Exception, match="block_dims: needs 23 values on SDXL"):
+        A.load(legacy_dir / "xl25.json")
+    (legacy_dir / "xl.toml").write_text(
+        'pretrained_model_name_or_path = "model.safetensors"\ntrain_data_dir = "images"\n'
+        f'network_module = "networks.lora"\nnetwork_args = ["block_dims={sdxl_dims}", "up_lr_weight=cosine"]\n')
+    a = A.load(legacy_dir / "xl.toml")                              # sdxl_train_network.py's TOML: no sdxl key
+    assert (a.architecture, a.block_dims, a.up_lr_weight) == ("auto", sdxl_dims, "cosine")

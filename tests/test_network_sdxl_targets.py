@@ -125,3 +125,30 @@ def test_tiny_sdxl_follows_the_same_rule():
     for with_convs in (False, True):
         targets = sdxl_unet_targets(parts["unet"], with_convs=with_convs)
         assert {t.kohya_name for t in targets} == _kohya_names_from_layout(shapes, with_convs).keys()
+
+
+def _kohyas_sdxl_block_index(lora_name: str) -> int:
+    """kohya's networks/lora.py get_block_index(lora_name, is_sdxl=True), as written there."""
+    if not lora_name.startswith("lora_unet_"):
+        return -1
+    name = lora_name[len("lora_unet_"):]
+    if name.startswith(("time_embed_", "label_emb_")):
+        return 0
+    for part, first in (("input_blocks_", 1), ("middle_block_", 10), ("output_blocks_", 13)):
+        if name.startswith(part):
+            return first + int(name.split("_")[2])
+    return 22 if name.startswith("out_") else -1
+
+
+def test_full_size_blocks_are_kohyas(full_size):
+    from collections import Counter
+
+    from easytrain.network.blocks import SDXL, block_index
+
+    _bench, models, _shapes = full_size
+    targets = sdxl_unet_targets(models["unet"], with_convs=True)
+    assert all(block_index(t.kohya_name, SDXL) == _kohyas_sdxl_block_index(t.kohya_name) for t in targets)
+    linear = sdxl_unet_targets(models["unet"], with_convs=False)
+    transformers = Counter(block_index(t.kohya_name, SDXL) for t in linear)
+    # 2 transformer blocks at input 4-5 and output 3-5, 10 at input 7-8, the middle and output 0-2
+    assert transformers == {5: 22, 6: 22, 8: 102, 9: 102, 11: 102, 13: 102, 14: 102, 15: 102, 16: 22, 17: 22, 18: 22}

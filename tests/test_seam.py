@@ -53,6 +53,9 @@ def test_catalog_names_match_the_heavy_side_implementations():
     assert set(OPTIMIZER_CLASSES) == set(catalog.OPTIMIZERS)
     assert set(SCHEDULE_FUNCTIONS) == set(catalog.SCHEDULERS)
     assert NETWORK_TYPES == catalog.NETWORK_TYPES
+    from easytrain.network.blocks import LAYOUTS
+
+    assert {a.block_layout for a in catalog.ARCHITECTURES.values()} <= set(LAYOUTS)
     families = {a.family for a in catalog.ARCHITECTURES.values()}
     assert set(registered_families()) <= families
     # Every family the catalog lists is either served by an adapter or refused with its label.

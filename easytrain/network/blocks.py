@@ -1,17 +1,25 @@
-"""Block-wise learning rates and dims, as kohya's networks/lora.py sets them (SD1/SD2 layout).
+"""Block-wise learning rates and dims, as kohya's networks/lora.py sets them.
 
-The UNet counts 25 blocks: 0-11 down (IN00-IN11), 12 the middle block, 13-24 up
-(OUT00-OUT11). A module's block comes from its kohya name
-(``lora_unet_down_blocks_1_attentions_0_...`` -> 1 + 3*1 + 0 = 4). Settings
-are kohya's --network_args strings:
+The block numbering depends on the UNet (the catalog entry names its layout):
 
-- down_lr_weight / up_lr_weight: 12 numbers ("1,1,0.5,..."; fewer are padded with
-  1, more are cut), or a preset ``cosine``, ``sine``, ``linear``, ``reverse_linear``,
-  ``zeros``, optionally ``+base`` ("cosine+0.5"); mid_lr_weight: one number.
-  Weights at or below block_lr_zero_threshold become 0; a block of weight 0 gets
-  no modules at all (they are left out of the file).
-- block_dims / block_alphas / conv_block_dims / conv_block_alphas: 25 numbers each;
-  a dim of 0 leaves the block's modules out.
+- SD1/SD2 (``sd``): 25 blocks, 0-11 down (IN00-IN11), 12 the middle block,
+  13-24 up (OUT00-OUT11), from the diffusers-style kohya name
+  (``lora_unet_down_blocks_1_attentions_0_...`` -> 1 + 3*1 + 0 = 4).
+- SDXL (``sdxl``): 23 blocks, 0 the time/label embedding, 1-9 input_blocks 0-8,
+  10-12 middle_block 0-2, 13-21 output_blocks 0-8, 22 the output layers, from
+  the Stability-style name (``lora_unet_input_blocks_4_1_...`` -> 5).
+
+Settings are kohya's --network_args strings:
+
+- down_lr_weight / up_lr_weight: one number per down (up) block, 12 on SD, 9 on
+  SDXL ("1,1,0.5,..."; fewer are padded with 1, more are cut), or a preset
+  ``cosine``, ``sine``, ``linear``, ``reverse_linear``, ``zeros``, optionally
+  ``+base`` ("cosine+0.5"); mid_lr_weight: 1 number on SD, 3 on SDXL (padded and
+  cut the same way). Weights at or below block_lr_zero_threshold become 0; a
+  block of weight 0 gets no modules at all (they are left out of the file). On
+  SDXL the embedding and output blocks keep weight 1, as kohya.
+- block_dims / block_alphas / conv_block_dims / conv_block_alphas: one number per
+  block (25 on SD, 23 on SDXL); a dim of 0 leaves the block's modules out.
 Stdlib only: the answers validation uses the parsers.
 """
 
@@ -20,25 +28,68 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
-NUM_BLOCKS = 12  # down (or up) blocks in the full-size layout
-NUM_TOTAL = NUM_BLOCKS * 2 + 1
-MID_INDEX = NUM_BLOCKS
 PRESETS = ("cosine", "sine", "linear", "reverse_linear", "zeros")
+PER_BLOCK_KEYS = ("block_dims", "block_alphas", "conv_block_dims", "conv_block_alphas")
 _UPDOWN = re.compile(r"(up|down)_blocks_(\d+)_(resnets|upsamplers|downsamplers|attentions)_(\d+)_")
+_SDXL = re.compile(r"lora_unet_(input_blocks|middle_block|output_blocks)_(\d+)_")
 
 
-def block_index(kohya_name: str) -> int:
-    """The block (0-24) of a UNet module's kohya name; -1 for names outside the blocks."""
+@dataclass(frozen=True)
+class BlockLayout:
+    """How kohya numbers one UNet's blocks: [edge] down*side, middle*mid, up*side [edge]."""
+
+    name: str                        # the catalog's block_layout value
+    label: str                       # how messages name it
+    side: int                        # down (input) blocks, and up (output) blocks
+    mid: int                         # middle blocks
+    edge: int                        # blocks before the down side and after the up side (weight 1 always)
+    parts: str                       # what the numbers of a per-block list are, for messages
+    index: Callable[[str], int]      # a UNet module's kohya name -> its block; -1 outside the blocks
+
+    @property
+    def total(self) -> int:
+        return 2 * (self.edge + self.side) + self.mid
+
+    def per_block_text(self) -> str:
+        return f"{self.total} values on {self.label} ({self.parts})"
+
+
+def _sd_index(kohya_name: str) -> int:
     match = _UPDOWN.search(kohya_name)
     if match:
         side, outer, kind, inner = match.groups()
         index = 3 * int(outer) + (2 if kind in ("upsamplers", "downsamplers") else int(inner))
-        return 1 + index if side == "down" else NUM_BLOCKS + 1 + index
+        return 1 + index if side == "down" else SD.side + 1 + index
     if "mid_block_" in kohya_name:
-        return MID_INDEX
+        return SD.side
     return -1
+
+
+def _sdxl_index(kohya_name: str) -> int:
+    match = _SDXL.match(kohya_name)
+    if match:
+        part, number = match.group(1), int(match.group(2))
+        first = {"input_blocks": SDXL.edge, "middle_block": SDXL.edge + SDXL.side,
+                 "output_blocks": SDXL.edge + SDXL.side + SDXL.mid}[part]
+        return first + number
+    if kohya_name.startswith(("lora_unet_time_embed_", "lora_unet_label_emb_")):
+        return 0
+    if kohya_name.startswith("lora_unet_out_"):
+        return SDXL.total - 1
+    return -1
+
+
+SD = BlockLayout("sd", "SD1/SD2", side=12, mid=1, edge=0, parts="12 down, 1 middle, 12 up", index=_sd_index)
+SDXL = BlockLayout("sdxl", "SDXL", side=9, mid=3, edge=1,
+                   parts="1 time embedding, 9 input, 3 middle, 9 output, 1 out", index=_sdxl_index)
+LAYOUTS = {layout.name: layout for layout in (SD, SDXL)}
+
+
+def block_index(kohya_name: str, layout: BlockLayout) -> int:
+    """The block of a UNet module's kohya name in ``layout``; -1 for names outside the blocks."""
+    return layout.index(kohya_name)
 
 
 def parse_numbers(text: str, kind=float) -> list:
@@ -59,55 +110,86 @@ def parse_numbers(text: str, kind=float) -> list:
     return values
 
 
-def side_weights(text: str) -> list[float]:
-    """12 weights for the down or up side from a list or a preset ("cosine+0.5")."""
+def _fit(values: list[float], count: int) -> list[float]:
+    """Padded with 1 or cut to ``count``, as kohya."""
+    return (values + [1.0] * count)[:count]
+
+
+def side_weights(text: str, layout: BlockLayout) -> list[float]:
+    """The weights of the down or up side (12 on SD, 9 on SDXL) from a list or a preset ("cosine+0.5")."""
+    count = layout.side
     name, _, base_text = str(text).strip().partition("+")
     if name in PRESETS:
         base = float(base_text) if base_text else 0.0
-        steps = [i / (NUM_BLOCKS - 1) for i in range(NUM_BLOCKS)]
+        steps = [i / (count - 1) for i in range(count)]
         curves = {
             "cosine": [math.sin(math.pi * s / 2) for s in reversed(steps)],
             "sine": [math.sin(math.pi * s / 2) for s in steps],
             "linear": steps,
             "reverse_linear": list(reversed(steps)),
-            "zeros": [0.0] * NUM_BLOCKS,
+            "zeros": [0.0] * count,
         }
         return [w + base for w in curves[name]]
-    values = parse_numbers(text)
-    return (values + [1.0] * NUM_BLOCKS)[:NUM_BLOCKS]
+    return _fit(parse_numbers(text), count)
 
 
-def lr_weights(down: Optional[str], mid: Optional[str], up: Optional[str],
+def lr_weights(down: Optional[str], mid: Optional[str], up: Optional[str], layout: BlockLayout,
                zero_threshold: float = 0.0) -> Optional[tuple[float, ...]]:
-    """The 25 learning-rate multipliers, or None when no side is given."""
+    """The learning-rate multiplier of every block of ``layout``, or None when no side is given."""
     if down is None and mid is None and up is None:
         return None
 
     def cut(values: list[float]) -> list[float]:
         return [w if w > zero_threshold else 0.0 for w in values]
 
-    down_w = cut(side_weights(down)) if down is not None else [1.0] * NUM_BLOCKS
-    mid_w = cut(parse_numbers(mid)[:1]) if mid is not None else [1.0]
-    up_w = cut(side_weights(up)) if up is not None else [1.0] * NUM_BLOCKS
-    return tuple(down_w + mid_w + up_w)
+    down_w = cut(side_weights(down, layout)) if down is not None else [1.0] * layout.side
+    mid_w = cut(_fit(parse_numbers(mid), layout.mid)) if mid is not None else [1.0] * layout.mid
+    up_w = cut(side_weights(up, layout)) if up is not None else [1.0] * layout.side
+    edge = [1.0] * layout.edge
+    return tuple(edge + down_w + mid_w + up_w + edge)
 
 
-def per_block(text: str, kind=float) -> tuple:
-    """25 per-block values; ValueError when the count is wrong."""
+def per_block(text: str, layout: BlockLayout, kind=float) -> tuple:
+    """One value per block of ``layout``; ValueError when the count is wrong."""
+    return per_block_in_any(text, (layout,), kind)
+
+
+def per_block_in_any(text: str, layouts: Sequence[BlockLayout], kind=float) -> tuple:
+    """Values for one of ``layouts`` (the architecture is not known yet); ValueError naming each allowed count."""
     values = parse_numbers(text, kind)
-    if len(values) != NUM_TOTAL:
-        raise ValueError(f"needs {NUM_TOTAL} values (12 down, 1 middle, 12 up), got {len(values)}")
+    if not any(len(values) == layout.total for layout in layouts):
+        raise ValueError(f"needs {' or '.join(layout.per_block_text() for layout in layouts)}, got {len(values)}")
     return tuple(values)
+
+
+def cut_lists(args: dict, layout: BlockLayout) -> list[str]:
+    """Warnings for learning-rate lists longer than ``layout`` has blocks (kohya ignores the rest)."""
+    counts = {"down_lr_weight": (layout.side, "down"), "mid_lr_weight": (layout.mid, "middle"),
+              "up_lr_weight": (layout.side, "up")}
+    warnings = []
+    for key, (count, side) in counts.items():
+        text = args.get(key)
+        if text is None or str(text).strip().partition("+")[0] in PRESETS:
+            continue
+        given = len(str(text).split(","))
+        if given > count:
+            warnings.append(f"{key}: {layout.label} has {count} {side} block{'s' if count > 1 else ''}; "
+                            f"the last {given - count} of the {given} weights are ignored, as kohya does")
+    return warnings
 
 
 @dataclass(frozen=True)
 class BlockSettings:
-    """Per-block dims, alphas and learning-rate weights (each 25 long, or None for "as the network")."""
+    """Per-block dims, alphas and learning-rate weights (one per block of ``layout``, or None for "as the network")."""
+    layout: BlockLayout
     dims: Optional[tuple[int, ...]] = None
     alphas: Optional[tuple[float, ...]] = None
     conv_dims: Optional[tuple[int, ...]] = None
     conv_alphas: Optional[tuple[float, ...]] = None
     lr_weights: Optional[tuple[float, ...]] = None
+
+    def index_of(self, kohya_name: str) -> int:
+        return self.layout.index(kohya_name)
 
     def lr_weight(self, index: int) -> float:
         if self.lr_weights is None or index < 0:
@@ -132,25 +214,19 @@ class BlockSettings:
         return dim, alpha
 
 
-def block_settings(*, down_lr_weight: Optional[str] = None, mid_lr_weight: Optional[str] = None,
+def block_settings(layout: BlockLayout, *, down_lr_weight: Optional[str] = None, mid_lr_weight: Optional[str] = None,
                    up_lr_weight: Optional[str] = None, block_lr_zero_threshold: float = 0.0,
                    block_dims: Optional[str] = None, block_alphas: Optional[str] = None,
                    conv_block_dims: Optional[str] = None, conv_block_alphas: Optional[str] = None,
                    ) -> Optional[BlockSettings]:
-    """BlockSettings from kohya's --network_args strings; None when none is given."""
+    """BlockSettings in ``layout`` from kohya's --network_args strings; None when none is given."""
     settings = BlockSettings(
-        dims=per_block(block_dims, int) if block_dims else None,
-        alphas=per_block(block_alphas) if block_alphas else None,
-        conv_dims=per_block(conv_block_dims, int) if conv_block_dims else None,
-        conv_alphas=per_block(conv_block_alphas) if conv_block_alphas else None,
-        lr_weights=lr_weights(down_lr_weight, mid_lr_weight, up_lr_weight, block_lr_zero_threshold),
+        layout,
+        dims=per_block(block_dims, layout, int) if block_dims else None,
+        alphas=per_block(block_alphas, layout) if block_alphas else None,
+        conv_dims=per_block(conv_block_dims, layout, int) if conv_block_dims else None,
+        conv_alphas=per_block(conv_block_alphas, layout) if conv_block_alphas else None,
+        lr_weights=lr_weights(down_lr_weight, mid_lr_weight, up_lr_weight, layout, block_lr_zero_threshold),
     )
-    return None if settings == BlockSettings() else settings
+    return None if settings == BlockSettings(layout) else settings
 
-
-def group_by_block(names: Sequence[str]) -> dict[int, list[str]]:
-    """UNet module names by block index (in first-seen order), for one optimizer group per block."""
-    groups: dict[int, list[str]] = {}
-    for name in names:
-        groups.setdefault(block_index(name), []).append(name)
-    return groups

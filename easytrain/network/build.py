@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from easytrain.errors import UserError
 from easytrain.network.spec import NetworkSpec
 from easytrain.network.targets import Target, find_targets
 
@@ -76,11 +77,9 @@ class Network:
         return groups
 
     def _block_groups(self, unet_lr: float) -> list[dict]:
-        from easytrain.network.blocks import block_index
-
         by_block: dict[int, list[nn.Parameter]] = {}
         for slot in self.slots_of("unet"):
-            by_block.setdefault(block_index(slot.target.kohya_name), []).extend(slot.parameters())
+            by_block.setdefault(self.spec.blocks.index_of(slot.target.kohya_name), []).extend(slot.parameters())
         return [{"params": params, "lr": unet_lr * self.spec.blocks.lr_weight(index), "name": f"unet_block{index}"}
                 for index, params in sorted(by_block.items())]
 
@@ -187,12 +186,24 @@ def apply_network(unet: nn.Module | None, text_encoder: nn.Module | None, spec: 
                          spec, seed=seed)
 
 
+def _check_block_layout(targets: list[Target], spec: NetworkSpec) -> None:
+    """Block-wise settings numbered for another UNet would silently apply to nothing: refuse them."""
+    if spec.blocks is None:
+        return
+    outside = [t.kohya_name for t in targets if t.part == "unet" and spec.blocks.index_of(t.kohya_name) < 0]
+    if outside:
+        layout = spec.blocks.layout
+        raise UserError(f"block-wise settings: the model's UNet modules ({outside[0]}, ...) are not in "
+                        f"{layout.label}'s block numbering; is the architecture right for this model?")
+
+
 def build_network(models: dict[str, nn.Module | None], targets: list[Target], spec: NetworkSpec,
                   seed: int | None = None) -> Network:
     """Inject adapters at ``targets`` (an architecture adapter chose them); freeze everything else.
 
     A part that is not trained gets no adapters at all (and stays frozen).
     """
+    _check_block_layout(targets, spec)
     # Block-wise dims of 0 (or block learning rates of 0) leave those modules out, as kohya does.
     targets = [t for t in targets if spec.size_of(t)[0] > 0]
     for model in models.values():

@@ -7,7 +7,7 @@ from typing import Optional
 
 from easytrain.catalog import LYCORIS_TYPES, NETWORK_TYPES
 from easytrain.errors import UserError
-from easytrain.network.blocks import BlockSettings, block_index
+from easytrain.network.blocks import BlockSettings
 
 # kohya's default conv alpha when a conv dim is given without one.
 DEFAULT_CONV_ALPHA = 1.0
@@ -75,7 +75,7 @@ class NetworkSpec:
         dim, alpha = (self.effective_conv_dim, self.effective_conv_alpha) if conv else (self.dim, float(self.alpha))
         if self.blocks is None or target.part != "unet":
             return dim, alpha
-        return self.blocks.dim_and_alpha(block_index(target.kohya_name), conv=conv, dim=dim, alpha=alpha)
+        return self.blocks.dim_and_alpha(self.blocks.index_of(target.kohya_name), conv=conv, dim=dim, alpha=alpha)
 
     @property
     def is_lycoris(self) -> bool:
