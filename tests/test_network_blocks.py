@@ -211,27 +211,28 @@ def test_a_wrong_count_for_sdxl_is_one_line_naming_the_key(tmp_path, capsys):
     from easytrain import questions as Q
     from easytrain.cli import main as cli_main
     from easytrain.model.tiny_sdxl import tiny_sdxl_paths
-    from _train_helpers import tiny_answers, tiny_plan
+    from easytrain.plan import block_layout_of
+    from _train_helpers import tiny_answers
 
     sd_count = ",".join(["4"] * 25)
     question = Q.BY_ID["block_dims"]
     assert Q.check_value(question, sd_count, {"base_model": "m.safetensors", "architecture": "sdxl"}) == SDXL_FILE_LINE
     assert Q.check_value(question, ",".join(["4"] * 23), {"base_model": "m.safetensors", "architecture": "sd1"}) \
         == "needs 25 values on SD1/SD2 (12 down, 1 middle, 12 up), got 23"
-    # 'auto': the answers allow either count; the plan (check and train alike) holds it against the file
-    assert Q.check_value(question, sd_count, {"base_model": "m.safetensors", "architecture": "auto"}) is None
+    # an architecture not known yet: either count, and the plan holds the lists against the file's
+    assert Q.check_value(question, sd_count, {"base_model": "missing.safetensors", "architecture": "auto"}) is None
     assert "or 23 values on SDXL" in Q.check_value(question, "1,2", {"architecture": "auto"})
     sdxl_file = str(tiny_sdxl_paths().single_file)
+    answers = tiny_answers(tmp_path, base_model=sdxl_file, architecture="auto")
     with pytest.raises(UserError) as caught:
-        tiny_answers(tmp_path, base_model=sdxl_file, architecture="sdxl", block_dims=sd_count)
-    assert f"block_dims: {SDXL_FILE_LINE}" in str(caught.value)
-    with pytest.raises(UserError) as caught:
-        tiny_plan(tmp_path, base_model=sdxl_file, architecture="auto", conv_dim=4, network_type="LoCon",
-                  conv_block_alphas=sd_count)
+        block_layout_of(answers, sdxl_file, {"conv_block_alphas": sd_count})
     assert str(caught.value) == f"conv_block_alphas: {SDXL_FILE_LINE} ({sdxl_file} is SDXL)"
+    assert block_layout_of(answers, sdxl_file, {"up_lr_weight": ",".join(["1"] * 12)}) == (
+        "sdxl", ["up_lr_weight: SDXL has 9 up blocks; the last 3 of the 12 weights are ignored, as kohya does"])
 
-    answers = tiny_answers(tmp_path, base_model=sdxl_file, architecture="auto", block_dims=sd_count).to_dict()
-    (tmp_path / "a.json").write_text(json.dumps(answers), encoding="utf-8")
-    assert cli_main(["check", str(tmp_path / "a.json")]) == 2
-    err = capsys.readouterr().err
-    assert err.strip() == f"easytrain: block_dims: {SDXL_FILE_LINE} ({sdxl_file} is SDXL)"
+    for arch in ("sdxl", "auto"):                   # 'auto' reads the file's header, as `check` does
+        data = {**answers.to_dict(), "architecture": arch, "block_dims": sd_count}
+        (tmp_path / "a.json").write_text(json.dumps(data), encoding="utf-8")
+        assert cli_main(["check", str(tmp_path / "a.json")]) == 2
+        err = capsys.readouterr().err
+        assert f"  - block_dims: {SDXL_FILE_LINE}\n" in err and "Traceback" not in err
