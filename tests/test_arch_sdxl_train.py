@@ -160,3 +160,13 @@ def test_frozen_text_encoders_are_used_only_before_the_first_step_and_for_sample
     assert "caching text encoder outputs" in [e.phase for e in recorder.of(ev.PhaseStarted)]
     assert recorder.count("encoded") >= 3 and not late
     assert len(recorder.of(ev.ValidationDone)) == 2 and len(recorder.of(ev.SampleSaved)) == 2
+
+
+def test_loha_trains_on_sdxl_end_to_end(tmp_path):
+    plan, result = _train(tmp_path, train_parts="both", network_type="LoHa", network_dim=4, network_alpha=2.0)
+    with safe_open(str(result.final_path), framework="pt") as handle:
+        keys, metadata = set(handle.keys()), handle.metadata()
+    assert metadata["ss_network_module"] == "lycoris.kohya" and metadata["ss_base_model_version"] == "sdxl_base_v1-0"
+    for prefix in ("lora_unet_input_blocks_", "lora_unet_output_blocks_", "lora_te1_", "lora_te2_"):
+        assert any(k.startswith(prefix) and k.endswith(".hada_w1_a") for k in keys), prefix
+    assert result.average_loss == result.average_loss  # not NaN
