@@ -232,3 +232,46 @@ def test_a_diffusers_folder_with_a_truncated_weights_file_is_refused(tmp_path):
     weights.write_bytes(weights.read_bytes()[:-10])
     with pytest.raises(UserError, match=f"{weights}: the file is incomplete"):
         detect_architecture(folder)
+
+
+@pytest.mark.parametrize("keys, words", [
+    (["model.diffusion_model.joint_blocks.0.x_block.attn.qkv.weight", "text_encoders.clip_l.x"], "an SD3 / SD3.5 model"),
+    (["double_blocks.0.img_attn.qkv.weight", "single_blocks.0.linear1.weight"], "a Flux model"),
+    (["model.diffusion_model.double_blocks.0.img_attn.qkv.weight", "vae.x"], "a Flux model"),
+])
+def test_other_model_families_are_named(tmp_path, keys, words):
+    path = tmp_path / "other.safetensors"
+    save_file({key: torch.zeros(1) for key in keys}, str(path))
+    with pytest.raises(UserError, match=rf"other\.safetensors: this is {words}; easytrain trains LoRAs for SD1"):
+        detect_architecture(path)
+
+
+def test_a_flux_lora_is_still_called_a_lora(tmp_path):
+    path = tmp_path / "flux_lora.safetensors"
+    save_file({"diffusion_model.double_blocks.0.img_attn.qkv.lora_down.weight": torch.zeros(1)}, str(path))
+    with pytest.raises(UserError, match="looks like a LoRA"):
+        detect_architecture(path)
+
+
+def test_sdxl_refiner_is_refused_with_the_reason(tmp_path):
+    tensors = {"model.diffusion_model.input_blocks.0.0.weight": torch.zeros(1),
+               "conditioner.embedders.0.model.transformer.resblocks.0.attn.in_proj_weight": torch.zeros(1)}
+    path = tmp_path / "refiner.safetensors"
+    save_file(tensors, str(path))
+    with pytest.raises(UserError, match=r"refiner\.safetensors: this is the SDXL refiner"):
+        detect_architecture(path)
+
+
+def test_sdxl_unet_without_text_encoders_is_named(tmp_path):
+    key = "model.diffusion_model.input_blocks.4.1.transformer_blocks.0.attn2.to_k.weight"
+    path = tmp_path / "xl_unet.safetensors"
+    save_file({key: torch.zeros(640, 2048)}, str(path))
+    with pytest.raises(UserError, match=r"this SDXL file has a UNet but no text encoder"):
+        detect_architecture(path)
+
+
+def test_a_transformer_pipeline_folder_is_named(tmp_path):
+    (tmp_path / "flux" / "transformer").mkdir(parents=True)
+    (tmp_path / "flux" / "model_index.json").write_text(json.dumps({"_class_name": "FluxPipeline"}))
+    with pytest.raises(UserError, match=r"flux: this is a FluxPipeline folder \(a transformer, not a UNet\)"):
+        detect_architecture(tmp_path / "flux")

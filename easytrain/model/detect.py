@@ -34,7 +34,13 @@ _SD1_TEXT_PREFIX = "cond_stage_model.transformer."
 _SD2_TEXT_PREFIX = "cond_stage_model.model."
 _SDXL_TEXT_PREFIX = "conditioner.embedders."
 _MARKER_KEYS = ("v_pred", "ztsnr")  # dotless keys that still matter in a .ckpt's key list
-_CROSS_ATTN_KEY = _UNET_PREFIX + "input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight"
+_CROSS_ATTN_KEYS = (_UNET_PREFIX + "input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight",   # SD1/SD2
+                    _UNET_PREFIX + "input_blocks.4.1.transformer_blocks.0.attn2.to_k.weight")   # SDXL
+_FAMILY_BY_CROSS_WIDTH = {768: "SD 1.x", 1024: "SD 2.x", 2048: "SDXL"}
+_SDXL_REFINER_TEXT_PREFIX = "conditioner.embedders.0.model."  # the refiner has bigG alone
+# Other model families, by a key fragment only they have: named, not just "not a checkpoint".
+_OTHER_FAMILIES = (("joint_blocks.", "an SD3 / SD3.5"), ("double_blocks.", "a Flux"))
+SUPPORTED_FAMILIES = "SD1.x, SD2.x and SDXL (Pony, Illustrious, NoobAI) checkpoints"
 
 
 @dataclass(frozen=True)
@@ -123,6 +129,9 @@ def _detect_from_keys(path: Path, shapes: dict[str, list | None], metadata: dict
         return replace(found, description=description, is_tiny=True)
 
     if any(k.startswith(_SDXL_TEXT_PREFIX) for k in keys):
+        if any(k.startswith(_SDXL_REFINER_TEXT_PREFIX) for k in keys):
+            raise UserError(f"{path}: this is the SDXL refiner (one OpenCLIP text encoder); LoRAs are trained "
+                            "on SDXL base models and their fine-tunes: give one of those")
         return _sdxl_detection(keys, metadata)
 
     if any(k.startswith(_SD2_TEXT_PREFIX) for k in keys):
@@ -136,13 +145,13 @@ def _detect_from_keys(path: Path, shapes: dict[str, list | None], metadata: dict
         return Detection("sd1", "epsilon", True, f"SD 1.x layout with a text width of {width} (not SD1.5's sizes)")
 
     # UNet without a text encoder: the cross-attention width still tells the family.
-    cross = shapes.get(_CROSS_ATTN_KEY)
-    if cross and len(cross) == 2 and cross[1] in (768, 1024):
-        family = "SD 1.x" if cross[1] == 768 else "SD 2.x"
-        raise UserError(
-            f"{path}: this {family} file has a UNet but no text encoder (no cond_stage_model.* keys); "
-            "give the full checkpoint you generate images with"
-        )
+    for key in _CROSS_ATTN_KEYS:
+        cross = shapes.get(key)
+        if cross and len(cross) == 2 and cross[1] in _FAMILY_BY_CROSS_WIDTH:
+            raise UserError(
+                f"{path}: this {_FAMILY_BY_CROSS_WIDTH[cross[1]]} file has a UNet but no text encoder "
+                "(no cond_stage_model.* or conditioner.* keys); give the full checkpoint you generate images with"
+            )
     raise UserError(f"{path}: not a Stable Diffusion checkpoint (no text encoder keys found)")
 
 
@@ -169,6 +178,9 @@ def _refuse_non_checkpoints(path: Path, keys) -> None:
             f"{path}: this looks like a LoRA ({lora_keys[0].split('.')[0]}... keys), not a base model; "
             "give the checkpoint you generate images with"
         )
+    for fragment, family in _OTHER_FAMILIES:
+        if any(fragment in k for k in keys):
+            raise UserError(f"{path}: this is {family} model; easytrain trains LoRAs for {SUPPORTED_FAMILIES}")
     if any(k in ("emb_params", "string_to_param") or k.startswith(("clip_l", "clip_g")) for k in keys) and len(keys) <= 4:
         raise UserError(f"{path}: this looks like a textual inversion embedding, not a base model")
     if not any(k.startswith((_UNET_PREFIX, "model_ema.diffusion_model")) for k in keys):
@@ -273,6 +285,10 @@ def _detect_diffusers_folder(path: Path) -> Detection:
             return Detection("sdxl", "epsilon", True, "easytrain's built-in tiny SDXL-shaped test model", is_tiny=True)
     unet_config_file = path / "unet" / "config.json"
     if not unet_config_file.is_file():
+        pipeline = index.get("_class_name") if isinstance(index, dict) else None
+        if (path / "transformer").is_dir() and isinstance(pipeline, str):  # SD3, Flux, PixArt, ...: no UNet
+            raise UserError(f"{path}: this is a {pipeline} folder (a transformer, not a UNet); "
+                            f"easytrain trains LoRAs for {SUPPORTED_FAMILIES}")
         raise UserError(f"{path}: diffusers folder without unet/config.json")
     unet = _read_json(unet_config_file)
     scheduler_file = path / "scheduler" / "scheduler_config.json"
