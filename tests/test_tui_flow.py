@@ -400,3 +400,37 @@ async def test_architecture_is_asked_when_detection_is_unsure(workdir):
         await answer(pilot, "builtin:tiny")  # a sure model: the question and its typed answer go away
         assert question_key(app) == "image_folder"
         assert app.wizard.state.value("architecture") == "sd1"
+
+
+async def test_a_noobai_v_pred_file_gets_sdxl_v_and_the_sdxl_defaults(workdir):
+    """The v_pred/ztsnr markers show in the note and the saved file keeps v-prediction; SDXL's defaults apply."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+    import torch
+
+    from easytrain.model.tiny_sdxl import tiny_sdxl_paths
+
+    source = tiny_sdxl_paths().single_file
+    with safe_open(str(source), framework="pt") as handle:
+        metadata = handle.metadata()
+    save_file(load_file(str(source)) | {"v_pred": torch.zeros(0), "ztsnr": torch.zeros(0)},
+              str(workdir / "noob.safetensors"), metadata=metadata)
+    app = new_app(workdir, route="new")
+    async with app.run_test(size=SIZE) as pilot:
+        await type_text(pilot, "noob.safetensors")
+        note = shown_text(app, "#note")
+        assert "Detected: SDXL v-prediction" in note and "zero terminal SNR" in note
+        await press(pilot, "enter")
+        await answer(pilot, "images")
+        await press(pilot, "enter", "enter", "enter")  # scan, repeats, captions
+        await to_question(pilot, "resolution")
+        assert app.wizard.state.default_for(Q.BY_ID["resolution"]) == 1024
+        await to_question(pilot, "train_parts")
+        assert app.wizard.state.value("shuffle_captions") is False
+        assert app.wizard.state.value("train_parts") == "unet_only"
+        await to_review(pilot)
+        await press(pilot, "s", "enter")
+        assert screen_name(app) == "DoneScreen"
+        await press(pilot, "e")
+    saved = answers_file.load(workdir / "answers" / "shapes.json")
+    assert (saved.architecture, saved.resolution, saved.max_bucket_reso) == ("sdxl-v", 1024, 2048)
