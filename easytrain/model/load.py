@@ -89,6 +89,7 @@ def make_noise_scheduler(prediction_type: str):
         beta_end=0.012,
         beta_schedule="scaled_linear",
         clip_sample=False,
+        steps_offset=1,  # as SD's own scheduler configs: the samplers made from this config expect it
         prediction_type=prediction_type,
     )
 
