@@ -39,6 +39,7 @@ class Architecture:
     always_checkpoint: bool = False     # gradient checkpointing stays on whatever the GPU's memory
     bucket_range: tuple[int, int] = (256, 1024)   # default smallest and largest bucket side
     trains_text_encoder: bool = True               # by default (SDXL: UNet only, kohya's advice)
+    unet_lr: float = 5e-4                          # the default UNet learning rate (non-adaptive optimizers)
     block_layout: str = "sd"  # kohya's block numbering for block-wise settings (network/blocks.py LAYOUTS)
 
 
@@ -53,11 +54,11 @@ ARCHITECTURES: dict[str, Architecture] = {a.id: a for a in (
                  "stable-diffusion-v2-768-v", True, DIFFUSERS_LAYOUT),
     Architecture("sdxl", "SDXL", "sdxl", "epsilon", 1024, "sdxl_base_v1-0", "stable-diffusion-xl-v1-base", False,
                  STABILITY_LAYOUT, memory_factor=2.5, always_checkpoint=True, bucket_range=(512, 2048),
-                 trains_text_encoder=False, block_layout="sdxl"),
+                 trains_text_encoder=False, block_layout="sdxl", unet_lr=2e-4),
     # NoobAI-style v-prediction SDXL; kohya marks it by modelspec.prediction_type "v", same base version
     Architecture("sdxl-v", "SDXL v-prediction (NoobAI v-pred)", "sdxl", "v_prediction", 1024, "sdxl_base_v1-0",
                  "stable-diffusion-xl-v1-base", False, STABILITY_LAYOUT, memory_factor=2.5, always_checkpoint=True,
-                 bucket_range=(512, 2048), trains_text_encoder=False, block_layout="sdxl"),
+                 bucket_range=(512, 2048), trains_text_encoder=False, block_layout="sdxl", unet_lr=2e-4),
 )}
 ARCHITECTURE_IDS = tuple(ARCHITECTURES)
 AUTO = "auto"
@@ -111,6 +112,11 @@ def native_resolution(arch_id: str | None) -> int:
 def default_bucket_range(arch_id: str | None) -> tuple[int, int]:
     entry = _entry(arch_id)
     return entry.bucket_range if entry else Architecture.bucket_range
+
+
+def default_unet_lr(arch_id: str | None) -> float:
+    entry = _entry(arch_id)
+    return entry.unet_lr if entry else Architecture.unet_lr
 
 
 def trains_text_encoder_by_default(arch_id: str | None) -> bool:

@@ -33,7 +33,7 @@ BUILTIN_TINY = "builtin:tiny"
 from easytrain.catalog import (  # noqa: E402  (re-exported: the question table's names)
     ADAMW_FAMILY, ADAPTIVE_OPTIMIZERS, ARCHITECTURE_IDS, ARCHITECTURES as ARCHITECTURE_CATALOG, AUTO,
     NETWORK_TYPES, OPTIMIZERS, SCHEDULERS, TINY_MODEL_ARCH, always_checkpoint, block_layout, default_bucket_range,
-    memory_factor, native_resolution, trains_text_encoder_by_default,
+    default_unet_lr, memory_factor, native_resolution, trains_text_encoder_by_default,
 )
 
 ARCHITECTURES = (AUTO,) + ARCHITECTURE_IDS
@@ -708,9 +708,11 @@ QUESTIONS: tuple[Question, ...] = (
     Question(
         "unet_lr", "UNet learning rate?",
         "5e-4 trains a character in a reasonable time. Use 1e-4 to 2e-4 for a slower, gentler "
-        "run or for styles (SDXL: 1e-4 to 3e-4 is the usual range). Prodigy and DAdaptAdam want 1.0.",
-        "float", "learning", default=lambda v: 1.0 if _adaptive(v) else 5e-4,
-        default_text="5e-4 (Prodigy, DAdaptAdam: 1.0)", minimum=0, depends_on=("optimizer",),
+        "run or for styles. SDXL: 2e-4 (1e-4 to 3e-4 is the usual range; its bigger UNet overcooks "
+        "sooner). Prodigy and DAdaptAdam want 1.0.",
+        "float", "learning", default=lambda v: 1.0 if _adaptive(v) else default_unet_lr(architecture_of(v)),
+        default_text="5e-4 (SDXL: 2e-4; Prodigy, DAdaptAdam: 1.0)", minimum=0,
+        depends_on=("base_model", "architecture", "optimizer"),
     ),
     Question(
         "text_encoder_lr", "Text encoder learning rate?",

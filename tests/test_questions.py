@@ -177,7 +177,8 @@ def test_auto_architecture_takes_the_detected_models_defaults(tmp_path):
     answers = answers_file.from_dict(data, source=tmp_path / "answers.json")
     assert answers.architecture == "auto"
     assert (answers.resolution, answers.train_parts, answers.min_bucket_reso) == (1024, "unet_only", 512)
+    assert (answers.unet_lr, answers.shuffle_captions) == (2e-4, False)
     assert Q.architecture_of({"base_model": "builtin:tiny"}) == "sd1"
     assert Q.architecture_of({"base_model": "missing.safetensors"}) is None
     sd1 = answers_file.from_dict({**data, "architecture": "sd1"}, source=tmp_path / "answers.json")
-    assert (sd1.resolution, sd1.train_parts) == (512, "both")
+    assert (sd1.resolution, sd1.train_parts, sd1.unet_lr, sd1.shuffle_captions) == (512, "both", 5e-4, True)
