@@ -41,6 +41,8 @@ class Architecture:
     trains_text_encoder: bool = True               # by default (SDXL: UNet only, kohya's advice)
     unet_lr: float = 5e-4                          # the default UNet learning rate (non-adaptive optimizers)
     block_layout: str = "sd"  # kohya's block numbering for block-wise settings (network/blocks.py LAYOUTS)
+    uses_clip_skip: bool = True  # SDXL always conditions on both encoders' penultimate layer
+    same_models_as: str | None = None  # built from that architecture's shipped configs (only the target differs)
 
 
 DIFFUSERS_LAYOUT = "diffusers"
@@ -54,11 +56,13 @@ ARCHITECTURES: dict[str, Architecture] = {a.id: a for a in (
                  "stable-diffusion-v2-768-v", True, DIFFUSERS_LAYOUT),
     Architecture("sdxl", "SDXL", "sdxl", "epsilon", 1024, "sdxl_base_v1-0", "stable-diffusion-xl-v1-base", False,
                  STABILITY_LAYOUT, memory_factor=2.5, always_checkpoint=True, bucket_range=(512, 2048),
-                 trains_text_encoder=False, block_layout="sdxl", unet_lr=2e-4),
+                 trains_text_encoder=False, block_layout="sdxl", unet_lr=2e-4,
+                 uses_clip_skip=False),
     # NoobAI-style v-prediction SDXL; kohya marks it by modelspec.prediction_type "v", same base version
     Architecture("sdxl-v", "SDXL v-prediction (NoobAI v-pred)", "sdxl", "v_prediction", 1024, "sdxl_base_v1-0",
                  "stable-diffusion-xl-v1-base", False, STABILITY_LAYOUT, memory_factor=2.5, always_checkpoint=True,
-                 bucket_range=(512, 2048), trains_text_encoder=False, block_layout="sdxl", unet_lr=2e-4),
+                 bucket_range=(512, 2048), trains_text_encoder=False, block_layout="sdxl", unet_lr=2e-4,
+                 uses_clip_skip=False, same_models_as="sdxl"),
 )}
 ARCHITECTURE_IDS = tuple(ARCHITECTURES)
 AUTO = "auto"
@@ -128,3 +132,8 @@ def block_layout(arch_id: str | None) -> str | None:
     """The block numbering of block-wise settings on this architecture; None for auto or an unknown one."""
     entry = _entry(arch_id)
     return entry.block_layout if entry else None
+
+
+def uses_clip_skip(arch_id: str | None) -> bool:
+    entry = _entry(arch_id)
+    return entry.uses_clip_skip if entry else True

@@ -14,6 +14,7 @@ from typing import Any, Optional
 
 from easytrain import questions as Q
 from easytrain.answers import Answers
+from easytrain.catalog import architecture_label, uses_clip_skip
 from easytrain.data.buckets import BucketSettings, count_epoch
 from easytrain.data.scan import DatasetScan, apply_repeats, scan_image_folder
 from easytrain.errors import UserError
@@ -48,6 +49,15 @@ class StepCount:
         if self.by_steps:
             return f"{per_epoch} per epoch; max {plural(self.total_steps, 'step')}, stops in epoch {self.epochs}"
         return f"{per_epoch} x {plural(self.epochs, 'epoch')} = {plural(self.total_steps, 'step')}"
+
+
+def clip_skip_warning(answers: Answers, arch: Optional[str]) -> Optional[str]:
+    """A warning when clip_skip is set away from its default for an architecture without one (SDXL)."""
+    chosen = answers.get("clip_skip")
+    if chosen is None or uses_clip_skip(arch) or chosen == Q.BY_ID["clip_skip"].default_for(answers.values()):
+        return None
+    return (f"clip_skip {chosen} is ignored: {architecture_label(arch)} always uses the penultimate layer of "
+            "both text encoders")
 
 
 def steps_warning(total_steps: int) -> Optional[str]:
@@ -311,9 +321,9 @@ class TrainPlan:
         if answer(answers, "cache_latents") != "off" and (answer(answers, "random_crop") or answer(answers, "color_aug")):
             warnings.append("random_crop/color_aug: latents are not cached (the pixels change every epoch), "
                             "so each step encodes its images: slower")
-        warning = steps_warning(count.total_steps)
-        if warning:
-            warnings.append(warning)
+        for warning in (steps_warning(count.total_steps), clip_skip_warning(answers, answer(answers, "architecture"))):
+            if warning:
+                warnings.append(warning)
 
         base = answer(answers, "base_model")
         base_model = base if base.startswith("builtin:") else str(answers.path("base_model"))

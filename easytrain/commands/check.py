@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Sequence
 
-from easytrain.catalog import architecture_label
+from easytrain.catalog import AUTO, TINY_MODEL_ARCH, architecture_label, uses_clip_skip
 from easytrain.errors import UserError
 from easytrain.invocation import command
-from easytrain.plan import TrainPlan
+from easytrain.memory_estimate import estimate, over_memory_warning, setup_for_plan
+from easytrain.plan import TrainPlan, clip_skip_warning
 from easytrain.textsafe import safe_line
 
 
+@dataclass(frozen=True)
+class BaseModelInfo:
+    line: str                # what `check` shows about the base model
+    arch: str                # the catalog architecture it trains as
+    tiny: bool               # one of easytrain's tiny test models
 
 
-def base_model_line(plan: TrainPlan) -> str:
+def inspect_base_model(plan: TrainPlan) -> BaseModelInfo:
     """The base model and its architecture, read from the file's header (no weights loaded).
 
     A file that is not a usable checkpoint (a LoRA, a VAE, random tensors) raises UserError here,
@@ -21,16 +28,30 @@ def base_model_line(plan: TrainPlan) -> str:
     """
     from easytrain.model.detect import detect_architecture
 
-    chosen = plan.answers.architecture or "auto"
+    chosen = plan.answers.architecture or AUTO
     if plan.base_model.startswith("builtin:"):
-        return f"{plan.base_model} (easytrain's embedded tiny SD1-shaped model)"
+        return BaseModelInfo(f"{plan.base_model} (easytrain's embedded tiny SD1-shaped model)", TINY_MODEL_ARCH, True)
     found = detect_architecture(plan.base_model)
-    if chosen not in ("auto", found.arch):
-        return f"{plan.base_model} ({architecture_label(chosen)}, as set in the answers; the file says: {found.description})"
+    if chosen not in (AUTO, found.arch):
+        return BaseModelInfo(f"{plan.base_model} ({architecture_label(chosen)}, as set in the answers; the file says: "
+                             f"{found.description})", chosen, found.is_tiny)
     if not found.sure:
         raise UserError(f"{plan.base_model}: {found.description}; set architecture in the answers file "
                         "to 'sd2' (512, epsilon) or 'sd2-v' (768, v-prediction), or 'sd1'")
-    return f"{plan.base_model} ({found.description})"
+    return BaseModelInfo(f"{plan.base_model} ({found.description})", found.arch, found.is_tiny)
+
+
+def memory_lines(plan: TrainPlan, model: BaseModelInfo) -> tuple[list[str], list[str]]:
+    """The estimated GPU memory of a step (for the full-size architecture), and a warning when it will not fit."""
+    from easytrain import machine
+
+    found = estimate(setup_for_plan(plan, model.arch))
+    lines = found.lines()
+    if model.tiny:
+        lines[0] += "; this file is easytrain's tiny test model, which needs far less"
+    gpu = machine.gpu_info()
+    warning = over_memory_warning(found, gpu.name, gpu.memory_gib) if gpu is not None else None
+    return lines, [warning] if warning else []
 
 
 def machine_warnings(plan: TrainPlan) -> list[str]:
@@ -51,9 +72,16 @@ def vae_line(plan: TrainPlan) -> str:
     return check_vae_fits(vae if vae == "builtin:tiny" else plan.answers.path("vae"), plan.base_model)
 
 
+def clip_skip_text(plan: TrainPlan, arch: str) -> str:
+    if uses_clip_skip(arch):
+        return f"clip skip {plan.clip_skip}"
+    return f"clip skip n/a ({architecture_label(arch)} always uses the penultimate layer)"
+
+
 def plan_lines(plan: TrainPlan, extra_warnings: Sequence[str] = ()) -> list[str]:
     a = plan.answers
-    lines = [f"Plan for {a.source or 'answers'}", f"  base model: {base_model_line(plan)}"]
+    model = inspect_base_model(plan)
+    lines = [f"Plan for {a.source or 'answers'}", f"  base model: {model.line}"]
     if a.vae:
         lines.append(f"  vae: {vae_line(plan)}")
     lines.append("  data:")
@@ -75,7 +103,9 @@ def plan_lines(plan: TrainPlan, extra_warnings: Sequence[str] = ()) -> list[str]
                  + (f", conv dim {a.conv_dim} alpha {a.conv_alpha:g}" if a.conv_dim else ""))
     parts = ("UNet" if plan.train_unet else "") + (" + text encoder" if plan.train_text_encoder else "")
     lines.append(f"  training: {parts.strip(' +')} at {plan.resolution[0]}x{plan.resolution[1]}, "
-                 f"unet lr {plan.unet_lr:g}, text encoder lr {plan.text_encoder_lr:g}, clip skip {plan.clip_skip}")
+                 f"unet lr {plan.unet_lr:g}, text encoder lr {plan.text_encoder_lr:g}, {clip_skip_text(plan, model.arch)}")
+    memory, memory_warnings = memory_lines(plan, model)
+    lines += ["  " + line for line in memory]
     lines.append(f"  output ({plan.output_dir}):")
     shown = list(plan.output_files)
     if len(shown) > 4:
@@ -91,7 +121,9 @@ def plan_lines(plan: TrainPlan, extra_warnings: Sequence[str] = ()) -> list[str]
         pass
     lines += suggestion_lines(plan)
     lines += trigger_lines(plan)
-    warnings = [*plan.warnings, *extra_warnings]
+    skip_warning = clip_skip_warning(plan.answers, model.arch)  # the plan knows the architecture only when set
+    warnings = [*plan.warnings, *extra_warnings, *memory_warnings,
+                *([skip_warning] if skip_warning and skip_warning not in plan.warnings else [])]
     if warnings:
         lines.append("  warnings:")
         lines += [f"    ! {w}" for w in warnings]

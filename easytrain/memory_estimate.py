@@ -1,0 +1,263 @@
+"""The GPU memory a training run needs, estimated from the plan: no GPU and no torch.
+
+Derived, not guessed: bench/memory_trace.py traces one LoRA step of each
+full-size architecture on PyTorch's meta device (shapes and dtypes, no data)
+and prints the MEMORY table below; tests/test_memory_estimate.py re-runs the
+trace and fails when the table is stale. No GPU has confirmed these figures
+yet: bench/gpu_step.py measures them (docs/PERFORMANCE.md).
+
+The estimate adds up
+- the frozen weights in the weight dtype (2 bytes with fp16/bf16 mixed precision,
+  4 without): the UNet; the text encoders, which train/loop.py keeps on the GPU
+  even when their outputs are cached (TEXT_ENCODERS_STAY_ON_GPU); the VAE only
+  when latents are not cached (counted in fp32, as SDXL's encodes);
+- the network's parameters and their gradients in fp32, the optimizer's state
+  (OPTIMIZER_STATE_BYTES) and an EMA copy when asked for;
+- the activations: the traced bytes per pixel times pixels x batch, the trained
+  text encoders' per caption, or the VAE's encode peak when latents are not
+  cached and it is the larger (it comes before the UNet's step);
+- a margin for what a trace cannot see: the CUDA context, cuBLAS/cuDNN
+  workspaces and the caching allocator's fragmentation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping, Optional
+
+from easytrain.catalog import ARCHITECTURES, architecture_label
+
+GIB = 1024 ** 3
+MARGIN_GIB = 0.75        # CUDA context (~0.3-0.5 GiB) and cuBLAS/cuDNN workspaces, outside PyTorch's own count
+MARGIN_FRACTION = 0.10   # the caching allocator reserves more than it hands out (fragmentation)
+# train/loop.py moves every text encoder to the GPU, cached outputs or not (the cache fills as captions come).
+TEXT_ENCODERS_STAY_ON_GPU = True
+
+# Bytes of optimizer state per trained parameter (fp32 unless 8-bit).
+OPTIMIZER_STATE_BYTES: dict[str, float] = {
+    "AdamW8bit": 2.0,     # two 8-bit moments (bitsandbytes; block scales are negligible)
+    "AdamW": 8.0,         # two fp32 moments
+    "Lion": 4.0,          # one fp32 moment
+    "Lion8bit": 1.0,
+    "Prodigy": 16.0,      # two moments, the initial weights p0 and s
+    "DAdaptAdam": 12.0,   # two moments and s
+    "SGDNesterov": 4.0,   # the momentum buffer
+    "Adafactor": 0.5,     # factored second moment (rows + columns), no first moment
+}
+# Parameters per unit of dim, relative to LoRA's down + up pair: LoHa holds two pairs; LoKr at most one.
+NETWORK_SIZE_FACTOR: dict[str, float] = {"LoRA": 1.0, "LoCon": 1.0, "LoHa": 2.0, "LoKr": 1.0}
+
+
+@dataclass(frozen=True)
+class ArchitectureMemory:
+    """What bench/memory_trace.py measured for one architecture (batch 1, 225-token captions)."""
+
+    traced_side: int                                  # the square size the step was traced at
+    parameters: Mapping[str, int]                     # per part: unet, vae, text_encoder(, text_encoder_2)
+    lora_per_dim: Mapping[str, int]                   # kohya's module set at dim 1, per part; unet_convs: LoCon's 3x3
+    text_activation_bytes: Mapping[tuple, int]        # (precision, checkpointing) -> trained text encoders, per caption
+    activation_bytes_per_pixel: Mapping[tuple, float]  # (precision, checkpointing) -> the UNet's step
+    vae_encode_bytes_per_pixel: float                 # one fp32 encode without gradients
+
+    @property
+    def text_encoders(self) -> tuple[str, ...]:
+        return tuple(part for part in self.parameters if part.startswith("text_encoder"))
+
+
+# Printed by `python bench/memory_trace.py` (precision "fp16" stands for bf16 too: the same bytes; "no" is fp32).
+# An architecture built from another's shipped configs shares its entry (catalog same_models_as).
+MEMORY: dict[str, ArchitectureMemory] = {
+    "sd1": ArchitectureMemory(  # traced at 512x512, batch 1
+        traced_side=512,
+        parameters={'text_encoder': 123060480, 'unet': 859520964, 'vae': 83653863},
+        lora_per_dim={'text_encoder': 165888, 'unet': 423936, 'unet_convs': 626880},
+        text_activation_bytes={('fp16', False): 97839660,
+                               ('fp16', True): 4257792,
+                               ('no', False): 156341064,
+                               ('no', True): 8515584},
+        activation_bytes_per_pixel={('fp16', False): 5210.6,
+                                    ('fp16', True): 1316.3,
+                                    ('no', False): 7210.7,
+                                    ('no', True): 1837.1},
+        vae_encode_bytes_per_pixel=2560.0,
+    ),
+    "sd2": ArchitectureMemory(  # traced at 512x512, batch 1
+        traced_side=512,
+        parameters={'text_encoder': 340387840, 'unet': 865910724, 'vae': 83653863},
+        lora_per_dim={'text_encoder': 423936, 'unet': 432128, 'unet_convs': 626880},
+        text_activation_bytes={('fp16', False): 219716912,
+                               ('fp16', True): 10881024,
+                               ('no', False): 333581160,
+                               ('no', True): 21762048},
+        activation_bytes_per_pixel={('fp16', False): 5067.4,
+                                    ('fp16', True): 1160.4,
+                                    ('no', False): 7209.5,
+                                    ('no', True): 1836.6},
+        vae_encode_bytes_per_pixel=2560.0,
+    ),
+    "sd2-v": ArchitectureMemory(  # traced at 768x768, batch 1
+        traced_side=768,
+        parameters={'text_encoder': 340387840, 'unet': 865910724, 'vae': 83653863},
+        lora_per_dim={'text_encoder': 423936, 'unet': 432128, 'unet_convs': 626880},
+        text_activation_bytes={('fp16', False): 219716912,
+                               ('fp16', True): 10881024,
+                               ('no', False): 333581160,
+                               ('no', True): 21762048},
+        activation_bytes_per_pixel={('fp16', False): 5012.6,
+                                    ('fp16', True): 1161.1,
+                                    ('no', False): 7165.0,
+                                    ('no', True): 1839.0},
+        vae_encode_bytes_per_pixel=2560.0,
+    ),
+    "sdxl": ArchitectureMemory(  # traced at 1024x1024, batch 1
+        traced_side=1024,
+        parameters={'text_encoder': 123060480,
+                    'text_encoder_2': 694659840,
+                    'unet': 2567463684,
+                    'vae': 83653863},
+        lora_per_dim={'text_encoder': 165888, 'text_encoder_2': 737280, 'unet': 2659840, 'unet_convs': 414400},
+        text_activation_bytes={('fp16', False): 485041384,
+                               ('fp16', True): 23181312,
+                               ('no', False): 743828400,
+                               ('no', True): 46362624},
+        activation_bytes_per_pixel={('fp16', False): 8599.3,
+                                    ('fp16', True): 757.6,
+                                    ('no', False): 13017.3,
+                                    ('no', True): 1195.1},
+        vae_encode_bytes_per_pixel=2560.0,
+    ),
+}
+MEMORY.update({a.id: MEMORY[a.same_models_as] for a in ARCHITECTURES.values() if a.same_models_as})
+
+
+@dataclass(frozen=True)
+class TrainingSetup:
+    """The settings that decide a step's memory."""
+
+    arch: str
+    width: int
+    height: int
+    batch: int
+    mixed_precision: str            # "fp16" | "bf16" | "no"
+    optimizer: str
+    network_type: str
+    dim: int
+    conv_dim: Optional[int]
+    train_unet: bool
+    train_text_encoder: bool
+    checkpointing: bool
+    latents_cached: bool
+    text_encoders_on_gpu: bool = TEXT_ENCODERS_STAY_ON_GPU
+    ema: bool = False
+
+    def describe(self) -> str:
+        parts = [f"{architecture_label(self.arch)} at {self.width}x{self.height}", f"batch {self.batch}",
+                 self.mixed_precision if self.mixed_precision != "no" else "fp32", self.optimizer,
+                 "checkpointing" if self.checkpointing else "no checkpointing"]
+        if not self.latents_cached:
+            parts.append("latents not cached")
+        return ", ".join(parts)
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    setup: TrainingSetup
+    parts: tuple[tuple[str, float], ...]   # (what, bytes), in the order shown
+    margin: float
+
+    @property
+    def tensors(self) -> float:
+        """What PyTorch itself allocates at the peak (torch.cuda.max_memory_allocated)."""
+        return sum(size for _, size in self.parts)
+
+    @property
+    def total(self) -> float:
+        return self.tensors + self.margin
+
+    @property
+    def total_gib(self) -> float:
+        return self.total / GIB
+
+    def lines(self) -> list[str]:
+        """What `check` prints: the total, what it is made of, and what it is not."""
+        parts = " + ".join(f"{what} {size / GIB:.2f}" for what, size in self.parts if size)
+        return [f"GPU memory: about {self.total_gib:.1f} GiB estimated for {self.setup.describe()}",
+                f"  {parts} GiB",
+                f"  + {self.margin / GIB:.2f} GiB for the CUDA context, workspaces and allocator; an estimate no GPU "
+                "has confirmed yet (docs/PERFORMANCE.md)"]
+
+
+def weight_bytes(mixed_precision: str) -> int:
+    return 4 if mixed_precision == "no" else 2
+
+
+def trace_precision(mixed_precision: str) -> str:
+    return "no" if mixed_precision == "no" else "fp16"
+
+
+def network_parameters(memory: ArchitectureMemory, setup: TrainingSetup) -> float:
+    per_dim = memory.lora_per_dim
+    count = 0.0
+    if setup.train_unet:
+        count += per_dim["unet"] * setup.dim
+        if setup.network_type != "LoRA" and setup.conv_dim:
+            count += per_dim["unet_convs"] * setup.conv_dim
+    if setup.train_text_encoder:
+        count += sum(per_dim[part] for part in memory.text_encoders) * setup.dim
+    return count * NETWORK_SIZE_FACTOR.get(setup.network_type, 1.0)
+
+
+def estimate(setup: TrainingSetup) -> MemoryEstimate:
+    memory = MEMORY[setup.arch]
+    size = weight_bytes(setup.mixed_precision)
+    precision = trace_precision(setup.mixed_precision)
+    params = memory.parameters
+    encoders_on_gpu = setup.text_encoders_on_gpu or setup.train_text_encoder
+    encoders = memory.text_encoders
+    weights = [("UNet", params["unet"] * size),
+               ("text encoders" if len(encoders) > 1 else "text encoder",
+                sum(params[p] for p in encoders) * size if encoders_on_gpu else 0),
+               ("VAE", 0 if setup.latents_cached else params["vae"] * 4)]
+    trained = network_parameters(memory, setup)
+    state = 4 + 4 + OPTIMIZER_STATE_BYTES.get(setup.optimizer, 8.0) + (4 if setup.ema else 0)
+    pixels = setup.width * setup.height * setup.batch
+    activations = memory.activation_bytes_per_pixel[(precision, setup.checkpointing)] * pixels
+    if setup.train_text_encoder:
+        activations += memory.text_activation_bytes[(precision, setup.checkpointing)] * setup.batch
+    if not setup.latents_cached:
+        activations = max(activations, memory.vae_encode_bytes_per_pixel * pixels)
+    parts = (*weights, (f"{setup.network_type}, gradients and {setup.optimizer} state", trained * state),
+             ("activations", activations))
+    return MemoryEstimate(setup, parts, MARGIN_GIB * GIB + MARGIN_FRACTION * sum(s for _, s in parts))
+
+
+def setup_for_plan(plan, arch: str) -> TrainingSetup:
+    """The memory-relevant settings of a TrainPlan (duck-typed: plan.py imports nothing from here)."""
+    width, height = plan.resolution
+    data = plan.data
+    return TrainingSetup(
+        arch=arch, width=width, height=height, batch=plan.batch_size, mixed_precision=plan.mixed_precision,
+        optimizer=plan.optimizer.name, network_type=plan.network.network_type, dim=plan.network.dim,
+        conv_dim=plan.network.conv_dim, train_unet=plan.train_unet, train_text_encoder=plan.train_text_encoder,
+        checkpointing=plan.precision.gradient_checkpointing,
+        latents_cached=data.cache_latents != "off" and not (data.random_crop or data.color_aug),
+        ema=plan.saving.ema_decay > 0)
+
+
+def over_memory_warning(found: MemoryEstimate, gpu_name: str, gpu_gib: float) -> Optional[str]:
+    """A warning when the estimate exceeds the GPU's memory, with what would lower it; None when it fits."""
+    if found.total_gib <= gpu_gib:
+        return None
+    setup = found.setup
+    ways = []
+    if not setup.checkpointing:
+        ways.append("gradient_checkpointing: true")
+    if setup.batch > 1:
+        ways.append("a smaller batch_size")
+    if OPTIMIZER_STATE_BYTES.get(setup.optimizer, 8.0) > OPTIMIZER_STATE_BYTES["AdamW8bit"]:
+        ways.append("optimizer AdamW8bit")
+    if setup.train_text_encoder:
+        ways.append("train_parts: unet_only")
+    ways.append("a lower resolution")
+    return (f"GPU memory: about {found.total_gib:.1f} GiB estimated, more than the {gpu_gib:.0f} GiB of "
+            f"{gpu_name}; try {', '.join(ways)} (an estimate: see docs/PERFORMANCE.md)")
