@@ -8,9 +8,9 @@ yet: bench/gpu_step.py measures them (docs/PERFORMANCE.md).
 
 The estimate adds up
 - the frozen weights in the weight dtype (2 bytes with fp16/bf16 mixed precision,
-  4 without): the UNet; the text encoders, which train/loop.py keeps on the GPU
-  even when their outputs are cached (TEXT_ENCODERS_STAY_ON_GPU); the VAE only
-  when latents are not cached (counted in fp32, as SDXL's encodes);
+  4 without): the UNet; the text encoders unless their outputs are cached (they
+  are trained, or captions vary between epochs); the VAE only when latents are
+  not cached (counted in fp32, as SDXL's encodes);
 - the network's parameters and their gradients in fp32, the optimizer's state
   (OPTIMIZER_STATE_BYTES) and an EMA copy when asked for;
 - the activations: the traced bytes per pixel times pixels x batch, the trained
@@ -30,8 +30,6 @@ from easytrain.catalog import ARCHITECTURES, architecture_label
 GIB = 1024 ** 3
 MARGIN_GIB = 0.75        # CUDA context (~0.3-0.5 GiB) and cuBLAS/cuDNN workspaces, outside PyTorch's own count
 MARGIN_FRACTION = 0.10   # the caching allocator reserves more than it hands out (fragmentation)
-# train/loop.py moves every text encoder to the GPU, cached outputs or not (the cache fills as captions come).
-TEXT_ENCODERS_STAY_ON_GPU = True
 
 # Bytes of optimizer state per trained parameter (fp32 unless 8-bit).
 OPTIMIZER_STATE_BYTES: dict[str, float] = {
@@ -147,7 +145,7 @@ class TrainingSetup:
     train_text_encoder: bool
     checkpointing: bool
     latents_cached: bool
-    text_encoders_on_gpu: bool = TEXT_ENCODERS_STAY_ON_GPU
+    text_outputs_cached: bool       # encoded once before the first step; the encoders then leave the GPU
     ema: bool = False
 
     def describe(self) -> str:
@@ -156,6 +154,8 @@ class TrainingSetup:
                  "checkpointing" if self.checkpointing else "no checkpointing"]
         if not self.latents_cached:
             parts.append("latents not cached")
+        if self.text_outputs_cached:
+            parts.append("text-encoder outputs cached")
         return ", ".join(parts)
 
 
@@ -212,7 +212,7 @@ def estimate(setup: TrainingSetup) -> MemoryEstimate:
     size = weight_bytes(setup.mixed_precision)
     precision = trace_precision(setup.mixed_precision)
     params = memory.parameters
-    encoders_on_gpu = setup.text_encoders_on_gpu or setup.train_text_encoder
+    encoders_on_gpu = not setup.text_outputs_cached or setup.train_text_encoder
     encoders = memory.text_encoders
     weights = [("UNet", params["unet"] * size),
                ("text encoders" if len(encoders) > 1 else "text encoder",
@@ -234,13 +234,13 @@ def estimate(setup: TrainingSetup) -> MemoryEstimate:
 def setup_for_plan(plan, arch: str) -> TrainingSetup:
     """The memory-relevant settings of a TrainPlan (duck-typed: plan.py imports nothing from here)."""
     width, height = plan.resolution
-    data = plan.data
     return TrainingSetup(
         arch=arch, width=width, height=height, batch=plan.batch_size, mixed_precision=plan.mixed_precision,
         optimizer=plan.optimizer.name, network_type=plan.network.network_type, dim=plan.network.dim,
         conv_dim=plan.network.conv_dim, train_unet=plan.train_unet, train_text_encoder=plan.train_text_encoder,
         checkpointing=plan.precision.gradient_checkpointing,
-        latents_cached=data.cache_latents != "off" and not (data.random_crop or data.color_aug),
+        latents_cached=plan.data.cache_latents != "off" and not plan.pixels_vary,
+        text_outputs_cached=not plan.train_text_encoder and not plan.captions_vary,
         ema=plan.saving.ema_decay > 0)
 
 

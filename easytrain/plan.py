@@ -452,6 +452,29 @@ class TrainPlan:
             warnings=tuple(warnings),
         )
 
+    def _subsets(self) -> list:
+        return [s for scan in (self.train_scan, self.reg_scan) if scan is not None for s in scan.subsets]
+
+    @staticmethod
+    def _own(value, run_value):
+        """A dataset TOML subset's own setting, else the run's."""
+        return run_value if value is None else value
+
+    @property
+    def captions_vary(self) -> bool:
+        """Whether a caption can differ between epochs (shuffle or dropout, of the run or of a TOML subset),
+        as data/dataset.py decides it: then the text encoders' outputs cannot be cached."""
+        d, own = self.data, self._own
+        return any(own(s.shuffle_caption, d.shuffle_captions) or own(s.caption_dropout_rate, d.caption_dropout_rate) > 0
+                   or own(s.caption_dropout_every_n_epochs, d.caption_dropout_every_n_epochs) > 0
+                   or own(s.caption_tag_dropout_rate, d.caption_tag_dropout_rate) > 0 for s in self._subsets())
+
+    @property
+    def pixels_vary(self) -> bool:
+        """Whether pixels differ between epochs (random crop, colour jitter): then latents are not cached."""
+        d, own = self.data, self._own
+        return any(own(s.random_crop, d.random_crop) or own(s.color_aug, d.color_aug) for s in self._subsets())
+
     def epoch_file(self, epoch: int) -> Path:
         return self.output_dir / f"{self.output_name}-{epoch:06d}.safetensors"
 

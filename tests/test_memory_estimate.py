@@ -74,13 +74,13 @@ def test_activations_grow_with_the_pixels():
 def sdxl_setup(**changes) -> TrainingSetup:
     values = dict(arch="sdxl", width=1024, height=1024, batch=1, mixed_precision="fp16", optimizer="AdamW8bit",
                   network_type="LoRA", dim=16, conv_dim=None, train_unet=True, train_text_encoder=False,
-                  checkpointing=True, latents_cached=True)
+                  checkpointing=True, latents_cached=True, text_outputs_cached=True)
     return TrainingSetup(**{**values, **changes})
 
 
 def test_sdxl_lora_at_1024_fits_12_gib_with_8bit_adam_and_checkpointing():
     assert estimate(sdxl_setup()).total_gib < 12
-    assert estimate(sdxl_setup(text_encoders_on_gpu=False)).total_gib < estimate(sdxl_setup()).total_gib
+    assert estimate(sdxl_setup(text_outputs_cached=False)).total_gib < 12  # shuffled captions
     assert estimate(sdxl_setup(checkpointing=False)).total_gib > 12
 
 
@@ -92,19 +92,22 @@ def test_each_setting_moves_the_estimate_the_way_it_should():
     assert estimate(sdxl_setup(mixed_precision="bf16")).tensors == base
     assert estimate(sdxl_setup(train_text_encoder=True)).tensors > base
     assert estimate(sdxl_setup(latents_cached=False)).tensors > base
+    assert estimate(sdxl_setup(text_outputs_cached=False)).tensors > base
 
 
 # ---- what `check` prints --------------------------------------------------------------------------
 
 
-def sdxl_check_lines(tmp_path, **answers):
+def sdxl_check_lines(tmp_path, **answers) -> list[str]:
+    """`check` on the tiny SDXL file with SDXL's memory-saving settings (plus ``answers``)."""
     from easytrain.commands.check import plan_lines
     from easytrain.model.tiny_sdxl import tiny_sdxl_paths
     from _train_helpers import tiny_plan
 
-    plan = tiny_plan(tmp_path, base_model=str(tiny_sdxl_paths().single_file), architecture="auto",
-                     resolution=1024, mixed_precision="fp16", optimizer="AdamW8bit", gradient_checkpointing=True,
-                     batch_size=1, network_dim=16, train_parts="unet_only", **answers)
+    settings = dict(base_model=str(tiny_sdxl_paths().single_file), architecture="auto", resolution=1024,
+                    mixed_precision="fp16", optimizer="AdamW8bit", gradient_checkpointing=True, batch_size=1,
+                    network_dim=16, train_parts="unet_only", shuffle_captions=False)
+    plan = tiny_plan(tmp_path, **{**settings, **answers})
     return plan_lines(plan)
 
 
@@ -112,8 +115,9 @@ def test_check_shows_the_sdxl_estimate_and_no_clip_skip(tmp_path):
     lines = sdxl_check_lines(tmp_path)
     text = "\n".join(lines)
     memory = [line for line in lines if "GPU memory:" in line]
-    assert memory == ["  GPU memory: about 8.9 GiB estimated for SDXL at 1024x1024, batch 1, fp16, AdamW8bit, "
-                      "checkpointing; this file is easytrain's tiny test model, which needs far less"]
+    assert memory == ["  GPU memory: about 7.3 GiB estimated for SDXL at 1024x1024, batch 1, fp16, AdamW8bit, "
+                      "checkpointing, text-encoder outputs cached; this file is easytrain's tiny test model, "
+                      "which needs far less"]
     assert "no GPU has confirmed yet" in text and "CUDA context" in text
     assert "clip skip 2" not in text and "clip skip n/a (SDXL always uses the penultimate layer)" in text
     assert "more than the" not in text  # no GPU in the tests (EASYTRAIN_GPU_MEMORY=none)
@@ -123,9 +127,10 @@ def test_check_warns_when_the_estimate_exceeds_the_gpu(tmp_path, monkeypatch):
     from easytrain import machine
 
     monkeypatch.setattr(machine, "gpu_info", lambda: machine.GpuInfo("NVIDIA GeForce RTX 3060 Ti", 8.0))
-    text = "\n".join(sdxl_check_lines(tmp_path))
+    text = "\n".join(sdxl_check_lines(tmp_path, shuffle_captions=True))
     assert ("! GPU memory: about 8.9 GiB estimated, more than the 8 GiB of NVIDIA GeForce RTX 3060 Ti; try "
             "a lower resolution") in text
+    assert "UNet 4.78 + text encoders 1.52 +" in text  # shuffled captions: encoded every step, on the GPU
 
 
 def test_check_says_a_clip_skip_set_for_sdxl_is_ignored(tmp_path):
