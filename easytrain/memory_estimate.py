@@ -240,7 +240,7 @@ def setup_for_plan(plan, arch: str) -> TrainingSetup:
         conv_dim=plan.network.conv_dim, train_unet=plan.train_unet, train_text_encoder=plan.train_text_encoder,
         checkpointing=plan.precision.gradient_checkpointing,
         latents_cached=plan.data.cache_latents != "off" and not plan.pixels_vary,
-        text_outputs_cached=not plan.train_text_encoder and not plan.captions_vary,
+        text_outputs_cached=plan.text_outputs_cached,
         ema=plan.saving.ema_decay > 0)
 
 

@@ -463,11 +463,20 @@ class TrainPlan:
     @property
     def captions_vary(self) -> bool:
         """Whether a caption can differ between epochs (shuffle or dropout, of the run or of a TOML subset),
-        as data/dataset.py decides it: then the text encoders' outputs cannot be cached."""
-        d, own = self.data, self._own
-        return any(own(s.shuffle_caption, d.shuffle_captions) or own(s.caption_dropout_rate, d.caption_dropout_rate) > 0
-                   or own(s.caption_dropout_every_n_epochs, d.caption_dropout_every_n_epochs) > 0
-                   or own(s.caption_tag_dropout_rate, d.caption_tag_dropout_rate) > 0 for s in self._subsets())
+        by the rules data/dataset.py trains with: then the text encoders' outputs cannot be cached."""
+        from easytrain.data.captions import subset_caption_rules
+
+        d = self.data
+        return any(subset_caption_rules(
+            s, shuffle=d.shuffle_captions, keep_tokens=d.keep_tokens, keep_tokens_separator=d.keep_tokens_separator,
+            dropout_rate=d.caption_dropout_rate, dropout_every_n_epochs=d.caption_dropout_every_n_epochs,
+            tag_dropout_rate=d.caption_tag_dropout_rate).varies for s in self._subsets())
+
+    @property
+    def text_outputs_cached(self) -> bool:
+        """Frozen text encoders and fixed captions: each caption is encoded once before the first step and
+        the encoders wait on the CPU (train/loop.py)."""
+        return not self.network.train_text_encoder and not self.captions_vary
 
     @property
     def pixels_vary(self) -> bool:

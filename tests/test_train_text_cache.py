@@ -9,6 +9,7 @@ from _train_helpers import Recorder, tiny_plan
 
 from easytrain.arch import clip_text as text
 from easytrain.arch import sd
+from easytrain.plan import TrainPlan
 from easytrain.train import loop
 
 
@@ -23,7 +24,7 @@ def train(tmp_path, monkeypatch, *, cached: bool):
     with monkeypatch.context() as patch:
         patch.setattr(sd, "TextStateCache", Counting)
         if not cached:
-            patch.setattr(loop, "dataset_shuffles_captions", lambda plan: True)
+            patch.setattr(TrainPlan, "text_outputs_cached", property(lambda plan: False))
         plan = tiny_plan(tmp_path, train_parts="unet_only", shuffle_captions=False, epochs=2, save_state=False)
         result = loop.run_training(plan, Recorder())
     return load_file(str(result.final_path)), made
@@ -39,8 +40,9 @@ def test_cached_text_states_train_the_same_weights(tmp_path, monkeypatch):
         torch.testing.assert_close(plain[key].float(), cached[key].float(), rtol=1e-3, atol=1e-5)
 
 
-def test_no_cache_when_captions_are_shuffled(tmp_path, monkeypatch):
-    plan = tiny_plan(tmp_path, train_parts="unet_only", shuffle_captions=True)
-    assert loop.dataset_shuffles_captions(plan)
-    plan = tiny_plan(tmp_path / "b", train_parts="unet_only", shuffle_captions=False)
-    assert not loop.dataset_shuffles_captions(plan)
+def test_no_cache_when_captions_change_or_the_text_encoder_trains(tmp_path):
+    assert tiny_plan(tmp_path, train_parts="unet_only", shuffle_captions=False).text_outputs_cached
+    assert not tiny_plan(tmp_path / "b", train_parts="unet_only", shuffle_captions=True).text_outputs_cached
+    assert not tiny_plan(tmp_path / "c", train_parts="unet_only", shuffle_captions=False,
+                         caption_dropout_rate=0.1).text_outputs_cached
+    assert not tiny_plan(tmp_path / "d", train_parts="both", shuffle_captions=False).text_outputs_cached

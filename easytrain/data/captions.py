@@ -58,6 +58,22 @@ class CaptionRules:
                 or self.tag_dropout_rate > 0)
 
 
+def subset_caption_rules(subset, *, shuffle: bool = False, keep_tokens: int = 0, keep_tokens_separator: str = "",
+                         dropout_rate: float = 0.0, dropout_every_n_epochs: int = 0,
+                         tag_dropout_rate: float = 0.0) -> CaptionRules:
+    """A dataset subset's caption rules: its own settings (a dataset TOML's), else the run's."""
+    def own(name, run_value):
+        value = getattr(subset, name)
+        return run_value if value is None else value
+
+    return CaptionRules(
+        shuffle=own("shuffle_caption", shuffle), keep_tokens=own("keep_tokens", keep_tokens),
+        keep_tokens_separator=own("keep_tokens_separator", keep_tokens_separator),
+        dropout_rate=own("caption_dropout_rate", dropout_rate),
+        dropout_every_n_epochs=own("caption_dropout_every_n_epochs", dropout_every_n_epochs),
+        tag_dropout_rate=own("caption_tag_dropout_rate", tag_dropout_rate))
+
+
 def caption_dropped(rules: CaptionRules, epoch: int, rng: random.Random) -> bool:
     """Whether this caption trains as "" this time; ``epoch`` is 1-based, as kohya counts."""
     dropped = rules.dropout_rate > 0 and rng.random() < rules.dropout_rate

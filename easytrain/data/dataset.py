@@ -16,7 +16,7 @@ import torch
 
 from easytrain.data.buckets import BucketSettings, Size, assign_bucket, count_epoch, epoch_repeats, make_buckets
 from easytrain.data.augment import color_augment, crop_box_at, crop_fraction
-from easytrain.data.captions import CaptionRules, process_caption
+from easytrain.data.captions import CaptionRules, process_caption, subset_caption_rules
 from easytrain.data.latent_cache import LatentCache, build_latent_cache
 from easytrain.data.masks import load_mask
 from easytrain.data.pixels import load_rgb, mask_tensor, prepare, to_tensor
@@ -98,12 +98,10 @@ class TrainDataset:
                 value = getattr(subset, name)
                 return run_value if value is None else value
 
-            rules = CaptionRules(
-                shuffle=own("shuffle_caption", shuffle_captions), keep_tokens=own("keep_tokens", keep_tokens),
-                keep_tokens_separator=own("keep_tokens_separator", keep_tokens_separator),
-                dropout_rate=own("caption_dropout_rate", caption_dropout_rate),
-                dropout_every_n_epochs=own("caption_dropout_every_n_epochs", caption_dropout_every_n_epochs),
-                tag_dropout_rate=own("caption_tag_dropout_rate", caption_tag_dropout_rate))
+            rules = subset_caption_rules(
+                subset, shuffle=shuffle_captions, keep_tokens=keep_tokens, keep_tokens_separator=keep_tokens_separator,
+                dropout_rate=caption_dropout_rate, dropout_every_n_epochs=caption_dropout_every_n_epochs,
+                tag_dropout_rate=caption_tag_dropout_rate)
             self.samples.append(Sample(
                 entry=image, is_reg=subset.is_reg, repeats=repeats, bucket=bucket, resized=resized,
                 captions=rules, flip=own("flip_aug", flip_aug), random_crop=own("random_crop", random_crop),

@@ -156,8 +156,7 @@ def run_training(plan, sink: ev.Sink, control: Optional[TrainControl] = None, *,
     )
     # Frozen text encoders and fixed captions: each caption is encoded once, before the first step, and the
     # encoders then leave the GPU (kohya's cache_text_encoder_outputs; about 1.6 GB on SDXL).
-    cache_text = not network_settings.train_text_encoder and not (dataset_shuffles_captions(plan)
-                                                                  or dataset.captions_vary)
+    cache_text = plan.text_outputs_cached
     latent_rng = torch.Generator(device=device).manual_seed(seed + 1)
     caching = data.cache_latents != "off" and not dataset.pixels_vary
     if data.cache_latents != "off" and not caching:
@@ -405,13 +404,6 @@ class LossWindow:
         if not math.isfinite(value):
             self.on_not_finite("loss became NaN" if value != value else "loss became infinite")
         return value
-
-
-def dataset_shuffles_captions(plan) -> bool:
-    """Whether any subset shuffles its captions (the answers' setting, or a dataset TOML's own)."""
-    default = plan.data.shuffle_captions
-    subsets = [s for scan in (plan.train_scan, plan.reg_scan) if scan is not None for s in scan.subsets]
-    return any(default if s.shuffle_caption is None else s.shuffle_caption for s in subsets)
 
 
 def _guarded(sink: ev.Sink):
