@@ -145,3 +145,15 @@ def test_check_shows_clip_skip_and_an_estimate_for_sd1(tmp_path):
     text = "\n".join(plan_lines(tiny_plan(tmp_path)))
     assert "clip skip 2" in text
     assert "GPU memory: about" in text and "SD1.x at 256x256, batch 2, fp32, AdamW, checkpointing" in text
+
+
+def test_a_clip_skip_set_for_sdxl_by_name_warns_in_the_plan_once(tmp_path):
+    from easytrain.commands.check import plan_lines
+    from easytrain.model.tiny_sdxl import tiny_sdxl_paths
+    from _train_helpers import tiny_plan
+
+    plan = tiny_plan(tmp_path, base_model=str(tiny_sdxl_paths().single_file), architecture="sdxl", clip_skip=1)
+    warning = "clip_skip 1 is ignored: SDXL always uses the penultimate layer of both text encoders"
+    assert warning in plan.warnings
+    assert sum(warning in line for line in plan_lines(plan)) == 1
+    assert not any("clip_skip" in w for w in tiny_plan(tmp_path, clip_skip=1).warnings)  # SD1 uses it
