@@ -124,13 +124,19 @@ def test_check_shows_the_sdxl_estimate_and_no_clip_skip(tmp_path):
 
 
 def test_check_warns_when_the_estimate_exceeds_the_gpu(tmp_path, monkeypatch):
+    """A full-size SDXL file (its header is all `check` reads) on an 8 GB card, captions shuffled."""
     from easytrain import machine
+    from _model_helpers import write_fake_checkpoint
 
     monkeypatch.setattr(machine, "gpu_info", lambda: machine.GpuInfo("NVIDIA GeForce RTX 3060 Ti", 8.0))
-    text = "\n".join(sdxl_check_lines(tmp_path, shuffle_captions=True))
+    full_size = write_fake_checkpoint(tmp_path / "sdxl.safetensors", "sdxl")
+    text = "\n".join(sdxl_check_lines(tmp_path, base_model=str(full_size), shuffle_captions=True))
     assert ("! GPU memory: about 8.9 GiB estimated, more than the 8 GiB of NVIDIA GeForce RTX 3060 Ti; try "
             "a lower resolution") in text
     assert "UNet 4.78 + text encoders 1.52 +" in text  # shuffled captions: encoded every step, on the GPU
+    assert "tiny test model" not in text
+    tiny = "\n".join(sdxl_check_lines(tmp_path, shuffle_captions=True))
+    assert "GPU memory: about 8.9 GiB" in tiny and "more than the" not in tiny  # the tiny model fits anywhere
 
 
 def test_check_says_a_clip_skip_set_for_sdxl_is_ignored(tmp_path):
