@@ -129,10 +129,7 @@ def run_training(plan, sink: ev.Sink, control: Optional[TrainControl] = None, *,
         emit(ev.Message(f"continuing from {network_settings.initial_weights}: "
                         f"{report.modules_loaded} modules loaded"))
     network.cast_base(weight_dtype)
-    unet.to(device)
     text_encoders = list(base.text_encoders)
-    for text_encoder in text_encoders:
-        text_encoder.to(device)
     if plan.precision.gradient_checkpointing:
         unet.enable_gradient_checkpointing()
         if network_settings.train_text_encoder:
@@ -142,7 +139,7 @@ def run_training(plan, sink: ev.Sink, control: Optional[TrainControl] = None, *,
     for text_encoder in text_encoders:
         text_encoder.train(network_settings.train_text_encoder)
 
-    # ---- dataset, latents cached once, then the VAE leaves the GPU --------------------------------
+    # ---- dataset, latents cached once (only the VAE on the GPU), then the VAE leaves it -----------
     from easytrain.data.dataset import TrainDataset
 
     dataset = TrainDataset(
@@ -172,13 +169,16 @@ def run_training(plan, sink: ev.Sink, control: Optional[TrainControl] = None, *,
         emit(ev.PhaseStarted("caching latents", len(dataset.samples)))
         phase_start = time.monotonic()
         dataset.cache_latents(
-            encode_latents, data.cache_latents, batch_size=data.batch_size,
+            encode_latents, data.cache_latents, batch_size=setup.vae_batch_size(plan.resolution, data.batch_size),
             on_progress=lambda done, total: emit(ev.PhaseProgress("caching latents", done, total)),
             cache_key=f"{base.source}|{base.arch}" + (f"|vae={plan.model.vae}" if plan.model.vae else ""),
         )
         emit(ev.PhaseEnded("caching latents", time.monotonic() - phase_start))
         vae.to("cpu")
         setup.empty_device_cache(device)
+    unet.to(device)
+    for text_encoder in text_encoders:
+        text_encoder.to(device)
 
     # ---- optimizer and learning-rate schedule ----------------------------------------------------
     groups = network.parameter_groups(plan.optimizer.unet_lr, plan.optimizer.text_encoder_lr)

@@ -37,6 +37,15 @@ def make_accelerator(mixed_precision: str, emit, unused_parameters: bool = False
                         kwargs_handlers=[ddp]), mixed_precision)
 
 
+VAE_PIXELS_PER_BATCH = 1024 * 1024  # latent caching encodes in fp32: at most one SDXL-size picture at a time
+
+
+def vae_batch_size(resolution: tuple[int, int], batch_size: int) -> int:
+    """Pictures per VAE call while caching latents: the batch, fewer for big pictures (kohya's vae_batch_size)."""
+    width, height = resolution
+    return max(1, min(int(batch_size), VAE_PIXELS_PER_BATCH // max(1, width * height)))
+
+
 def checkpoint_text_encoder(text_encoder) -> None:
     # Non-reentrant: the frozen embeddings feed no grad into the checkpointed layers,
     # and the reentrant variant would then drop the adapters' gradients.
