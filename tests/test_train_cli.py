@@ -65,8 +65,30 @@ def test_library_noise_goes_to_the_log_file_not_the_screen(trained):
     for noise in ("FutureWarning", "UserWarning", "warnings.warn", "_class_name"):
         assert noise not in shown, shown[-3000:]
     log = root / "out" / "cli_lora.log"
-    assert log.is_file() and "FutureWarning" in log.read_text()          # what the tiny model makes them say
-    assert str(Path("out") / "cli_lora.log") in result.stdout or str(log) in result.stdout
+    listed = str(Path("out") / "cli_lora.log") in result.stdout or str(log) in result.stdout
+    assert listed == log.is_file()  # the summary names the log exactly when something was said
+
+
+def test_library_warnings_and_log_records_land_in_the_log_file(tmp_path, capsys):
+    import logging
+    import warnings
+
+    from easytrain.commands.library_log import library_log
+
+    quiet = tmp_path / "quiet.log"
+    with library_log(quiet):
+        pass
+    assert not quiet.exists()  # nothing said, no file
+    log = tmp_path / "run.log"
+    with library_log(log):
+        warnings.warn("steps_offset!=1 in the scheduler's config", FutureWarning)
+        logging.getLogger("diffusers.pipelines").warning("a pipeline component was not found")
+        logging.getLogger("transformers").info("below warning level: dropped")
+    captured = capsys.readouterr()
+    assert "steps_offset" not in captured.out + captured.err and "pipeline component" not in captured.err
+    text = log.read_text()
+    assert "FutureWarning: steps_offset!=1" in text and "diffusers.pipelines WARNING: a pipeline component" in text
+    assert "dropped" not in text
 
 
 def test_metrics_csv_has_every_step(trained):
