@@ -39,3 +39,21 @@ def test_two_processes_train_one_lora_with_kohyas_step_count(tmp_path):
     training = torch.load(out / "run-000001-state" / "training.pt", weights_only=True)
     noise = [p["noise_rng"] for p in training["processes"]]
     assert len(noise) == 2 and not torch.equal(noise[0], noise[1])
+
+
+def test_two_processes_train_sdxl_with_both_text_encoders(tmp_path):
+    """CLIP-L's last layer feeds nothing (SDXL conditions on the penultimate one): DDP must accept adapters
+    without gradients there, and the processes must still agree on every step."""
+    from easytrain.model.tiny_sdxl import tiny_sdxl_paths
+
+    write_answers(tmp_path, epochs=1, tensorboard=False, base_model=str(tiny_sdxl_paths().single_file),
+                  architecture="sdxl", train_parts="both", text_encoder_lr=1e-4)
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               "-m", "easytrain", "train", "run.json", "--plain"]
+    result = subprocess.run(command, cwd=tmp_path, env=cli_env(), stdin=subprocess.DEVNULL, capture_output=True,
+                            text=True, timeout=240)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+    assert result.stdout.count("Training finished: 2 steps") == 1
+    with safe_open(tmp_path / "out" / "run.safetensors", "pt") as f:
+        modules = {key.split(".")[0] for key in f.keys()}
+    assert {m.split("_")[1] for m in modules} == {"unet", "te1", "te2"}
