@@ -342,7 +342,7 @@ def _check_path_on_disk(q: Question, path: Path) -> Optional[str]:
     if path.suffix.lower() not in q.extensions:
         return f"must end in {' or '.join(q.extensions)}, got {path.name!r}"
     if not path.is_file():
-        return f"file not found: {path}"
+        return f"not a regular file (a pipe or a device): {path}" if path.exists() else f"file not found: {path}"
     return None
 
 

@@ -275,3 +275,20 @@ def test_a_transformer_pipeline_folder_is_named(tmp_path):
     (tmp_path / "flux" / "model_index.json").write_text(json.dumps({"_class_name": "FluxPipeline"}))
     with pytest.raises(UserError, match=r"flux: this is a FluxPipeline folder \(a transformer, not a UNet\)"):
         detect_architecture(tmp_path / "flux")
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "mkfifo"), reason="named pipes are POSIX-only")
+def test_a_pipe_named_like_a_model_is_refused_without_reading_it(tmp_path):
+    import os
+
+    from easytrain import answers as answers_file
+
+    pipe = tmp_path / "model.safetensors"
+    os.mkfifo(pipe)
+    with pytest.raises(UserError, match="not a regular file"):
+        detect_architecture(pipe)
+    (tmp_path / "img" / "5_x").mkdir(parents=True)
+    with pytest.raises(UserError) as refused:  # the architecture's defaults must not read it either
+        answers_file.from_dict({"schema_version": 1, "base_model": "model.safetensors", "image_folder": "img"},
+                               source=tmp_path / "a.json")
+    assert "base_model: not a regular file (a pipe or a device)" in "\n".join(refused.value.problems)

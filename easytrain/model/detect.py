@@ -104,6 +104,9 @@ def detect_architecture(path: str | Path) -> Detection:
         raise UserError(f"base model not found: {path}")
     if path.is_dir():
         return _detect_diffusers_folder(path)
+    if not path.is_file():  # a pipe or a device would block the read, or never end
+        raise UserError(f"{path}: not a regular file; the base model must be a .safetensors or .ckpt file "
+                        "or a diffusers folder")
     suffix = path.suffix.lower()
     if suffix == ".safetensors":
         header = read_safetensors_header(path)
