@@ -33,7 +33,7 @@ BUILTIN_TINY = "builtin:tiny"
 from easytrain.catalog import (  # noqa: E402  (re-exported: the question table's names)
     ADAMW_FAMILY, ADAPTIVE_OPTIMIZERS, ARCHITECTURE_IDS, ARCHITECTURES as ARCHITECTURE_CATALOG, AUTO,
     NETWORK_TYPES, OPTIMIZERS, SCHEDULERS, TINY_MODEL_ARCH, always_checkpoint, block_layout, default_bucket_range,
-    default_unet_lr, memory_factor, native_resolution, trains_text_encoder_by_default,
+    default_unet_lr, memory_factor, native_resolution, trains_text_encoder_by_default, uses_clip_skip,
 )
 
 ARCHITECTURES = (AUTO,) + ARCHITECTURE_IDS
@@ -604,8 +604,9 @@ QUESTIONS: tuple[Question, ...] = (
     Question(
         "base_model", "Which base model do you want to train on?",
         "The checkpoint you normally generate images with: a .safetensors or .ckpt file, or a "
-        "diffusers folder. Its architecture (SD1.x, SD2.x, SDXL) is read from the file. Anime and "
-        f"NAI-family models are SD1.x. Type {BUILTIN_TINY} to try easytrain on its tiny demo model.",
+        "diffusers folder. Its architecture (SD1.x, SD2.x, SDXL) is read from the file: NAI-family "
+        "anime models are SD1.x; Pony, Illustrious and NoobAI are SDXL. "
+        f"Type {BUILTIN_TINY} to try easytrain on its tiny demo model.",
         "model", "model", required=True, extensions=MODEL_EXTENSIONS,
     ),
     Question(
@@ -643,6 +644,8 @@ QUESTIONS: tuple[Question, ...] = (
         "No for anime and NAI-family models: they were made with the second-to-last text layer "
         "(clip skip 2). Yes for photo models such as SD1.5 itself, which use the last layer.",
         "yesno", "model", default=False,
+        condition=lambda v: uses_clip_skip(architecture_of(v)), condition_text="not SDXL (no clip skip there)",
+        depends_on=("base_model", "architecture"),
     ),
     Question(
         "use_regularization", "Use regularization images?",
@@ -1026,7 +1029,8 @@ QUESTIONS: tuple[Question, ...] = (
     Question(
         "clip_skip", "Clip skip?",
         "Which text-encoder layer the captions come from, counted from the end. Set from the "
-        "realistic-model answer: 1 for photo models, 2 for anime/NAI models.",
+        "realistic-model answer: 1 for photo models, 2 for anime/NAI models. SDXL does not use it: "
+        "it always takes both encoders' second-to-last layers.",
         "int", "advanced", default=lambda v: 1 if v.get("realistic_model") else 2,
         default_text="2 (realistic model: 1)", minimum=1, maximum=12, advanced=True,
         depends_on=("realistic_model",),

@@ -178,6 +178,7 @@ def test_auto_architecture_takes_the_detected_models_defaults(tmp_path):
     assert answers.architecture == "auto"
     assert (answers.resolution, answers.train_parts, answers.min_bucket_reso) == (1024, "unet_only", 512)
     assert (answers.unet_lr, answers.shuffle_captions) == (2e-4, False)
+    assert "realistic_model" not in answers  # it only sets the clip skip, which SDXL does not use
     assert Q.architecture_of({"base_model": "builtin:tiny"}) == "sd1"
     assert Q.architecture_of({"base_model": "missing.safetensors"}) is None
     sd1 = answers_file.from_dict({**data, "architecture": "sd1"}, source=tmp_path / "answers.json")

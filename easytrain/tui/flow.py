@@ -419,7 +419,7 @@ class Wizard:
         if q.id == "base_model":
             model = inspect_model(value, self.base_dir)
             if model.sure:
-                return f"Detected: {model.label} ({model.description})"
+                return f"Detected: {model.label}. The file: {model.description}"
             return f"Not sure which architecture this is ({model.description}); you will be asked next."
         if q.id == "architecture" and self.state.model is not None:
             return f"Detection said: {self.state.model.description}"
