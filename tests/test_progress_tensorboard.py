@@ -72,3 +72,25 @@ def test_a_real_run_logs_every_step_loss_and_its_samples(tmp_path):
     assert len(board.Scalars("lr/unet")) == len(steps) == 2
     blue = board.Images("samples/prompt 02")
     assert [(i.step, i.width, i.height) for i in blue] == [(1, 128, 64), (2, 128, 64)]
+
+
+def test_a_resumed_run_replaces_what_the_stopped_one_logged_after_its_state(tmp_path):
+    """Stopped at step 8 with a state at step 5: the resumed run's steps 6-8 replace the first run's."""
+    import time
+
+    first = TensorBoardWriter(tmp_path, "mylora", every=1)
+    first(run_started(total_steps=10, epochs=2, output_dir=str(tmp_path)))
+    for i in range(1, 9):
+        first(step(i, steps_per_epoch=5, loss=1.0))
+    first(ev.RunStopped(8, "ctrl+c"))
+    time.sleep(1.1)  # event files are named by the second they were opened in
+    resumed = TensorBoardWriter(tmp_path, "mylora", every=1)
+    resumed(run_started(total_steps=10, epochs=2, output_dir=str(tmp_path), start_step=5))
+    for i in range(6, 11):
+        resumed(step(i, steps_per_epoch=5, loss=0.5))
+    resumed(ev.RunFinished(10, 3.0, str(tmp_path / "mylora.safetensors"), 0.5))
+
+    board = read_back(log_dir(tmp_path, "mylora"))
+    assert len(list(log_dir(tmp_path, "mylora").iterdir())) == 2
+    assert [(s.step, s.value) for s in board.Scalars("loss/train")] == [(i, 1.0) for i in range(1, 6)] + \
+        [(i, 0.5) for i in range(6, 11)]

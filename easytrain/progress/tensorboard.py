@@ -57,16 +57,22 @@ class TensorBoardWriter:
         elif isinstance(event, ev.SampleSaved):
             self._image(event)
         elif isinstance(event, ev.RunStarted):
-            self._open()
+            self._open(event.start_step)
         elif isinstance(event, (ev.RunFinished, ev.RunStopped, ev.RunFailed)):
             self.close()
 
-    def _open(self) -> None:
+    def _open(self, start_step: int = 0) -> None:
+        from tensorboard.compat.proto.event_pb2 import Event, SessionLog
         from tensorboard.summary.writer.event_file_writer import EventFileWriter
 
         self.close()
         self.folder.mkdir(parents=True, exist_ok=True)
         self._writer = EventFileWriter(str(self.folder), flush_secs=10)
+        if start_step:
+            # A resumed run starts over after start_step: TensorBoard drops what the earlier event
+            # files logged from here on (what torch's SummaryWriter(purge_step=...) writes).
+            self._writer.add_event(Event(wall_time=time.time(), step=start_step + 1,
+                                         session_log=SessionLog(status=SessionLog.START)))
 
     def _step_scalars(self, event: ev.StepEnded) -> None:
         state = self.state
