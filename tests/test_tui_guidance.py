@@ -9,7 +9,7 @@ import pytest
 from easytrain import machine
 from easytrain import questions as Q
 from tests._tui_helpers import SIZE, answer, make_workdir, new_app, press, question_key, screen_name, shown_text, \
-    start_new, to_question
+    start_new, to_question, to_review
 
 
 @pytest.fixture
@@ -121,3 +121,28 @@ def test_gpu_memory_is_read_from_nvidia_smi_without_torch(tmp_path, monkeypatch)
     finally:
         for cached in (machine.has_cuda_gpu, machine.gpu_info):
             cached.cache_clear()
+
+
+async def test_the_review_shows_the_memory_estimate_and_warns_on_a_small_card(workdir, monkeypatch):
+    """A full-size SDXL file (the wizard reads only its header) on a 6 GB card: the estimate does not fit."""
+    from _model_helpers import write_fake_checkpoint
+
+    monkeypatch.setattr(machine, "gpu_info", lambda: machine.GpuInfo("Test GPU", 6.0))
+    write_fake_checkpoint(workdir / "xl.safetensors", "sdxl")
+    app = new_app(workdir, route="new")
+    async with app.run_test(size=SIZE) as pilot:
+        await start_new(pilot, base_model="xl.safetensors")
+        await to_review(pilot)
+        summary = shown_text(app, "#summary")
+    assert "GPU memory: about 7.3 GiB estimated for SDXL at 1024x1024" in summary
+    assert "! GPU memory: about 7.3 GiB estimated, more than the 6 GiB of Test GPU" in summary
+
+
+async def test_the_tiny_model_never_warns_about_memory(workdir, monkeypatch):
+    monkeypatch.setattr(machine, "gpu_info", lambda: machine.GpuInfo("Test GPU", 1.0))
+    app = new_app(workdir, route="new")
+    async with app.run_test(size=SIZE) as pilot:
+        await start_new(pilot)
+        await to_review(pilot)
+        summary = shown_text(app, "#summary")
+    assert "GPU memory: about" in summary and "tiny test model" in summary and "more than the" not in summary

@@ -405,8 +405,22 @@ class Wizard:
         per_step = plan.batch_size * accumulation
         how = f" ({plan.batch_size} x {accumulation} accumulated)" if accumulation > 1 else ""
         summary.append(f"Effective batch: {per_step} images per step{how} (times the GPUs of a multi-GPU launch)")
+        memory, memory_warnings = self.gpu_memory(plan, arch)
+        summary += memory
         shown_in_bar = steps_warning(plan.total_steps)
-        return summary, [w for w in plan.warnings if w != shown_in_bar]
+        return summary, [w for w in plan.warnings if w != shown_in_bar] + memory_warnings
+
+    def gpu_memory(self, plan: TrainPlan, arch) -> tuple[list[str], list[str]]:
+        """With a known GPU (or EASYTRAIN_GPU_MEMORY): `check`'s estimate, and its warning when it will not fit."""
+        from easytrain import machine
+        from easytrain.catalog import ARCHITECTURES
+        from easytrain.commands.check import BaseModelInfo, memory_lines
+
+        model = self.state.model
+        if machine.gpu_info() is None or model is None or arch not in ARCHITECTURES:
+            return [], []
+        lines, warnings = memory_lines(plan, BaseModelInfo("", arch, model.tiny))
+        return [lines[0] + " (not yet confirmed on a GPU)"], warnings
 
     # ---------------------------------------------------------------- small helpers
     def where(self, detail: str) -> str:

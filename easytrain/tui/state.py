@@ -25,6 +25,7 @@ class ModelInfo:
     arch: Optional[str]
     sure: bool
     description: str
+    tiny: bool = False  # one of easytrain's tiny test models (they fit any GPU)
 
     @property
     def label(self) -> str:
@@ -34,13 +35,13 @@ class ModelInfo:
 def inspect_model(value: str, base_dir: Path) -> ModelInfo:
     """Detect the architecture of a base-model answer; raises UserError for a file that is not one."""
     if value == Q.BUILTIN_TINY:
-        return ModelInfo(TINY_MODEL_ARCH, True, "easytrain's tiny demo model (SD1-shaped)")
+        return ModelInfo(TINY_MODEL_ARCH, True, "easytrain's tiny demo model (SD1-shaped)", tiny=True)
     from easytrain.model.detect import detect_architecture
 
     path = Q.resolve(value, base_dir)
     detection = detect_architecture(path)
     sure = detection.sure and path.suffix.lower() != ".ckpt"
-    return ModelInfo(detection.arch, sure, detection.description)
+    return ModelInfo(detection.arch, sure, detection.description, tiny=detection.is_tiny)
 
 
 def vae_problem(value: str, base_model: str, base_dir: Path) -> Optional[str]:
