@@ -155,7 +155,7 @@ def run_training(plan, sink: ev.Sink, control: Optional[TrainControl] = None, *,
     # encoders then leave the GPU (kohya's cache_text_encoder_outputs; about 1.6 GB on SDXL).
     cache_text = plan.text_outputs_cached
     latent_rng = torch.Generator(device=device).manual_seed(seed + 1)
-    caching = data.cache_latents != "off" and not dataset.pixels_vary
+    caching = data.cache_latents != "off" and not plan.pixels_vary
     if data.cache_latents != "off" and not caching:
         emit(ev.Message("latents are not cached: random crop or colour jitter change the pixels every epoch"))
     # The VAE encodes in fp32 when caching (once, exact); per step it runs in the mixed precision if it can.

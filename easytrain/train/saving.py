@@ -43,8 +43,9 @@ class MetadataBase:
 
 
 def run_metadata(plan, *, spec, arch: str, prediction_type: str, optimizer_name: str,
-                 mixed_precision: str, total_steps: int, steps_per_epoch: int, processes: int = 1,
-                 zero_terminal_snr: bool = False) -> MetadataBase:
+                 mixed_precision: str, total_steps: int, steps_per_epoch: int, zero_terminal_snr: bool,
+                 processes: int = 1) -> MetadataBase:
+    """kohya's metadata of the run; ``zero_terminal_snr``: the schedule trained with (asked for, or the file's)."""
     from easytrain.data.kohya_metadata import bucket_info, datasets_entry, reg_dataset_dirs
     from easytrain.data.tags import dataset_dirs, tag_frequency
     from easytrain.network.metadata import base_model_hashes, new_session_id
@@ -107,7 +108,7 @@ def run_metadata(plan, *, spec, arch: str, prediction_type: str, optimizer_name:
         multires_noise_discount=loss.multires_noise_discount if loss.multires_noise_iterations else None,
         adaptive_noise_scale=loss.adaptive_noise_scale or None,
         ip_noise_gamma=loss.ip_noise_gamma or None,
-        zero_terminal_snr=zero_terminal_snr or loss.zero_terminal_snr,
+        zero_terminal_snr=zero_terminal_snr,
         debiased_estimation=loss.debiased_estimation_loss,
         loss_type=loss.loss_type,
         huber_schedule=loss.huber_schedule,

@@ -170,7 +170,7 @@ def build_validator(plan, *, adapter, base, unet, text_encoders, vae, vae_dtype,
             return unet(noisy, timesteps, **conditioner(batch)).sample
 
     return Validator(validation_set, predict, every_n_steps=plan.validation.every_n_steps, emit=emit,
-                     precache_text=getattr(conditioner, "precache", None),
+                     precache_text=conditioner.precache,
                      noise_scheduler=base.noise_scheduler,
                      prediction_type=plan.loss.prediction_type(base.prediction_type),
                      modules=(unet, *text_encoders), snr=all_snr(base.noise_scheduler).to(device),
