@@ -79,3 +79,21 @@ def test_timesteps_are_uniform_over_the_whole_schedule():
     t = sample_timesteps(20000, 1000, "cpu", torch.Generator().manual_seed(0))
     assert t.min().item() == 0 and t.max().item() == 999
     assert abs(t.float().mean().item() - 499.5) < 10
+
+
+def test_latent_caching_encodes_at_most_one_sdxl_sized_picture_per_vae_call():
+    from easytrain.train.setup import vae_batch_size
+
+    assert vae_batch_size((512, 512), 2) == 2          # SD1 at its size: the whole batch
+    assert vae_batch_size((512, 512), 8) == 4
+    assert vae_batch_size((1024, 1024), 4) == 1        # SDXL: one picture a call (fp32 encode)
+    assert vae_batch_size((2048, 2048), 1) == 1
+
+
+def test_the_sample_schedulers_get_sds_steps_offset():
+    from diffusers import EulerDiscreteScheduler
+
+    from easytrain.model.load import make_noise_scheduler
+
+    sampler = EulerDiscreteScheduler.from_config(make_noise_scheduler("epsilon").config)
+    assert sampler.config.steps_offset == 1
