@@ -194,12 +194,12 @@ def bare_setup(plan, *, checkpointing: bool | None = None, adamw: dict | None = 
     instead of the answers' optimizer, the UNet in channels_last.
     """
     from easytrain.data.dataset import TrainDataset
-    from easytrain.model.load import load_base_model
-    from easytrain.network.build import apply_network
+    from easytrain.families.load import load_base_model
+    from easytrain.families.sd.targets import apply_network
     from easytrain.network.spec import NetworkSpec
     from easytrain.train.optimizers import build_optimizer
     from easytrain.train.schedulers import build_scheduler
-    from easytrain.arch.clip_text import tokenize_captions
+    from easytrain.families.clip_text import tokenize_captions
 
     answers = plan.answers
     seed = int(answers.get("seed", 42))
@@ -270,8 +270,8 @@ def bare_loop(plan, *, cached_text: bool = False, **variant):
     cached_text: the text encoder's states are computed once per batch
     beforehand (possible when it is not trained and captions do not change).
     """
-    from easytrain.train.diffusion import all_snr, diffusion_loss, sample_noise, sample_timesteps, training_target
-    from easytrain.arch.clip_text import encode_tokens
+    from easytrain.families.ddpm.diffusion import all_snr, diffusion_loss, sample_noise, sample_timesteps, training_target
+    from easytrain.families.clip_text import encode_tokens
 
     base, network, optimizer, scheduler, batches = bare_setup(plan, **variant)
     if cached_text:
@@ -341,8 +341,8 @@ def time_sink_events(plan, events: int = 2000) -> dict[str, float]:
 def time_validation(plan, fraction: float = 0.1, reps: int = 3) -> tuple[int, float]:
     """(held-out images, seconds per validation evaluation) on a share of the bench images."""
     from easytrain.data.validation_split import split_off
-    from easytrain.train.diffusion import all_snr
-    from easytrain.arch.clip_text import encode_tokens, tokenize_captions
+    from easytrain.families.ddpm.diffusion import all_snr
+    from easytrain.families.clip_text import encode_tokens, tokenize_captions
     from easytrain.train.validation import ValidationSet
 
     base, _, _, _, _ = bare_setup(plan)

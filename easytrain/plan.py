@@ -117,7 +117,7 @@ def block_layout_of(answers: Answers, base_model: str, args: dict) -> tuple[Opti
         return None, []
     arch = TINY_MODEL_ARCH if base_model == Q.BUILTIN_TINY else answer(answers, "architecture")
     if arch == AUTO:
-        from easytrain.model.detect import detect_architecture
+        from easytrain.families.detect import detect_architecture
 
         detection = detect_architecture(base_model)
         if detection.arch is None:

@@ -304,7 +304,7 @@ def architecture_of(v: Values) -> Optional[str]:
 
 @functools.lru_cache(maxsize=32)
 def _detected_architecture(path: str, mtime_ns: int, size: int) -> Optional[str]:
-    from easytrain.model.detect import detect_architecture
+    from easytrain.families.detect import detect_architecture
 
     try:
         found = detect_architecture(path)

@@ -7,7 +7,7 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from easytrain.model.tiny_sdxl import tiny_sdxl_paths
+from easytrain.families.sdxl.tiny import tiny_sdxl_paths
 
 from _train_helpers import Recorder, tiny_plan
 
@@ -99,7 +99,7 @@ def _noobai_file(tmp_path):
 
 
 def test_noobai_v_pred_loads_with_v_target_and_zero_terminal_snr(tmp_path):
-    from easytrain.model.load import load_base_model
+    from easytrain.families.load import load_base_model
 
     path = _noobai_file(tmp_path)
     base = load_base_model(str(path))
@@ -129,7 +129,7 @@ def test_noobai_v_pred_trains_and_is_marked_v(tmp_path):
 def test_frozen_text_encoders_are_used_only_before_the_first_step_and_for_samples(tmp_path, monkeypatch):
     """UNet only with fixed captions (SDXL's defaults): every caption, held-out ones included, is encoded
     once before training, so the text encoders can wait on the CPU; only sampling brings them back."""
-    from easytrain.arch import sdxl_text
+    from easytrain.families.sdxl import text as sdxl_text
     from easytrain.train import events as ev
 
     recorder = Recorder()

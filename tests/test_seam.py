@@ -45,7 +45,7 @@ def test_the_grep_catches_what_it_is_for():
 
 
 def test_catalog_names_match_the_heavy_side_implementations():
-    from easytrain.arch.registry import registered_families
+    from easytrain.families.registry import registered_families
     from easytrain.network.spec import NETWORK_TYPES
     from easytrain.train.optimizers import OPTIMIZER_CLASSES
     from easytrain.train.schedulers import SCHEDULE_FUNCTIONS
@@ -59,15 +59,15 @@ def test_catalog_names_match_the_heavy_side_implementations():
     families = {a.family for a in catalog.ARCHITECTURES.values()}
     assert set(registered_families()) <= families
     # Every family the catalog lists is either served by an adapter or refused with its label.
-    from easytrain.arch.registry import adapter_for
+    from easytrain.families.registry import family_for
     from easytrain.errors import UserError
 
     for arch in catalog.ARCHITECTURE_IDS:
         if catalog.architecture(arch).family in registered_families():
-            assert adapter_for(arch).family == catalog.architecture(arch).family
+            assert family_for(arch).family == catalog.architecture(arch).family
         else:
             with pytest.raises(UserError, match=catalog.architecture(arch).label):
-                adapter_for(arch)
+                family_for(arch)
 
 
 def test_the_question_table_offers_exactly_the_catalog():

@@ -29,10 +29,10 @@ def test_accumulated_batches_make_the_large_batch_step_in_fp32():
     from accelerate import Accelerator
 
     from easytrain.data.dataset import Batch
-    from easytrain.network.build import apply_network
+    from easytrain.families.sd.targets import apply_network
     from easytrain.network.spec import NetworkSpec
     from easytrain.settings import LossSettings
-    from easytrain.train.diffusion import diffusion_loss, sample_noise, sample_timesteps, training_target
+    from easytrain.families.ddpm.diffusion import diffusion_loss, sample_noise, sample_timesteps, training_target
     from easytrain.train.step import TrainingStep
     from tests._network_helpers import tiny_parts
 
@@ -83,7 +83,7 @@ def test_accumulated_batches_make_the_large_batch_step_in_fp32():
         steps.append(sample_timesteps(1, 1000, "cpu", replay))
     lat, noise, t = torch.cat(latents), torch.cat(noises), torch.cat(steps)
     pred = parts["unet"](scheduler.add_noise(lat, noise, t), t, torch.cat(context)).sample
-    from easytrain.train.diffusion import all_snr
+    from easytrain.families.ddpm.diffusion import all_snr
 
     loss = diffusion_loss(pred, training_target(scheduler, lat, noise, t, "epsilon"), t,
                           loss_weights=torch.ones(2), snr=all_snr(scheduler), min_snr_gamma=5.0)

@@ -10,9 +10,9 @@ from _train_helpers import make_colour_dataset
 from easytrain.data.buckets import BucketSettings
 from easytrain.data.scan import scan_image_folder
 from easytrain.data.validation_split import split_off
-from easytrain.network.build import apply_network
+from easytrain.families.sd.targets import apply_network
 from easytrain.network.spec import NetworkSpec
-from easytrain.arch.clip_text import encode_tokens, tokenize_captions
+from easytrain.families.clip_text import encode_tokens, tokenize_captions
 from easytrain.train.validation import ValidationSet
 
 

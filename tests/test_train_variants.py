@@ -6,10 +6,10 @@ import pytest
 import torch
 from diffusers import DDPMScheduler
 
-from easytrain.train.loss_variants import (
+from easytrain.families.ddpm.loss_variants import (
     apply_mask, debiased_weights, elementwise_loss, huber_c_for, v_pred_like_noise_pred_weights, velocity,
 )
-from easytrain.train.noise_variants import offset_noise, perturbed_noise, pyramid_noise, zero_terminal_snr_betas
+from easytrain.families.ddpm.noise_variants import offset_noise, perturbed_noise, pyramid_noise, zero_terminal_snr_betas
 
 
 def sd_scheduler(**extra):
@@ -152,7 +152,7 @@ def test_velocity_matches_diffusers():
 # ---------------------------------------------------------------- the objective with the variants plugged in
 
 def test_sample_noise_with_offset_draws_as_before_and_adds_the_variants():
-    from easytrain.train.diffusion import sample_noise
+    from easytrain.families.ddpm.diffusion import sample_noise
 
     latents = torch.randn(2, 4, 8, 8, generator=gen(1))
     g = gen(3)
@@ -166,7 +166,7 @@ def test_sample_noise_with_offset_draws_as_before_and_adds_the_variants():
 
 
 def test_diffusion_loss_applies_loss_type_mask_and_snr_weights_in_kohyas_order():
-    from easytrain.train.diffusion import all_snr, diffusion_loss
+    from easytrain.families.ddpm.diffusion import all_snr, diffusion_loss
 
     sched = sd_scheduler()
     snr = all_snr(sched)

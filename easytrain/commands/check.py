@@ -26,7 +26,7 @@ def inspect_base_model(plan: TrainPlan) -> BaseModelInfo:
     A file that is not a usable checkpoint (a LoRA, a VAE, random tensors) raises UserError here,
     before anyone waits for a model to load.
     """
-    from easytrain.model.detect import detect_architecture
+    from easytrain.families.detect import detect_architecture
 
     chosen = plan.answers.architecture or AUTO
     if plan.base_model.startswith("builtin:"):

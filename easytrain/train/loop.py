@@ -92,20 +92,20 @@ def run_training(plan, sink: ev.Sink, control: Optional[TrainControl] = None, *,
     # ---- base model, frozen, in the mixed precision, and its architecture's adapter ----------------
     emit(ev.PhaseStarted("loading model"))
     phase_start = time.monotonic()
-    from easytrain.arch.registry import adapter_for
-    from easytrain.model.load import load_base_model
+    from easytrain.families.registry import family_for
+    from easytrain.families.load import load_base_model
 
     base = load_base_model(plan.model.base_model, plan.model.architecture, dtype=weight_dtype)
     if plan.model.vae is not None:  # kohya's --vae: latents and samples through another VAE
         from easytrain.model.vae_file import load_vae
 
         base.vae = load_vae(plan.model.vae, base.vae.config, dtype=weight_dtype)
-    adapter = adapter_for(base.arch)
+    adapter = family_for(base.arch)
     prediction_type = plan.loss.prediction_type(base.prediction_type)
     # asked for, or the file is marked so (NoobAI's ztsnr key: its loader rescaled the schedule already)
     zero_terminal_snr = plan.loss.zero_terminal_snr or bool(base.noise_scheduler.config.get("rescale_betas_zero_snr"))
     if plan.loss.zero_terminal_snr:
-        from easytrain.train.noise_variants import rescale_for_zero_terminal_snr
+        from easytrain.families.ddpm.noise_variants import rescale_for_zero_terminal_snr
 
         rescale_for_zero_terminal_snr(base.noise_scheduler)
     unet, vae = base.unet, base.vae

@@ -14,9 +14,9 @@ from typing import Optional
 import torch
 
 from easytrain.settings import LossSettings
-from easytrain.train.diffusion import all_snr, diffusion_loss, sample_noise, sample_timesteps, training_target
-from easytrain.train.loss_variants import huber_c_for
-from easytrain.train.noise_variants import perturbed_noise
+from easytrain.families.ddpm.diffusion import all_snr, diffusion_loss, sample_noise, sample_timesteps, training_target
+from easytrain.families.ddpm.loss_variants import huber_c_for
+from easytrain.families.ddpm.noise_variants import perturbed_noise
 
 
 class VaeEncoder:

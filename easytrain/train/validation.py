@@ -21,7 +21,7 @@ import torch
 from easytrain.data.buckets import BucketSettings
 from easytrain.data.dataset import TrainDataset
 from easytrain.data.scan import DatasetScan
-from easytrain.train.diffusion import diffusion_loss, training_target
+from easytrain.families.ddpm.diffusion import diffusion_loss, training_target
 
 # Where in the noise schedule each image is evaluated, as fractions of its length.
 TIMESTEP_FRACTIONS = (0.1, 0.35, 0.6, 0.85)
@@ -153,7 +153,7 @@ def build_validator(plan, *, adapter, base, unet, text_encoders, vae, vae_dtype,
     """
     if plan.validation_scan is None:
         return NoValidation()
-    from easytrain.train.diffusion import all_snr
+    from easytrain.families.ddpm.diffusion import all_snr
 
     def encode(pixels: torch.Tensor) -> torch.Tensor:
         return vae.encode(pixels.to(device, dtype=vae_dtype)).latent_dist.mean

@@ -19,7 +19,7 @@ def fill_text_cache(cache, captions: Sequence[str]) -> None:
         cache(distinct[start:start + PRECACHE_CHUNK])
 
 
-class Adapter:
+class Family:
     """One architecture family (SD1, SD2, SDXL, ...); subclasses fill in every method."""
 
     family: str = ""

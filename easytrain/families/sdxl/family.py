@@ -12,16 +12,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from easytrain.arch.base import Adapter
-from easytrain.arch.sdxl_text import SdxlConditioner
+from easytrain.families.base import Family
+from easytrain.families.sdxl.text import SdxlConditioner
 
 
-class SDXL(Adapter):
+class SDXL(Family):
     family = "sdxl"
     vae_encodes_in_half = False
 
     def load(self, path: Path, detection, arch: str, prediction: str, dtype):
-        from easytrain.model.load_sdxl import load_sdxl
+        from easytrain.families.sdxl.load import load_sdxl
 
         return load_sdxl(path, dtype, arch=arch, prediction_type=prediction, detection=detection)
 
@@ -33,7 +33,7 @@ class SDXL(Adapter):
         return {"unet": base.unet, "text_encoder": text_encoder, "text_encoder_2": text_encoder_2}
 
     def network_targets(self, models: dict, spec) -> list:
-        from easytrain.network.sdxl_targets import sdxl_text_encoder_targets, sdxl_unet_targets
+        from easytrain.families.sdxl.targets import sdxl_text_encoder_targets, sdxl_unet_targets
 
         targets = []
         if spec.train_unet and models.get("unet") is not None:
@@ -52,7 +52,7 @@ class SDXL(Adapter):
     def render_samples(self, *, unet, vae, text_encoders, tokenizers, prompts, output_dir, name, epoch, device,
                        dtype, clip_skip, prediction_type, scheduler_config, max_token_length, on_progress=None,
                        step=None):
-        from easytrain.sampling.sdxl import generate_sdxl_samples
+        from easytrain.families.sdxl.sampling import generate_sdxl_samples
 
         return generate_sdxl_samples(
             unet=unet, vae=vae, text_encoders=tuple(text_encoders), tokenizers=tuple(tokenizers), prompts=prompts,
