@@ -23,7 +23,7 @@ The estimate adds up
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Mapping, Optional
+from typing import Optional
 
 from easytrain.catalog import ARCHITECTURES, architecture_label
 from easytrain.families.registry import family_memory
@@ -160,9 +160,9 @@ def setup_for_plan(plan, arch: str) -> TrainingSetup:
     """The memory-relevant settings of a TrainPlan (duck-typed: plan.py imports nothing from here)."""
     width, height = plan.resolution
     return TrainingSetup(
-        arch=arch, width=width, height=height, batch=plan.batch_size, mixed_precision=plan.mixed_precision,
+        arch=arch, width=width, height=height, batch=plan.data.batch_size, mixed_precision=plan.precision.mixed_precision,
         optimizer=plan.optimizer.name, network_type=plan.network.network_type, dim=plan.network.dim,
-        conv_dim=plan.network.conv_dim, train_unet=plan.train_unet, train_text_encoder=plan.train_text_encoder,
+        conv_dim=plan.network.conv_dim, train_unet=plan.network.train_unet, train_text_encoder=plan.network.train_text_encoder,
         checkpointing=plan.precision.gradient_checkpointing,
         latents_cached=plan.data.cache_latents != "off" and not plan.pixels_vary,
         text_outputs_cached=plan.text_outputs_cached,

@@ -304,13 +304,12 @@ def architecture_of(v: Values) -> Optional[str]:
 
 @functools.lru_cache(maxsize=32)
 def _detected_architecture(path: str, mtime_ns: int, size: int) -> Optional[str]:
-    from easytrain.families.detect import detect_architecture
+    from easytrain.families.detect import resolve_architecture
 
     try:
-        found = detect_architecture(path)
+        return resolve_architecture(path).arch
     except (UserError, OSError, ValueError):
-        return None  # the base_model check says what is wrong with the file
-    return found.arch if found.sure else None
+        return None  # unsure, or not a model: the base_model check says what is wrong with the file
 
 
 def _check_path(q: Question, value: str, base_dir: Path) -> Optional[str]:

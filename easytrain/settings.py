@@ -21,10 +21,15 @@ def frozen_mapping(values: Optional[Mapping[str, Any]]) -> Mapping[str, Any]:
 @dataclass(frozen=True)
 class ModelSettings:
     base_model: str                 # "builtin:tiny", or an absolute path
-    architecture: str               # "auto" or a catalog id: the answer, which the file's header can overrule
+    resolved: Any                   # families.detect.Resolved: the architecture, read from the header once
     clip_skip: int
     max_token_length: int           # 75, 150 or 225 caption tokens
     vae: Optional[str] = None       # a separate VAE: "builtin:tiny" or an absolute path; None: the base model's
+
+    @property
+    def architecture(self) -> str:
+        """The catalog id the base model trains as."""
+        return self.resolved.arch
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,7 @@ def test_samples_come_from_the_sdxl_pipeline(trained):
     from PIL import Image
 
     plan, _result = trained
-    folder = plan.output_dir / "sample"
+    folder = plan.saving.output_dir / "sample"
     assert sorted(p.name for p in folder.iterdir()) == ["tiny_e000001_00_3.png", "tiny_e000001_sheet.png"]
     with Image.open(folder / "tiny_e000001_00_3.png") as image:
         assert image.size == (64, 64)

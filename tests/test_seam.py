@@ -115,7 +115,7 @@ def test_a_dataset_toml_batch_size_is_the_batch_of_the_plan_the_loop_and_the_met
     answers = tiny_answers(tmp_path, dataset_config=str(toml), batch_size=2, epochs=1, save_every_n_epochs=0,
                            save_state=False, train_parts="unet_only", text_encoder_lr=0.0)
     plan = TrainPlan.from_answers(answers)
-    assert plan.batch_size == 4 and plan.steps_per_epoch == 3       # 12 images (4 x 3 repeats) / 4
+    assert plan.data.batch_size == 4 and plan.steps_per_epoch == 3       # 12 images (4 x 3 repeats) / 4
     events = Recorder()
     result = run_training(plan, events)
     steps = events.of(ev.StepEnded)

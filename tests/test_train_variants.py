@@ -7,7 +7,7 @@ import torch
 from diffusers import DDPMScheduler
 
 from easytrain.families.ddpm.loss_variants import (
-    apply_mask, debiased_weights, elementwise_loss, huber_c_for, v_pred_like_noise_pred_weights, velocity,
+    apply_mask, debiased_weights, elementwise_loss, huber_c_for, v_pred_like_noise_pred_weights,
 )
 from easytrain.families.ddpm.noise_variants import offset_noise, perturbed_noise, pyramid_noise, zero_terminal_snr_betas
 
@@ -139,14 +139,6 @@ def test_mask_zeroes_the_loss_outside_it():
     assert out[0, :, :, 0].eq(1).all() and out[0, :, :, 1].eq(0).all()
     half = torch.full((1, 1, 16, 16), 0.5)
     assert apply_mask(loss, half).eq(0.5).all()
-
-
-def test_velocity_matches_diffusers():
-    sched = sd_scheduler()
-    latents, noise = torch.randn(3, 4, 8, 8, generator=gen(1)), torch.randn(3, 4, 8, 8, generator=gen(2))
-    t = torch.tensor([0, 321, 999])
-    assert torch.allclose(velocity(latents, noise, sched.alphas_cumprod, t),
-                          sched.get_velocity(latents, noise, t), atol=1e-6)
 
 
 # ---------------------------------------------------------------- the objective with the variants plugged in

@@ -6,6 +6,8 @@ imports the training side.
 
 from easytrain.families.sd import catalog, signature
 
+__all__ = ["catalog", "signature", "families"]
+
 
 def families() -> tuple:
     from easytrain.families.sd.family import SD1, SD2

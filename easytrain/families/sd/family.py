@@ -12,7 +12,8 @@ from pathlib import Path
 
 import torch
 
-from easytrain.families.base import Family, fill_text_cache
+from easytrain.families.base import fill_text_cache
+from easytrain.families.ddpm.family import DdpmFamily
 from easytrain.families.clip_text import TextStateCache, encode_tokens, tokenize_captions
 from easytrain.families.sd import load
 from easytrain.model.load import BUILTIN_TINY, CLIP_PAD
@@ -45,7 +46,7 @@ class ClipConditioner:
         return {"encoder_hidden_states": states}
 
 
-class StableDiffusion(Family):
+class StableDiffusion(DdpmFamily):
     """What SD1 and SD2 share; the subclasses set the tokenizer's pad and the text encoder's file layout."""
 
     pad_token = CLIP_PAD
@@ -79,17 +80,16 @@ class StableDiffusion(Family):
         return ClipConditioner(text_encoder, tokenizer, clip_skip=clip_skip, max_token_length=max_token_length,
                                device=device, train_text_encoder=train_text_encoder, cache_text=cache_text)
 
-    def render_samples(self, *, unet, vae, text_encoders, tokenizers, prompts, output_dir, name, epoch, device,
-                       dtype, clip_skip, prediction_type, scheduler_config, max_token_length, on_progress=None,
-                       step=None):
+    def render_samples(self, *, base, unet, text_encoders, prompts, output_dir, name, epoch, device, dtype,
+                       clip_skip, max_token_length, on_progress=None, step=None):
         from easytrain.families.sd.sampling import generate_samples
 
-        (text_encoder,), (tokenizer,) = text_encoders, tokenizers
+        (text_encoder,), (tokenizer,) = text_encoders, base.tokenizers
         return generate_samples(
-            unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, prompts=prompts,
+            unet=unet, vae=base.vae, text_encoder=text_encoder, tokenizer=tokenizer, prompts=prompts,
             output_dir=output_dir, name=name, epoch=epoch, step=step, device=device, dtype=dtype, clip_skip=clip_skip,
-            prediction_type=prediction_type, scheduler_config=scheduler_config, max_token_length=max_token_length,
-            on_progress=on_progress,
+            prediction_type=base.prediction_type, scheduler_config=base.noise_scheduler.config,
+            max_token_length=max_token_length, on_progress=on_progress,
         )
 
 

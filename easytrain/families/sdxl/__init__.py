@@ -6,6 +6,8 @@ imports the training side.
 
 from easytrain.families.sdxl import catalog, signature
 
+__all__ = ["catalog", "signature", "families"]
+
 
 def families() -> tuple:
     from easytrain.families.sdxl.family import SDXL

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from easytrain.families.base import Family
+from easytrain.families.ddpm.family import DdpmFamily
 from easytrain.families.sdxl.text import SdxlConditioner
 
 
-class SDXL(Family):
+class SDXL(DdpmFamily):
     family = "sdxl"
     vae_encodes_in_half = False
 
@@ -49,14 +49,13 @@ class SDXL(Family):
         return SdxlConditioner(tuple(text_encoders), tuple(tokenizers), max_token_length=max_token_length,
                                device=device, train_text_encoder=train_text_encoder, cache_text=cache_text)
 
-    def render_samples(self, *, unet, vae, text_encoders, tokenizers, prompts, output_dir, name, epoch, device,
-                       dtype, clip_skip, prediction_type, scheduler_config, max_token_length, on_progress=None,
-                       step=None):
+    def render_samples(self, *, base, unet, text_encoders, prompts, output_dir, name, epoch, device, dtype,
+                       clip_skip, max_token_length, on_progress=None, step=None):
         from easytrain.families.sdxl.sampling import generate_sdxl_samples
 
         return generate_sdxl_samples(
-            unet=unet, vae=vae, text_encoders=tuple(text_encoders), tokenizers=tuple(tokenizers), prompts=prompts,
-            output_dir=output_dir, name=name, epoch=epoch, step=step, device=device, dtype=dtype,
-            prediction_type=prediction_type, scheduler_config=scheduler_config, max_token_length=max_token_length,
-            on_progress=on_progress,
+            unet=unet, vae=base.vae, text_encoders=tuple(text_encoders), tokenizers=tuple(base.tokenizers),
+            prompts=prompts, output_dir=output_dir, name=name, epoch=epoch, step=step, device=device, dtype=dtype,
+            prediction_type=base.prediction_type, scheduler_config=base.noise_scheduler.config,
+            max_token_length=max_token_length, on_progress=on_progress,
         )
