@@ -9,7 +9,7 @@ when the two disagree.
 
 from __future__ import annotations
 
-from easytrain.families.registry import family_architectures
+from easytrain.families.registry import family_architectures, family_block_layouts
 from easytrain.families.spec import Architecture
 
 OPTIMIZERS = ("AdamW8bit", "AdamW", "Lion", "Lion8bit", "Prodigy", "DAdaptAdam", "SGDNesterov", "Adafactor")
@@ -24,6 +24,8 @@ SCHEDULERS = ("cosine_with_restarts", "cosine", "constant", "constant_with_warmu
 
 
 ARCHITECTURES: dict[str, Architecture] = {a.id: a for a in family_architectures()}
+# The block numberings of block-wise settings, by the name an Architecture's block_layout gives.
+BLOCK_LAYOUTS = {layout.name: layout for layout in family_block_layouts()}
 ARCHITECTURE_IDS = tuple(ARCHITECTURES)
 AUTO = "auto"
 TINY_MODEL_ARCH = "sd1"   # the embedded demo model is SD1-shaped
@@ -97,3 +99,27 @@ def block_layout(arch_id: str | None) -> str | None:
 def uses_clip_skip(arch_id: str | None) -> bool:
     entry = _entry(arch_id)
     return entry.uses_clip_skip if entry else True
+
+
+def predicts_velocity(arch_id: str | None) -> bool:
+    """Whether the architecture's denoiser predicts the velocity v (SD2 768-v, NoobAI v-pred)."""
+    entry = _entry(arch_id)
+    return entry is not None and entry.prediction_type == "v_prediction"
+
+
+# modelspec.prediction_type as kohya writes it, by the prediction type a family's objective trains.
+MODELSPEC_PREDICTION_TYPES = {"epsilon": "epsilon", "v_prediction": "v", "v": "v"}
+
+
+LEGACY_FLAGS = tuple(sorted({flag for entry in ARCHITECTURES.values() for flag in entry.legacy_flags}))
+
+
+def architecture_for_flags(flags: set[str]) -> str | None:
+    """The architecture kohya's boolean flags name ("v2", "sdxl", "v_parameterization"; popup-era and kohya_ss
+    files): the entry with the most of its ``legacy_flags`` among ``flags``, first in family order; None when
+    only entries without flags fit (the flags name no architecture: the file says nothing about it)."""
+    best = None
+    for entry in ARCHITECTURES.values():
+        if entry.legacy_flags <= flags and (best is None or len(entry.legacy_flags) > len(best.legacy_flags)):
+            best = entry
+    return best.id if best is not None and best.legacy_flags else None

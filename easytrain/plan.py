@@ -109,7 +109,8 @@ def block_layout_of(arch: str, base_model: str, args: dict) -> tuple[Optional[st
     checked here.
     """
     from easytrain.catalog import block_layout
-    from easytrain.network.blocks import LAYOUTS, PER_BLOCK_KEYS, cut_lists, per_block
+    from easytrain.catalog import BLOCK_LAYOUTS as LAYOUTS
+    from easytrain.network.blocks import PER_BLOCK_KEYS, cut_lists, per_block
 
     if not args:
         return None, []

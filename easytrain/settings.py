@@ -65,13 +65,14 @@ class NetworkSettings:
     dora: bool
     # kohya's block-wise --network_args as given ("down_lr_weight": "cosine", "block_dims": "4,4,..."); {} for none
     block_args: Mapping[str, Any] = field(default_factory=frozen_mapping)
-    # the base model's block numbering ("sd", "sdxl": the catalog's block_layout), set with block_args
+    # the base model's block numbering (its catalog entry's block_layout), set with block_args
     block_layout: Optional[str] = None
 
     @property
     def blocks(self):
         """network.blocks.BlockSettings from block_args in the base model's numbering, or None."""
-        from easytrain.network.blocks import LAYOUTS, block_settings
+        from easytrain.catalog import BLOCK_LAYOUTS as LAYOUTS
+        from easytrain.network.blocks import block_settings
 
         return block_settings(LAYOUTS[self.block_layout], **self.block_args) if self.block_args else None
 
@@ -118,9 +119,6 @@ class LossSettings:
     huber_c: float
     huber_scale: float
     masked: bool                    # loss masks from alpha channels or a mask folder
-
-    def prediction_type(self, architecture_prediction: str) -> str:
-        return "v_prediction" if self.v_parameterization else architecture_prediction
 
 
 @dataclass(frozen=True)

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from easytrain.errors import UserError
-from easytrain.network.blocks import (
-    SD, SDXL, block_index, block_settings, cut_lists, lr_weights, per_block, side_weights,
-)
+from easytrain.families.sd.blocks import SD
+from easytrain.families.sdxl.blocks import SDXL
+from easytrain.network.blocks import block_index, block_settings, cut_lists, lr_weights, per_block, side_weights
 
 
 @pytest.mark.parametrize("name,index", [

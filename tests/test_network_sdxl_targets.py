@@ -143,7 +143,8 @@ def _kohyas_sdxl_block_index(lora_name: str) -> int:
 def test_full_size_blocks_are_kohyas(full_size):
     from collections import Counter
 
-    from easytrain.network.blocks import SDXL, block_index
+    from easytrain.families.sdxl.blocks import SDXL
+    from easytrain.network.blocks import block_index
 
     _bench, models, _shapes = full_size
     targets = sdxl_unet_targets(models["unet"], with_convs=True)

@@ -12,8 +12,8 @@ from importlib import import_module
 from pathlib import Path
 from typing import Iterator, Optional
 
-# Detection asks the packages in this order: the first whose signature knows a file decides.
-PACKAGES = ("sdxl", "sd")
+# In the catalog's (and the wizard's) order.
+PACKAGES = ("sd", "sdxl")
 
 
 def packages() -> list:
@@ -34,9 +34,16 @@ def family_memory() -> dict:
     return table
 
 
+def family_block_layouts() -> Iterator:
+    """Every family's block numbering (network.blocks.BlockLayout), for block-wise settings."""
+    for package in packages():
+        yield from package.catalog.BLOCK_LAYOUTS
+
+
 def signatures() -> list:
-    """Each package's detection signature (light: headers, key names and configs only), in detection order."""
-    return [package.signature for package in packages()]
+    """Each package's detection signature (light: headers, key names and configs only), in the order detection
+    asks them: the first that knows a file decides; a signature with a higher PRIORITY is asked first."""
+    return sorted((package.signature for package in packages()), key=lambda s: -getattr(s, "PRIORITY", 0))
 
 
 def _families() -> dict:

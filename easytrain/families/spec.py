@@ -31,6 +31,7 @@ class Architecture:
     block_layout: str = "sd"  # kohya's block numbering for block-wise settings (network/blocks.py LAYOUTS)
     uses_clip_skip: bool = True  # SDXL always conditions on both encoders' penultimate layer
     same_models_as: str | None = None  # built from that architecture's shipped configs (only the target differs)
+    legacy_flags: frozenset = frozenset()  # kohya's boolean flags that name it ("v2", "sdxl", "v_parameterization")
 
 
 

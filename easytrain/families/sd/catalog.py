@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+from easytrain.families.sd.blocks import SD
 from easytrain.families.spec import DIFFUSERS_LAYOUT, Architecture, ArchitectureMemory
 
 ARCHITECTURES = (
     Architecture("sd1", "SD1.x", "sd1", "epsilon", 512, "sd_v1", "stable-diffusion-v1", False, DIFFUSERS_LAYOUT),
     Architecture("sd2", "SD2.x 512 (epsilon)", "sd2", "epsilon", 512, "sd_v2", "stable-diffusion-v2-512", True,
-                 DIFFUSERS_LAYOUT),
+                 DIFFUSERS_LAYOUT, legacy_flags=frozenset({"v2"})),
     Architecture("sd2-v", "SD2.x 768 (v-prediction)", "sd2", "v_prediction", 768, "sd_v2_768_v",
-                 "stable-diffusion-v2-768-v", True, DIFFUSERS_LAYOUT),
+                 "stable-diffusion-v2-768-v", True, DIFFUSERS_LAYOUT,
+                 legacy_flags=frozenset({"v2", "v_parameterization"})),
 )
+
+BLOCK_LAYOUTS = (SD,)   # kohya's block numbering of its denoiser (block-wise settings)
 
 # Printed by `python bench/memory_trace.py` (precision "fp16" stands for bf16 too: the same bytes; "no" is fp32).
 MEMORY = {

@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+from easytrain.families.sdxl.blocks import SDXL
 from easytrain.families.spec import STABILITY_LAYOUT, Architecture, ArchitectureMemory
 
 ARCHITECTURES = (
     Architecture("sdxl", "SDXL", "sdxl", "epsilon", 1024, "sdxl_base_v1-0", "stable-diffusion-xl-v1-base", False,
                  STABILITY_LAYOUT, memory_factor=2.5, always_checkpoint=True, bucket_range=(512, 2048),
                  trains_text_encoder=False, block_layout="sdxl", unet_lr=2e-4,
-                 uses_clip_skip=False),
+                 uses_clip_skip=False, legacy_flags=frozenset({"sdxl"})),
     # NoobAI-style v-prediction SDXL; kohya marks it by modelspec.prediction_type "v", same base version
     Architecture("sdxl-v", "SDXL v-prediction (NoobAI v-pred)", "sdxl", "v_prediction", 1024, "sdxl_base_v1-0",
                  "stable-diffusion-xl-v1-base", False, STABILITY_LAYOUT, memory_factor=2.5, always_checkpoint=True,
                  bucket_range=(512, 2048), trains_text_encoder=False, block_layout="sdxl", unet_lr=2e-4,
-                 uses_clip_skip=False, same_models_as="sdxl"),
+                 uses_clip_skip=False, same_models_as="sdxl",
+                 legacy_flags=frozenset({"sdxl", "v_parameterization"})),
 )
+
+BLOCK_LAYOUTS = (SDXL,)   # kohya's block numbering of its denoiser (block-wise settings)
 
 # Printed by `python bench/memory_trace.py` (precision "fp16" stands for bf16 too: the same bytes; "no" is fp32).
 # An architecture built from another's shipped configs shares its entry (same_models_as).

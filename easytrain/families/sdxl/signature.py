@@ -15,6 +15,8 @@ TEXT_PREFIX = "conditioner.embedders."
 REFINER_TEXT_PREFIX = "conditioner.embedders.0.model."  # the refiner has bigG alone
 _CROSS_ATTN_KEY = UNET_PREFIX + "input_blocks.4.1.transformer_blocks.0.attn2.to_k.weight"
 _CROSS_WIDTH = 2048
+# Its diffusers folders have a UNet like SD1/SD2's, whose signature takes any UNet folder: ask this one first.
+PRIORITY = 1
 
 
 def from_keys(path: Path, shapes: Shapes, metadata: dict[str, str]) -> Optional[Detection]:
