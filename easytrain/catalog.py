@@ -55,7 +55,7 @@ def same_family(a: str, b: str) -> bool:
 
 
 def family_members(arch_id: str) -> tuple[str, ...]:
-    """The answers that share ``arch_id``'s adapter (e.g. sd2 and sd2-v)."""
+    """The answers that share ``arch_id``'s family (e.g. sd2 and sd2-v)."""
     family = architecture(arch_id).family
     return tuple(a.id for a in ARCHITECTURES.values() if a.family == family)
 

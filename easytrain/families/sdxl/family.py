@@ -1,9 +1,9 @@
 """SDXL (and its families: Pony, Illustrious, NoobAI eps and v-pred): two text encoders, added conditioning.
 
 Trained as kohya's sdxl_train_network.py trains it: the conditioning of
-arch/sdxl_text.py (both encoders' penultimate states, bigG's pooled output,
+families/sdxl/text.py (both encoders' penultimate states, bigG's pooled output,
 size/crop time ids), UNet modules named in Stability's layout
-(network/sdxl_targets.py), text encoders as lora_te1_ (CLIP-L) and lora_te2_
+(families/sdxl/targets.py), text encoders as lora_te1_ (CLIP-L) and lora_te2_
 (bigG). Clip skip does not apply. The SDXL VAE overflows in fp16, so it encodes
 in fp32.
 """

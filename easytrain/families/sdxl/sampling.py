@@ -1,6 +1,6 @@
 """Sample images from an SDXL model being trained, with diffusers' SDXL pipeline around the live modules.
 
-Prompts are encoded by the training conditioning (arch/sdxl_text.py: both
+Prompts are encoded by the training conditioning (families/sdxl/text.py: both
 encoders' penultimate states, bigG's pooled output, 75-token windows); the
 pipeline adds the time ids for the image size (original = target, no crop).
 """
