@@ -302,7 +302,7 @@ class TrainPlan:
             if warning:
                 warnings.append(warning)
         block_args = block_args_of(answers)
-        block_layout, block_warnings = block_layout_of(resolved.arch, base_model, block_args)
+        block_layout, block_warnings = block_layout_of(answers, base_model, block_args, resolved)
         warnings += block_warnings
         sample_images = bool(answer(answers, "sample_images"))
         prompts_file = answers.path("sample_prompts") if sample_images else None

@@ -121,7 +121,7 @@ def test_noobai_v_pred_trains_and_is_marked_v(tmp_path):
     assert metadata["ss_base_model_version"] == "sdxl_base_v1-0"
     assert metadata["ss_zero_terminal_snr"] == "True"  # the file's ztsnr marker, though not asked for
     # "auto" still gets SDXL's defaults from the header: UNet only, buckets 512-2048
-    assert plan.model.architecture == "auto" and not plan.network.train_text_encoder
+    assert plan.model.architecture == "sdxl-v" and not plan.network.train_text_encoder   # resolved once, in the plan
     assert (plan.bucket_settings.min_reso, plan.bucket_settings.max_reso) == (512, 2048)
     assert result.average_loss is not None and result.average_loss == result.average_loss  # not NaN
 

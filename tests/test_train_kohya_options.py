@@ -177,11 +177,11 @@ def test_resume_inside_a_run_with_accumulation_is_exact(combined, tmp_path):
 
     stopped = run_training(again, sink, control)
     assert stopped.steps == 1
-    assert (again.output_dir / "tiny-step00000001-ema.safetensors").is_file()
+    assert (again.saving.output_dir / "tiny-step00000001-ema.safetensors").is_file()
     resumed = run_training(again, Recorder(), resume="latest")
     assert resumed.steps == 2
     for name in ("tiny.safetensors", "tiny-ema.safetensors"):
-        a, b = load_file(plan.saving.output_dir / name), load_file(again.output_dir / name)
+        a, b = load_file(plan.saving.output_dir / name), load_file(again.saving.output_dir / name)
         assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a), name
 
 

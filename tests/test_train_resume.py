@@ -99,7 +99,7 @@ def test_resume_ends_with_the_weights_of_an_uninterrupted_run(uninterrupted, sto
         moved += int(key.endswith("lora_up.weight") and value.abs().max() > 0)
     assert moved > 0
     # the file of the epoch before the stop is the uninterrupted run's too
-    for key, value in load_file(whole_plan.output_dir / "fast-000001.safetensors").items():
+    for key, value in load_file(whole_plan.saving.output_dir / "fast-000001.safetensors").items():
         torch.testing.assert_close(load_file(plan.saving.output_dir / "fast-000001.safetensors")[key], value,
                                    rtol=1e-5, atol=1e-6)
 

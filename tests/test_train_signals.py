@@ -144,7 +144,7 @@ def test_kill_9_during_a_save_leaves_the_earlier_files_loadable(tmp_path):
 
 def _inject(monkeypatch, *, after_steps: int, make):
     """From step ``after_steps + 1`` on, the loss function returns make(loss)."""
-    import easytrain.train.step as step
+    import easytrain.families.ddpm.objective as step
 
     real, calls = step.diffusion_loss, []
 
