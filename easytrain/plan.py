@@ -103,18 +103,21 @@ def block_args_of(answers: Answers) -> dict:
     return args
 
 
-def block_layout_of(arch: str, base_model: str, args: dict) -> tuple[Optional[str], list[str]]:
-    """The block numbering of ``arch`` (the base model's, as resolved) for block-wise ``args`` (None without
-    them) and warnings about them. The lists per block were checked against the answer; with 'auto' they are
-    checked here.
+def block_layout_of(answers: Answers, base_model: str, args: dict,
+                    resolved=None) -> tuple[Optional[str], list[str]]:
+    """The base model's block numbering for block-wise ``args`` (None without them) and warnings about them.
+
+    The architecture is the one the loader will use (``resolved``, the plan's reading of the header, or read
+    now). The lists per block were checked against the answer; with 'auto' they are checked here.
     """
-    from easytrain.catalog import block_layout
-    from easytrain.catalog import BLOCK_LAYOUTS as LAYOUTS
+    from easytrain.catalog import BLOCK_LAYOUTS, block_layout
+    from easytrain.families.detect import resolve_architecture
     from easytrain.network.blocks import PER_BLOCK_KEYS, cut_lists, per_block
 
     if not args:
         return None, []
-    layout = LAYOUTS[block_layout(arch)]
+    arch = (resolved or resolve_architecture(base_model, answer(answers, "architecture"))).arch
+    layout = BLOCK_LAYOUTS[block_layout(arch)]
     problems = []
     for key in PER_BLOCK_KEYS:
         try:
