@@ -24,6 +24,7 @@ from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
 from easytrain.fsutil import atomic_path
+from easytrain.sampling.decode import decode_to_image
 from easytrain.sampling.paths import (
     contact_sheet_path, sample_image_path, step_contact_sheet_path, step_sample_image_path,
 )
@@ -147,9 +148,9 @@ def _generate_one(pipe, prompt: SamplePrompt, *, seed: int, width: int, height: 
     result = pipe(
         prompt_embeds=positive, negative_prompt_embeds=negative,
         width=width, height=height, num_inference_steps=prompt.steps, guidance_scale=prompt.cfg,
-        generator=generator, output_type="pil",
+        generator=generator, output_type="latent",
     )
-    return result.images[0]
+    return decode_to_image(pipe, result.images)  # outside autocast, in the VAE's precision
 
 
 def native_size(pipe) -> int:
