@@ -70,3 +70,161 @@ def test_an_fp16_vae_marked_force_upcast_decodes_in_fp32():
     assert vae_decode_dtype(SimpleNamespace(dtype=torch.float16, config=SimpleNamespace(force_upcast=False))) \
         == torch.float16
     assert vae_decode_dtype(SimpleNamespace(dtype=torch.float32, config=SimpleNamespace())) == torch.float32
+
+
+# ---- a CUDA wheel that does not match the driver ------------------------------------------------------------
+
+
+def _fake_nvidia_smi(monkeypatch, *, driver="535.104.05", cuda="12.2"):
+    """nvidia-smi as a machine with an NVIDIA GPU answers it (easytrain.machine asks through _nvidia_smi)."""
+    from easytrain import machine
+
+    def smi(*args):
+        if args and args[0].startswith("--query-gpu=name,driver_version"):
+            return f"NVIDIA GeForce RTX 3090, {driver}\n"
+        if not args:
+            return f"| NVIDIA-SMI {driver}   Driver Version: {driver}   CUDA Version: {cuda}     |\n"
+        return None
+
+    monkeypatch.setattr(machine, "_nvidia_smi", smi)
+    monkeypatch.setattr(machine, "has_cuda_gpu", lambda: True)
+
+
+def test_mismatch_messages_name_the_fix():
+    from easytrain.train.device_checks import DriverInfo, cuda_mismatch_message
+
+    driver = DriverInfo("NVIDIA GeForce RTX 3090", "535.104.05", (12, 2))
+    cpu_wheel = cuda_mismatch_message(driver, cuda_available=False, torch_version="2.9.0+cpu", torch_cuda=None)
+    assert "CPU-only build" in cpu_wheel and "https://download.pytorch.org/whl/cu121" in cpu_wheel
+    too_new = cuda_mismatch_message(driver, cuda_available=False, torch_version="2.9.0+cu128", torch_cuda="12.8")
+    assert "570.26" in too_new and "https://download.pytorch.org/whl/cu121" in too_new
+    assert cuda_mismatch_message(driver, cuda_available=True, torch_version="2.9.0", torch_cuda="12.8") is None
+    assert cuda_mismatch_message(None, cuda_available=False, torch_version="2.9.0", torch_cuda=None) is None
+
+
+def test_training_says_so_when_nvidia_smi_sees_a_gpu_that_torch_does_not(monkeypatch):
+    """The accelerator set-up on a machine whose torch sees no GPU (this one, or torch.cuda.is_available
+    forced False) while nvidia-smi (faked) lists one: a warning with the fix comes before training."""
+    from easytrain.train import events as ev
+    from easytrain.train import setup
+
+    _fake_nvidia_smi(monkeypatch)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.delenv("ACCELERATE_USE_CPU", raising=False)
+    said = []
+    setup.make_accelerator("no", said.append)
+    warnings = [e.text for e in said if isinstance(e, ev.Message) and e.level == "warning"]
+    assert any("NVIDIA GeForce RTX 3090" in w and "would run on the" in w for w in warnings), said
+
+
+def test_the_wizard_set_up_says_so_after_installing(monkeypatch, capsys):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    import wizard
+
+    ran = []
+
+    def fake_run(command, **kwargs):
+        ran.append(command)
+        return subprocess.CompletedProcess(command, 1, stdout="nvidia-smi shows X but this PyTorch is the CPU-only "
+                                                              "build. Fix: install the CUDA build\n", stderr="")
+
+    monkeypatch.setattr(wizard, "has_nvidia_gpu", lambda: True)
+    monkeypatch.setattr(wizard.subprocess, "run", fake_run)
+    assert wizard.check_torch_sees_gpu() is False
+    assert ran and ran[0][1:] == ["-m", "easytrain.train.device_checks"]
+    assert "CPU-only build" in capsys.readouterr().out
+    monkeypatch.setattr(wizard, "has_nvidia_gpu", lambda: False)
+    assert wizard.check_torch_sees_gpu() is True
+
+
+# ---- TF32 ------------------------------------------------------------------------------------------------------
+
+
+def test_tf32_is_enabled_on_gpus_that_have_it(monkeypatch):
+    """A fake CUDA device (torch.device("cuda") needs no GPU) and a faked compute capability."""
+    from easytrain.train.device_checks import enable_tf32
+
+    before = torch.get_float32_matmul_precision()
+    try:
+        monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (7, 5))
+        assert enable_tf32(torch.device("cuda")) is False
+        assert torch.get_float32_matmul_precision() == before
+        monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (8, 0))
+        assert enable_tf32(torch.device("cpu")) is False
+        assert enable_tf32(torch.device("cuda")) is True
+        assert torch.get_float32_matmul_precision() == "high"
+    finally:
+        torch.set_float32_matmul_precision(before)
+
+
+def test_the_run_set_up_enables_tf32_on_its_gpu(monkeypatch):
+    """make_accelerator on a (faked) Ampere GPU: TF32 on. PartialState is faked to hand out a cuda device."""
+    from easytrain.train import setup
+
+    before = torch.get_float32_matmul_precision()
+    enabled = []
+    monkeypatch.setattr(setup.device_checks, "enable_tf32", lambda device: enabled.append(device) or True)
+    try:
+        setup.make_accelerator("no", lambda e: None)
+    finally:
+        torch.set_float32_matmul_precision(before)
+    assert enabled and enabled[0].type == "cpu"       # asked with the run's device (here the CPU: not enabled)
+
+
+# ---- the text-encoder cache's miss path after precaching ------------------------------------------------------
+
+
+def _record_input_devices(module) -> list:
+    """The device of the ids each forward of ``module`` is given (a forward pre-hook)."""
+    seen = []
+    module.register_forward_pre_hook(lambda _m, args, kwargs: seen.append((args[0] if args else
+                                                                           kwargs["input_ids"]).device),
+                                     with_kwargs=True)
+    return seen
+
+
+def test_sd_text_cache_miss_encodes_where_the_encoder_is():
+    """The training device is the meta device (standing in for the GPU); the encoder has left it for the CPU
+    after precaching, as the loop moves it. A caption not precached must be encoded on the CPU, where the
+    encoder's weights are, and its states handed out on the training device. Before the fix the ids went to
+    the training device while the weights stayed on the CPU (on a GPU: a device-mismatch error)."""
+    from easytrain.arch.sd import ClipConditioner
+    from easytrain.model.tiny import build_tiny_components
+
+    parts = build_tiny_components(0)
+    meta = torch.device("meta")
+    conditioner = ClipConditioner(parts["text_encoder"], parts["tokenizer"], clip_skip=1, max_token_length=75,
+                                  device=meta, train_text_encoder=False, cache_text=True)
+    seen = _record_input_devices(parts["text_encoder"])
+    conditioner.precache(["a red circle"])
+    states = conditioner(_Batch(["a red circle", "a blue square"]))["encoder_hidden_states"]
+    assert seen == [torch.device("cpu"), torch.device("cpu")]
+    assert states.device == meta and states.shape[0] == 2
+
+
+def test_sdxl_text_cache_miss_encodes_where_the_encoders_are():
+    from easytrain.arch.sdxl_text import SdxlConditioner
+    from easytrain.model.tiny_sdxl import build_tiny_sdxl_components
+
+    parts = build_tiny_sdxl_components()
+    meta = torch.device("meta")
+    encoders = (parts["text_encoder"], parts["text_encoder_2"])
+    conditioner = SdxlConditioner(encoders, (parts["tokenizer"], parts["tokenizer_2"]), max_token_length=75,
+                                  device=meta, train_text_encoder=False, cache_text=True)
+    seen = [_record_input_devices(encoder) for encoder in encoders]
+    conditioner.precache(["a red square"])
+    out = conditioner(_Batch(["a red square", "a green circle"], bucket=(64, 64)))
+    assert seen == [[torch.device("cpu")] * 2] * 2
+    assert out["encoder_hidden_states"].device == meta and out["added_cond_kwargs"]["text_embeds"].device == meta
+
+
+class _Batch:
+    def __init__(self, captions, bucket=(64, 64)):
+        self.captions = captions
+        self.bucket = bucket
+        self.original_sizes = [(64, 64)] * len(captions)
+        self.crop_top_lefts = [(0, 0)] * len(captions)

@@ -65,8 +65,10 @@ class SdxlTextCache:
         missing = list(dict.fromkeys(c for c in captions if c not in self.encoded))
         if missing:
             ids_1, ids_2 = tokenize_sdxl(self.tokenizers, missing, self.max_token_length)
+            home = next(self.text_encoders[0].parameters()).device  # after precaching, the encoders are on the CPU
             with torch.no_grad():
-                context, pooled = encode_sdxl_tokens(self.text_encoders, ids_1.to(self.device), ids_2.to(self.device))
+                context, pooled = encode_sdxl_tokens(self.text_encoders, ids_1.to(home), ids_2.to(home))
+            context, pooled = context.to(self.device), pooled.to(self.device)
             for caption, row, pool in zip(missing, context, pooled):
                 self.encoded[caption] = (row, pool)
         rows = [self.encoded[c] for c in captions]

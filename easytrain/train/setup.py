@@ -7,6 +7,7 @@ import math
 
 import torch
 
+from easytrain.train import device_checks
 from easytrain.train import events as ev
 
 log = logging.getLogger(__name__)
@@ -23,8 +24,16 @@ def make_accelerator(mixed_precision: str, emit, unused_parameters: bool = False
     from accelerate.utils import DistributedDataParallelKwargs, parse_flag_from_env
 
     # Without a GPU, a distributed launch (torchrun, accelerate launch) runs on CPU processes over gloo.
-    cpu = parse_flag_from_env("ACCELERATE_USE_CPU") or not torch.cuda.is_available()
+    asked_for_cpu = parse_flag_from_env("ACCELERATE_USE_CPU")
+    cpu = asked_for_cpu or not torch.cuda.is_available()
+    if cpu and not asked_for_cpu:
+        # nvidia-smi sees a GPU that this torch cannot use (a CPU wheel, a wheel newer than the driver): say so
+        mismatch = device_checks.cuda_mismatch()
+        if mismatch:
+            emit(ev.Message(mismatch, "warning"))
     device = PartialState(cpu=cpu).device
+    if device_checks.enable_tf32(device):
+        log.info("TF32 matmuls enabled on %s", device)
     if mixed_precision == "fp16" and device.type == "cpu":
         emit(ev.Message("fp16 mixed precision needs a GPU; training in fp32 on the CPU "
                         "(bf16 also works on the CPU)", "warning"))
