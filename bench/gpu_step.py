@@ -1,6 +1,6 @@
 """Benchmark: LoRA training steps on the full-size SD1.5 or SDXL architecture on a GPU.
 
-    .venv/bin/python bench/gpu_step.py [--arch sd1|sdxl] [--steps 20] [--warmup 5] [--no-checkpointing]
+    .venv/bin/python bench/gpu_step.py [--arch sd1|sdxl|tiny] [--steps 20] [--warmup 5] [--no-checkpointing]
                                        [--compile] [--channels-last] [--only all|speed|6gb|12gb]
                                        [--batch 1 4] [--precision fp16 bf16] [--resolution 512|1024]
 
@@ -33,6 +33,9 @@ dense fp16/bf16 tensor FLOP/s from the table below. Then the memory case
 text-encoder outputs for SDXL), gradient checkpointing on, its peak allocated
 memory, PASS/FAIL against 6 or 12 GiB, and easytrain/memory_estimate.py's
 estimate of the same tensors beside it.
+
+`--arch tiny` runs the same code on easytrain's embedded tiny model (the
+tests use it on the CPU; it measures nothing worth recording).
 
 `--device cpu` runs the same code on the CPU as a smoke test (tiny sizes
 only: try --resolution 64 --steps 1 --warmup 0 --precision bf16 --batch 1
@@ -84,6 +87,7 @@ PEAK_TFLOPS = (
 )
 CAPTION = ("a photo of a woman with long red hair standing in a sunlit garden, wearing a blue dress, "
            "detailed face, soft light, shallow depth of field, high quality")
+ESTIMATED = ("sd1", "sdxl")   # the architectures easytrain/memory_estimate.py has figures for
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "no": torch.float32}
 
 
@@ -148,14 +152,25 @@ class ArchParts:
     attention: str
 
 
+def build_tiny(device: torch.device):
+    """easytrain's embedded tiny SD1-shaped model (fp32, frozen): the CPU smoke test of the same code."""
+    from easytrain.model.load import make_noise_scheduler
+    from easytrain.model.tiny import build_tiny_components
+
+    parts = build_tiny_components(0)
+    for model in (parts["unet"], parts["text_encoder"]):
+        model.to(device).requires_grad_(False)
+    return parts["unet"], parts["text_encoder"], parts["tokenizer"], make_noise_scheduler("epsilon")
+
+
 def sd15_parts(device: torch.device, weight_dtype: torch.dtype, *, batch: int, resolution: int, dim: int,
-               alpha: float) -> ArchParts:
+               alpha: float, builder: Callable = build_sd15) -> ArchParts:
     """SD1.5 with the network on the UNet and the text encoder, captions encoded in every step."""
     from easytrain.arch.clip_text import encode_tokens, tokenize_captions
     from easytrain.network.build import apply_network
     from easytrain.network.spec import NetworkSpec
 
-    unet, text_encoder, tokenizer, noise_scheduler = build_sd15(device)
+    unet, text_encoder, tokenizer, noise_scheduler = builder(device)
     network = apply_network(unet, text_encoder, NetworkSpec("LoRA", dim, alpha), seed=0)
     network.cast_base(weight_dtype)
     captions = [CAPTION] * batch
@@ -170,6 +185,10 @@ def sd15_parts(device: torch.device, weight_dtype: torch.dtype, *, batch: int, r
 
     return ArchParts(unet, network, [unet, text_encoder], noise_scheduler, 0.18215, condition, set_checkpointing,
                      attention=f"{unet_attention(unet)}; text encoder {text_encoder.config._attn_implementation}")
+
+
+def tiny_parts(device: torch.device, weight_dtype: torch.dtype, **kwargs) -> ArchParts:
+    return sd15_parts(device, weight_dtype, builder=build_tiny, **kwargs)
 
 
 def sdxl_parts(device: torch.device, weight_dtype: torch.dtype, *, batch: int, resolution: int, dim: int,
@@ -247,6 +266,9 @@ ARCHS = {
     "sdxl": ArchBench("SDXL UNet (text encoders cached, then off the GPU)", sdxl_parts, 1024, 12,
                       "UNet only (kohya's SDXL default), one 225-token caption encoded once",
                       trains_text_encoder=False),
+    # not a benchmark: the same code on a model that runs anywhere in seconds (tests, --device cpu)
+    "tiny": ArchBench("easytrain's tiny SD1-shaped model (smoke test)", tiny_parts, 64, 1,
+                      "UNet and text encoder", trains_text_encoder=True),
 }
 
 
@@ -395,9 +417,22 @@ def run_case(case: Case, device: torch.device, args, *, count_flops: bool = True
     result = Result(case, seconds, case.batch / seconds, peak, reserved, flops, first, trainer.attention,
                     trainer.optimizer_name)
     del trainer
+    release(device)
+    return result
+
+
+def release(device: torch.device) -> None:
+    """Free a finished case's models before the next case builds its own.
+
+    accelerate wraps each prepared model's forward in a method bound to the model (a reference cycle), so
+    ``del trainer`` alone frees nothing until the cyclic collector runs: collect now, then hand the cached
+    blocks back, or the next case's peak would count the last one's weights.
+    """
+    import gc
+
+    gc.collect()
     if device.type == "cuda":
         torch.cuda.empty_cache()
-    return result
 
 
 def describe(case: Case) -> str:
@@ -500,6 +535,8 @@ def main(argv=None) -> int:
         print(f"[{gpu}] {budget} GB case (fp16, batch 1, AdamW8bit, {cached}, gradient checkpointing): "
               f"peak allocated {result.peak_bytes / GIB:.2f} GiB of {budget} GiB: {verdict} "
               f"(peak reserved {result.reserved_bytes / GIB:.2f} GiB); {result.seconds_per_step:.3f} s/step")
+        if args.arch not in ESTIMATED:
+            return 0
         found = memory_estimate(args, bench, "fp16" if device.type == "cuda" else "no")
         print(f"  easytrain's estimate of the same tensors: {found.tensors / GIB:.2f} GiB "
               f"({found.total_gib:.2f} GiB with its allowance for the CUDA context, workspaces and the allocator)")

@@ -228,3 +228,79 @@ class _Batch:
         self.bucket = bucket
         self.original_sizes = [(64, 64)] * len(captions)
         self.crop_top_lefts = [(0, 0)] * len(captions)
+
+
+# ---- queue: the previous job's model is freed before the next loads ------------------------------------------
+
+
+def _live_tensors() -> tuple[int, int]:
+    """(parameters, tensors) among the objects the garbage collector tracks: what is alive now."""
+    import gc
+
+    objects = gc.get_objects()
+    return (sum(1 for o in objects if isinstance(o, torch.nn.Parameter)),
+            sum(1 for o in objects if isinstance(o, torch.Tensor)))
+
+
+def test_a_queue_frees_each_jobs_model_before_the_next_starts(tmp_path, monkeypatch):
+    """Counted with gc.get_objects() when each job starts, with automatic collection off (so the count does not
+    depend on when the collector's thresholds happen to trip). bf16 mixed precision: accelerate then wraps each
+    prepared model's forward in a method bound to the model, a reference cycle. The first job fails (the loss
+    diverges): its traceback's frames hold its model too. Before the fix the second job started beside the
+    first job's 500-odd parameters, on a GPU beside its weights."""
+    import gc
+
+    from _robust_helpers import write_answers
+    from easytrain.commands import train as train_command
+
+    queue = tmp_path / "queue"
+    short = dict(epochs=1, save_every_n_epochs=0, mixed_precision="bf16", log_every_n_steps=1)
+    first = write_answers(queue, "01.json", output_folder="o1", output_name="first", unet_lr=1e12,
+                          max_grad_norm=0.0, **short)
+    second = write_answers(queue, "02.json", output_folder="o2", output_name="second", **short)
+    gc.collect()
+    baseline = _live_tensors()
+    counts = []
+    real_train_one = train_command.train_one
+
+    def counting_train_one(path, **kwargs):
+        counts.append(_live_tensors())
+        return real_train_one(path, **kwargs)
+
+    monkeypatch.setattr(train_command, "train_one", counting_train_one)
+    gc.disable()
+    try:
+        code = train_command.run_jobs([str(first), str(second)], plain=True)
+        after = _live_tensors()
+    finally:
+        gc.enable()
+    assert code == 1 and (queue / "o2" / "second.safetensors").is_file()
+    assert counts[0][0] == baseline[0] == 0
+    assert counts[1][0] == 0, f"{counts[1][0]} parameters of the failed first job alive when the second started"
+    assert after[0] == 0 and after[1] <= counts[1][1] + 2
+
+
+def test_bench_gpu_step_frees_each_case_before_the_next(monkeypatch):
+    """bench/gpu_step.py's cases one after another (its tiny arch on the CPU, bf16 so accelerate wraps the
+    forward): no parameter of a finished case is alive when run_case returns, counted with gc.get_objects()
+    and automatic collection off. Before the fix `del trainer` freed nothing (the reference cycle)."""
+    import gc
+    import sys
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    bench = Path(__file__).resolve().parents[1] / "bench"
+    monkeypatch.syspath_prepend(str(bench))
+    import gpu_step
+
+    args = SimpleNamespace(arch="tiny", resolution=64, dim=4, alpha=4.0, steps=1, warmup=0)
+    gc.collect()
+    gc.disable()
+    try:
+        for _ in range(2):
+            result = gpu_step.run_case(gpu_step.Case("bf16", 1, False), torch.device("cpu"), args,
+                                       count_flops=False)
+            assert _live_tensors()[0] == 0
+    finally:
+        gc.enable()
+    assert result.seconds_per_step > 0 and "gpu_step" in sys.modules
