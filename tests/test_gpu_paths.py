@@ -304,3 +304,106 @@ def test_bench_gpu_step_frees_each_case_before_the_next(monkeypatch):
     finally:
         gc.enable()
     assert result.seconds_per_step > 0 and "gpu_step" in sys.modules
+
+
+# ---- peak memory: the steps' own, each phase's own, and the estimate beside it ------------------------------
+
+
+class _FakeCuda:
+    """torch.cuda's two peak-memory functions over a scripted allocation history."""
+
+    def __init__(self):
+        self.current = 0
+        self.peak = 0
+        self.resets = 0
+
+    def allocate(self, size):
+        self.current += size
+        self.peak = max(self.peak, self.current)
+
+    def free(self, size):
+        self.current -= size
+
+    def max_memory_allocated(self, device=None):
+        return self.peak
+
+    def reset_peak_memory_stats(self, device=None):
+        self.resets += 1
+        self.peak = self.current
+
+
+def test_peaks_keep_loading_caching_and_sampling_out_of_the_steps():
+    """A fake CUDA device (torch.device("cuda") needs no GPU) and a recorder for torch.cuda's counters. Before
+    the fix StepEnded carried max_memory_allocated as it stood, never reset: the VAE's 6 GB caching peak."""
+    from types import SimpleNamespace
+
+    from easytrain.train.memory_peaks import GIB, PeakMemory
+
+    cuda = _FakeCuda()
+    peaks = PeakMemory(torch.device("cuda"), cuda)
+    cuda.allocate(3 * GIB)                   # loading: the UNet
+    peaks.phase_started()
+    cuda.allocate(6 * GIB); cuda.free(6 * GIB)      # caching latents: the VAE at 1024 px
+    assert peaks.phase_ended("caching latents") == 9 * GIB
+    peaks.steps_started()
+    cuda.allocate(2 * GIB); cuda.free(2 * GIB)      # a step's activations
+    assert peaks.step_peak() == 5 * GIB
+    peaks.phase_started()
+    cuda.allocate(4 * GIB); cuda.free(4 * GIB)      # sampling
+    assert peaks.phase_ended("sampling") == 7 * GIB
+    cuda.allocate(1 * GIB); cuda.free(1 * GIB)      # a smaller step after sampling
+    assert peaks.step_peak() == 5 * GIB
+    estimate = SimpleNamespace(tensors=4 * GIB, total_gib=5.2)
+    lines = peaks.report(estimate)
+    assert lines[0].startswith("peak GPU memory of the training steps: 5.00 GiB") and "estimated 4.00 GiB" in lines[0]
+    assert "125%" in lines[0]
+    assert [line.split(":")[0] for line in lines[1:]] == ["peak GPU memory while caching latents",
+                                                          "peak GPU memory while sampling"]
+    assert PeakMemory(torch.device("cpu")).report(estimate) == [] and PeakMemory(torch.device("cpu")).step_peak() is None
+
+
+def test_the_run_compares_the_steps_peak_with_checks_estimate_only_for_full_size_models(tmp_path):
+    from _train_helpers import tiny_plan
+    from easytrain.memory_estimate import MEMORY
+    from easytrain.model.tiny import build_tiny_components
+    from easytrain.train.memory_peaks import run_estimate
+
+    plan = tiny_plan(tmp_path)
+    assert run_estimate(plan, "sd1", build_tiny_components(0)["unet"]) is None       # tiny: no estimate
+    full = torch.nn.Linear(1, 1)
+    full.weight = torch.nn.Parameter(torch.empty(MEMORY["sd1"].parameters["unet"], device="meta"))
+    found = run_estimate(plan, "sd1", full)
+    assert found is not None and found.setup.arch == "sd1" and found.setup.batch == plan.batch_size
+
+
+def test_the_loop_reports_the_steps_peak_not_the_caching_phases(tmp_path, monkeypatch):
+    """The training loop on the CPU with PeakMemory on a fake CUDA counter: the caching phases' PhaseEnded carry
+    their own peaks, every StepEnded the steps' (counted from a reset after caching), and the run ends with the
+    report. The fake counter is driven by the VAE's forward (caching: +6 GiB, freed) and the UNet's (+1 GiB)."""
+    from _train_helpers import Recorder, tiny_plan
+    from easytrain.train import events as ev
+    from easytrain.train import loop
+    from easytrain.train.memory_peaks import GIB, PeakMemory
+
+    cuda = _FakeCuda()
+    monkeypatch.setattr(loop, "PeakMemory", lambda device: PeakMemory(torch.device("cuda"), cuda))
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+
+    real_encode, real_unet = AutoencoderKL.encode, UNet2DConditionModel.forward
+
+    def encode(self, *args, **kwargs):
+        cuda.allocate(6 * GIB); cuda.free(6 * GIB)
+        return real_encode(self, *args, **kwargs)
+
+    def forward(self, *args, **kwargs):
+        cuda.allocate(GIB); cuda.free(GIB)
+        return real_unet(self, *args, **kwargs)
+
+    monkeypatch.setattr(AutoencoderKL, "encode", encode)
+    monkeypatch.setattr(UNet2DConditionModel, "forward", forward)
+    events = Recorder()
+    loop.run_training(tiny_plan(tmp_path, epochs=1, save_every_n_epochs=0), events)
+    caching = [e for e in events.of(ev.PhaseEnded) if e.phase == "caching latents"]
+    assert caching[0].peak_memory_bytes == 6 * GIB
+    assert {e.peak_memory_bytes for e in events.of(ev.StepEnded)} == {GIB}
+    assert any(e.text.startswith("peak GPU memory of the training steps: 1.00 GiB") for e in events.of(ev.Message))

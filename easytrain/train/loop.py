@@ -28,6 +28,7 @@ from easytrain.train import state as tr_state
 from easytrain.train.accumulation import window_ends
 from easytrain.train.checkpoints import Checkpointer, Position, existing_lora, resume_state
 from easytrain.train.control import TrainControl
+from easytrain.train.memory_peaks import PeakMemory, run_estimate
 from easytrain.train.optimizers import build_optimizer, effective_lrs
 from easytrain.train.samples import SampleMaker, no_samples, sample_prompts
 from easytrain.train.saving import epoch_file, final_file, run_metadata, step_file
@@ -76,6 +77,7 @@ def run_training(plan, sink: ev.Sink, control: Optional[TrainControl] = None, *,
     unused_parameters = network_settings.train_text_encoder
     accelerator, mixed_precision = setup.make_accelerator(plan.precision.mixed_precision, emit, unused_parameters)
     device = accelerator.device
+    peaks = PeakMemory(device)      # the steps' peak GPU memory apart from loading, caching and sampling
     weight_dtype = setup.DTYPES[mixed_precision]
     from accelerate.utils import set_seed
 
@@ -167,13 +169,14 @@ def run_training(plan, sink: ev.Sink, control: Optional[TrainControl] = None, *,
                                cache_text=cache_text)
     if caching:
         emit(ev.PhaseStarted("caching latents", len(dataset.samples)))
+        peaks.phase_started()
         phase_start = time.monotonic()
         dataset.cache_latents(
             encode_latents, data.cache_latents, batch_size=setup.vae_batch_size(plan.resolution, data.batch_size),
             on_progress=lambda done, total: emit(ev.PhaseProgress("caching latents", done, total)),
             cache_key=f"{base.source}|{base.arch}" + (f"|vae={plan.model.vae}" if plan.model.vae else ""),
         )
-        emit(ev.PhaseEnded("caching latents", time.monotonic() - phase_start))
+        emit(ev.PhaseEnded("caching latents", time.monotonic() - phase_start, peaks.phase_ended("caching latents")))
         vae.to("cpu")
         setup.empty_device_cache(device)
     unet.to(device)
@@ -212,6 +215,7 @@ def run_training(plan, sink: ev.Sink, control: Optional[TrainControl] = None, *,
     text_home = torch.device("cpu") if cache_text else device
     if cache_text:
         emit(ev.PhaseStarted("caching text encoder outputs"))
+        peaks.phase_started()
         phase_start = time.monotonic()
         with accelerator.autocast():
             conditioner.precache(dataset.fixed_captions())
@@ -219,7 +223,8 @@ def run_training(plan, sink: ev.Sink, control: Optional[TrainControl] = None, *,
         for text_encoder in text_encoders:
             text_encoder.to(text_home)
         setup.empty_device_cache(device)
-        emit(ev.PhaseEnded("caching text encoder outputs", time.monotonic() - phase_start))
+        emit(ev.PhaseEnded("caching text encoder outputs", time.monotonic() - phase_start,
+                           peaks.phase_ended("caching text encoder outputs")))
     ema = None
     if plan.saving.ema_decay:
         from easytrain.train.ema import LoraEMA
@@ -246,7 +251,7 @@ def run_training(plan, sink: ev.Sink, control: Optional[TrainControl] = None, *,
     make_samples = SampleMaker(
         plan=plan, prompts=prompts, adapter=adapter, base=base, accelerator=accelerator, unet=unet,
         text_encoders=text_encoders, device=device, dtype=weight_dtype, emit=emit,
-        vae_home=torch.device("cpu") if caching else device, text_home=text_home) if prompts else no_samples
+        vae_home=torch.device("cpu") if caching else device, text_home=text_home, peaks=peaks) if prompts else no_samples
 
     # ---- the epochs ----------------------------------------------------------------------------------
     position = Position()
@@ -268,6 +273,7 @@ def run_training(plan, sink: ev.Sink, control: Optional[TrainControl] = None, *,
     epoch_average: Optional[float] = None
     final: Optional[Path] = None
     window = LossWindow(accelerator, lambda reason: _fail(emit, position, reason, NAN_ADVICE, last_saved))
+    peaks.steps_started()
     shown_loss = float("nan")
 
     try:
@@ -305,7 +311,7 @@ def run_training(plan, sink: ev.Sink, control: Optional[TrainControl] = None, *,
                 emit(ev.StepEnded(
                     step=position.global_step, epoch=epoch, loss=shown_loss, lrs=effective_lrs(optimizer),
                     seconds=time.monotonic() - step_start, images=step_images * world,
-                    peak_memory_bytes=setup.peak_memory(device),
+                    peak_memory_bytes=peaks.step_peak(),
                 ))
                 step_now = position.global_step
                 if step_now < total_steps:          # the last step's file, samples and loss come at the end
@@ -374,6 +380,8 @@ def run_training(plan, sink: ev.Sink, control: Optional[TrainControl] = None, *,
     accelerator.wait_for_everyone()
     seconds = time.monotonic() - started
     final_path = final or final_file(plan.output_dir, plan.output_name)
+    for line in peaks.report(run_estimate(plan, base.arch, unet)):
+        emit(ev.Message(line))
     outcome = ev.RunFinished(position.global_step, seconds, str(final_path), epoch_average,
                              tuple(str(f) for f in files))
     emit(outcome)

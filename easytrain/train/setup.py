@@ -85,10 +85,6 @@ def empty_device_cache(device: torch.device) -> None:
         torch.cuda.empty_cache()
 
 
-def peak_memory(device: torch.device):
-    return torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
-
-
 def gather_objects(obj) -> list:
     from accelerate.utils import gather_object
 
