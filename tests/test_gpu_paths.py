@@ -407,3 +407,146 @@ def test_the_loop_reports_the_steps_peak_not_the_caching_phases(tmp_path, monkey
     assert caching[0].peak_memory_bytes == 6 * GIB
     assert {e.peak_memory_bytes for e in events.of(ev.StepEnded)} == {GIB}
     assert any(e.text.startswith("peak GPU memory of the training steps: 1.00 GiB") for e in events.of(ev.Message))
+
+
+# ---- torch.compile: a recompile failing at a later step -----------------------------------------------------
+
+
+def test_a_recompile_failing_at_a_later_step_is_caught_and_the_run_trains_on(tmp_path, monkeypatch):
+    """A stand-in for torch.compile whose graph works for the first shapes and fails when a later step brings
+    a shape that needs a recompile (here: its third call, as a later bucket's would). Before the fix only the
+    first step was guarded: the run failed with the compiler's error. Now that step is redone eagerly with the
+    generators as they were, and the weights are those of an uncompiled run."""
+    from safetensors.torch import load_file
+
+    from _train_helpers import Recorder, fast_plan
+    from easytrain.train import events as ev
+    from easytrain.train.loop import run_training
+
+    settings = dict(epochs=2, save_every_n_epochs=0, cache_latents="off", flip_aug=True, noise_offset=0.05,
+                    save_precision="float")
+    plain = run_training(fast_plan(tmp_path / "plain", **settings), Recorder())
+
+    class RecompileFails(torch.nn.Module):
+        def __init__(self, module):
+            super().__init__()
+            self.module, self.calls = module, 0
+
+        def forward(self, *args, **kwargs):
+            self.calls += 1
+            if self.calls == 3:
+                raise RuntimeError("inductor: recompiling for a new shape failed")
+            return self.module(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "compile", lambda module, **kwargs: RecompileFails(module))
+    events = Recorder()
+    result = run_training(fast_plan(tmp_path / "compiled", **settings, torch_compile=True), events)
+    warnings = [m.text for m in events.of(ev.Message) if m.level == "warning"]
+    assert any("recompiling for a new shape failed" in w for w in warnings)
+    expected = load_file(plain.final_path)
+    for key, value in load_file(result.final_path).items():
+        torch.testing.assert_close(value, expected[key], rtol=1e-5, atol=1e-6, msg=key)
+
+
+# ---- host syncs: pinned, non-blocking copies; batches loaded ahead -----------------------------------------
+
+
+class _PinRecorder:
+    """Tensor.pin_memory and Tensor.to replaced by recorders; the meta device stands in for the GPU (added to
+    prefetch.PINNED_DEVICE_TYPES), so each host-to-"GPU" copy is seen: pinned first? non_blocking?"""
+
+    def __init__(self, monkeypatch):
+        from easytrain.train import prefetch
+
+        self.pinned: set[int] = set()
+        self.copies: list[tuple[bool, bool]] = []      # (from pinned memory, non_blocking)
+        real_to = torch.Tensor.to
+        recorder = self
+
+        def pin_memory(tensor, *args, **kwargs):
+            recorder.pinned.add(id(tensor))
+            return tensor
+
+        def to(tensor, *args, **kwargs):
+            target = args[0] if args else kwargs.get("device")
+            if isinstance(target, (str, torch.device)) and torch.device(target).type == "meta" \
+                    and tensor.device.type == "cpu":
+                recorder.copies.append((id(tensor) in recorder.pinned, bool(kwargs.get("non_blocking"))))
+            return real_to(tensor, *args, **kwargs)
+
+        monkeypatch.setattr(prefetch, "PINNED_DEVICE_TYPES", ("cuda", "meta"))
+        monkeypatch.setattr(torch.Tensor, "pin_memory", pin_memory)
+        monkeypatch.setattr(torch.Tensor, "to", to)
+
+
+def test_sdxl_conditioning_copies_to_the_gpu_pinned_and_non_blocking(monkeypatch):
+    """The per-step copies of the SDXL conditioner (the time ids; the token ids when the encoders are not
+    cached) go from pinned memory without blocking. Before the fix they were plain blocking copies."""
+    from easytrain.arch.sdxl_text import SdxlConditioner
+    from easytrain.model.tiny_sdxl import build_tiny_sdxl_components
+
+    parts = build_tiny_sdxl_components()
+    encoders = (parts["text_encoder"], parts["text_encoder_2"])
+    conditioner = SdxlConditioner(encoders, (parts["tokenizer"], parts["tokenizer_2"]), max_token_length=75,
+                                  device=torch.device("meta"), train_text_encoder=False, cache_text=True)
+    conditioner.precache(["a red square"])
+    pins = _PinRecorder(monkeypatch)
+    out = conditioner(_Batch(["a red square"], bucket=(64, 64)))
+    assert out["added_cond_kwargs"]["time_ids"].device.type == "meta"
+    assert pins.copies == [(True, True)]
+
+
+def test_sd_conditioning_copies_the_token_ids_pinned_and_non_blocking(monkeypatch):
+    from easytrain.arch.sd import ClipConditioner
+    from easytrain.model.tiny import build_tiny_components
+
+    parts = build_tiny_components(0)
+    conditioner = ClipConditioner(parts["text_encoder"].to("meta"), parts["tokenizer"], clip_skip=1,
+                                  max_token_length=75, device=torch.device("meta"), train_text_encoder=False,
+                                  cache_text=False)
+    pins = _PinRecorder(monkeypatch)
+    conditioner(_Batch(["a red circle", "a blue square"]))
+    assert pins.copies == [(True, True)]
+
+
+def _dataset(tmp_path):
+    from _train_helpers import fast_plan
+    from easytrain.data.dataset import TrainDataset
+
+    plan = fast_plan(tmp_path, flip_aug=True, cache_latents="off")
+    return TrainDataset(plan.train_scan, plan.reg_scan, plan.bucket_settings, flip_aug=True, seed=1,
+                        shuffle_captions=True)
+
+
+def test_batches_come_to_the_gpu_pinned_non_blocking_and_loaded_ahead(tmp_path, monkeypatch):
+    """Without cached latents the loader runs AHEAD batches ahead in a thread on a GPU (the meta stand-in),
+    each tensor copied from pinned memory without blocking; the batches are those load_batch makes, in order."""
+    from easytrain.train import prefetch
+
+    dataset = _dataset(tmp_path)
+    batches = dataset.epoch_batches(1, 4)
+    expected = [dataset.load_batch(spec, 1) for spec in batches]
+    pins = _PinRecorder(monkeypatch)
+    loader = prefetch.BatchLoader(dataset, batches, 1, start=1, device=torch.device("meta"))
+    assert loader.ahead == prefetch.AHEAD and loader._queue is not None
+    got = [loader.get(i) for i in range(1, len(batches))]
+    assert [b.captions for b in got] == [b.captions for b in expected[1:]]
+    assert all(b.pixel_values.device.type == "meta" and b.loss_weights.device.type == "meta" for b in got)
+    assert pins.copies and all(copy == (True, True) for copy in pins.copies)
+
+
+def test_the_loader_without_a_gpu_loads_in_the_step_and_gives_the_same_batches(tmp_path):
+    from easytrain.train.prefetch import BatchLoader
+
+    dataset = _dataset(tmp_path)
+    batches = dataset.epoch_batches(2, 4)
+    for ahead in (None, 2):
+        loader = BatchLoader(dataset, batches, 2, start=0, device="cpu", ahead=ahead)
+        assert (loader._queue is None) == (ahead is None)
+        for index, spec in enumerate(batches):
+            batch, expected = loader.get(index), dataset.load_batch(spec, 2)
+            assert batch.captions == expected.captions
+            torch.testing.assert_close(batch.pixel_values, expected.pixel_values)
+    loader = BatchLoader(dataset, batches, 2, start=0, device="cpu", ahead=1)
+    loader.get(0)
+    del loader                     # stops its thread (it holds no reference to the loader)

@@ -15,6 +15,7 @@ import torch
 from easytrain.arch.base import Adapter, fill_text_cache
 from easytrain.arch.clip_text import TextStateCache, encode_tokens, tokenize_captions
 from easytrain.model import load
+from easytrain.train.prefetch import to_device
 
 
 class ClipConditioner:
@@ -38,7 +39,7 @@ class ClipConditioner:
     def __call__(self, batch) -> dict:
         if self.cache is not None:
             return {"encoder_hidden_states": self.cache(batch.captions)}
-        input_ids = tokenize_captions(self.tokenizer, batch.captions, self.max_token_length).to(self.device)
+        input_ids = to_device(tokenize_captions(self.tokenizer, batch.captions, self.max_token_length), self.device)
         with torch.set_grad_enabled(self.train_text_encoder):
             states = encode_tokens(self.text_encoder, input_ids, self.clip_skip)
         return {"encoder_hidden_states": states}

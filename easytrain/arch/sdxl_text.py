@@ -18,6 +18,7 @@ import torch
 
 from easytrain.arch.base import fill_text_cache
 from easytrain.arch.clip_text import chunk_count, join_chunk_states, tokenize_captions
+from easytrain.train.prefetch import to_device
 
 
 def time_ids(original_sizes: Sequence[tuple[int, int]], crop_top_lefts: Sequence[tuple[int, int]],
@@ -97,6 +98,7 @@ class SdxlConditioner:
         else:
             ids_1, ids_2 = tokenize_sdxl(self.tokenizers, batch.captions, self.max_token_length)
             with torch.set_grad_enabled(self.train_text_encoder):
-                context, pooled = encode_sdxl_tokens(self.text_encoders, ids_1.to(self.device), ids_2.to(self.device))
-        ids = time_ids(batch.original_sizes, batch.crop_top_lefts, batch.bucket).to(self.device, pooled.dtype)
+                context, pooled = encode_sdxl_tokens(self.text_encoders, to_device(ids_1, self.device),
+                                                     to_device(ids_2, self.device))
+        ids = to_device(time_ids(batch.original_sizes, batch.crop_top_lefts, batch.bucket), self.device, pooled.dtype)
         return {"encoder_hidden_states": context, "added_cond_kwargs": {"text_embeds": pooled, "time_ids": ids}}

@@ -30,6 +30,7 @@ from easytrain.train.checkpoints import Checkpointer, Position, existing_lora, r
 from easytrain.train.control import TrainControl
 from easytrain.train.memory_peaks import PeakMemory, run_estimate
 from easytrain.train.optimizers import build_optimizer, effective_lrs
+from easytrain.train.prefetch import BatchLoader
 from easytrain.train.samples import SampleMaker, no_samples, sample_prompts
 from easytrain.train.saving import epoch_file, final_file, run_metadata, step_file
 from easytrain.train.schedulers import build_scheduler
@@ -282,17 +283,18 @@ def run_training(plan, sink: ev.Sink, control: Optional[TrainControl] = None, *,
         for epoch in range(position.epoch, plan.epochs + 1):
             position.epoch = epoch
             batches = setup.process_share(dataset.epoch_batches(epoch, data.batch_size), rank, world)
+            loader = BatchLoader(dataset, batches, epoch, start=position.batch_index, device=device)
             epoch_sum = torch.full((), position.epoch_loss_sum, device=device)
             epoch_count = position.epoch_loss_count
             step_start, step_loss, step_images = time.monotonic(), None, 0
             for index in range(position.batch_index, len(batches)):
                 if position.global_step >= total_steps:
                     break
-                batch = dataset.load_batch(batches[index], epoch)
+                batch = loader.get(index)      # on the device: pinned, non-blocking, loaded ahead if not cached
                 if compile_pending:
-                    loss, unet_forward = setup.first_compiled_step(training_step.backward, batch, unet_forward, unet,
-                                                                   emit, optimizer, (noise_rng, latent_rng))
-                    compile_pending = False
+                    loss, unet_forward = setup.compiled_step(training_step.backward, batch, unet_forward, unet,
+                                                             emit, optimizer, (noise_rng, latent_rng))
+                    compile_pending = unet_forward is not unet   # a later bucket shape compiles again
                 else:
                     loss = training_step.backward(batch, unet_forward)
                 step_loss = loss if step_loss is None else step_loss + loss

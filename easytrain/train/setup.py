@@ -114,8 +114,13 @@ def compiled(unet, emit):
         return unet
 
 
-def first_compiled_step(training_step, batch, compiled_unet, unet, emit, optimizer, generators):
-    """The first step with the compiled UNet (compilation happens here); on failure, redo it uncompiled."""
+def compiled_step(training_step, batch, compiled_unet, unet, emit, optimizer, generators):
+    """A step with the compiled UNet; on a compiler failure, redo it uncompiled and train uncompiled from then on.
+
+    Compilation happens at the first step, and again at any later step that brings a shape the compiled graph
+    has not seen (another bucket, a last smaller batch): every compiled step is guarded, not only the first.
+    A compiler error is raised before the graph runs, so the failed attempt left no gradients behind.
+    """
     saved = [g.get_state() for g in generators]
     try:
         return training_step(batch, compiled_unet), compiled_unet
@@ -127,5 +132,5 @@ def first_compiled_step(training_step, batch, compiled_unet, unet, emit, optimiz
                         "training uncompiled", "warning"))
     for generator, state in zip(generators, saved):
         generator.set_state(state)
-    optimizer.zero_grad(set_to_none=True)
+    # no zero_grad: with gradient accumulation it would drop the window's earlier batches
     return training_step(batch, unet), unet
