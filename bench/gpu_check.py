@@ -19,7 +19,9 @@ code a first real run goes through:
 3. SDXL 1024, fp16, AdamW8bit, latents and text-encoder outputs cached, a
    sample at 1024 in fp16 (SDXL's VAE overflows in fp16: a black sample).
 4. s/step and images/s for SD1.5 512 and SDXL 1024 at batch 1 and 4
-   (bench/gpu_step.py's step: random weights materialised on the GPU).
+   (bench/gpu_step.py's step: random weights materialised on the GPU), and
+   SDXL batch 1 with fused AdamW beside AdamW8bit (the default optimizer's
+   question, docs/PERFORMANCE.md).
 
 Each check prints one line, `RESULT <name> PASS|FAIL|SKIP <figures or why>`;
 a sample counts as a failure when it holds a non-finite value or is black.
@@ -96,7 +98,10 @@ RUNS = (
              images=2, image_size=1024, sample="a photo of a house --n blurry --w 1024 --h 1024 --s 4 --d 3",
              checks=("sdxl-step-1024", "sample-sdxl", "peak-vs-estimate-sdxl")),
 )
-SPEED = (("sd1", 512, 1), ("sd1", 512, 4), ("sdxl", 1024, 1), ("sdxl", 1024, 4))
+# (arch, resolution, batch, optimizer); the last is the default optimizer's question (docs/PERFORMANCE.md):
+# AdamW8bit syncs the GPU once per parameter tensor, fused AdamW does not, at about 0.25 GB more state on SDXL.
+SPEED = (("sd1", 512, 1, "AdamW8bit"), ("sd1", 512, 4, "AdamW8bit"), ("sdxl", 1024, 1, "AdamW8bit"),
+         ("sdxl", 1024, 4, "AdamW8bit"), ("sdxl", 1024, 1, "AdamW"))
 SPEED_STEPS, SPEED_WARMUP = 8, 3
 
 
@@ -363,15 +368,20 @@ def check_run(run: TrainRun, plan, out: dict, results: Results) -> None:
 # ---- speed ---------------------------------------------------------------------------------------------------
 
 
-def speed_case(arch: str, resolution: int, batch: int, precision: str, device) -> str:
+def speed_case(arch: str, resolution: int, batch: int, optimizer: str, precision: str, device) -> str:
     import gpu_step
 
     args = SimpleNamespace(arch=arch, resolution=resolution, dim=16, alpha=8.0, steps=SPEED_STEPS,
-                           warmup=SPEED_WARMUP)
+                           warmup=SPEED_WARMUP, optimizer=optimizer)
     result = gpu_step.run_case(gpu_step.Case(precision, batch, True), device, args, count_flops=False)
     return (f"{result.images_per_second:.2f} images/s, {result.seconds_per_step:.3f} s/step, "
-            f"peak {result.peak_bytes / GIB:.2f} GiB ({precision}, checkpointing, AdamW8bit, LoRA dim 16, "
+            f"peak {result.peak_bytes / GIB:.2f} GiB ({precision}, checkpointing, {result.optimizer}, LoRA dim 16, "
             f"cached latents)")
+
+
+def speed_name(arch: str, resolution: int, batch: int, optimizer: str) -> str:
+    name = f"{'sd15' if arch == 'sd1' else arch}-{resolution}-b{batch}"
+    return name if optimizer == "AdamW8bit" else f"{name}-{optimizer.lower()}"
 
 
 # ---- main ----------------------------------------------------------------------------------------------------
@@ -396,9 +406,9 @@ def print_plan(workdir: Path) -> int:
               f"{found.setup.describe()}")
         for name in run.checks:
             print(f"  would check: {name}")
-    for arch, resolution, batch in SPEED:
-        print(f"speed {arch} {resolution} batch {batch}: bench/gpu_step.py's step, {SPEED_WARMUP} warm-up + "
-              f"{SPEED_STEPS} timed steps")
+    for arch, resolution, batch, optimizer in SPEED:
+        print(f"speed {speed_name(arch, resolution, batch, optimizer)}: bench/gpu_step.py's step, {optimizer}, "
+              f"{SPEED_WARMUP} warm-up + {SPEED_STEPS} timed steps")
     checks = sum(len(r.checks) for r in RUNS) + len(SPEED)
     print(f"PLAN {len(RUNS)} training runs, {len(SPEED)} speed cases, {checks} RESULT lines on a GPU")
     return 0
@@ -472,13 +482,13 @@ def run_checks(workdir: Path, args) -> int:
                 results.add(name, "FAIL", f"{run.name} raised {type(exc).__name__}: {str(exc)[:200]}")
         free(device)
     precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    for arch, resolution, batch in (() if args.skip_speed else SPEED):
-        name = f"speed-{'sd15' if arch == 'sd1' else arch}-{resolution}-b{batch}"
+    for arch, resolution, batch, optimizer in (() if args.skip_speed else SPEED):
+        name = f"speed-{speed_name(arch, resolution, batch, optimizer)}"
         if results.elapsed() > args.budget:
             results.add(name, "SKIP", "over the time budget")
             continue
         try:
-            results.add(name, "PASS", speed_case(arch, resolution, batch, precision, device))
+            results.add(name, "PASS", speed_case(arch, resolution, batch, optimizer, precision, device))
         except torch.cuda.OutOfMemoryError:
             results.add(name, "FAIL", f"out of GPU memory ({memory:.0f} GiB)")
         except Exception as exc:

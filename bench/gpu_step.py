@@ -8,7 +8,7 @@ The models are built from easytrain's shipped configs on the meta device and
 materialised on the GPU with PyTorch's default random initialisation: nothing
 is downloaded. Latents are random 4x(res/8)x(res/8) tensors, as if cached, so
 the VAE is not on the GPU. The step is the trainer's: easytrain's LoRA network
-(dim 16, alpha 8), AdamW8bit from train.optimizers, noise, timesteps and the
+(dim 16, alpha 8), AdamW8bit (``--optimizer`` to change) from train.optimizers, noise, timesteps and the
 min-SNR loss from train.diffusion, all under an accelerate Accelerator with
 the mixed precision (fp16 with its gradient scaler), gradient clipping 1.0.
 
@@ -319,7 +319,8 @@ class Trainer:
         for module in parts.trained:
             module.train()
         self.attention = parts.attention
-        built = build_optimizer("AdamW8bit", self.network.parameter_groups(1e-4, 5e-5), device=device)
+        built = build_optimizer(getattr(args, "optimizer", "AdamW8bit"), self.network.parameter_groups(1e-4, 5e-5),
+                                device=device)
         self.optimizer_name = built.name
         AcceleratorState._reset_state(reset_partial_state=False)
         self.accelerator = Accelerator(mixed_precision=precision, cpu=on_cpu)
@@ -461,7 +462,8 @@ def memory_estimate(args, bench: ArchBench, precision: str):
 
     return estimate(TrainingSetup(
         arch=args.arch, width=args.resolution, height=args.resolution, batch=1, mixed_precision=precision,
-        optimizer="AdamW8bit", network_type="LoRA", dim=args.dim, conv_dim=None, train_unet=True,
+        optimizer=getattr(args, "optimizer", "AdamW8bit"), network_type="LoRA", dim=args.dim, conv_dim=None,
+        train_unet=True,
         train_text_encoder=bench.trains_text_encoder, checkpointing=True, latents_cached=True,
         text_outputs_cached=not bench.trains_text_encoder))
 
@@ -474,6 +476,8 @@ def main(argv=None) -> int:
     parser.add_argument("--resolution", type=int, help="default: 512 for sd1, 1024 for sdxl")
     parser.add_argument("--batch", type=int, nargs="+", default=[1, 4])
     parser.add_argument("--precision", nargs="+", default=["fp16", "bf16"], choices=["fp16", "bf16"])
+    parser.add_argument("--optimizer", default="AdamW8bit",
+                        help="as easytrain names it: AdamW8bit (default), AdamW (fused on a GPU), Lion8bit, ...")
     parser.add_argument("--dim", type=int, default=16)
     parser.add_argument("--alpha", type=float, default=8.0)
     parser.add_argument("--no-checkpointing", action="store_true", help="gradient checkpointing off")
@@ -504,7 +508,7 @@ def main(argv=None) -> int:
           f"device: {gpu}; torch {torch.__version__}; peak FLOP/s unknown")
     print(f"{bench.label}, random weights, {args.resolution} px (latents 4x{args.resolution // 8}"
           f"x{args.resolution // 8}, cached), LoRA dim {args.dim} alpha {args.alpha} on {bench.network_parts}, "
-          f"AdamW8bit, {args.warmup} warm-up + {args.steps} timed steps")
+          f"{args.optimizer}, {args.warmup} warm-up + {args.steps} timed steps")
 
     if args.only in ("all", "speed"):
         for precision in args.precision:

@@ -29,7 +29,8 @@ def test_plan_only_builds_every_runs_plan_and_lists_every_check(gpu_check, tmp_p
             assert f"would check: {name}" in out
     assert "fp16" in out and "bf16" in out and "AdamW8bit" in out and "Lion8bit" in out
     assert "1024x1024" in out and "stop at step 3 and resume" in out
-    assert out.count("\nspeed ") == 4 and "PLAN 3 training runs, 4 speed cases" in out
+    assert out.count("\nspeed ") == 5 and "PLAN 3 training runs, 5 speed cases" in out
+    assert "speed sdxl-1024-b1-adamw: " in out
     assert not (tmp_path / "work").exists()          # removed afterwards without --keep
 
 
@@ -79,3 +80,9 @@ def test_black_and_non_finite_samples_fail(gpu_check, tmp_path):
     assert gpu_check.sample_verdict([str(black)])[0] == "FAIL"
     assert gpu_check.sample_verdict([str(noisy)])[0] == "PASS"
     assert gpu_check.sample_verdict([])[0] == "FAIL"
+
+
+def test_a_speed_case_runs_through_gpu_steps_step(gpu_check):
+    """bench/gpu_step.py's tiny arch on the CPU: the same call the GPU check makes for each speed case."""
+    line = gpu_check.speed_case("tiny", 64, 1, "AdamW", "bf16", torch.device("cpu"))
+    assert "images/s" in line and "s/step" in line and "AdamW" in line
