@@ -453,10 +453,10 @@ def test_a_recompile_failing_at_a_later_step_is_caught_and_the_run_trains_on(tmp
 
 class _PinRecorder:
     """Tensor.pin_memory and Tensor.to replaced by recorders; the meta device stands in for the GPU (added to
-    prefetch.PINNED_DEVICE_TYPES), so each host-to-"GPU" copy is seen: pinned first? non_blocking?"""
+    host_copy.PINNED_DEVICE_TYPES), so each host-to-"GPU" copy is seen: pinned first? non_blocking?"""
 
     def __init__(self, monkeypatch):
-        from easytrain.train import prefetch
+        from easytrain import host_copy
 
         self.pinned: set[int] = set()
         self.copies: list[tuple[bool, bool]] = []      # (from pinned memory, non_blocking)
@@ -474,7 +474,7 @@ class _PinRecorder:
                 recorder.copies.append((id(tensor) in recorder.pinned, bool(kwargs.get("non_blocking"))))
             return real_to(tensor, *args, **kwargs)
 
-        monkeypatch.setattr(prefetch, "PINNED_DEVICE_TYPES", ("cuda", "meta"))
+        monkeypatch.setattr(host_copy, "PINNED_DEVICE_TYPES", ("cuda", "meta"))
         monkeypatch.setattr(torch.Tensor, "pin_memory", pin_memory)
         monkeypatch.setattr(torch.Tensor, "to", to)
 

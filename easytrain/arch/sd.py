@@ -15,7 +15,7 @@ import torch
 from easytrain.arch.base import Adapter, fill_text_cache
 from easytrain.arch.clip_text import TextStateCache, encode_tokens, tokenize_captions
 from easytrain.model import load
-from easytrain.train.prefetch import to_device
+from easytrain.host_copy import to_device
 
 
 class ClipConditioner:

@@ -18,7 +18,7 @@ import torch
 
 from easytrain.arch.base import fill_text_cache
 from easytrain.arch.clip_text import chunk_count, join_chunk_states, tokenize_captions
-from easytrain.train.prefetch import to_device
+from easytrain.host_copy import to_device
 
 
 def time_ids(original_sizes: Sequence[tuple[int, int]], crop_top_lefts: Sequence[tuple[int, int]],

@@ -1,11 +1,8 @@
-"""Batches to the GPU without stalling it: pinned host memory, non-blocking copies, loading ahead.
+"""Batches to the GPU without stalling it: pinned, non-blocking copies (host_copy.py), loaded ahead.
 
-A copy from ordinary (pageable) host memory to the GPU makes the host wait
-until the data is staged; from pinned memory with ``non_blocking=True`` it is
-queued behind the GPU's work and the host goes on with the next step. Without
-cached latents a batch is decoded, resized and augmented from the image files
-every step (tens of milliseconds a picture): ``BatchLoader`` does that in a
-thread, ``AHEAD`` batches ahead of the step, while the GPU trains.
+Without cached latents a batch is decoded, resized and augmented from the
+image files every step (tens of milliseconds a picture): ``BatchLoader`` does
+that in a thread, ``AHEAD`` batches ahead of the step, while the GPU trains.
 
 Loading ahead changes nothing that is computed: ``load_batch(spec, epoch)`` is
 a function of its arguments (its random choices are seeded by epoch and batch
@@ -23,18 +20,10 @@ from typing import Optional
 
 import torch
 
+from easytrain import host_copy
+from easytrain.host_copy import to_device
+
 AHEAD = 2                         # batches loaded ahead of the step when latents are not cached
-PINNED_DEVICE_TYPES = ("cuda",)   # where copies go from pinned memory, non-blocking (tests add a stand-in)
-
-
-def to_device(tensor: Optional[torch.Tensor], device, dtype: Optional[torch.dtype] = None):
-    """``tensor`` on ``device`` (and in ``dtype``); from host to GPU, pinned and without blocking the host."""
-    if tensor is None:
-        return None
-    device = torch.device(device)
-    if device.type in PINNED_DEVICE_TYPES and tensor.device.type == "cpu":
-        return tensor.pin_memory().to(device, dtype=dtype, non_blocking=True)
-    return tensor.to(device, dtype=dtype)
 
 
 def batch_to_device(batch, device):
@@ -55,7 +44,7 @@ class BatchLoader:
         self.dataset, self.batches, self.epoch, self.device = dataset, batches, epoch, torch.device(device)
         if ahead is None:
             cached = getattr(dataset, "_latents", None) is not None
-            ahead = AHEAD if self.device.type in PINNED_DEVICE_TYPES and not cached else 0
+            ahead = AHEAD if self.device.type in host_copy.PINNED_DEVICE_TYPES and not cached else 0
         self.ahead = ahead
         self.next_index = start
         self._stop = threading.Event()
