@@ -83,7 +83,8 @@ RUNS = (
              f"stop at step {STOP_AT} and resume",
              dict(architecture="sd1", mixed_precision="fp16", optimizer="AdamW8bit", resolution=512, batch_size=2,
                   epochs=2, cache_latents="memory", train_parts="both"),
-             images=4, image_size=512, stop_at=STOP_AT, sample="a photo of a cat --n blurry --w 512 --h 512 --s 6 --d 2",
+             images=4, image_size=512, stop_at=STOP_AT,
+             sample="a photo of a cat --n blurry --w 512 --h 512 --s 6 --d 2",
              checks=("fp16-grad-scaler", "resume-8bit-state", "adamw8bit", "latent-cache-gpu", "sample-sd15",
                      "peak-vs-estimate-sd15")),
     TrainRun("sd15-bf16", "sd1", "SD1.5 512, bf16, Lion8bit, latents not cached (VAE every step, batches "
@@ -339,7 +340,7 @@ def check_run(run: TrainRun, plan, out: dict, results: Results) -> None:
                         f"{sorted(state['optimizer_dtypes'])}, final {out['result'].final_path.name}")
         elif name in ("adamw8bit", "lion8bit"):
             results.add(name, "FAIL" if warnings or not finite else "PASS",
-                        f"{run.answers['optimizer']}: {'; '.join(warnings) if warnings else 'no fallback'}; {loss_text}")
+                        f"{run.answers['optimizer']}: {'; '.join(warnings) or 'no fallback'}; {loss_text}")
         elif name == "latent-cache-gpu":
             on_gpu = bool(caching) and (caching[0].peak_memory_bytes or 0) > 0
             text = (f"{caching[0].seconds:.1f} s, caching peak {caching[0].peak_memory_bytes / GIB:.2f} GiB"

@@ -359,7 +359,8 @@ def test_peaks_keep_loading_caching_and_sampling_out_of_the_steps():
     assert "125%" in lines[0]
     assert [line.split(":")[0] for line in lines[1:]] == ["peak GPU memory while caching latents",
                                                           "peak GPU memory while sampling"]
-    assert PeakMemory(torch.device("cpu")).report(estimate) == [] and PeakMemory(torch.device("cpu")).step_peak() is None
+    on_cpu = PeakMemory(torch.device("cpu"))
+    assert on_cpu.report(estimate) == [] and on_cpu.step_peak() is None
 
 
 def test_the_run_compares_the_steps_peak_with_checks_estimate_only_for_full_size_models(tmp_path):

@@ -252,7 +252,8 @@ def run_training(plan, sink: ev.Sink, control: Optional[TrainControl] = None, *,
     make_samples = SampleMaker(
         plan=plan, prompts=prompts, adapter=adapter, base=base, accelerator=accelerator, unet=unet,
         text_encoders=text_encoders, device=device, dtype=weight_dtype, emit=emit,
-        vae_home=torch.device("cpu") if caching else device, text_home=text_home, peaks=peaks) if prompts else no_samples
+        vae_home=torch.device("cpu") if caching else device, text_home=text_home,
+        peaks=peaks) if prompts else no_samples
 
     # ---- the epochs ----------------------------------------------------------------------------------
     position = Position()
