@@ -119,10 +119,9 @@ def test_training_says_so_when_nvidia_smi_sees_a_gpu_that_torch_does_not(monkeyp
 
 def test_the_wizard_set_up_says_so_after_installing(monkeypatch, capsys):
     import subprocess
-    import sys
     from pathlib import Path
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1]))
     import wizard
 
     ran = []
