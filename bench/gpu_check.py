@@ -237,7 +237,7 @@ def train(run: TrainRun, plan) -> dict:
         stopped = first.of(ev.RunStopped)
         out["state"] = Path(stopped[0].state_path) if stopped and stopped[0].state_path else None
         if out["state"] is not None:
-            state_copy = Path(tempfile.mkdtemp(prefix="state-", dir=plan.output_dir.parent))
+            state_copy = Path(tempfile.mkdtemp(prefix="state-", dir=plan.saving.output_dir.parent))
             shutil.copytree(out["state"], state_copy, dirs_exist_ok=True)   # resuming may prune old states
             out["state"] = state_copy
         resumed = Events()
@@ -398,7 +398,7 @@ def print_plan(workdir: Path) -> int:
         found = estimate_for(plan, run.arch)
         print(f"run {run.name}: {run.what}")
         print(f"  plan: {plan.total_steps} steps ({plan.images_per_epoch} images x {plan.epochs} epochs, batch "
-              f"{plan.batch_size}), {plan.mixed_precision}, {plan.optimizer.name}, {plan.resolution[0]}x"
+              f"{plan.data.batch_size}), {plan.precision.mixed_precision}, {plan.optimizer.name}, {plan.resolution[0]}x"
               f"{plan.resolution[1]}, latents {'cached' if plan.data.cache_latents != 'off' else 'not cached'}, "
               f"text outputs {'cached' if plan.text_outputs_cached else 'encoded every step'}"
               + (f", sample '{run.sample}'" if run.sample else "") + (f", stop at step {run.stop_at} and resume"

@@ -157,7 +157,7 @@ class ArchParts:
 def build_tiny(device: torch.device):
     """easytrain's embedded tiny SD1-shaped model (fp32, frozen): the CPU smoke test of the same code."""
     from easytrain.model.load import make_noise_scheduler
-    from easytrain.model.tiny import build_tiny_components
+    from easytrain.families.sd.tiny import build_tiny_components
 
     parts = build_tiny_components(0)
     for model in (parts["unet"], parts["text_encoder"]):

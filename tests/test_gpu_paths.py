@@ -26,8 +26,8 @@ def _decoder_dtypes(vae) -> list:
 def test_sd_samples_decode_outside_autocast_in_the_vaes_precision(tmp_path):
     """Sampling runs under the run's autocast; the VAE decode must not (bf16 autocast on the CPU stands in
     for fp16 autocast on a GPU: before the fix the decoder computed in bf16, now in the VAE's fp32)."""
-    from easytrain.model.tiny import build_tiny_components
-    from easytrain.sampling.generate import generate_samples
+    from easytrain.families.sd.tiny import build_tiny_components
+    from easytrain.families.sd.sampling import generate_samples
 
     parts = build_tiny_components(0)
     seen = _decoder_dtypes(parts["vae"])
@@ -44,8 +44,8 @@ def test_sd_samples_decode_outside_autocast_in_the_vaes_precision(tmp_path):
 def test_sdxl_samples_decode_outside_autocast_and_are_not_black(tmp_path):
     from PIL import Image
 
-    from easytrain.model.tiny_sdxl import build_tiny_sdxl_components
-    from easytrain.sampling.sdxl import generate_sdxl_samples
+    from easytrain.families.sdxl.tiny import build_tiny_sdxl_components
+    from easytrain.families.sdxl.sampling import generate_sdxl_samples
 
     parts = build_tiny_sdxl_components()
     seen = _decoder_dtypes(parts["vae"])
@@ -191,8 +191,8 @@ def test_sd_text_cache_miss_encodes_where_the_encoder_is():
     after precaching, as the loop moves it. A caption not precached must be encoded on the CPU, where the
     encoder's weights are, and its states handed out on the training device. Before the fix the ids went to
     the training device while the weights stayed on the CPU (on a GPU: a device-mismatch error)."""
-    from easytrain.arch.sd import ClipConditioner
-    from easytrain.model.tiny import build_tiny_components
+    from easytrain.families.sd.family import ClipConditioner
+    from easytrain.families.sd.tiny import build_tiny_components
 
     parts = build_tiny_components(0)
     meta = torch.device("meta")
@@ -206,8 +206,8 @@ def test_sd_text_cache_miss_encodes_where_the_encoder_is():
 
 
 def test_sdxl_text_cache_miss_encodes_where_the_encoders_are():
-    from easytrain.arch.sdxl_text import SdxlConditioner
-    from easytrain.model.tiny_sdxl import build_tiny_sdxl_components
+    from easytrain.families.sdxl.text import SdxlConditioner
+    from easytrain.families.sdxl.tiny import build_tiny_sdxl_components
 
     parts = build_tiny_sdxl_components()
     meta = torch.device("meta")
@@ -365,7 +365,7 @@ def test_peaks_keep_loading_caching_and_sampling_out_of_the_steps():
 def test_the_run_compares_the_steps_peak_with_checks_estimate_only_for_full_size_models(tmp_path):
     from _train_helpers import tiny_plan
     from easytrain.memory_estimate import MEMORY
-    from easytrain.model.tiny import build_tiny_components
+    from easytrain.families.sd.tiny import build_tiny_components
     from easytrain.train.memory_peaks import run_estimate
 
     plan = tiny_plan(tmp_path)
@@ -373,7 +373,7 @@ def test_the_run_compares_the_steps_peak_with_checks_estimate_only_for_full_size
     full = torch.nn.Linear(1, 1)
     full.weight = torch.nn.Parameter(torch.empty(MEMORY["sd1"].parameters["unet"], device="meta"))
     found = run_estimate(plan, "sd1", full)
-    assert found is not None and found.setup.arch == "sd1" and found.setup.batch == plan.batch_size
+    assert found is not None and found.setup.arch == "sd1" and found.setup.batch == plan.data.batch_size
 
 
 def test_the_loop_reports_the_steps_peak_not_the_caching_phases(tmp_path, monkeypatch):
@@ -382,11 +382,12 @@ def test_the_loop_reports_the_steps_peak_not_the_caching_phases(tmp_path, monkey
     report. The fake counter is driven by the VAE's forward (caching: +6 GiB, freed) and the UNet's (+1 GiB)."""
     from _train_helpers import Recorder, tiny_plan
     from easytrain.train import events as ev
-    from easytrain.train import loop
+    from easytrain.train import wiring
+    from easytrain.train.loop import run_training
     from easytrain.train.memory_peaks import GIB, PeakMemory
 
     cuda = _FakeCuda()
-    monkeypatch.setattr(loop, "PeakMemory", lambda device: PeakMemory(torch.device("cuda"), cuda))
+    monkeypatch.setattr(wiring, "PeakMemory", lambda device: PeakMemory(torch.device("cuda"), cuda))
     from diffusers import AutoencoderKL, UNet2DConditionModel
 
     real_encode, real_unet = AutoencoderKL.encode, UNet2DConditionModel.forward
@@ -402,7 +403,7 @@ def test_the_loop_reports_the_steps_peak_not_the_caching_phases(tmp_path, monkey
     monkeypatch.setattr(AutoencoderKL, "encode", encode)
     monkeypatch.setattr(UNet2DConditionModel, "forward", forward)
     events = Recorder()
-    loop.run_training(tiny_plan(tmp_path, epochs=1, save_every_n_epochs=0), events)
+    run_training(tiny_plan(tmp_path, epochs=1, save_every_n_epochs=0), events)
     caching = [e for e in events.of(ev.PhaseEnded) if e.phase == "caching latents"]
     assert caching[0].peak_memory_bytes == 6 * GIB
     assert {e.peak_memory_bytes for e in events.of(ev.StepEnded)} == {GIB}
@@ -482,8 +483,8 @@ class _PinRecorder:
 def test_sdxl_conditioning_copies_to_the_gpu_pinned_and_non_blocking(monkeypatch):
     """The per-step copies of the SDXL conditioner (the time ids; the token ids when the encoders are not
     cached) go from pinned memory without blocking. Before the fix they were plain blocking copies."""
-    from easytrain.arch.sdxl_text import SdxlConditioner
-    from easytrain.model.tiny_sdxl import build_tiny_sdxl_components
+    from easytrain.families.sdxl.text import SdxlConditioner
+    from easytrain.families.sdxl.tiny import build_tiny_sdxl_components
 
     parts = build_tiny_sdxl_components()
     encoders = (parts["text_encoder"], parts["text_encoder_2"])
@@ -497,8 +498,8 @@ def test_sdxl_conditioning_copies_to_the_gpu_pinned_and_non_blocking(monkeypatch
 
 
 def test_sd_conditioning_copies_the_token_ids_pinned_and_non_blocking(monkeypatch):
-    from easytrain.arch.sd import ClipConditioner
-    from easytrain.model.tiny import build_tiny_components
+    from easytrain.families.sd.family import ClipConditioner
+    from easytrain.families.sd.tiny import build_tiny_components
 
     parts = build_tiny_components(0)
     conditioner = ClipConditioner(parts["text_encoder"].to("meta"), parts["tokenizer"], clip_skip=1,
