@@ -99,7 +99,9 @@ def kohya_to_diffusers(source: Path, output: Path) -> ConvertReport:
             no_alpha.append(name)
         else:
             alpha_dtypes.add(module.tensors["alpha"].dtype)
-        per_part.setdefault(part, {})[path] = (module.rank, module.alpha)
+        # LoraConfig patterns match module paths by suffix: without "text_model." they fit CLIPTextModel in
+        # both transformers 4 (which has that level) and 5 (which dropped it)
+        per_part.setdefault(part, {})[path.removeprefix("text_model.")] = (module.rank, module.alpha)
     metadata = {k: v for k, v in lora.metadata.items()}
     metadata["format"] = "pt"
     metadata[ADAPTER_METADATA] = json.dumps(_adapter_metadata(per_part), indent=2, sort_keys=True)
@@ -235,7 +237,7 @@ def _alpha(adapter: dict, part: str, path: str, found: dict) -> float:
     rank = found["down"].shape[0]
     if f"{part}.lora_alpha" not in adapter:
         return float(rank)  # no alphas anywhere: diffusers applies scale 1
-    value = _pattern_value(adapter.get(f"{part}.alpha_pattern") or {}, path)
+    value = _pattern_value(adapter.get(f"{part}.alpha_pattern") or {}, path.removeprefix("text_model."))
     return float(adapter[f"{part}.lora_alpha"] if value is None else value)
 
 
