@@ -19,8 +19,8 @@ from pathlib import Path
 from easytrain.lora_tools.files import LoraFile, part_of, read_lora
 from easytrain.lora_tools.identify import LoraArch, identify
 
-PART_LABELS = {"lora_unet": "UNet", "lora_te": "text encoder", "lora_te1": "text encoder 1 (CLIP-L)",
-               "lora_te2": "text encoder 2 (OpenCLIP bigG)"}
+PART_LABELS = {"lora_unet": "UNet", "lora_te": "text encoder", "lora_te1": "TE1 (CLIP-L)",
+               "lora_te2": "TE2 (bigG)"}
 # ss_* keys shown as training settings, in this order, with their labels
 SETTINGS = (
     ("ss_output_name", "output name"), ("ss_sd_model_name", "base model"), ("ss_network_module", "network module"),
