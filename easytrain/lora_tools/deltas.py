@@ -11,7 +11,8 @@
 - DoRA (``dora_scale``): W' = (W + d) * dora_scale / ||W + d||, the norm per input
   column ((1, in) magnitudes, LyCORIS's default) or per output row ((out, 1)); a
   strength s gives W + s * (W' - W). network/dora.py trains the same thing.
-Everything is computed in fp32.
+Everything is computed in fp32. ``add_to`` changes a weight in place a block of
+output rows at a time, so a merge holds one fp32 weight and a slice of its change.
 """
 
 from __future__ import annotations
@@ -99,9 +100,45 @@ def apply(weight: torch.Tensor, module: Module, strength: float = 1.0) -> torch.
     weight = _f(weight)
     change = delta(module, weight.shape)
     if not module.dora:
-        return weight + strength * change
+        return change.mul_(strength).add_(weight)
     magnitude = _f(module.tensors["dora_scale"])
     merged = weight + change
     per_output = magnitude.shape[0] == weight.shape[0] and magnitude.shape[0] != 1
     rebuilt = merged * (magnitude.reshape(_norm(merged, per_output).shape) / _norm(merged, per_output))
     return weight + strength * (rebuilt - weight)
+
+
+CHUNK_ELEMENTS = 1 << 22  # rows of a change computed at once in add_to: about 16 MiB of fp32
+
+
+def _row_delta(module: Module, start: int, end: int, shape: tuple) -> torch.Tensor | None:
+    """Output rows start..end of the module's change, or None where only the whole change can be built."""
+    t = module.tensors
+    if module.kind == LORA and "lora_mid.weight" not in t:
+        down = _f(t["lora_down.weight"])
+        rows = _f(t["lora_up.weight"][start:end]).flatten(1) @ down.flatten(1)
+        scale = _scale(module, down.shape[0])
+    elif module.kind == LOHA and "hada_t1" not in t:
+        rows = (_f(t["hada_w1_a"][start:end]) @ _f(t["hada_w1_b"])) * (_f(t["hada_w2_a"][start:end]) @ _f(t["hada_w2_b"]))
+        scale = _scale(module, t["hada_w1_b"].shape[0])
+    else:
+        return None
+    return rows.mul_(scale).reshape(end - start, *shape[1:])
+
+
+@torch.no_grad()
+def add_to(weight: torch.Tensor, module: Module, strength: float = 1.0) -> None:
+    """Apply ``module`` at ``strength`` to the fp32 ``weight`` in place (a view, such as a q/k/v third, is fine)."""
+    shape = tuple(weight.shape)
+    if module.dora:
+        weight.copy_(apply(weight, module, strength))
+        return
+    per_row = max(1, weight[0].numel())
+    step = max(1, CHUNK_ELEMENTS // per_row)
+    for start in range(0, shape[0], step):
+        end = min(shape[0], start + step)
+        rows = _row_delta(module, start, end, shape)
+        if rows is None:
+            weight.add_(delta(module, shape), alpha=strength)
+            return
+        weight[start:end].add_(rows, alpha=strength)

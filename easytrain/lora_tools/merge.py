@@ -76,6 +76,17 @@ class CheckpointMergeReport:
     inputs: list[Input] = field(default_factory=list)
 
 
+def _fits(module: Module, shape: tuple) -> None:
+    """RuntimeError when the module's change cannot take the layer's shape (built only where it is cheap to tell)."""
+    t = module.tensors
+    if module.kind == "LoRA" and "lora_mid.weight" not in t:
+        rows, cols = t["lora_up.weight"].shape[0], t["lora_down.weight"].flatten(1).shape[1]
+        if rows != shape[0] or cols != torch.Size(shape[1:]).numel():
+            raise RuntimeError(f"its change is {rows} x {cols}")
+    else:
+        deltas.delta(module, shape)
+
+
 def _check_shapes(layout: Layout, item: Input) -> None:
     for name, module in item.lora.modules.items():
         if module.kind is None:
@@ -83,7 +94,7 @@ def _check_shapes(layout: Layout, item: Input) -> None:
                             f"(keys {', '.join(sorted(module.tensors))})")
         shape = layout.slots[name].shape
         try:
-            deltas.delta(module, shape)
+            _fits(module, shape)
         except RuntimeError as exc:
             raise UserError(f"{item.label}: {name} does not fit the base's layer of shape {list(shape)} ({exc}); "
                             "the LoRA was made for another model") from None
@@ -126,17 +137,18 @@ def _entry(reader: Reader, key: str, patches, out_name: str | None) -> Entry:
         return Entry(key, source, reader.shape(key), lambda out: reader.copy_to(key, out))
 
     def write(out) -> None:
-        tensor = reader.read(key)
+        tensor = reader.read_float32(key) if patches else reader.read(key)
         if patches:
-            tensor = tensor.to(torch.float32)
             for third, module, weight in patches:
-                if third is None:
-                    tensor = deltas.apply(tensor, module, weight)
-                else:
-                    rows = tensor.shape[0] // 3
-                    part = slice(third * rows, (third + 1) * rows)
-                    tensor[part] = deltas.apply(tensor[part], module, weight)
-        out.write(tensor_bytes(tensor.to(_torch_dtype(target))))
+                rows = tensor.shape[0] // 3
+                view = tensor if third is None else tensor[third * rows:(third + 1) * rows]
+                deltas.add_to(view, module, weight)
+        dtype = _torch_dtype(target)
+        step = max(1, deltas.CHUNK_ELEMENTS // max(1, tensor[0].numel())) if tensor.dim() else 1
+        if tensor.dim() == 0:
+            out.write(tensor_bytes(tensor.to(dtype)))
+        for start in range(0, tensor.shape[0] if tensor.dim() else 0, step):  # no whole second copy
+            out.write(tensor_bytes(tensor[start:start + step].to(dtype)))
 
     return Entry(key, target, reader.shape(key), write)
 

@@ -75,6 +75,23 @@ class Reader:
             return torch.empty(self.shape(key), dtype=dtype)
         return torch.frombuffer(buffer, dtype=dtype).reshape(self.shape(key))
 
+    def read_float32(self, key: str) -> torch.Tensor:
+        """The tensor ``key`` in fp32, converted a block of rows at a time (no whole copy in the file's dtype)."""
+        shape, dtype = self.shape(key), DTYPES[self.dtype_name(key)]
+        if dtype == torch.float32 or not shape or 0 in shape:
+            return self.read(key).to(torch.float32)
+        result = torch.empty(shape, dtype=torch.float32)
+        offset, _size = self._span(key)
+        row_bytes = result[0].numel() * itemsize(self.dtype_name(key))
+        step = max(1, COPY_CHUNK // max(1, row_bytes))
+        self._fh.seek(offset)
+        for start in range(0, shape[0], step):
+            rows = min(step, shape[0] - start)
+            buffer = bytearray(rows * row_bytes)
+            self._fh.readinto(buffer)
+            result[start:start + rows] = torch.frombuffer(buffer, dtype=dtype).reshape(rows, *shape[1:])
+        return result
+
     def copy_to(self, key: str, out: BinaryIO) -> None:
         """Copy the tensor's bytes as they are, in chunks."""
         offset, size = self._span(key)
