@@ -28,27 +28,27 @@ def test_info_on_our_file_shows_settings_tags_triggers_and_hashes(tmp_path):
     _network, path = sd1_lora(tmp_path, "LoCon", tag_frequency=tags, dataset_dirs=dirs, optimizer="AdamW8bit",
                               learning_rate=5e-4, steps=600, num_epochs=10, epoch=10)
     text = _info(path)
-    assert "architecture   SD1.x (metadata ss_base_model_version sd_v1)" in text
-    assert "network        LoCon, " in text
-    assert "UNet           " in text and "dim 4 (" in text and "3 (" in text  # dims differ per kind of layer
-    assert "optimizer      AdamW8bit" in text and "steps          600" in text
+    assert "architecture           SD1.x (metadata ss_base_model_version sd_v1)" in text
+    assert "network                LoCon, " in text
+    assert "UNet                   " in text and "dim 4 (" in text and "3 (" in text  # dims differ per kind of layer
+    assert "optimizer              AdamW8bit" in text and "steps                  600" in text
     assert "5_zzz: 20 images x 5 repeats" in text
-    assert "top tags       zzz (30), red hair (19), 1girl (18)" in text
-    assert "trigger words  zzz" in text and "red hair" in text.split("trigger words")[1]
+    assert "top tags                 zzz (30), red hair (19), 1girl (18)" in text
+    assert "trigger words            zzz" in text and "red hair" in text.split("trigger words")[1]
     blob = path.read_bytes()
     sha = hashlib.sha256(blob).hexdigest()
-    assert f"sha256         {sha}" in text and f"AutoV2         {sha[:10]}" in text
+    assert f"sha256                 {sha}" in text and f"AutoV2                 {sha[:10]}" in text
     (length,) = __import__("struct").unpack("<Q", blob[:8])
-    assert f"model hash     {hashlib.sha256(blob[8 + length:]).hexdigest()}  (matches the file's sshs_model_hash)" in text
+    assert f"model hash             {hashlib.sha256(blob[8 + length:]).hexdigest()}  (matches the file's sshs_model_hash)" in text
 
 
 def test_info_on_a_file_without_metadata_tells_what_the_keys_say(tmp_path):
     tensors, _ = read(sd1_lora(tmp_path, "LoRA")[1])
     bare = write(tmp_path / "bare.safetensors", tensors)
     text = _info(bare)
-    assert "architecture   unknown architecture (neither the metadata nor the layer widths name it" in text
-    assert "network        LoRA, " in text and "text encoder   12 modules, dim 4, alpha 1.5" in text
-    assert "metadata       none from kohya's trainer" in text
+    assert "architecture           unknown architecture (neither the metadata nor the layer widths name it" in text
+    assert "network                LoRA, " in text and "text encoder           12 modules, dim 4, alpha 1.5" in text
+    assert "metadata                 none from kohya's trainer" in text
     assert "model hash" in text and "matches" not in text
 
 
@@ -70,11 +70,11 @@ def test_info_on_a_hand_made_kohya_file_at_full_width(tmp_path):
                 "civitai.model": "12345"}
     path = write(tmp_path / "handmade.safetensors", tensors, metadata)
     text = _info(path)
-    assert "architecture   SDXL (keys: lora_te1_/lora_te2_ or Stability-layout UNet names)" in text
+    assert "architecture           SDXL (keys: lora_te1_/lora_te2_ or Stability-layout UNet names)" in text
     assert "bfloat16" in text
-    assert "UNet           2 modules, dim 8 (1 modules), 16 (1 modules), alpha 4 (1 modules), none (1 modules)" in text
-    assert "TE2 (bigG)     1 modules, dim 8, alpha 4" in text
-    assert "trigger words  tok" in text and "civitai.model: 12345" in text
+    assert "UNet                   2 modules, dim 8 (1 modules), 16 (1 modules), alpha 4 (1 modules), none (1 modules)" in text
+    assert "TE2 (bigG)             1 modules, dim 8, alpha 4" in text
+    assert "trigger words            tok" in text and "civitai.model: 12345" in text
 
 
 def test_info_by_width_when_there_is_no_metadata(tmp_path):

@@ -168,7 +168,7 @@ def test_merge_refuses_a_base_of_another_architecture_and_never_overwrites_input
     from easytrain.model.tiny_sdxl import tiny_sdxl_paths
 
     _network, lora = sd1_lora(tmp_path, "LoRA")
-    with pytest.raises(UserError, match="SD1.x LoRA, but the base .* SDXL"):
+    with pytest.raises(UserError, match="a LoRA for SD1.x, but the base .* SDXL"):
         merge_into_checkpoint(tiny_sdxl_paths().single_file, [(lora, 1.0)], tmp_path / "x.safetensors")
     # without metadata the keys still tell: the modules have no layer in that base
     tensors, _ = read(lora)

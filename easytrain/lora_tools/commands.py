@@ -140,7 +140,7 @@ def run_resize(args) -> int:
             print(f"  {m.name:<90} rank {m.old_rank:>3} -> {m.new_rank:<3} kept {_percent(m.kept)}")
     ranks = sorted({m.new_rank for m in report.modules})
     shown = str(ranks[0]) if len(ranks) == 1 else f"{ranks[0]}-{ranks[-1]}"
-    old = sorted({m.old_rank for m in report.modules})
+    old = sorted({m.old_rank for m in report.modules}, reverse=True)
     print(f"Resized {len(report.modules)} modules from rank {'/'.join(map(str, old))} to {shown}.")
     print(_kept("Frobenius norm kept", report.mean_kept, report.worst.kept, report.worst.name))
     print(f"Wrote {report.output}")

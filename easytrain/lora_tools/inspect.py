@@ -34,6 +34,7 @@ SETTINGS = (
     ("ss_training_comment", "comment"),
 )
 TOP_TAGS = 15
+W = 23  # the label column of the report
 
 
 @dataclass
@@ -164,35 +165,35 @@ def _counter(values: Counter, what: str) -> str:
 def render(info: LoraInfo) -> list[str]:
     """The report as lines of plain text."""
     lines = [f"{info.path.name}  ({info.size / 2**20:.1f} MiB, {info.dtype})",
-             f"  architecture   {info.arch.label} ({info.arch.evidence})",
-             f"  network        {info.network_type}, {sum(p.modules for p in info.parts.values())} modules"]
+             f"  {'architecture':<{W}}{info.arch.label} ({info.arch.evidence})",
+             f"  {'network':<{W}}{info.network_type}, {sum(p.modules for p in info.parts.values())} modules"]
     for prefix, part in info.parts.items():
-        lines.append(f"  {part.label:<15}{part.modules} modules, dim {_counter(part.dims, 'dim')}, "
+        lines.append(f"  {part.label:<{W}}{part.modules} modules, dim {_counter(part.dims, 'dim')}, "
                      f"alpha {_counter(part.alphas, 'alpha')}")
     if info.settings:
         lines.append("training")
-        lines += [f"  {label:<15}{value}" for label, value in info.settings]
+        lines += [f"  {label:<{W}}{value}" for label, value in info.settings]
     if info.dataset_dirs:
         lines.append("dataset folders")
         for folder, values in info.dataset_dirs.items():
             if isinstance(values, dict):
                 lines.append(f"  {folder}: {values.get('img_count', '?')} images x {values.get('n_repeats', '?')} repeats")
     if info.top_tags:
-        lines.append("top tags       " + ", ".join(f"{tag} ({count})" for tag, count in info.top_tags))
-        lines.append("trigger words  " + (", ".join(info.trigger_words) or "none stands out"))
+        lines.append(f"{'top tags':<{W + 2}}" + ", ".join(f"{tag} ({count})" for tag, count in info.top_tags))
+        lines.append(f"{'trigger words':<{W + 2}}" + (", ".join(info.trigger_words) or "none stands out"))
     elif not info.settings:
-        lines.append("metadata       none from kohya's trainer: the keys above are all the file says")
+        lines.append(f"{'metadata':<{W + 2}}none from kohya's trainer: the keys above are all the file says")
     if info.other_metadata:
         lines.append("other metadata")
         for key, value in sorted(info.other_metadata.items()):
             value = value if len(value) <= 70 else value[:67] + "..."
             lines.append(f"  {key}: {value}")
     lines.append("hashes")
-    lines.append(f"  sha256         {info.sha256}")
-    lines.append(f"  AutoV2         {info.autov2}")
+    lines.append(f"  {'sha256':<{W}}{info.sha256}")
+    lines.append(f"  {'AutoV2':<{W}}{info.autov2}")
     check = ""
     if info.stored_model_hash:
         check = "  (matches the file's sshs_model_hash)" if info.stored_model_hash == info.model_hash \
             else f"  (the file's sshs_model_hash says {info.stored_model_hash}: the tensors were changed since)"
-    lines.append(f"  model hash     {info.model_hash}{check}")
+    lines.append(f"  {'model hash':<{W}}{info.model_hash}{check}")
     return lines

@@ -143,7 +143,7 @@ def layout_from_header(path: Path, tensors: dict, arch: str | None, description:
 def check_fits(layout: Layout, modules: dict, lora_label: str, lora_arch: str | None) -> None:
     """UserError (one line, the reason first) when a LoRA's modules do not belong to this checkpoint."""
     if lora_arch is not None and layout.arch is not None and not catalog.same_family(lora_arch, layout.arch):
-        raise UserError(f"{lora_label} is a {catalog.architecture_label(lora_arch)} LoRA, but the base "
+        raise UserError(f"{lora_label} is a LoRA for {catalog.architecture_label(lora_arch)}, but the base "
                         f"{layout.path.name} is {layout.description}; use a base of the LoRA's architecture")
     missing = sorted(name for name in modules if name not in layout.slots)
     if missing:

@@ -264,8 +264,8 @@ def _check_same_architecture(inputs: list[Input]) -> None:
     known = [i for i in inputs if i.arch.arch]
     for item in known[1:]:
         if not catalog.same_family(item.arch.arch, known[0].arch.arch):
-            raise UserError(f"{item.label} is a {item.arch.label} LoRA and {known[0].label} a "
-                            f"{known[0].arch.label} one; only LoRAs of one architecture merge")
+            raise UserError(f"{item.label} is a LoRA for {item.arch.label} and {known[0].label} one for "
+                            f"{known[0].arch.label}; only LoRAs of one architecture merge")
 
 
 def _merged_metadata(inputs: list[Input], output: Path, rank: int, conv_rank: int | None, rule, param,
