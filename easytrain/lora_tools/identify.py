@@ -31,7 +31,7 @@ class LoraArch:
 def _by_version(version: str, v_pred: bool) -> str | None:
     found = [a for a in catalog.ARCHITECTURES.values() if a.base_model_version == version]
     for entry in found:
-        if (entry.prediction_type == "v_prediction") == v_pred:
+        if catalog.predicts_velocity(entry.id) == v_pred:
             return entry.id
     return found[0].id if found else None
 
@@ -40,7 +40,7 @@ def _by_modelspec(value: str, v_pred: bool) -> str | None:
     base = value.removesuffix("/lora")
     found = [a for a in catalog.ARCHITECTURES.values() if a.modelspec == base]
     for entry in found:
-        if (entry.prediction_type == "v_prediction") == v_pred:
+        if catalog.predicts_velocity(entry.id) == v_pred:
             return entry.id
     return found[0].id if found else None
 

@@ -75,7 +75,8 @@ class Layout:
 
 def checkpoint_layout(path: str | Path) -> Layout:
     """The module slots of a single-file .safetensors checkpoint; UserError when it is not one."""
-    from easytrain.model.detect import detect_architecture, read_safetensors_header
+    from easytrain.families.detect import detect_architecture
+    from easytrain.model.detect import read_safetensors_header
 
     path = Path(path).expanduser()
     if path.is_dir():
@@ -125,7 +126,7 @@ def layout_from_header(path: Path, tensors: dict, arch: str | None, description:
         if any(s.group == TEXT for s in slots.values()):
             break
     for prefix in _OPENCLIP_PREFIXES:
-        from easytrain.model.convert import openclip_source
+        from easytrain.families.sd.convert import openclip_source
 
         kohya = "lora_te2" if two_encoders else "lora_te"
         layers = sorted({int(m.group(1)) for k in shapes if k.startswith(prefix)

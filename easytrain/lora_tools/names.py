@@ -82,7 +82,7 @@ def _diffusers_blocks(config: Mapping) -> list[str]:
 @lru_cache(maxsize=8)
 def _maps(config_key: tuple) -> tuple[dict[str, str], dict[str, str]]:
     """(diffusers -> Stability, Stability -> diffusers) for resnet convs, samplers and attention blocks."""
-    from easytrain.model.convert import unet_module_map
+    from easytrain.families.sd.convert import unet_module_map
 
     config = {"layers_per_block": config_key[0], "down_block_types": list(config_key[1]),
               "up_block_types": list(config_key[2])}
