@@ -181,8 +181,9 @@ def checkpoint_path(workdir: Path, arch: str) -> Path:
     return workdir / f"random-{arch}.safetensors"
 
 
-def write_checkpoint(path: Path, arch: str) -> float:
-    """The full-size random single file (fp16, original layout); returns seconds."""
+def write_checkpoint(path: Path, arch: str, header_only: bool = False) -> float:
+    """The full-size random single file (fp16, original layout); returns seconds. ``header_only``: its header
+    and a hole for the data (what a plan reads)."""
     import torch
     from load_full_sd15 import sd15_original_shapes, write_random_safetensors
 
@@ -193,7 +194,7 @@ def write_checkpoint(path: Path, arch: str) -> float:
         from load_full_sdxl import sdxl_original_shapes
 
         shapes = sdxl_original_shapes()
-    write_random_safetensors(path, shapes, torch.float16, seed=0)
+    write_random_safetensors(path, shapes, torch.float16, seed=0, header_only=header_only)
     return time.monotonic() - started
 
 
@@ -391,8 +392,8 @@ def speed_name(arch: str, resolution: int, batch: int, optimizer: str) -> str:
 def print_plan(workdir: Path) -> int:
     """--plan-only: every run's plan built (placeholder checkpoints), and what each run and case checks."""
     print("gpu_check --plan-only: the plans the GPU check trains, and what it checks (nothing is trained)")
-    for arch in ("sd1", "sdxl"):
-        checkpoint_path(workdir, arch).write_bytes(b"")   # the answers need a file; the real one is written on a GPU
+    for arch in ("sd1", "sdxl"):   # the plans read the headers; the real files are written on a GPU
+        write_checkpoint(checkpoint_path(workdir, arch), arch, header_only=True)
     for run in RUNS:
         plan = plan_for(run, workdir, checkpoint_path(workdir, run.arch))
         found = estimate_for(plan, run.arch)

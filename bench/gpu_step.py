@@ -156,7 +156,7 @@ class ArchParts:
 
 def build_tiny(device: torch.device):
     """easytrain's embedded tiny SD1-shaped model (fp32, frozen): the CPU smoke test of the same code."""
-    from easytrain.model.load import make_noise_scheduler
+    from easytrain.families.ddpm.schedule import make_noise_scheduler
     from easytrain.families.sd.tiny import build_tiny_components
 
     parts = build_tiny_components(0)

@@ -19,7 +19,7 @@ def _tiny_sd1():
 
 
 def _load(path, arch="sd1"):
-    from easytrain.model.load import load_base_model
+    from easytrain.families.load import load_base_model
 
     quiet()
     return load_base_model(str(path), arch)
