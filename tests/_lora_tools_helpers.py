@@ -45,7 +45,7 @@ def sd1_lora(folder: Path, kind: str = "LoRA", seed: int = 123, dtype: str = "fl
 
 def sdxl_base():
     from easytrain.families.load import load_base_model
-    from easytrain.model.tiny_sdxl import tiny_sdxl_paths
+    from easytrain.families.sdxl.tiny import tiny_sdxl_paths
 
     quiet()
     return load_base_model(str(tiny_sdxl_paths().single_file), "sdxl")
