@@ -67,6 +67,7 @@ def test_four_files_load_with_companions_found_and_reported(tiny, originals):
     assert not any(p.requires_grad for p in parts.transformer.parameters())
     assert not parts.transformer.training
     assert len(parts.text_encoders) == len(parts.tokenizers) == 2
+    assert parts.is_tiny
 
 
 def test_chroma_takes_t5_only(tiny, originals):
@@ -124,6 +125,24 @@ def test_fp8_t5_loads_and_fp16_is_preferred(tmp_path, tiny, originals):
     assert load_flux(dev, dtype=torch.float32).files["t5xxl"].endswith("t5xxl_fp16.safetensors")
     (models / "text_encoders" / "t5xxl_fp16.safetensors").unlink()
     assert load_flux(dev, dtype=torch.float32).files["t5xxl"] == str(fp8)
+
+
+def test_scaled_fp8_t5(tmp_path, originals):
+    state = load_file(str(tiny_flux_paths().t5xxl))
+    scaled = {}
+    for key, value in state.items():
+        if key.endswith(".weight") and value.ndim == 2 and key != "shared.weight":
+            scale = value.abs().max() / 448.0
+            scaled[key] = (value / scale).to(torch.float8_e4m3fn)
+            scaled[key[: -len("weight")] + "scale_weight"] = scale.reshape(1)
+        else:
+            scaled[key] = value
+    scaled["scaled_fp8"] = torch.zeros(2, dtype=torch.float8_e4m3fn)
+    path = tmp_path / "t5xxl_fp8_e4m3fn_scaled.safetensors"
+    save_file(scaled, str(path))
+    t5 = load_t5xxl(path, torch.float32)
+    q = "encoder.block.0.layer.0.SelfAttention.q.weight"
+    torch.testing.assert_close(t5.state_dict()[q], state[q], rtol=0.07, atol=1e-3)
 
 
 def test_comfyui_unet_and_clip_folders(tmp_path, tiny):

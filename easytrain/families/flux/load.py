@@ -38,7 +38,7 @@ from easytrain.families.flux.detect import (
     transformer_prefix,
 )
 from easytrain.families.flux.model import FluxConfig, FluxTransformer, build_model
-from easytrain.model.detect import TINY_MARKER_KEY, read_safetensors_header
+from easytrain.model.detect import TINY_MARKER_FILE, TINY_MARKER_KEY, read_safetensors_header
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 SAFETENSORS_SUFFIXES = (".safetensors", ".sft")  # BFL's first releases used .sft
@@ -60,7 +60,8 @@ class FluxParts:
     clip_tokenizer: Any
     t5_tokenizer: Any
     source: str
-    files: dict = field(default_factory=dict)  # "transformer" / "clip_l" / "t5xxl" / "vae" -> the file read
+    files: dict = field(default_factory=dict)  # "transformer" / "clip_l" / "t5xxl" / "vae" -> the file read;
+    # "marker": the tiny marker of easytrain's own tiny models
     message: str = ""  # which companion files were picked, for the user; "" when all were named
 
     @property
@@ -73,7 +74,8 @@ class FluxParts:
 
     @property
     def is_tiny(self) -> bool:
-        return self.source.startswith(TINY_PREFIX) or "tiny" in self.files.get("marker", "")
+        """easytrain's own tiny model (made in code, with tiny tokenizers)."""
+        return "marker" in self.files
 
 
 def load_flux(spec: str | Path, *, dtype: torch.dtype = torch.bfloat16, text_dtype: Optional[torch.dtype] = None,
@@ -130,7 +132,7 @@ def load_flux_folder(folder: Path, *, dtype: torch.dtype, text_dtype: torch.dtyp
         if not (folder / part).is_dir():
             raise UserError(f"{folder}: diffusers folder without its {part}/ subfolder")
     transformer = load_transformer(folder / "transformer", dtype, linear_dtype=linear_dtype)
-    tiny = (folder / "easytrain_model.json").is_file()
+    tiny = (folder / TINY_MARKER_FILE).is_file()
     try:
         ae = load_ae(Path(vae), dtype) if vae else AutoencoderKL.from_pretrained(
             folder, subfolder="vae", local_files_only=True, torch_dtype=dtype)
@@ -152,6 +154,8 @@ def load_flux_folder(folder: Path, *, dtype: torch.dtype, text_dtype: torch.dtyp
     if clip is not None:
         _check_vocab(folder, clip_tokenizer, clip.config.vocab_size, "CLIP-L")
     files = {"transformer": str(folder / "transformer")}
+    if tiny:
+        files["marker"] = json.loads((folder / TINY_MARKER_FILE).read_text(encoding="utf-8")).get(TINY_MARKER_KEY, "")
     return _finish(FluxParts(kind, transformer.config, transformer, ae, clip, t5, clip_tokenizer, t5_tokenizer,
                              str(folder), files, ""))
 
@@ -231,7 +235,15 @@ class TensorFiles:
         return key in self._where
 
     def get(self, key: str) -> torch.Tensor:
-        return self._handles[self._where[key]].get_tensor(key)
+        """The tensor; a ComfyUI "scaled fp8" weight (``X.weight`` with ``X.scale_weight``) comes back
+        multiplied by its scale, in float32."""
+        tensor = self._handles[self._where[key]].get_tensor(key)
+        if key.endswith(".weight"):
+            scale_key = key[: -len("weight")] + "scale_weight"
+            if scale_key in self._where:
+                scale = self._handles[self._where[scale_key]].get_tensor(scale_key).float()
+                tensor = tensor.float() * scale
+        return tensor
 
     def under(self, prefix: str) -> dict[str, tuple]:
         """Shapes of the keys under ``prefix``, by the rest of their name."""
