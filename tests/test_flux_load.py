@@ -234,6 +234,13 @@ def test_sharded_diffusers_transformer(tmp_path, tiny):
     assert _same(load_transformer(folder, torch.float32), build_tiny_transformer(FLUX_DEV))
 
 
+def test_diffusers_layout_single_file(tmp_path, tiny):
+    path = tmp_path / "flux-transformer-diffusers.safetensors"
+    shutil.copy(tiny.dev_diffusers / "transformer" / "diffusion_pytorch_model.safetensors", path)
+    assert detect_flux(read_safetensors_header(path).tensors) == FLUX_DEV
+    assert _same(load_transformer(path, torch.float32), build_tiny_transformer(FLUX_DEV))
+
+
 def test_not_a_flux_file(tmp_path):
     path = tmp_path / "sd.safetensors"
     save_file({"model.diffusion_model.input_blocks.0.0.weight": torch.zeros(4, 4, 3, 3)}, str(path))

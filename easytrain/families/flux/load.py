@@ -293,8 +293,13 @@ def load_transformer(path: str | Path, dtype: torch.dtype = torch.bfloat16, *,
     """
     path = Path(path).expanduser()
     if path.is_dir():
-        return _load_diffusers_transformer(path, dtype, linear_dtype)
+        if (path / "transformer").is_dir():
+            path = path / "transformer"
+        with TensorFiles(_shards(path)) as files:
+            return _load_diffusers_transformer(files, path, dtype, linear_dtype)
     with TensorFiles([path]) as files:
+        if "x_embedder.weight" in files:  # one file in diffusers' layout
+            return _load_diffusers_transformer(files, path, dtype, linear_dtype)
         prefix = transformer_prefix(files.shapes)
         config = _config(path, files.under(prefix))
         model = build_model(config)
@@ -303,17 +308,12 @@ def load_transformer(path: str | Path, dtype: torch.dtype = torch.bfloat16, *,
     return _frozen(model)
 
 
-def _load_diffusers_transformer(folder: Path, dtype: torch.dtype, linear_dtype) -> FluxTransformer:
-    if (folder / "transformer").is_dir():
-        folder = folder / "transformer"
-    shards = _shards(folder)
-    with TensorFiles(shards) as files:
-        recipes = convert.bfl_recipes(files.shapes)
-        config = _config(folder, convert.bfl_shapes(files.shapes))
-        model = build_model(config)
-        sources = {name: (recipe.sources[0], lambda recipe=recipe: convert.fuse(recipe, files.get))
-                   for name, recipe in recipes.items()}
-        _fill(model, sources, _dtypes(dtype, linear_dtype), folder, "Flux transformer")
+def _load_diffusers_transformer(files: TensorFiles, where: Path, dtype: torch.dtype, linear_dtype) -> FluxTransformer:
+    recipes = convert.bfl_recipes(files.shapes)
+    model = build_model(_config(where, convert.bfl_shapes(files.shapes)))
+    sources = {name: (recipe.sources[0], lambda recipe=recipe: convert.fuse(recipe, files.get))
+               for name, recipe in recipes.items()}
+    _fill(model, sources, _dtypes(dtype, linear_dtype), where, "Flux transformer")
     return _frozen(model)
 
 
