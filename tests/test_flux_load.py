@@ -295,8 +295,8 @@ def test_full_size_text_encoder_and_ae_configs_from_shapes():
     from diffusers import AutoencoderKL
     from transformers import CLIPTextModel, T5Config, T5EncoderModel
 
+    from easytrain.families.flux.convert import ae_key_map
     from easytrain.families.flux.load import CONFIG_DIR
-    from easytrain.model.convert import VAE_PREFIX, vae_key_map
 
     values = {k: v for k, v in json.loads((CONFIG_DIR / "t5xxl.json").read_text()).items() if k != "model_type"}
     with init_empty_weights():
@@ -319,8 +319,7 @@ def test_full_size_text_encoder_and_ae_configs_from_shapes():
     with init_empty_weights():
         ae = AutoencoderKL.from_config(ae_values)
     names = list(ae.state_dict().keys())
-    ldm = {key[len(VAE_PREFIX):]: tuple(ae.state_dict()[name].shape)
-           for name, key in vae_key_map(ae.config, names).items()}
+    ldm = {key: tuple(ae.state_dict()[name].shape) for name, key in ae_key_map(names, 4).items()}
     assert "encoder.down.0.block.0.conv1.weight" in ldm
     config = ae_config(ldm)
     assert config["block_out_channels"] == [128, 256, 512, 512] and config["latent_channels"] == 16

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional
@@ -107,7 +108,7 @@ def load_flux(spec: str | Path, *, dtype: torch.dtype = torch.bfloat16, text_dty
     transformer = load_transformer(path, dtype, linear_dtype=linear_dtype)
     ae = load_ae(companions.vae, dtype)
     t5 = load_t5xxl(companions.t5xxl, text_dtype)
-    clip = None if kind == CHROMA else load_clip_l(companions.clip_l, text_dtype, tiny=tiny)
+    clip = None if kind == CHROMA else load_clip_l(companions.clip_l, text_dtype)
     clip_tokenizer, t5_tokenizer = _tokenizers(kind, tiny, t5)
     files = {"transformer": str(path), **companions.files}
     if tiny:
@@ -140,7 +141,7 @@ def load_flux_folder(folder: Path, *, dtype: torch.dtype, text_dtype: torch.dtyp
             folder, subfolder=t5_part, local_files_only=True, dtype=text_dtype)
         clip = None
         if kind != CHROMA:
-            clip = load_clip_l(Path(clip_l), text_dtype, tiny=tiny) if clip_l else CLIPTextModel.from_pretrained(
+            clip = load_clip_l(Path(clip_l), text_dtype) if clip_l else CLIPTextModel.from_pretrained(
                 folder, subfolder="text_encoder", local_files_only=True, dtype=text_dtype)
     except (OSError, EnvironmentError, ValueError) as exc:
         raise UserError(f"{folder}: cannot load this diffusers folder: {exc}") from None
@@ -178,14 +179,12 @@ def _tokenizers(kind: str, tiny: bool, t5) -> tuple[Any, Any]:
     """(CLIP-L tokenizer or None, T5 tokenizer): the real ones, or the tiny models' own."""
     from easytrain.families.flux import tokenizer as tok
 
+    clip_tokenizer = None if kind == CHROMA else tok.load_clip_l_tokenizer()
     if tiny:
-        from easytrain.model.tiny import build_tiny_tokenizer
-
-        return (None if kind == CHROMA else build_tiny_tokenizer()), tok.build_tiny_t5_tokenizer(_t5_length(kind, True))
+        return clip_tokenizer, tok.build_tiny_t5_tokenizer(_t5_length(kind, True))
     if t5.config.vocab_size < tok.T5_VOCAB_SIZE:
         raise UserError(f"the T5 text encoder has a {t5.config.vocab_size}-token vocabulary; Flux's T5-XXL has "
                         f"{tok.T5_VOCAB_SIZE} tokens (32128 rows): is it a T5 v1.1 XXL encoder?")
-    clip_tokenizer = None if kind == CHROMA else tok.load_clip_l_tokenizer()
     return clip_tokenizer, tok.load_t5_tokenizer(tok.t5_max_length(kind))
 
 
@@ -193,6 +192,23 @@ def _check_vocab(where: Path, tokenizer, rows: int, what: str) -> None:
     if len(tokenizer) > rows:
         raise UserError(f"{where}: the {what} tokenizer has {len(tokenizer)} tokens but its text encoder has "
                         f"{rows} rows; the tokenizer does not belong to the text encoder")
+
+
+# ---- sizes from shapes -------------------------------------------------------------------------
+
+CLIP_VOCAB = 49408
+
+
+def _indices(shapes: Mapping[str, tuple], pattern: str) -> list[int]:
+    """The distinct numbers the first group of ``pattern`` takes over the keys (block indices)."""
+    regex = re.compile(pattern)
+    return sorted({int(m.group(1)) for key in shapes for m in [regex.match(key)] if m})
+
+
+def _groups(channels, preferred: int = 32) -> int:
+    """The largest group-norm group count up to ``preferred`` that divides every channel count."""
+    common = math.gcd(*(int(c) for c in channels))
+    return max(g for g in range(1, preferred + 1) if common % g == 0)
 
 
 # ---- reading safetensors ----------------------------------------------------------------------
@@ -354,7 +370,7 @@ def _frozen(model):
 # ---- CLIP-L -----------------------------------------------------------------------------------
 
 
-def load_clip_l(path: str | Path, dtype: torch.dtype = torch.bfloat16, *, tiny: bool = False):
+def load_clip_l(path: str | Path, dtype: torch.dtype = torch.bfloat16):
     """transformers' CLIPTextModel from ``clip_l.safetensors`` (``text_model.*``) or an all-in-one file,
     sized from its shapes; real checkpoints must have CLIP's 49408-token vocabulary."""
     from accelerate import init_empty_weights
@@ -363,7 +379,7 @@ def load_clip_l(path: str | Path, dtype: torch.dtype = torch.bfloat16, *, tiny: 
     path = Path(path).expanduser()
     with TensorFiles([path]) as files:
         prefix = _clip_prefix(path, files)
-        config = clip_config(files.under(prefix), tiny=tiny)
+        config = clip_config(files.under(prefix))
         with init_empty_weights():
             model = CLIPTextModel(config)
         names = [n for n in model.state_dict().keys()]
@@ -379,14 +395,12 @@ def _clip_prefix(path: Path, files: TensorFiles) -> str:
     raise UserError(f"{path}: not a CLIP-L text encoder (no text_model.embeddings.token_embedding.weight)")
 
 
-def clip_config(shapes: Mapping[str, tuple], *, tiny: bool = False):
+def clip_config(shapes: Mapping[str, tuple]):
     """A CLIPTextConfig from ``text_model.*`` shapes (CLIP-L's own when the sizes are CLIP-L's)."""
     from transformers import CLIPTextConfig
 
-    from easytrain.model.infer import CLIP_VOCAB, _indices
-
     vocab, hidden = shapes[CLIP_TEXT + "embeddings.token_embedding.weight"]
-    if vocab != CLIP_VOCAB and not tiny:
+    if vocab != CLIP_VOCAB:
         raise UserError(f"the CLIP-L text encoder has a {vocab}-token vocabulary, not CLIP's {CLIP_VOCAB}")
     values = json.loads((CONFIG_DIR / "clip_l.json").read_text(encoding="utf-8"))
     values.pop("model_type", None)
@@ -397,12 +411,6 @@ def clip_config(shapes: Mapping[str, tuple], *, tiny: bool = False):
         num_attention_heads=hidden // 64 if hidden % 64 == 0 else max(h for h in range(1, 9) if hidden % h == 0),
         max_position_embeddings=shapes[CLIP_TEXT + "embeddings.position_embedding.weight"][0],
     )
-    if tiny:
-        from easytrain.model.tiny import text_encoder_config
-
-        small = text_encoder_config(vocab)
-        values.update(bos_token_id=small.bos_token_id, eos_token_id=small.eos_token_id,
-                      pad_token_id=small.pad_token_id, num_attention_heads=small.num_attention_heads)
     return CLIPTextConfig(**values)
 
 
@@ -443,8 +451,6 @@ def t5_config(shapes: Mapping[str, tuple]):
     """A T5Config (encoder only) from the shapes, on the shipped T5 v1.1 XXL config."""
     from transformers import T5Config
 
-    from easytrain.model.infer import _indices
-
     values = json.loads((CONFIG_DIR / "t5xxl.json").read_text(encoding="utf-8"))
     values.pop("model_type", None)
     embed = shapes.get("shared.weight") or shapes["encoder.embed_tokens.weight"]
@@ -473,8 +479,6 @@ def load_ae(path: str | Path, dtype: torch.dtype = torch.bfloat16):
     from accelerate import init_empty_weights
     from diffusers import AutoencoderKL
 
-    from easytrain.model.convert import VAE_PREFIX, vae_key_map
-
     path = Path(path).expanduser()
     if path.is_dir():
         sub = "vae" if (path / "vae").is_dir() else None
@@ -492,8 +496,8 @@ def load_ae(path: str | Path, dtype: torch.dtype = torch.bfloat16):
         if all(prefix + n in files for n in names):  # a file already in diffusers' layout
             sources = _plain(files, names, prefix)
         else:
-            key_map = vae_key_map(model.config, names)
-            sources = _plain(files, names, prefix, lambda n: key_map[n][len(VAE_PREFIX):])
+            key_map = convert.ae_key_map(names, len(model.config.block_out_channels))
+            sources = _plain(files, names, prefix, key_map.__getitem__)
         _fill(model, sources, lambda _n: dtype, path, "AE (VAE)")
     return _frozen(model)
 
@@ -507,8 +511,6 @@ def _ae_prefix(path: Path, files: TensorFiles) -> str:
 
 def ae_config(shapes: Mapping[str, tuple]) -> dict:
     """AutoencoderKL's config from LDM-layout shapes, on the shipped Flux AE config."""
-    from easytrain.model.infer import _groups, _indices
-
     values = json.loads((CONFIG_DIR / "ae.json").read_text(encoding="utf-8"))
     if "encoder.down_blocks.0.resnets.0.conv1.weight" in shapes:  # diffusers layout
         levels = _indices(shapes, r"encoder\.down_blocks\.(\d+)\.")
