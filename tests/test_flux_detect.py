@@ -124,3 +124,38 @@ def test_tiny_t5_tokenizer():
     assert ids[-1] == tokenizer.eos_token_id == 1 and tokenizer.pad_token_id == 0
     assert 2 not in ids  # every word is in the vocabulary (2 is <unk>)
     assert len(tokenizer(["a cat"], padding="max_length").input_ids[0]) == 16
+
+
+# ---- the seam's signature ---------------------------------------------------------------------
+
+
+def test_signature_from_keys():
+    from easytrain.families.flux import signature
+
+    found = signature.from_keys(None, _header(CHROMA, "model.diffusion_model."), {})
+    assert (found.arch, found.prediction_type, found.sure, found.is_tiny) == (CHROMA, "flow", True, False)
+    header = dict(_header(FLUX_DEV), **{"text_encoders.t5xxl.transformer.shared.weight": [32128, 4096],
+                                        "vae.decoder.conv_out.weight": [3, 128, 3, 3]})
+    assert signature.from_keys(None, header, {}).description.endswith("this file also holds T5-XXL, AE")
+    tiny = signature.from_keys(None, _header(FLUX_DEV), {"easytrain.model": "tiny-flux-dev"})
+    assert tiny.is_tiny and tiny.arch == FLUX_DEV
+    assert signature.from_keys(None, {"model.diffusion_model.input_blocks.0.0.weight": [320, 4, 3, 3]}, {}) is None
+    assert signature.PRIORITY > 1
+
+
+def test_signature_from_folder():
+    from easytrain.families.flux import signature
+    from easytrain.families.flux.tiny import tiny_flux_paths
+
+    paths = tiny_flux_paths()
+    found = signature.from_folder(paths.dev_diffusers, {}, None)
+    assert (found.arch, found.is_tiny) == (FLUX_DEV, False) and "diffusers folder" in found.description
+    assert signature.from_folder(paths.chroma_diffusers, {}, "tiny-chroma").is_tiny
+    assert signature.from_folder(paths.root, {}, None) is None
+
+
+def test_signature_is_light():
+    code = ("import sys, easytrain.families.flux.signature; "
+            "heavy = [m for m in ('torch', 'diffusers', 'transformers', 'safetensors') if m in sys.modules]; "
+            "assert not heavy, heavy")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO_ROOT)

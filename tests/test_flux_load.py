@@ -325,3 +325,21 @@ def test_full_size_text_encoder_and_ae_configs_from_shapes():
     assert config["block_out_channels"] == [128, 256, 512, 512] and config["latent_channels"] == 16
     assert not config["use_quant_conv"] and not config["use_post_quant_conv"]
     assert (config["scaling_factor"], config["shift_factor"]) == (0.3611, 0.1159)
+
+
+# ---- the seam's record ------------------------------------------------------------------------
+
+
+def test_base_model_record(tiny):
+    from easytrain.families.flux.load import FluxBaseModel, load_base_model, load_builtin_tiny
+    from easytrain.families.flux.model import FluxTransformer
+
+    base = load_base_model(tiny.dev, "flux-dev", torch.float32)
+    assert isinstance(base, FluxBaseModel) and isinstance(base.unet, FluxTransformer)
+    assert base.transformer is base.unet and base.prediction_type == "flow" and base.noise_scheduler is None
+    assert len(base.text_encoders) == len(base.tokenizers) == 2 and base.text_encoder is base.text_encoders[0]
+    assert base.is_tiny and base.message.startswith("Picked for") and base.config.depth == 2
+    with pytest.raises(UserError, match="architecture is set to chroma"):
+        load_base_model(tiny.dev, "chroma", torch.float32)
+    chroma = load_builtin_tiny(CHROMA)
+    assert chroma.arch == CHROMA and len(chroma.text_encoders) == 1

@@ -40,6 +40,7 @@ from easytrain.families.flux.detect import (
 )
 from easytrain.families.flux.model import FluxConfig, FluxTransformer, build_model
 from easytrain.model.detect import TINY_MARKER_FILE, TINY_MARKER_KEY, read_safetensors_header
+from easytrain.model.load import BaseModel
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 SAFETENSORS_SUFFIXES = (".safetensors", ".sft")  # BFL's first releases used .sft
@@ -537,3 +538,60 @@ def ae_config(shapes: Mapping[str, tuple]) -> dict:
 
 def describe(parts: FluxParts) -> str:
     return describe_flux(parts.kind)
+
+
+# ---- the family seam's record -----------------------------------------------------------------
+
+
+@dataclass
+class FluxBaseModel(BaseModel):
+    """BaseModel (model/load.py) for Flux.1 / Chroma: ``unet`` is the FluxTransformer, ``text_encoders``
+    (CLIP-L, T5-XXL) or (T5-XXL,) for Chroma; ``noise_scheduler`` is None (the flow objective needs none)."""
+
+    kind: str = ""
+    config: Optional[FluxConfig] = None
+    files: dict = field(default_factory=dict)  # as FluxParts.files
+    message: str = ""  # which companion files were picked, for the user
+
+    @property
+    def transformer(self) -> FluxTransformer:
+        return self.unet
+
+    @property
+    def is_tiny(self) -> bool:
+        return "marker" in self.files
+
+
+def base_model(parts: FluxParts, arch: Optional[str] = None, prediction_type: str = "flow") -> FluxBaseModel:
+    """The seam's record of a loaded Flux model (``arch`` defaults to its kind)."""
+    return FluxBaseModel(arch=arch or parts.kind, prediction_type=prediction_type, unet=parts.transformer,
+                         vae=parts.vae, text_encoders=parts.text_encoders, tokenizers=parts.tokenizers,
+                         noise_scheduler=None, source=parts.source, kind=parts.kind, config=parts.config,
+                         files=dict(parts.files), message=parts.message)
+
+
+def load_base_model(path: str | Path, arch: Optional[str] = None, dtype: torch.dtype = torch.bfloat16, *,
+                    prediction_type: str = "flow", **options) -> FluxBaseModel:
+    """``load_flux`` as the seam's record; ``options``: clip_l, t5xxl, vae, text_dtype, linear_dtype.
+
+    A Family's ``load(path, detection, arch, prediction, dtype)`` calls this with the answers naming the
+    companion files."""
+    parts = load_flux(path, dtype=dtype, **options)
+    if arch is not None and _kind_of(arch) not in (None, parts.kind):
+        raise UserError(f"{path}: architecture is set to {arch}, but the file is {describe_flux(parts.kind)}; "
+                        f"set architecture to auto or {parts.kind}")
+    return base_model(parts, arch, prediction_type)
+
+
+def load_builtin_tiny(kind: str, dtype: torch.dtype = torch.float32, **options) -> FluxBaseModel:
+    """The tiny Flux dev / Chroma made in code (cached), loaded from its ComfyUI-style four files."""
+    from easytrain.families.flux.tiny import tiny_flux_paths
+
+    paths = tiny_flux_paths()
+    return base_model(load_flux(paths.chroma if kind == CHROMA else paths.dev, dtype=dtype, **options), kind)
+
+
+def _kind_of(arch: str) -> Optional[str]:
+    from easytrain.families.flux.detect import KINDS
+
+    return arch if arch in KINDS else None

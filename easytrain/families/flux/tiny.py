@@ -24,12 +24,12 @@ import tempfile
 from pathlib import Path
 from typing import NamedTuple
 
-from easytrain.families.flux.detect import CHROMA, FLUX_DEV, FLUX_SCHNELL
+from easytrain.families.flux.detect import CHROMA, FLUX_DEV, FLUX_SCHNELL, TINY_MARKERS
 
 TINY_FLUX_VERSION = 2
 TINY_SEED = 0
 COMPLETE = "complete"  # written last into a finished cache folder
-MARKERS = {FLUX_DEV: "tiny-flux-dev", FLUX_SCHNELL: "tiny-flux-schnell", CHROMA: "tiny-chroma"}
+MARKERS = TINY_MARKERS
 
 T5_CONFIG = dict(vocab_size=96, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4,
                  relative_attention_num_buckets=8, relative_attention_max_distance=16, dropout_rate=0.0,
