@@ -360,3 +360,15 @@ def _big_tokenizer():
         def __len__(self):
             return 200
     return Big()
+
+
+def test_tiny_diffusers_folders_run_in_diffusers_pipelines(tiny):
+    from diffusers import ChromaPipeline, FluxPipeline
+
+    for cls, folder, extra in ((FluxPipeline, tiny.dev_diffusers, {"guidance_scale": 3.5}),
+                               (ChromaPipeline, tiny.chroma_diffusers, {})):
+        pipe = cls.from_pretrained(folder, local_files_only=True)
+        pipe.set_progress_bar_config(disable=True)
+        images = pipe("a photo of a red circle", height=64, width=64, num_inference_steps=2, max_sequence_length=32,
+                      output_type="pt", generator=torch.Generator().manual_seed(0), **extra).images
+        assert images.shape == (1, 3, 64, 64) and torch.isfinite(images).all()
