@@ -10,7 +10,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from types import MappingProxyType
+from typing import Any, Mapping, Optional
 
 from easytrain import questions as Q
 from easytrain.answers import Answers
@@ -130,6 +131,21 @@ def block_layout_of(answers: Answers, base_model: str, args: dict,
     if problems:
         raise UserError("The block-wise settings do not fit the base model:", problems=problems)
     return layout.name, cut_lists(args, layout)
+
+
+def family_options(answers: Answers) -> Mapping[str, Any]:
+    """The answers to the base model's family's own questions that apply (defaults filled, paths absolute)."""
+    values = answers.values()
+    options = {}
+    for key in sorted(Q.FAMILY_OPTION_KEYS):
+        question = Q.BY_ID[key]
+        if not question.applies(values):
+            continue
+        value = answer(answers, key)
+        if question.kind in ("file", "folder", "model") and value not in (None, ""):
+            value = str(answers.path(key))
+        options[key] = value
+    return MappingProxyType(options)
 
 
 def answer(answers: Answers, key: str) -> Any:
@@ -317,6 +333,7 @@ class TrainPlan:
                 clip_skip=int(answer(answers, "clip_skip")),
                 max_token_length=int(answer(answers, "max_token_length")),
                 vae=answers.vae if answers.vae in (None, "builtin:tiny") else str(answers.path("vae")),
+                options=family_options(answers),
             ),
             data=DataSettings(
                 batch_size=length.batch_size,

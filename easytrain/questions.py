@@ -14,20 +14,18 @@ import functools
 import math
 import os
 import re
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Callable, Optional
 
 from easytrain import machine
 from easytrain.errors import UserError
 from easytrain.optimizer_args import optimizer_args_problem
-
-Values = Mapping[str, Any]
+from easytrain.question import Question, Values  # noqa: F401  (re-exported: Q.Question)
 
 GROUPS = ("model", "data", "network", "learning", "output", "advanced")
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
-MODEL_EXTENSIONS = (".safetensors", ".ckpt")
+MODEL_EXTENSIONS = (".safetensors", ".sft", ".ckpt")
 BUILTIN_TINY = "builtin:tiny"
 
 from easytrain.catalog import (  # noqa: E402  (re-exported: the question table's names)
@@ -41,43 +39,6 @@ ARCHITECTURES = (AUTO,) + ARCHITECTURE_IDS
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9._-]+$")
 
-
-@dataclass(frozen=True)
-class Question:
-    id: str
-    prompt: str
-    help: str
-    kind: str  # yesno | choice | int | float | text | file | folder | model | mapping
-    group: str
-    default: Any = None  # a value, or a callable taking the earlier answers
-    default_text: str = ""  # how the default reads in listings ("dim / 2")
-    required: bool = False
-    choices: tuple[tuple[Any, str], ...] = ()  # (value, label)
-    minimum: Optional[float] = None
-    maximum: Optional[float] = None
-    above: Optional[float] = None  # strictly greater than
-    multiple_of: Optional[int] = None
-    optional: bool = False  # an empty answer is a real answer (None)
-    must_exist: bool = True  # folders: False means it is created when missing
-    component_folder: bool = False  # model kind: a diffusers component folder (config.json) is fine too
-    extensions: tuple[str, ...] = ()
-    condition: Optional[Callable[[Values], bool]] = None
-    condition_text: str = ""
-    advanced: bool = False
-    stored: bool = True  # False: asked, but not a key of the answers file
-    check: Optional[Callable[[Any, Values], Optional[str]]] = None
-    warn: Optional[Callable[[Any, Values], Optional[str]]] = None  # an allowed value worth a second look
-    depends_on: tuple[str, ...] = ()  # earlier answers the default or condition reads
-
-    def applies(self, values: Values) -> bool:
-        return self.condition is None or bool(self.condition(values))
-
-    def default_for(self, values: Values) -> Any:
-        return self.default(values) if callable(self.default) else self.default
-
-    @property
-    def choice_values(self) -> tuple[Any, ...]:
-        return tuple(value for value, _ in self.choices)
 
 
 # ---------------------------------------------------------------- value rules
@@ -1277,6 +1238,24 @@ QUESTIONS: tuple[Question, ...] = (
         condition=_yes("ema"), condition_text="EMA is yes", depends_on=("ema",),
     ),
 )
+
+
+def _with_family_questions(table: tuple[Question, ...], added) -> tuple[Question, ...]:
+    """The table with each family's own questions (families/<family>/questions.py), each placed after the
+    question it names; they apply only to that family's architectures (their own conditions say so)."""
+    ordered = list(table)
+    for after, question in added:
+        ids = [q.id for q in ordered]
+        ordered.insert(ids.index(after) + 1 if after in ids else len(ordered), question)
+    return tuple(ordered)
+
+
+# Imported here, after the helpers a family's questions may use (architecture_of, _yes, ...).
+from easytrain.families.registry import family_questions  # noqa: E402
+
+QUESTIONS = _with_family_questions(QUESTIONS, family_questions())
+# The answers a family reads itself (plan.model.options): its own questions' ids.
+FAMILY_OPTION_KEYS: frozenset[str] = frozenset(question.id for _, question in family_questions())
 
 # Asked by the wizard but not stored in the answers file.
 ADVANCED_GATE = Question(

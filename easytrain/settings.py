@@ -14,7 +14,7 @@ from types import MappingProxyType
 from typing import Any, Mapping, Optional
 
 
-def frozen_mapping(values: Optional[Mapping[str, Any]]) -> Mapping[str, Any]:
+def frozen_mapping(values: Optional[Mapping[str, Any]] = None) -> Mapping[str, Any]:
     return MappingProxyType(dict(values or {}))
 
 
@@ -25,6 +25,8 @@ class ModelSettings:
     clip_skip: int
     max_token_length: int           # 75, 150 or 225 caption tokens
     vae: Optional[str] = None       # a separate VAE: "builtin:tiny" or an absolute path; None: the base model's
+    # the answers to the family's own questions (families/<family>/questions.py), read by that family only
+    options: Mapping[str, Any] = field(default_factory=frozen_mapping)
 
     @property
     def architecture(self) -> str:

@@ -17,7 +17,8 @@ from easytrain.catalog import AUTO
 from easytrain.errors import UserError
 from easytrain.families.registry import signatures
 from easytrain.model.detect import (
-    TINY_MARKER_FILE, TINY_MARKER_KEY, UNET_PREFIX, Detection, Shapes, file_keys, read_json, read_safetensors_header,
+    SAFETENSORS_SUFFIXES, TINY_MARKER_FILE, TINY_MARKER_KEY, UNET_PREFIX, Detection, Shapes, file_keys, read_json,
+    read_safetensors_header,
 )
 
 BUILTIN_TINY = "builtin:tiny"  # the embedded tiny model: nothing to read
@@ -26,8 +27,7 @@ _LORA_PATTERN = re.compile(
     r"^(lora_unet_|lora_te\d?_|lycoris_)|\.(lora_up|lora_down|lora_A|lora_B|hada_w1_a|lokr_w1)\b"
 )
 # Model families easytrain does not train, by a key fragment only they have: named, not just "not a checkpoint".
-_OTHER_FAMILIES = (("joint_blocks.", "an SD3 / SD3.5"), ("double_blocks.", "a Flux"))
-SUPPORTED_FAMILIES = "SD1.x, SD2.x and SDXL (Pony, Illustrious, NoobAI) checkpoints"
+_OTHER_FAMILIES = (("joint_blocks.", "an SD3 / SD3.5"),)
 
 
 def detect_architecture(path: str | Path) -> Detection:
@@ -41,7 +41,7 @@ def detect_architecture(path: str | Path) -> Detection:
         raise UserError(f"{path}: not a regular file; the base model must be a .safetensors or .ckpt file "
                         "or a diffusers folder")
     suffix = path.suffix.lower()
-    if suffix not in (".safetensors", ".ckpt"):
+    if suffix not in (*SAFETENSORS_SUFFIXES, ".ckpt"):
         raise UserError(
             f"{path}: the base model must be a .safetensors or .ckpt file or a diffusers folder, "
             f"not a '{path.suffix or 'no extension'}' file"
@@ -57,17 +57,25 @@ def detect_architecture(path: str | Path) -> Detection:
 
 def detect_from_keys(path: Path, shapes: Shapes, metadata: dict[str, str]) -> Detection:
     keys = list(shapes)
-    _refuse_non_checkpoints(path, keys)
+    _refuse_other_files(path, keys)
     for signature in signatures():
         found = signature.from_keys(path, shapes, metadata)
         if found is not None:
             return found
+    _refuse_non_checkpoints(path, keys)
     for signature in signatures():
         signature.explain_partial(path, shapes)     # a part of a model some family knows: say which
     raise UserError(f"{path}: not a Stable Diffusion checkpoint (no text encoder keys found)")
 
 
-def _refuse_non_checkpoints(path: Path, keys: list[str]) -> None:
+def supported_families() -> str:
+    """What easytrain trains, for messages: the catalog's labels."""
+    labels = list(dict.fromkeys(entry.label.split(" (")[0] for entry in catalog.ARCHITECTURES.values()))
+    return ", ".join(labels[:-1]) + f" and {labels[-1]}" if len(labels) > 1 else labels[0]
+
+
+def _refuse_other_files(path: Path, keys: list[str]) -> None:
+    """What no family's signature should be asked about: nothing, a LoRA, another family, an embedding."""
     if not keys:
         raise UserError(f"{path}: the file holds no tensors; it is not a Stable Diffusion checkpoint")
     lora_keys = [k for k in keys if _LORA_PATTERN.search(k)]
@@ -78,9 +86,14 @@ def _refuse_non_checkpoints(path: Path, keys: list[str]) -> None:
         )
     for fragment, family in _OTHER_FAMILIES:
         if any(fragment in k for k in keys):
-            raise UserError(f"{path}: this is {family} model; easytrain trains LoRAs for {SUPPORTED_FAMILIES}")
+            raise UserError(f"{path}: this is {family} model; easytrain trains LoRAs for {supported_families()} "
+                            "models")
     if any(k in ("emb_params", "string_to_param") or k.startswith(("clip_l", "clip_g")) for k in keys) and len(keys) <= 4:
         raise UserError(f"{path}: this looks like a textual inversion embedding, not a base model")
+
+
+def _refuse_non_checkpoints(path: Path, keys: list[str]) -> None:
+    """A file no signature claimed: say what it looks like."""
     if not any(k.startswith((UNET_PREFIX, "model_ema.diffusion_model")) for k in keys):
         if any(k.startswith(("encoder.down", "decoder.up")) for k in keys):
             raise UserError(f"{path}: this looks like a VAE file, not a full base model")
@@ -113,8 +126,8 @@ def _detect_folder(path: Path) -> Detection:
     if not (path / "unet" / "config.json").is_file():
         pipeline = index.get("_class_name") if isinstance(index, dict) else None
         if (path / "transformer").is_dir() and isinstance(pipeline, str):  # SD3, Flux, PixArt, ...: no UNet
-            raise UserError(f"{path}: this is a {pipeline} folder (a transformer, not a UNet); "
-                            f"easytrain trains LoRAs for {SUPPORTED_FAMILIES}")
+            raise UserError(f"{path}: this is a {pipeline} folder (a transformer easytrain does not train); "
+                            f"easytrain trains LoRAs for {supported_families()} models")
         raise UserError(f"{path}: diffusers folder without unet/config.json")
     raise UserError(f"{path}: a diffusers folder of no architecture easytrain knows")
 

@@ -40,6 +40,23 @@ def family_block_layouts() -> Iterator:
         yield from package.catalog.BLOCK_LAYOUTS
 
 
+def family_questions() -> list:
+    """(the id of the question it follows, Question) of every family's own questions, family by family.
+
+    A package's questions live in its ``questions`` module (light; it may read questions.py's helpers,
+    which are defined before the table asks for these)."""
+    found = []
+    for name in PACKAGES:
+        try:
+            module = import_module(f"easytrain.families.{name}.questions")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"easytrain.families.{name}.questions":
+                raise
+            continue
+        found += list(module.QUESTIONS)
+    return found
+
+
 def signatures() -> list:
     """Each package's detection signature (light: headers, key names and configs only), in the order detection
     asks them: the first that knows a file decides; a signature with a higher PRIORITY is asked first."""

@@ -23,6 +23,7 @@ TINY_MARKER_KEY = "easytrain.model"  # safetensors metadata key / marker file ke
 TINY_MARKER_FILE = "easytrain_model.json"
 TINY_MARKER_PREFIX = "tiny-"  # every tiny model's marker value starts so ("tiny-sd1", "tiny-sdxl", ...)
 UNET_PREFIX = "model.diffusion_model."  # the denoiser's prefix in A1111-style single files
+SAFETENSORS_SUFFIXES = (".safetensors", ".sft")  # Black Forest Labs' first releases used .sft
 
 _MAX_HEADER_BYTES = 100 * 1024 * 1024
 _MARKER_KEYS = ("v_pred", "ztsnr")  # dotless keys that still matter in a .ckpt's key list
@@ -91,7 +92,7 @@ def file_keys(path: Path) -> tuple[Shapes, dict[str, str]]:
     A .ckpt's metadata holds only easytrain's tiny marker, when it has one. A legacy (non-zip) .ckpt gives
     nothing: ({}, {}).
     """
-    if path.suffix.lower() == ".safetensors":
+    if path.suffix.lower() in SAFETENSORS_SUFFIXES:
         header = read_safetensors_header(path)
         return {k: v.get("shape") for k, v in header.tensors.items() if isinstance(v, dict)}, header.metadata
     try:

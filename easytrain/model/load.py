@@ -18,6 +18,7 @@ from typing import Any, Optional
 import torch
 
 from easytrain.errors import UserError
+from easytrain.model.detect import SAFETENSORS_SUFFIXES
 
 CONFIG_ROOT = Path(__file__).parent / "configs"
 CLIP_TOKENIZER_DIR = CONFIG_ROOT / "clip_tokenizer"
@@ -86,7 +87,7 @@ class open_tensors:
         self._handle = None
 
     def __enter__(self) -> TensorSource:
-        if self.path.suffix.lower() == ".safetensors":
+        if self.path.suffix.lower() in SAFETENSORS_SUFFIXES:
             from safetensors import safe_open
 
             self._handle = safe_open(str(self.path), framework="pt", device="cpu")
