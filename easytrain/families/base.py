@@ -13,7 +13,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from types import MappingProxyType
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import torch
 
@@ -85,8 +86,9 @@ class Family:
     # Whether the VAE may encode in fp16 when latents are not cached (the SDXL VAE overflows).
     vae_encodes_in_half: bool = True
 
-    def load(self, path: Path, detection, arch: str, prediction: str, dtype):
-        """A BaseModel (model/load.py) from a single file or a diffusers folder, offline."""
+    def load(self, path: Path, detection, arch: str, prediction: str, dtype, options: Mapping[str, Any]):
+        """A BaseModel (model/load.py) from a single file or a diffusers folder, offline; ``options`` are the
+        answers to the family's own questions (plan.model.options), kept on the record as ``base.options``."""
         raise NotImplementedError
 
     def load_builtin_tiny(self, dtype):
@@ -105,7 +107,8 @@ class Family:
         raise NotImplementedError
 
     def conditioner(self, text_encoders: Sequence[Any], tokenizers: Sequence[Any], *, clip_skip: int,
-                    max_token_length: int, device, train_text_encoder: bool, cache_text: bool) -> Conditioner:
+                    max_token_length: int, device, train_text_encoder: bool, cache_text: bool,
+                    options: Mapping[str, Any] = MappingProxyType({})) -> Conditioner:
         """With ``cache_text``, the conditioner also has ``precache(captions)``: after it, batches of those
         captions need no text encoder (kohya's cache_text_encoder_outputs)."""
         raise NotImplementedError

@@ -11,9 +11,9 @@ file is chosen in families/registry.py; nothing here knows the families.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Mapping, Optional
 
 import torch
 
@@ -38,6 +38,7 @@ class BaseModel:
     tokenizers: tuple  # one per text encoder
     noise_scheduler: Any  # the family's training schedule, or None when its objective needs none
     source: str
+    options: Mapping[str, Any] = field(default_factory=dict)  # the answers to the family's own questions
 
     @property
     def text_encoder(self):

@@ -21,7 +21,6 @@ Stdlib only: the answers validation uses the parsers.
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
 

@@ -152,6 +152,6 @@ def build_validator(plan, *, family, objective: Objective, base, unet, text_enco
                                    device=device)
     conditioner = family.conditioner(
         text_encoders, base.tokenizers, clip_skip=plan.model.clip_skip, max_token_length=plan.model.max_token_length,
-        device=device, train_text_encoder=False, cache_text=cache_text)
+        device=device, train_text_encoder=False, cache_text=cache_text, options=plan.model.options)
     return Validator(validation_set, objective=objective, forward=unet, conditioner=conditioner, autocast=autocast,
                      modules=(unet, *text_encoders), every_n_steps=plan.validation.every_n_steps, emit=emit)

@@ -108,7 +108,8 @@ def load_model(run: Run) -> None:
     from easytrain.families.load import load_base_model
     from easytrain.families.registry import family_for
 
-    base = load_base_model(plan.model.base_model, dtype=run.weight_dtype, resolved=plan.model.resolved)
+    base = load_base_model(plan.model.base_model, dtype=run.weight_dtype, resolved=plan.model.resolved,
+                           options=plan.model.options)
     if plan.model.vae is not None:  # kohya's --vae: latents and samples through another VAE
         from easytrain.model.vae_file import load_vae
 
@@ -261,7 +262,7 @@ def _conditioner(run: Run):
     conditioner = run.family.conditioner(
         run.text_encoders, run.base.tokenizers, clip_skip=plan.model.clip_skip,
         max_token_length=plan.model.max_token_length, device=device,
-        train_text_encoder=plan.network.train_text_encoder, cache_text=cache_text)
+        train_text_encoder=plan.network.train_text_encoder, cache_text=cache_text, options=plan.model.options)
     text_home = torch.device("cpu") if cache_text else device
     if cache_text:
         emit(ev.PhaseStarted("caching text encoder outputs"))

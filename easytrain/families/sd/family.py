@@ -57,7 +57,7 @@ class StableDiffusion(DdpmFamily):
     def shipped_parts(self, arch: str):
         return load.shipped_parts(arch, pad=self.pad_token, openclip_text=self.openclip_text)
 
-    def load(self, path: Path, detection, arch: str, prediction: str, dtype):
+    def load(self, path: Path, detection, arch: str, prediction: str, dtype, options=None):
         if path.is_dir():
             return load.load_sd_folder(path, arch, prediction, dtype, pad_token=self.pad_token)
         if detection.is_tiny:
@@ -76,7 +76,7 @@ class StableDiffusion(DdpmFamily):
         return find_targets(models.get("unet"), models.get("text_encoder"), spec)
 
     def conditioner(self, text_encoders, tokenizers, *, clip_skip, max_token_length, device, train_text_encoder,
-                    cache_text):
+                    cache_text, options=None):
         (text_encoder,), (tokenizer,) = text_encoders, tokenizers
         return ClipConditioner(text_encoder, tokenizer, clip_skip=clip_skip, max_token_length=max_token_length,
                                device=device, train_text_encoder=train_text_encoder, cache_text=cache_text)

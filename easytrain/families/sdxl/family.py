@@ -20,7 +20,7 @@ class SDXL(DdpmFamily):
     family = "sdxl"
     vae_encodes_in_half = False
 
-    def load(self, path: Path, detection, arch: str, prediction: str, dtype):
+    def load(self, path: Path, detection, arch: str, prediction: str, dtype, options=None):
         from easytrain.families.sdxl.load import load_sdxl
 
         return load_sdxl(path, dtype, arch=arch, prediction_type=prediction, detection=detection)
@@ -45,7 +45,7 @@ class SDXL(DdpmFamily):
         return targets
 
     def conditioner(self, text_encoders, tokenizers, *, clip_skip, max_token_length, device, train_text_encoder,
-                    cache_text):
+                    cache_text, options=None):
         return SdxlConditioner(tuple(text_encoders), tuple(tokenizers), max_token_length=max_token_length,
                                device=device, train_text_encoder=train_text_encoder, cache_text=cache_text)
 
