@@ -1,0 +1,441 @@
+"""Flux's training objective: rectified flow as kohya's flux_train_network.py trains it.
+
+What a step does, in kohya's order (sd-scripts library/flux_train_utils.py):
+
+- latents: the AE's sample, shifted and scaled, ``(z - 0.1159) * 0.3611``; 16 channels at 1/8 the
+  image size; packed 2x2 into tokens of 64 features for the transformer, with ``img_ids`` (0, row,
+  column) per token and ``txt_ids`` all zero;
+- sigma in (0, 1) per image from ``timestep_sampling``:
+  ``uniform`` U(0, 1); ``sigmoid`` sigmoid(sigmoid_scale * N(0, 1)); ``shift`` that sigmoid, shifted
+  by ``discrete_flow_shift`` (s * shift / (1 + (shift - 1) * s)); ``flux_shift`` that sigmoid, shifted
+  by exp(mu) with mu linear in the token count (0.5 at 256 tokens, 1.15 at 4096: Flux's own
+  resolution-dependent shift); ``sigma`` an index into the shifted 1000-step FlowMatchEulerDiscrete
+  table, drawn with the density of ``weighting_scheme`` (logit_normal, mode, else uniform);
+- noisy = (1 - sigma) * x0 + sigma * noise (plus ip_noise_gamma * xi on the noise when asked);
+  the model sees ``timesteps`` = sigma (kohya passes sigma * 1000 / 1000); the target is
+  noise - x0, the velocity;
+- ``model_prediction_type``: raw (the prediction as is), additive (plus the noisy input),
+  sigma_scaled (-sigma * prediction + noisy input, and only then the weighting scheme's loss weights:
+  sigma_sqrt sigma^-2, cosmap 2 / (pi * (1 - 2 sigma + 2 sigma^2)), otherwise 1);
+- the loss: element-wise l2 (or huber / smooth_l1 with a constant or exponential threshold), the
+  weighting, the loss mask, the mean per image, the per-image (prior-loss) weights, the batch mean.
+  kohya's Flux trainer applies nothing after that (its post_process_loss returns the loss as is):
+  the DDPM loss variants have no meaning here, and ``refused_settings`` names them for ``check``.
+- guidance: Flux.1 dev is guidance-distilled and takes ``guidance_scale`` as an input (1.0 for
+  training, as kohya's docs recommend); schnell and Chroma take none.
+
+One ``FlowObjective`` serves the training step (random noise and sigmas from a generator) and the
+validation loss (the same noise each time from a fixed seed, and ``VALIDATION_SIGMAS``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+
+AE_SHIFT = 0.1159
+AE_SCALE = 0.3611
+LATENT_CHANNELS = 16
+PATCH = 2                      # tokens are 2x2 latent patches
+NUM_TRAIN_TIMESTEPS = 1000
+
+VARIANTS = ("dev", "schnell", "chroma")
+TIMESTEP_SAMPLINGS = ("sigma", "uniform", "sigmoid", "shift", "flux_shift")
+MODEL_PREDICTION_TYPES = ("raw", "additive", "sigma_scaled")
+WEIGHTING_SCHEMES = ("none", "sigma_sqrt", "logit_normal", "mode", "cosmap")
+LOSS_TYPES = ("l2", "huber", "smooth_l1")
+HUBER_SCHEDULES = ("constant", "exponential")  # "snr" needs a DDPM schedule's alphas
+
+# Where the validation loss evaluates each image: fixed sigmas, spread over the schedule.
+VALIDATION_SIGMAS = (0.1, 0.35, 0.6, 0.85)
+
+# T5 tokens per caption, as kohya (t5xxl_max_token_length's default).
+T5_TOKENS = {"dev": 512, "schnell": 256, "chroma": 512}
+
+
+@dataclass(frozen=True)
+class FlowSettings:
+    """The flow-matching settings; the defaults are what kohya's Flux docs recommend.
+
+    (kohya's own argparse defaults differ: timestep_sampling sigma, discrete_flow_shift 3.0,
+    model_prediction_type sigma_scaled, guidance_scale 3.5; its documented Flux LoRA command uses
+    shift / 3.1582 / raw / 1.0, which is what people run.)
+    """
+
+    timestep_sampling: str = "shift"
+    sigmoid_scale: float = 1.0
+    discrete_flow_shift: float = 3.1582
+    model_prediction_type: str = "raw"
+    weighting_scheme: str = "none"
+    logit_mean: float = 0.0
+    logit_std: float = 1.0
+    mode_scale: float = 1.29
+    guidance_scale: float = 1.0
+    apply_t5_attn_mask: bool = False
+    ip_noise_gamma: float = 0.0
+    ip_noise_gamma_random_strength: bool = False
+    loss_type: str = "l2"
+    huber_schedule: str = "constant"
+    huber_c: float = 0.1
+    huber_scale: float = 1.0
+
+    def __post_init__(self) -> None:
+        problems = []
+        for name, allowed in (("timestep_sampling", TIMESTEP_SAMPLINGS),
+                              ("model_prediction_type", MODEL_PREDICTION_TYPES),
+                              ("weighting_scheme", WEIGHTING_SCHEMES), ("loss_type", LOSS_TYPES),
+                              ("huber_schedule", HUBER_SCHEDULES)):
+            if getattr(self, name) not in allowed:
+                problems.append(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+        if self.discrete_flow_shift <= 0:
+            problems.append(f"discrete_flow_shift must be above 0, got {self.discrete_flow_shift!r}")
+        if self.sigmoid_scale <= 0:
+            problems.append(f"sigmoid_scale must be above 0, got {self.sigmoid_scale!r}")
+        if problems:
+            raise ValueError("; ".join(problems))
+
+
+# ---- latents, packing, ids --------------------------------------------------------------------------
+
+
+def scale_latents(z: torch.Tensor) -> torch.Tensor:
+    """AE latents as the transformer trains on them: (z - shift) * scale."""
+    return (z - AE_SHIFT) * AE_SCALE
+
+
+def unscale_latents(z: torch.Tensor) -> torch.Tensor:
+    """The inverse of ``scale_latents``: what the AE's decoder takes."""
+    return z / AE_SCALE + AE_SHIFT
+
+
+def encode_latents(ae, pixels: torch.Tensor, generator: Optional[torch.Generator] = None, *,
+                   sample: bool = True) -> torch.Tensor:
+    """Pixels in [-1, 1] (B, 3, H, W) -> scaled latents (B, 16, H/8, W/8).
+
+    ``ae.encode`` may return a distribution (diffusers' ``.latent_dist``, or one with ``sample``/``mode``)
+    or the raw latents. kohya's AE samples (BFL's DiagonalGaussian); ``sample=False`` takes the mean,
+    as the validation set does.
+    """
+    out = ae.encode(pixels)
+    dist = getattr(out, "latent_dist", out)
+    if isinstance(dist, torch.Tensor):
+        z = dist
+    elif sample:
+        z = dist.sample(generator=generator)
+    else:
+        z = dist.mode()
+    return scale_latents(z)
+
+
+def pack_latents(x: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) -> (B, H/2 * W/2, C * 4): each 2x2 patch one token, channel-major as BFL's rearrange."""
+    b, c, h, w = x.shape
+    if h % PATCH or w % PATCH:
+        raise ValueError(f"latent height and width must be even to pack 2x2, got {h}x{w}")
+    x = x.reshape(b, c, h // PATCH, PATCH, w // PATCH, PATCH)
+    return x.permute(0, 2, 4, 1, 3, 5).reshape(b, (h // PATCH) * (w // PATCH), c * PATCH * PATCH)
+
+
+def unpack_latents(x: torch.Tensor, packed_height: int, packed_width: int) -> torch.Tensor:
+    """(B, h * w, C * 4) -> (B, C, 2h, 2w): the inverse of ``pack_latents``."""
+    b, tokens, features = x.shape
+    if tokens != packed_height * packed_width:
+        raise ValueError(f"{tokens} tokens are not {packed_height}x{packed_width}")
+    c = features // (PATCH * PATCH)
+    x = x.reshape(b, packed_height, packed_width, c, PATCH, PATCH)
+    return x.permute(0, 3, 1, 4, 2, 5).reshape(b, c, packed_height * PATCH, packed_width * PATCH)
+
+
+def img_ids(batch: int, packed_height: int, packed_width: int, device=None, dtype=torch.float32) -> torch.Tensor:
+    """(B, h * w, 3) position ids of the image tokens: 0, row, column (the RoPE axes)."""
+    ids = torch.zeros(packed_height, packed_width, 3, device=device, dtype=dtype)
+    ids[..., 1] = torch.arange(packed_height, device=device, dtype=dtype)[:, None]
+    ids[..., 2] = torch.arange(packed_width, device=device, dtype=dtype)[None, :]
+    return ids.reshape(1, packed_height * packed_width, 3).expand(batch, -1, -1).contiguous()
+
+
+def txt_ids(batch: int, tokens: int, device=None, dtype=torch.float32) -> torch.Tensor:
+    """(B, L, 3) position ids of the text tokens: all zero."""
+    return torch.zeros(batch, tokens, 3, device=device, dtype=dtype)
+
+
+# ---- sigmas -----------------------------------------------------------------------------------------
+
+
+def shift_sigmas(sigmas: torch.Tensor, shift: float) -> torch.Tensor:
+    """The discrete flow shift: s * shift / (1 + (shift - 1) * s)."""
+    return (sigmas * shift) / (1 + (shift - 1) * sigmas)
+
+
+def flux_mu(image_tokens: int, base_shift: float = 0.5, max_shift: float = 1.15) -> float:
+    """Flux's resolution-dependent shift exponent: linear from 0.5 at 256 tokens to 1.15 at 4096."""
+    slope = (max_shift - base_shift) / (4096 - 256)
+    return slope * image_tokens + base_shift - slope * 256
+
+
+def time_shift(mu: float, sigmas: torch.Tensor) -> torch.Tensor:
+    """exp(mu) / (exp(mu) + (1 / s - 1)): BFL's time_shift with exponent 1."""
+    return math.exp(mu) / (math.exp(mu) + (1 / sigmas - 1))
+
+
+def schedule_sigmas(shift: float, steps: int = NUM_TRAIN_TIMESTEPS) -> torch.Tensor:
+    """The FlowMatchEulerDiscreteScheduler's training table (``steps`` sigmas from 1 down to 1/steps), shifted."""
+    base = torch.linspace(1, steps, steps, dtype=torch.float64).flip(0) / steps
+    return shift_sigmas(base, shift).float()
+
+
+def timestep_density(scheme: str, batch: int, generator: Optional[torch.Generator], *, logit_mean: float,
+                     logit_std: float, mode_scale: float) -> torch.Tensor:
+    """u in [0, 1) per image, with the density of SD3's weighting schemes (kohya's compute_density_for_timestep_sampling)."""
+    if scheme == "logit_normal":
+        u = torch.normal(logit_mean, logit_std, size=(batch,), generator=generator)
+        return torch.sigmoid(u)
+    u = torch.rand((batch,), generator=generator)
+    if scheme == "mode":
+        u = 1 - u - mode_scale * (torch.cos(math.pi * u / 2) ** 2 - 1 + u)
+    return u
+
+
+def loss_weighting(scheme: str, sigmas: torch.Tensor) -> torch.Tensor:
+    """SD3's loss weights per sigma (kohya's compute_loss_weighting_for_sd3)."""
+    if scheme == "sigma_sqrt":
+        return (sigmas ** -2.0).float()
+    if scheme == "cosmap":
+        return 2 / (math.pi * (1 - 2 * sigmas + 2 * sigmas ** 2))
+    return torch.ones_like(sigmas)
+
+
+# ---- the objective ----------------------------------------------------------------------------------
+
+
+@dataclass
+class FlowBatch:
+    """One step's model input and target (the batch of ``FlowObjective.prepare``)."""
+
+    latents: torch.Tensor          # x0, (B, 16, h, w)
+    noise: torch.Tensor            # (B, 16, h, w)
+    sigmas: torch.Tensor           # (B,), float32, in (0, 1)
+    noisy: torch.Tensor            # (B, 16, h, w), the unpacked model input
+    model_input: torch.Tensor      # (B, h/2 * w/2, 64), packed
+    img_ids: torch.Tensor          # (B, h/2 * w/2, 3)
+    timesteps: torch.Tensor        # (B,), what the transformer's ``timesteps`` input takes: sigma
+    guidance: Optional[torch.Tensor]  # (B,) for Flux.1 dev, None otherwise
+    target: torch.Tensor           # noise - x0, (B, 16, h, w)
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def packed_size(self) -> tuple[int, int]:
+        return self.noisy.shape[2] // PATCH, self.noisy.shape[3] // PATCH
+
+
+class FlowObjective:
+    """Flux's objective: ``prepare`` makes the model input and target, ``loss`` compares a prediction to it.
+
+    ``variant`` is "dev" (guidance input), "schnell" or "chroma" (none).
+    """
+
+    def __init__(self, settings: FlowSettings | None = None, variant: str = "dev") -> None:
+        if variant not in VARIANTS:
+            raise ValueError(f"variant must be one of {', '.join(VARIANTS)}, got {variant!r}")
+        self.settings = settings or FlowSettings()
+        self.variant = variant
+        self._table = schedule_sigmas(self.settings.discrete_flow_shift)
+
+    @property
+    def uses_guidance(self) -> bool:
+        return self.variant == "dev"
+
+    # -- sigmas
+
+    def sample_sigmas(self, batch: int, latent_size: tuple[int, int],
+                      generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        """(B,) float32 sigmas on the CPU, drawn as ``timestep_sampling`` says (kohya's formulas)."""
+        s = self.settings
+        how = s.timestep_sampling
+        if how == "uniform":
+            return torch.rand((batch,), generator=generator)
+        if how in ("sigmoid", "shift", "flux_shift"):
+            sigmas = torch.sigmoid(s.sigmoid_scale * torch.randn((batch,), generator=generator))
+            if how == "shift":
+                sigmas = shift_sigmas(sigmas, s.discrete_flow_shift)
+            elif how == "flux_shift":
+                h, w = latent_size
+                sigmas = time_shift(flux_mu((h // PATCH) * (w // PATCH)), sigmas)
+            return sigmas
+        u = timestep_density(s.weighting_scheme, batch, generator, logit_mean=s.logit_mean,
+                             logit_std=s.logit_std, mode_scale=s.mode_scale)
+        indices = (u * NUM_TRAIN_TIMESTEPS).long().clamp(0, NUM_TRAIN_TIMESTEPS - 1)
+        return self._table[indices]
+
+    def validation_sigmas(self, batch: int, fraction: float) -> torch.Tensor:
+        """The fixed sigmas of the validation loss: ``fraction`` for every image."""
+        return torch.full((batch,), float(fraction))
+
+    # -- the step
+
+    def sample_noise(self, latents: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        """Plain Gaussian noise like ``latents`` (kohya's Flux trainer takes no offset or pyramid noise)."""
+        gen_device = generator.device if generator is not None else latents.device
+        noise = torch.randn(latents.shape, generator=generator, device=gen_device, dtype=torch.float32)
+        return noise.to(latents.device, latents.dtype)
+
+    def prepare(self, latents: torch.Tensor, *, generator: Optional[torch.Generator] = None,
+                noise: Optional[torch.Tensor] = None, sigmas: Optional[torch.Tensor] = None,
+                dtype: Optional[torch.dtype] = None) -> FlowBatch:
+        """The model input and target for clean ``latents`` (B, 16, h, w), already scaled.
+
+        Training: ``generator`` draws the noise and the sigmas. Validation: pass the fixed ``noise``
+        and ``sigmas``. ``dtype`` is the model input's dtype (kohya casts to the weight dtype).
+        """
+        s = self.settings
+        batch, _, h, w = latents.shape
+        device = latents.device
+        if noise is None:
+            noise = self.sample_noise(latents, generator)
+        if sigmas is None:
+            sigmas = self.sample_sigmas(batch, (h, w), generator)
+        sigmas = sigmas.to(device=device, dtype=torch.float32)
+        view = sigmas.view(-1, 1, 1, 1)
+        noisy_noise = noise
+        if s.ip_noise_gamma:
+            gen_device = generator.device if generator is not None else device
+            xi = torch.randn(latents.shape, generator=generator, device=gen_device).to(device, noise.dtype)
+            gamma = s.ip_noise_gamma
+            if s.ip_noise_gamma_random_strength:
+                gamma = torch.rand(1, generator=generator, device=gen_device).to(device) * gamma
+            noisy_noise = noise + gamma * xi
+        noisy = (1.0 - view) * latents + view * noisy_noise
+        if dtype is not None:
+            noisy = noisy.to(dtype)
+        packed_h, packed_w = h // PATCH, w // PATCH
+        guidance = (torch.full((batch,), float(s.guidance_scale), device=device)
+                    if self.uses_guidance else None)
+        return FlowBatch(
+            latents=latents, noise=noise, sigmas=sigmas, noisy=noisy, model_input=pack_latents(noisy),
+            img_ids=img_ids(batch, packed_h, packed_w, device=device), timesteps=sigmas.to(noisy.dtype),
+            guidance=guidance, target=noise - latents)
+
+    def model_inputs(self, batch: FlowBatch, text) -> dict:
+        """The transformer's keyword arguments in BFL's naming.
+
+        ``text`` carries ``t5`` (B, L, 4096), ``pooled`` (B, 768; None for Chroma) and ``t5_mask``
+        (B, L; used only with apply_t5_attn_mask).
+        """
+        t5 = text.t5
+        out = dict(img=batch.model_input, img_ids=batch.img_ids, txt=t5,
+                   txt_ids=txt_ids(t5.shape[0], t5.shape[1], device=t5.device), timesteps=batch.timesteps)
+        if self.variant != "chroma":
+            out["y"] = text.pooled
+        if batch.guidance is not None:
+            out["guidance"] = batch.guidance
+        mask = getattr(text, "t5_mask", None)
+        out["txt_attention_mask"] = mask if self.settings.apply_t5_attn_mask else None
+        return out
+
+    # -- the loss
+
+    def apply_prediction_type(self, prediction: torch.Tensor, batch: FlowBatch
+                              ) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """The unpacked prediction as the loss compares it, and the loss weighting (sigma_scaled only, as kohya)."""
+        how = self.settings.model_prediction_type
+        if how == "raw":
+            return prediction, None
+        if how == "additive":
+            return prediction + batch.noisy, None
+        view = batch.sigmas.view(-1, 1, 1, 1)
+        return prediction * (-view) + batch.noisy, loss_weighting(self.settings.weighting_scheme, view)
+
+    def huber_c(self, batch: FlowBatch) -> torch.Tensor:
+        s = self.settings
+        if s.huber_schedule == "exponential":
+            rate = -math.log(s.huber_c) / NUM_TRAIN_TIMESTEPS
+            return torch.exp(-rate * batch.sigmas * NUM_TRAIN_TIMESTEPS) * s.huber_scale
+        return torch.full_like(batch.sigmas, s.huber_c * s.huber_scale)
+
+    def per_sample_loss(self, prediction: torch.Tensor, batch: FlowBatch, *,
+                        masks: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """(B,) losses for a prediction, packed (B, tokens, 64) or unpacked (B, 16, h, w)."""
+        if prediction.ndim == 3:
+            prediction = unpack_latents(prediction, *batch.packed_size)
+        prediction, weighting = self.apply_prediction_type(prediction, batch)
+        diff_sq = (prediction.float() - batch.target.float()) ** 2
+        if self.settings.loss_type == "l2":
+            loss = diff_sq
+        else:
+            c = self.huber_c(batch).float().view(-1, 1, 1, 1)
+            smooth = torch.sqrt(diff_sq + c ** 2) - c
+            loss = 2 * c * smooth if self.settings.loss_type == "huber" else 2 * smooth
+        if weighting is not None:
+            loss = loss * weighting
+        if masks is not None:
+            mask = masks.unsqueeze(1) if masks.ndim == 3 else masks
+            loss = loss * F.interpolate(mask.to(loss.device, loss.dtype), size=loss.shape[2:], mode="area")
+        return loss.mean(dim=(1, 2, 3))
+
+    def loss(self, prediction: torch.Tensor, batch: FlowBatch, *, loss_weights: Optional[torch.Tensor] = None,
+             masks: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """The batch's scalar loss: per-image losses times ``loss_weights`` (prior-loss weights), averaged."""
+        per_sample = self.per_sample_loss(prediction, batch, masks=masks)
+        if loss_weights is not None:
+            per_sample = per_sample * loss_weights.to(per_sample.device, per_sample.dtype)
+        return per_sample.mean()
+
+    def validation_batches(self, latents: torch.Tensor, generator: torch.Generator, *,
+                           dtype: Optional[torch.dtype] = None):
+        """The validation loss's batches for ``latents``: one per VALIDATION_SIGMAS, noise from ``generator``.
+
+        The caller seeds ``generator`` the same way every evaluation, so the noise repeats.
+        """
+        for fraction in VALIDATION_SIGMAS:
+            noise = torch.randn(latents.shape, generator=generator).to(latents.device, latents.dtype)
+            yield self.prepare(latents, noise=noise, sigmas=self.validation_sigmas(latents.shape[0], fraction),
+                               dtype=dtype)
+
+
+# ---- what check refuses ------------------------------------------------------------------------------
+
+_DDPM_ONLY = "kohya's Flux trainer"
+
+
+def refused_settings(settings: dict) -> list[tuple[str, str]]:
+    """(setting, reason) for every setting in ``settings`` that the flow-matching objective refuses.
+
+    ``settings`` maps easytrain's loss and noise option names to their values; an option left at its
+    off value (0, False, None, "l2", "constant") passes.
+    """
+    refused: list[tuple[str, str]] = []
+
+    def on(name):
+        value = settings.get(name)
+        return bool(value) and value not in ("off", "none")
+
+    if on("min_snr_gamma"):
+        refused.append(("min_snr_gamma", "min-SNR-gamma weights by a DDPM schedule's signal-to-noise ratio; "
+                        "flow matching has none (kohya's Flux trainer drops it: use weighting_scheme instead)"))
+    if on("debiased_estimation"):
+        refused.append(("debiased_estimation", "the debiased estimation weight is 1/sqrt(SNR) of a DDPM schedule; "
+                        "flow matching has none (kohya's Flux trainer drops it)"))
+    if on("scale_v_pred_loss_like_noise_pred"):
+        refused.append(("scale_v_pred_loss_like_noise_pred", "it rescales a v-prediction loss by a DDPM schedule's "
+                        "SNR; Flux predicts the flow velocity"))
+    if on("v_prediction") or settings.get("prediction_type") in ("v_prediction", "v"):
+        refused.append(("prediction_type", "Flux predicts the flow velocity (noise - image); epsilon/v prediction "
+                        "belong to DDPM models"))
+    if on("zero_terminal_snr"):
+        refused.append(("zero_terminal_snr", "it rescales a DDPM beta schedule; the flow-matching path already ends "
+                        "in pure noise at sigma 1"))
+    if settings.get("huber_schedule") == "snr" and settings.get("loss_type") in ("huber", "smooth_l1"):
+        refused.append(("huber_schedule", "the 'snr' Huber schedule reads a DDPM schedule's alphas (kohya raises "
+                        "NotImplementedError for Flux): use constant or exponential"))
+    for name in ("noise_offset", "multires_noise_iterations", "adaptive_noise_scale"):
+        if on(name):
+            refused.append((name, f"{_DDPM_ONLY} draws plain Gaussian noise and ignores it; "
+                                  "ip_noise_gamma is the noise option it applies"))
+    if on("min_timestep") or (settings.get("max_timestep") not in (None, 1000)):
+        refused.append(("min_timestep/max_timestep", "integer DDPM timesteps; Flux draws sigmas with "
+                        "timestep_sampling"))
+    return refused
