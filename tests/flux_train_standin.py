@@ -63,7 +63,8 @@ class SingleStreamBlock(nn.Module):
 
     def forward(self, x, vec, pe=None, mask=None):
         shift = self.modulation.lin(F.silu(vec))[:, None, : x.shape[-1]] if self.modulated else 0
-        return x + self.linear2(F.gelu(self.linear1(F.layer_norm(x, x.shape[-1:]) + shift)))
+        mixed = F.layer_norm(x, x.shape[-1:]) + shift + x.mean(dim=1, keepdim=True)  # tokens see each other
+        return x + self.linear2(F.gelu(self.linear1(mixed)))
 
 
 class StandInFlux(nn.Module):
