@@ -85,7 +85,7 @@ class StandInFlux(nn.Module):
         self.final_layer.linear = nn.Linear(hidden, 64)
 
     def forward(self, img, img_ids, txt, txt_ids, timesteps, y=None, guidance=None, txt_attention_mask=None):
-        vec = self.time_in.in_layer(timesteps[:, None].to(self.img_in.weight.dtype))
+        vec = self.time_in.in_layer(timesteps[:, None].float())
         img, txt = self.img_in(img), self.txt_in(txt)
         for block in self.double_blocks:
             img, txt = block(img, txt, vec, None, None)
