@@ -123,3 +123,57 @@ def test_only_frozen_weights_move_and_the_first_block_still_trains():
     first = [p for s in network.slots if s.target.path.startswith("double_blocks.0.") for p in s.parameters()]
     assert first and all(p.grad is not None and p.grad.abs().sum() > 0 for p in first)
     swap.remove()
+
+
+def _real_model(kind):
+    import dataclasses
+
+    from easytrain.families.flux.model import FluxTransformer
+    from easytrain.families.flux.tiny import tiny_config
+
+    torch.manual_seed(0)
+    model = FluxTransformer(dataclasses.replace(tiny_config(kind), depth=4, depth_single_blocks=6))
+    spec = NetworkSpec("LoRA", 4, 2.0, train_text_encoder=False)
+    variant = "chroma" if kind == "chroma" else "dev"
+    network = build_network({"unet": model}, flux_targets({"unet": model}, variant), spec, seed=1)
+    with torch.no_grad():
+        generator = torch.Generator().manual_seed(2)
+        for p in network.trainable_parameters():
+            p.copy_(torch.randn(p.shape, generator=generator) * 0.05)
+    return model, network, variant
+
+
+def _real_steps(model, network, variant, steps=2):
+    objective = FlowObjective(FlowSettings(apply_t5_attn_mask=True), variant)
+    optimizer = torch.optim.AdamW(network.trainable_parameters(), lr=1e-2)
+    generator = torch.Generator().manual_seed(3)
+    context, pooled = model.config.context_in_dim, model.config.vec_in_dim
+    losses = []
+    for _ in range(steps):
+        batch = objective.prepare(torch.randn(2, 16, 4, 4, generator=generator), generator=generator)
+        text = type("Text", (), dict(t5=torch.randn(2, 6, context, generator=generator),
+                                     pooled=torch.randn(2, pooled, generator=generator) if pooled else None,
+                                     t5_mask=torch.tensor([[1] * 6, [1] * 4 + [0] * 2])))
+        loss = objective.loss(model(**objective.model_inputs(batch, text)), batch)
+        loss.backward()
+        losses.append(loss.detach().clone())
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    return losses, [p.detach().clone() for p in network.trainable_parameters()]
+
+
+@pytest.mark.parametrize("kind,checkpointing", [("flux-dev", False), ("flux-dev", True), ("chroma", False)])
+def test_the_flux_transformer_swapped_trains_the_same_weights(kind, checkpointing):
+    plain, plain_net, variant = _real_model(kind)
+    swapped, swapped_net, _ = _real_model(kind)
+    for model in (plain, swapped):
+        if checkpointing:
+            model.enable_gradient_checkpointing()
+        model.train()
+    enable_log = []
+    bs.enable_block_swap(swapped, 3, "cpu", "cpu", log=enable_log)
+    losses_a, weights_a = _real_steps(plain, plain_net, variant)
+    losses_b, weights_b = _real_steps(swapped, swapped_net, variant)
+    assert enable_log
+    assert all(torch.equal(a, b) for a, b in zip(losses_a, losses_b))
+    assert all(torch.equal(a, b) for a, b in zip(weights_a, weights_b))

@@ -38,13 +38,12 @@ def test_packing_matches_diffusers_and_round_trips():
     packed = fo.pack_latents(x)
     assert packed.shape == (2, 15, 64)
     assert torch.equal(packed, FluxPipeline._pack_latents(x, 2, 16, 6, 10))
-    assert torch.equal(fo.unpack_latents(packed, 3, 5), x)
-    ids = fo.img_ids(2, 3, 5)
-    assert ids.shape == (2, 15, 3)
-    assert torch.equal(ids[0], FluxPipeline._prepare_latent_image_ids(2, 3, 5, "cpu", torch.float32))
-    assert torch.equal(fo.txt_ids(2, 7), torch.zeros(2, 7, 3))
-    with pytest.raises(ValueError):
-        fo.pack_latents(torch.zeros(1, 16, 3, 4))
+    assert torch.equal(fo.unpack_latents(packed, 6, 10), x)
+    batch = FlowObjective().prepare(x, generator=_gen())
+    assert batch.img_ids.shape == (2, 15, 3)
+    assert torch.equal(batch.img_ids[0], FluxPipeline._prepare_latent_image_ids(2, 3, 5, "cpu", torch.float32))
+    with pytest.raises(ValueError, match="even"):
+        FlowObjective().prepare(torch.zeros(1, 16, 3, 4), generator=_gen())
 
 
 def test_the_sigma_table_is_diffusers_flow_match_scheduler():

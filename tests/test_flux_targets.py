@@ -177,3 +177,27 @@ def test_flux_metadata_keys_as_kohya_writes_them():
         "ss_sigmoid_scale": "1.0", "ss_logit_mean": "0.0", "ss_logit_std": "1.0", "ss_mode_scale": "1.29"}
     assert all(isinstance(v, str) for v in meta.values())
     assert flux_metadata(FlowSettings(apply_t5_attn_mask=True), "chroma")["ss_apply_t5_attn_mask"] == "True"
+
+
+@pytest.mark.parametrize("kind,count", [("flux-dev", 304), ("flux-schnell", 304), ("chroma", 228)])
+def test_full_size_transformer_on_the_meta_device(kind, count):
+    from easytrain.families.flux.model import FluxConfig, build_model
+
+    config = FluxConfig(kind=kind, vec_in_dim=0 if kind == "chroma" else 768, guidance_embed=kind == "flux-dev")
+    model = build_model(config)  # the meta device: 12B parameters, no memory
+    found = ft.transformer_targets(model)
+    assert len(found) == count
+    variant = {"flux-dev": "dev", "flux-schnell": "schnell", "chroma": "chroma"}[kind]
+    header = {"model.diffusion_model." + k: list(v.shape) for k, v in model.state_dict().items()}
+    expected = ft.expected_modules(header, variant=variant)
+    assert set(expected) == {t.kohya_name for t in found}
+    assert expected["lora_unet_double_blocks_0_img_attn_qkv"] == (9216, 3072)
+    assert expected["lora_unet_single_blocks_37_linear1"] == (21504, 3072)
+    assert expected["lora_unet_single_blocks_37_linear2"] == (3072, 15360)
+    if kind != "chroma":
+        assert expected["lora_unet_double_blocks_18_txt_mod_lin"] == (18432, 3072)
+        assert expected["lora_unet_single_blocks_0_modulation_lin"] == (9216, 3072)
+    # LoRA parameters at dim 1: what the memory estimate counts
+    per_dim = sum(rows + cols for rows, cols in expected.values())
+    assert per_dim == sum(m.in_features + m.out_features for m in
+                          (dict(model.named_modules())[t.path] for t in found))

@@ -37,6 +37,8 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
+from easytrain.families.flux.model import image_ids, pack_latents, text_ids, unpack_latents
+
 AE_SHIFT = 0.1159
 AE_SCALE = 0.3611
 LATENT_CHANNELS = 16
@@ -131,38 +133,6 @@ def encode_latents(ae, pixels: torch.Tensor, generator: Optional[torch.Generator
     return scale_latents(z)
 
 
-def pack_latents(x: torch.Tensor) -> torch.Tensor:
-    """(B, C, H, W) -> (B, H/2 * W/2, C * 4): each 2x2 patch one token, channel-major as BFL's rearrange."""
-    b, c, h, w = x.shape
-    if h % PATCH or w % PATCH:
-        raise ValueError(f"latent height and width must be even to pack 2x2, got {h}x{w}")
-    x = x.reshape(b, c, h // PATCH, PATCH, w // PATCH, PATCH)
-    return x.permute(0, 2, 4, 1, 3, 5).reshape(b, (h // PATCH) * (w // PATCH), c * PATCH * PATCH)
-
-
-def unpack_latents(x: torch.Tensor, packed_height: int, packed_width: int) -> torch.Tensor:
-    """(B, h * w, C * 4) -> (B, C, 2h, 2w): the inverse of ``pack_latents``."""
-    b, tokens, features = x.shape
-    if tokens != packed_height * packed_width:
-        raise ValueError(f"{tokens} tokens are not {packed_height}x{packed_width}")
-    c = features // (PATCH * PATCH)
-    x = x.reshape(b, packed_height, packed_width, c, PATCH, PATCH)
-    return x.permute(0, 3, 1, 4, 2, 5).reshape(b, c, packed_height * PATCH, packed_width * PATCH)
-
-
-def img_ids(batch: int, packed_height: int, packed_width: int, device=None, dtype=torch.float32) -> torch.Tensor:
-    """(B, h * w, 3) position ids of the image tokens: 0, row, column (the RoPE axes)."""
-    ids = torch.zeros(packed_height, packed_width, 3, device=device, dtype=dtype)
-    ids[..., 1] = torch.arange(packed_height, device=device, dtype=dtype)[:, None]
-    ids[..., 2] = torch.arange(packed_width, device=device, dtype=dtype)[None, :]
-    return ids.reshape(1, packed_height * packed_width, 3).expand(batch, -1, -1).contiguous()
-
-
-def txt_ids(batch: int, tokens: int, device=None, dtype=torch.float32) -> torch.Tensor:
-    """(B, L, 3) position ids of the text tokens: all zero."""
-    return torch.zeros(batch, tokens, 3, device=device, dtype=dtype)
-
-
 # ---- sigmas -----------------------------------------------------------------------------------------
 
 
@@ -228,8 +198,8 @@ class FlowBatch:
     extra: dict = field(default_factory=dict)
 
     @property
-    def packed_size(self) -> tuple[int, int]:
-        return self.noisy.shape[2] // PATCH, self.noisy.shape[3] // PATCH
+    def latent_size(self) -> tuple[int, int]:
+        return self.noisy.shape[2], self.noisy.shape[3]
 
 
 class FlowObjective:
@@ -311,12 +281,13 @@ class FlowObjective:
         noisy = (1.0 - view) * latents + view * noisy_noise
         if dtype is not None:
             noisy = noisy.to(dtype)
-        packed_h, packed_w = h // PATCH, w // PATCH
+        if h % PATCH or w % PATCH:
+            raise ValueError(f"latent height and width must be even to pack 2x2 into tokens, got {h}x{w}")
         guidance = (torch.full((batch,), float(s.guidance_scale), device=device)
                     if self.uses_guidance else None)
         return FlowBatch(
             latents=latents, noise=noise, sigmas=sigmas, noisy=noisy, model_input=pack_latents(noisy),
-            img_ids=img_ids(batch, packed_h, packed_w, device=device), timesteps=sigmas.to(noisy.dtype),
+            img_ids=image_ids(batch, h, w, device=device), timesteps=sigmas.to(noisy.dtype),
             guidance=guidance, target=noise - latents)
 
     def model_inputs(self, batch: FlowBatch, text) -> dict:
@@ -327,7 +298,7 @@ class FlowObjective:
         """
         t5 = text.t5
         out = dict(img=batch.model_input, img_ids=batch.img_ids, txt=t5,
-                   txt_ids=txt_ids(t5.shape[0], t5.shape[1], device=t5.device), timesteps=batch.timesteps)
+                   txt_ids=text_ids(t5.shape[0], t5.shape[1], device=t5.device), timesteps=batch.timesteps)
         if self.variant != "chroma":
             out["y"] = text.pooled
         if batch.guidance is not None:
@@ -360,7 +331,7 @@ class FlowObjective:
                         masks: Optional[torch.Tensor] = None) -> torch.Tensor:
         """(B,) losses for a prediction, packed (B, tokens, 64) or unpacked (B, 16, h, w)."""
         if prediction.ndim == 3:
-            prediction = unpack_latents(prediction, *batch.packed_size)
+            prediction = unpack_latents(prediction, *batch.latent_size)
         prediction, weighting = self.apply_prediction_type(prediction, batch)
         diff_sq = (prediction.float() - batch.target.float()) ** 2
         if self.settings.loss_type == "l2":
