@@ -210,3 +210,22 @@ def test_refused_settings_name_the_ddpm_only_options():
                             "prediction_type", "zero_terminal_snr", "huber_schedule", "noise_offset",
                             "multires_noise_iterations"}
     assert "flow matching" in refused["min_snr_gamma"]
+
+
+def test_options_import_without_torch_and_say_what_is_ignored():
+    import subprocess
+    import sys
+
+    code = ("import sys; from easytrain.families.flux import options as o; "
+            "assert o.refused_settings({'min_snr_gamma': 5}); assert 'torch' not in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True)
+    from easytrain.families.flux import options
+
+    assert options.ignored_settings(FlowSettings()) == []
+    assert set(options.DEFAULT_REASONS) <= set(FlowSettings.__dataclass_fields__)
+    ignored = dict(options.ignored_settings(FlowSettings(weighting_scheme="cosmap", timestep_sampling="uniform",
+                                                         discrete_flow_shift=2.0, sigmoid_scale=2.0)))
+    assert set(ignored) == {"weighting_scheme", "discrete_flow_shift", "sigmoid_scale"}
+    assert dict(options.ignored_settings(FlowSettings(weighting_scheme="mode")))["weighting_scheme"].startswith("mode")
+    assert options.ignored_settings(FlowSettings(weighting_scheme="cosmap", model_prediction_type="sigma_scaled")) == []
+    assert options.defaults_for("chroma").apply_t5_attn_mask and not options.defaults_for("dev").apply_t5_attn_mask

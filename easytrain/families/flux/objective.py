@@ -38,67 +38,25 @@ import torch
 import torch.nn.functional as F
 
 from easytrain.families.flux.model import image_ids, pack_latents, text_ids, unpack_latents
+from easytrain.families.flux.options import (  # noqa: F401  (the objective's settings, re-exported)
+    HUBER_SCHEDULES,
+    LOSS_TYPES,
+    MODEL_PREDICTION_TYPES,
+    T5_TOKENS,
+    TIMESTEP_SAMPLINGS,
+    VALIDATION_SIGMAS,
+    VARIANTS,
+    WEIGHTING_SCHEMES,
+    FlowSettings,
+    ignored_settings,
+    refused_settings,
+)
 
 AE_SHIFT = 0.1159
 AE_SCALE = 0.3611
 LATENT_CHANNELS = 16
 PATCH = 2                      # tokens are 2x2 latent patches
 NUM_TRAIN_TIMESTEPS = 1000
-
-VARIANTS = ("dev", "schnell", "chroma")
-TIMESTEP_SAMPLINGS = ("sigma", "uniform", "sigmoid", "shift", "flux_shift")
-MODEL_PREDICTION_TYPES = ("raw", "additive", "sigma_scaled")
-WEIGHTING_SCHEMES = ("none", "sigma_sqrt", "logit_normal", "mode", "cosmap")
-LOSS_TYPES = ("l2", "huber", "smooth_l1")
-HUBER_SCHEDULES = ("constant", "exponential")  # "snr" needs a DDPM schedule's alphas
-
-# Where the validation loss evaluates each image: fixed sigmas, spread over the schedule.
-VALIDATION_SIGMAS = (0.1, 0.35, 0.6, 0.85)
-
-# T5 tokens per caption, as kohya (t5xxl_max_token_length's default).
-T5_TOKENS = {"dev": 512, "schnell": 256, "chroma": 512}
-
-
-@dataclass(frozen=True)
-class FlowSettings:
-    """The flow-matching settings; the defaults are what kohya's Flux docs recommend.
-
-    (kohya's own argparse defaults differ: timestep_sampling sigma, discrete_flow_shift 3.0,
-    model_prediction_type sigma_scaled, guidance_scale 3.5; its documented Flux LoRA command uses
-    shift / 3.1582 / raw / 1.0, which is what people run.)
-    """
-
-    timestep_sampling: str = "shift"
-    sigmoid_scale: float = 1.0
-    discrete_flow_shift: float = 3.1582
-    model_prediction_type: str = "raw"
-    weighting_scheme: str = "none"
-    logit_mean: float = 0.0
-    logit_std: float = 1.0
-    mode_scale: float = 1.29
-    guidance_scale: float = 1.0
-    apply_t5_attn_mask: bool = False
-    ip_noise_gamma: float = 0.0
-    ip_noise_gamma_random_strength: bool = False
-    loss_type: str = "l2"
-    huber_schedule: str = "constant"
-    huber_c: float = 0.1
-    huber_scale: float = 1.0
-
-    def __post_init__(self) -> None:
-        problems = []
-        for name, allowed in (("timestep_sampling", TIMESTEP_SAMPLINGS),
-                              ("model_prediction_type", MODEL_PREDICTION_TYPES),
-                              ("weighting_scheme", WEIGHTING_SCHEMES), ("loss_type", LOSS_TYPES),
-                              ("huber_schedule", HUBER_SCHEDULES)):
-            if getattr(self, name) not in allowed:
-                problems.append(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
-        if self.discrete_flow_shift <= 0:
-            problems.append(f"discrete_flow_shift must be above 0, got {self.discrete_flow_shift!r}")
-        if self.sigmoid_scale <= 0:
-            problems.append(f"sigmoid_scale must be above 0, got {self.sigmoid_scale!r}")
-        if problems:
-            raise ValueError("; ".join(problems))
 
 
 # ---- latents, packing, ids --------------------------------------------------------------------------
@@ -365,48 +323,3 @@ class FlowObjective:
             noise = torch.randn(latents.shape, generator=generator).to(latents.device, latents.dtype)
             yield self.prepare(latents, noise=noise, sigmas=self.validation_sigmas(latents.shape[0], fraction),
                                dtype=dtype)
-
-
-# ---- what check refuses ------------------------------------------------------------------------------
-
-_DDPM_ONLY = "kohya's Flux trainer"
-
-
-def refused_settings(settings: dict) -> list[tuple[str, str]]:
-    """(setting, reason) for every setting in ``settings`` that the flow-matching objective refuses.
-
-    ``settings`` maps easytrain's loss and noise option names to their values; an option left at its
-    off value (0, False, None, "l2", "constant") passes.
-    """
-    refused: list[tuple[str, str]] = []
-
-    def on(name):
-        value = settings.get(name)
-        return bool(value) and value not in ("off", "none")
-
-    if on("min_snr_gamma"):
-        refused.append(("min_snr_gamma", "min-SNR-gamma weights by a DDPM schedule's signal-to-noise ratio; "
-                        "flow matching has none (kohya's Flux trainer drops it: use weighting_scheme instead)"))
-    if on("debiased_estimation"):
-        refused.append(("debiased_estimation", "the debiased estimation weight is 1/sqrt(SNR) of a DDPM schedule; "
-                        "flow matching has none (kohya's Flux trainer drops it)"))
-    if on("scale_v_pred_loss_like_noise_pred"):
-        refused.append(("scale_v_pred_loss_like_noise_pred", "it rescales a v-prediction loss by a DDPM schedule's "
-                        "SNR; Flux predicts the flow velocity"))
-    if on("v_prediction") or settings.get("prediction_type") in ("v_prediction", "v"):
-        refused.append(("prediction_type", "Flux predicts the flow velocity (noise - image); epsilon/v prediction "
-                        "belong to DDPM models"))
-    if on("zero_terminal_snr"):
-        refused.append(("zero_terminal_snr", "it rescales a DDPM beta schedule; the flow-matching path already ends "
-                        "in pure noise at sigma 1"))
-    if settings.get("huber_schedule") == "snr" and settings.get("loss_type") in ("huber", "smooth_l1"):
-        refused.append(("huber_schedule", "the 'snr' Huber schedule reads a DDPM schedule's alphas (kohya raises "
-                        "NotImplementedError for Flux): use constant or exponential"))
-    for name in ("noise_offset", "multires_noise_iterations", "adaptive_noise_scale"):
-        if on(name):
-            refused.append((name, f"{_DDPM_ONLY} draws plain Gaussian noise and ignores it; "
-                                  "ip_noise_gamma is the noise option it applies"))
-    if on("min_timestep") or (settings.get("max_timestep") not in (None, 1000)):
-        refused.append(("min_timestep/max_timestep", "integer DDPM timesteps; Flux draws sigmas with "
-                        "timestep_sampling"))
-    return refused
