@@ -144,6 +144,9 @@ def test_prediction_types_and_weighting_as_kohya():
                             "sigma_scaled": (-s * prediction + batch.noisy, {
                                 "none": torch.ones_like(s), "sigma_sqrt": s ** -2.0,
                                 "cosmap": 2 / (math.pi * (1 - 2 * s + 2 * s ** 2))}[scheme])}[how]
+            assert (batch.weights is None) == (weight is None)
+            if weight is not None:
+                assert torch.allclose(batch.weights, weight.flatten())
             loss = (pred - batch.target) ** 2
             if weight is not None:
                 loss = loss * weight

@@ -31,7 +31,7 @@ validation loss (the same noise each time from a fixed seed, and ``VALIDATION_SI
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Optional
 
 import torch
@@ -153,7 +153,7 @@ class FlowBatch:
     timesteps: torch.Tensor        # (B,), what the transformer's ``timesteps`` input takes: sigma
     guidance: Optional[torch.Tensor]  # (B,) for Flux.1 dev, None otherwise
     target: torch.Tensor           # noise - x0, (B, 16, h, w)
-    extra: dict = field(default_factory=dict)
+    weights: Optional[torch.Tensor] = None  # (B,) loss weights of the weighting scheme (sigma_scaled only)
 
     @property
     def latent_size(self) -> tuple[int, int]:
@@ -161,7 +161,8 @@ class FlowBatch:
 
 
 class FlowObjective:
-    """Flux's objective: ``prepare`` makes the model input and target, ``loss`` compares a prediction to it.
+    """Flux's objective: ``prepare`` makes a FlowBatch (the model input, the timesteps, the target and the
+    per-image loss weights), ``model_inputs`` the transformer's arguments, ``loss`` compares a prediction.
 
     ``variant`` is "dev" (guidance input), "schnell" or "chroma" (none).
     """
@@ -246,7 +247,10 @@ class FlowObjective:
         return FlowBatch(
             latents=latents, noise=noise, sigmas=sigmas, noisy=noisy, model_input=pack_latents(noisy),
             img_ids=image_ids(batch, h, w, device=device), timesteps=sigmas.to(noisy.dtype),
-            guidance=guidance, target=noise - latents)
+            guidance=guidance, target=noise - latents,
+            # kohya weights the loss by the scheme only with sigma_scaled (its other types leave it at 1)
+            weights=(loss_weighting(s.weighting_scheme, sigmas) if s.model_prediction_type == "sigma_scaled"
+                     else None))
 
     def model_inputs(self, batch: FlowBatch, text) -> dict:
         """The transformer's keyword arguments in BFL's naming.
@@ -267,16 +271,14 @@ class FlowObjective:
 
     # -- the loss
 
-    def apply_prediction_type(self, prediction: torch.Tensor, batch: FlowBatch
-                              ) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
-        """The unpacked prediction as the loss compares it, and the loss weighting (sigma_scaled only, as kohya)."""
+    def apply_prediction_type(self, prediction: torch.Tensor, batch: FlowBatch) -> torch.Tensor:
+        """The unpacked prediction as the loss compares it with the target (kohya's apply_model_prediction_type)."""
         how = self.settings.model_prediction_type
         if how == "raw":
-            return prediction, None
+            return prediction
         if how == "additive":
-            return prediction + batch.noisy, None
-        view = batch.sigmas.view(-1, 1, 1, 1)
-        return prediction * (-view) + batch.noisy, loss_weighting(self.settings.weighting_scheme, view)
+            return prediction + batch.noisy
+        return prediction * (-batch.sigmas.view(-1, 1, 1, 1)) + batch.noisy
 
     def huber_c(self, batch: FlowBatch) -> torch.Tensor:
         s = self.settings
@@ -290,7 +292,7 @@ class FlowObjective:
         """(B,) losses for a prediction, packed (B, tokens, 64) or unpacked (B, 16, h, w)."""
         if prediction.ndim == 3:
             prediction = unpack_latents(prediction, *batch.latent_size)
-        prediction, weighting = self.apply_prediction_type(prediction, batch)
+        prediction = self.apply_prediction_type(prediction, batch)
         diff_sq = (prediction.float() - batch.target.float()) ** 2
         if self.settings.loss_type == "l2":
             loss = diff_sq
@@ -298,8 +300,8 @@ class FlowObjective:
             c = self.huber_c(batch).float().view(-1, 1, 1, 1)
             smooth = torch.sqrt(diff_sq + c ** 2) - c
             loss = 2 * c * smooth if self.settings.loss_type == "huber" else 2 * smooth
-        if weighting is not None:
-            loss = loss * weighting
+        if batch.weights is not None:
+            loss = loss * batch.weights.view(-1, 1, 1, 1)
         if masks is not None:
             mask = masks.unsqueeze(1) if masks.ndim == 3 else masks
             loss = loss * F.interpolate(mask.to(loss.device, loss.dtype), size=loss.shape[2:], mode="area")
