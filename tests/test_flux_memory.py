@@ -98,3 +98,10 @@ def test_activations_grow_with_pixels_and_batch():
     one = dict(fm.estimate(fm.FluxSetup(1024, 1024)).parts)["activations"]
     two = dict(fm.estimate(fm.FluxSetup(1024, 1024, batch=2)).parts)["activations"]
     assert two == 2 * one
+
+
+def test_lever_lines_for_check():
+    lines = fm.lever_lines(1024, 1024, gpu_gib=12)
+    assert lines[0].startswith("GPU memory for Flux.1 at 1024x1024")
+    assert len(lines) == 1 + len(fm.LEVERS)
+    assert lines[1].endswith("too much") and lines[4].endswith("fits")

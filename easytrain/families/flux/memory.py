@@ -181,3 +181,13 @@ def propose_levers(gpu_gib: float, width: int, height: int, *, batch: int = 1, d
         if found.total_gib <= gpu_gib:
             return name, found
     return None
+
+
+def lever_lines(width: int, height: int, *, batch: int = 1, dim: int = 16, gpu_gib: Optional[float] = None,
+                memory: FluxMemory = FLUX_MEMORY) -> list[str]:
+    """What ``check`` prints for Flux: each lever's estimate at this size, the fitting ones marked."""
+    lines = [f"GPU memory for Flux.1 at {width}x{height}, batch {batch}, LoRA dim {dim} (estimates):"]
+    for name, found in lever_estimates(width, height, batch=batch, dim=dim, memory=memory):
+        fits = "" if gpu_gib is None else ("  fits" if found.total_gib <= gpu_gib else "  too much")
+        lines.append(f"  {name:<44} {found.total_gib:5.1f} GiB{fits}")
+    return lines
