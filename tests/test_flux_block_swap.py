@@ -110,16 +110,23 @@ def test_only_frozen_weights_move_and_the_first_block_still_trains():
     model, network = _model_and_network()
     lora = network.trainable_parameters()
     before = {id(p): p.data_ptr() for p in lora}
-    swap = bs.BlockSwap([model.double_blocks[0]], "cpu", "cpu")
-    assert {id(p): p.data_ptr() for p in lora} == before         # the network's weights never move
     frozen = model.double_blocks[0].img_attn.qkv.base_layer.weight
-    pointer = frozen.data_ptr()
+    original = frozen.data_ptr()
+    log = []
+    swap = bs.BlockSwap([model.double_blocks[0]], "cpu", "cpu", log=log)
+    assert {id(p): p.data_ptr() for p in lora} == before         # the network's weights never move
+    home = frozen.data_ptr()
+    assert home != original                                        # the offload copy, made once
+    seen = []
+    model.double_blocks[0].img_attn.qkv.base_layer.register_forward_pre_hook(
+        lambda module, args: seen.append(module.weight.data_ptr()))
     objective = FlowObjective()
     batch = objective.prepare(torch.randn(1, 16, 4, 4), generator=torch.Generator().manual_seed(0))
     out = model(img=batch.model_input, img_ids=batch.img_ids, txt=torch.zeros(1, 3, 12),
                 txt_ids=torch.zeros(1, 3, 3), timesteps=batch.timesteps, guidance=batch.guidance)
     objective.loss(out, batch).backward()
-    assert frozen.data_ptr() != pointer                            # it was copied out and back
+    assert len(seen) == 2 and home not in seen                     # forward and recompute ran on a copy
+    assert frozen.data_ptr() == home and log == [("0", "in"), ("0", "out")] * 2
     first = [p for s in network.slots if s.target.path.startswith("double_blocks.0.") for p in s.parameters()]
     assert first and all(p.grad is not None and p.grad.abs().sum() > 0 for p in first)
     swap.remove()

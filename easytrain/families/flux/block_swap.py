@@ -4,8 +4,9 @@ kohya's ``--blocks_to_swap N`` (library/custom_offloading_utils.py) keeps N bloc
 GPU and moves them in just before their forward and again before their backward. Here:
 
 - a swapped block's FROZEN tensors (the base weights, fp8 or not, and buffers) live on the offload
-  device (the CPU, pinned when it can be); the network's own trainable weights stay on the compute
-  device, so the optimizer never sees a parameter move;
+  device (the CPU, pinned for a CUDA device); they never change, so moving out only drops the GPU
+  copy. The network's own trainable weights stay on the compute device, so the optimizer never sees
+  a parameter move;
 - its forward: move in, run without keeping the graph, move out. The backward is a custom autograd
   function (``_SwappedCall``): move in, run the block's forward again with gradients (with the
   forward's random state and autocast), back-propagate the incoming gradients through it, move out.
@@ -16,7 +17,7 @@ GPU and moves them in just before their forward and again before their backward.
   units: N // 2 double blocks and 2 * (N - N // 2) single blocks (a single block is about half a
   double block), at most 17 double and 36 single on Flux.1 (``flux_swap_counts``).
 
-On the CPU alone (the CPU standing in for both devices) every move is a real copy, so a test sees
+On the CPU alone (the CPU standing in for both devices) every move in is a real copy, so a test sees
 the same losses and gradients, bit for bit, as without swapping.
 """
 
@@ -58,31 +59,34 @@ def is_swapped(block: nn.Module) -> bool:
 
 
 class _Mover:
-    """Moves one block's frozen tensors between the compute and the offload device."""
+    """Moves one block's frozen tensors between the compute and the offload device.
 
-    def __init__(self, block: nn.Module, device: torch.device, offload: torch.device, pin: bool,
-                 log: Optional[list], name: str):
-        self.block, self.device, self.offload, self.pin, self.log, self.name = block, device, offload, pin, log, name
+    The frozen tensors never change, so their offload copy (pinned for a CUDA device) is made once,
+    at install: moving in copies it to the compute device, moving out drops that copy and points the
+    block back at the offload copy. No copy back, no pinning per step.
+    """
 
-    def _frozen(self):
-        for module in self.block.modules():
-            for key, param in module._parameters.items():
-                if param is not None and not param.requires_grad:
-                    yield module, key, param, True
-            for key, buffer in module._buffers.items():
-                if buffer is not None:
-                    yield module, key, buffer, False
+    def __init__(self, block: nn.Module, device: torch.device, offload: torch.device, pin: bool, name: str):
+        self.block, self.device, self.offload, self.name = block, device, offload, name
+        self.log: Optional[list] = None
+        self.home = []  # (module, key, is_param, the offload copy)
+        for module in block.modules():
+            frozen = [(key, p, True) for key, p in module._parameters.items() if p is not None and not p.requires_grad]
+            frozen += [(key, b, False) for key, b in module._buffers.items() if b is not None]
+            for key, tensor, is_param in frozen:
+                copy = tensor.detach().to(offload, copy=True)
+                self.home.append((module, key, is_param, copy.pin_memory() if pin else copy))
+
+    def _point(self, module, key, is_param, tensor) -> None:
+        if is_param:
+            module._parameters[key].data = tensor
+        else:
+            module._buffers[key] = tensor
 
     def to(self, where: str) -> None:
-        target = self.device if where == "in" else self.offload
-        for module, key, tensor, is_param in list(self._frozen()):
-            moved = tensor.detach().to(target, copy=True, non_blocking=where == "in")
-            if where == "out" and self.pin and target.type == "cpu":
-                moved = moved.pin_memory()
-            if is_param:
-                tensor.data = moved
-            else:
-                module._buffers[key] = moved
+        for module, key, is_param, home in self.home:
+            self._point(module, key, is_param,
+                        home.to(self.device, copy=True, non_blocking=True) if where == "in" else home)
         if self.log is not None:
             self.log.append((self.name, where))
 
@@ -175,7 +179,8 @@ def _swapped_forward(mover: _Mover, run: Callable):
 class BlockSwap:
     """Swaps ``blocks`` between ``device`` (compute) and ``offload`` (the CPU).
 
-    Install after the network is attached (its trainable weights are put on ``device``); ``remove``
+    Install after the network is attached (its trainable weights are put on ``device``) and after the
+    base weights are cast or stored in fp8 (the offload copies are made here, once); ``remove``
     brings everything back to ``device`` and gives the blocks their own forward again. ``log``, when
     given, records every move as (block name, "in" | "out").
     """
@@ -190,7 +195,7 @@ class BlockSwap:
         for block, name in zip(blocks, names):
             if is_swapped(block):
                 raise ValueError(f"block {name} is swapped already")
-            mover = _Mover(block, self.device, self.offload, pin_memory, None, name)
+            mover = _Mover(block, self.device, self.offload, pin_memory, name)
             mover.trainables_to_device()
             mover.to("out")
             mover.log = log
