@@ -11,7 +11,8 @@ import torch
 from easytrain.families.flux.metadata import flux_metadata
 from easytrain.families.flux.objective import FlowObjective
 from easytrain.families.flux.options import defaults_for
-from easytrain.families.flux.targets import expected_lora_shapes, expected_modules, flux_targets, header_shapes
+from easytrain.families.flux.targets import (
+    expected_lora_shapes, expected_modules, file_problems, flux_targets, header_shapes)
 from easytrain.model.detect import read_safetensors_header
 from easytrain.network.build import build_network
 from easytrain.network.export import save_lora
@@ -81,6 +82,13 @@ def test_tiny_lora_file_is_kohya_module_set_from_the_headers(tmp_path, kind, var
         t5=header_shapes(read_safetensors_header(t5_file))), DIM)
     header = read_safetensors_header(path)
     assert {k: tuple(v["shape"]) for k, v in header.tensors.items()} == expected
+    assert file_problems(header_shapes(header), expected) == []
+    wrong = dict(header_shapes(header))
+    first = sorted(wrong)[0]
+    wrong[first] = [1, 1]
+    wrong["lora_unet_img_in.alpha"] = []
+    del wrong[sorted(wrong)[-1]]
+    assert len(file_problems(wrong, expected)) == 3
     assert {v["dtype"] for v in header.tensors.values()} == {"BF16"}
     with safe_open(str(path), "pt") as fh:
         assert fh.get_tensor("lora_unet_double_blocks_0_img_attn_qkv.alpha").item() == 2.0

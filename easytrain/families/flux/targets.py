@@ -150,3 +150,12 @@ def header_shapes(header) -> dict[str, list[int]]:
     """key -> shape from a model.detect.SafetensorsHeader (or its ``tensors`` dict)."""
     tensors = getattr(header, "tensors", header)
     return {key: list(value["shape"]) for key, value in tensors.items() if isinstance(value, dict)}
+
+
+def file_problems(lora: Mapping[str, Sequence[int]], expected: Mapping[str, tuple[int, ...]]) -> list[str]:
+    """How a LoRA file's tensors (key -> shape) differ from ``expected_lora_shapes``: missing, extra, misshapen."""
+    problems = [f"missing {key}" for key in expected if key not in lora]
+    problems += [f"not in kohya's module set: {key}" for key in lora if key not in expected]
+    problems += [f"{key}: shape {list(lora[key])}, kohya's is {list(expected[key])}"
+                 for key in expected if key in lora and tuple(lora[key]) != tuple(expected[key])]
+    return problems
