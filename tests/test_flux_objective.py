@@ -26,7 +26,8 @@ def test_latent_shift_and_scale_round_trip():
             return SimpleNamespace(latent_dist=SimpleNamespace(
                 sample=lambda generator=None: torch.full((1, 16, 2, 2), 2.0), mode=lambda: torch.ones(1, 16, 2, 2)))
 
-    assert torch.allclose(fo.encode_latents(AE(), torch.zeros(1, 3, 16, 16)), torch.full((1, 16, 2, 2), (2 - 0.1159) * 0.3611))
+    expected = torch.full((1, 16, 2, 2), (2 - 0.1159) * 0.3611)
+    assert torch.allclose(fo.encode_latents(AE(), torch.zeros(1, 3, 16, 16)), expected)
     assert torch.allclose(fo.encode_latents(AE(), torch.zeros(1, 3, 16, 16), sample=False),
                           torch.full((1, 16, 2, 2), (1 - 0.1159) * 0.3611))
 
@@ -174,6 +175,7 @@ def test_huber_constant_and_exponential():
     for schedule in ("constant", "exponential"):
         objective = FlowObjective(FlowSettings(loss_type="huber", huber_schedule=schedule, huber_c=0.2))
         batch = objective.prepare(latents, generator=_gen(), sigmas=torch.tensor([0.5]))
+        assert objective.loss(batch.target + 1.0, batch, plain=True).item() == pytest.approx(1.0)
         c = 0.2 if schedule == "constant" else math.exp(math.log(0.2) * 0.5)
         d2 = (batch.target + 1.0 - batch.target) ** 2
         expected = (2 * c * (torch.sqrt(d2 + c * c) - c)).mean()

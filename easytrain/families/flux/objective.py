@@ -118,11 +118,15 @@ def schedule_sigmas(shift: float, steps: int = NUM_TRAIN_TIMESTEPS) -> torch.Ten
 
 def timestep_density(scheme: str, batch: int, generator: Optional[torch.Generator], *, logit_mean: float,
                      logit_std: float, mode_scale: float) -> torch.Tensor:
-    """u in [0, 1) per image, with the density of SD3's weighting schemes (kohya's compute_density_for_timestep_sampling)."""
+    """u in [0, 1) per image with the density of SD3's weighting schemes.
+
+    kohya's compute_density_for_timestep_sampling: logit_normal, mode, else uniform.
+    """
+    device = generator.device if generator is not None else torch.device("cpu")
     if scheme == "logit_normal":
-        u = torch.normal(logit_mean, logit_std, size=(batch,), generator=generator)
+        u = torch.normal(logit_mean, logit_std, size=(batch,), generator=generator, device=device)
         return torch.sigmoid(u)
-    u = torch.rand((batch,), generator=generator)
+    u = torch.rand((batch,), generator=generator, device=device)
     if scheme == "mode":
         u = 1 - u - mode_scale * (torch.cos(math.pi * u / 2) ** 2 - 1 + u)
     return u
@@ -185,10 +189,11 @@ class FlowObjective:
         """(B,) float32 sigmas on the CPU, drawn as ``timestep_sampling`` says (kohya's formulas)."""
         s = self.settings
         how = s.timestep_sampling
+        device = generator.device if generator is not None else torch.device("cpu")
         if how == "uniform":
-            return torch.rand((batch,), generator=generator)
+            return torch.rand((batch,), generator=generator, device=device).cpu()
         if how in ("sigmoid", "shift", "flux_shift"):
-            sigmas = torch.sigmoid(s.sigmoid_scale * torch.randn((batch,), generator=generator))
+            sigmas = torch.sigmoid(s.sigmoid_scale * torch.randn((batch,), generator=generator, device=device).cpu())
             if how == "shift":
                 sigmas = shift_sigmas(sigmas, s.discrete_flow_shift)
             elif how == "flux_shift":
@@ -197,7 +202,7 @@ class FlowObjective:
             return sigmas
         u = timestep_density(s.weighting_scheme, batch, generator, logit_mean=s.logit_mean,
                              logit_std=s.logit_std, mode_scale=s.mode_scale)
-        indices = (u * NUM_TRAIN_TIMESTEPS).long().clamp(0, NUM_TRAIN_TIMESTEPS - 1)
+        indices = (u.cpu() * NUM_TRAIN_TIMESTEPS).long().clamp(0, NUM_TRAIN_TIMESTEPS - 1)
         return self._table[indices]
 
     def validation_sigmas(self, batch: int, fraction: float) -> torch.Tensor:
@@ -288,13 +293,16 @@ class FlowObjective:
         return torch.full_like(batch.sigmas, s.huber_c * s.huber_scale)
 
     def per_sample_loss(self, prediction: torch.Tensor, batch: FlowBatch, *,
-                        masks: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """(B,) losses for a prediction, packed (B, tokens, 64) or unpacked (B, 16, h, w)."""
+                        masks: Optional[torch.Tensor] = None, plain: bool = False) -> torch.Tensor:
+        """(B,) losses for a prediction, packed (B, tokens, 64) or unpacked (B, 16, h, w).
+
+        ``plain``: l2 whatever the loss type (the validation loss), still with the scheme's weights.
+        """
         if prediction.ndim == 3:
             prediction = unpack_latents(prediction, *batch.latent_size)
         prediction = self.apply_prediction_type(prediction, batch)
         diff_sq = (prediction.float() - batch.target.float()) ** 2
-        if self.settings.loss_type == "l2":
+        if plain or self.settings.loss_type == "l2":
             loss = diff_sq
         else:
             c = self.huber_c(batch).float().view(-1, 1, 1, 1)
@@ -308,9 +316,9 @@ class FlowObjective:
         return loss.mean(dim=(1, 2, 3))
 
     def loss(self, prediction: torch.Tensor, batch: FlowBatch, *, loss_weights: Optional[torch.Tensor] = None,
-             masks: Optional[torch.Tensor] = None) -> torch.Tensor:
+             masks: Optional[torch.Tensor] = None, plain: bool = False) -> torch.Tensor:
         """The batch's scalar loss: per-image losses times ``loss_weights`` (prior-loss weights), averaged."""
-        per_sample = self.per_sample_loss(prediction, batch, masks=masks)
+        per_sample = self.per_sample_loss(prediction, batch, masks=masks, plain=plain)
         if loss_weights is not None:
             per_sample = per_sample * loss_weights.to(per_sample.device, per_sample.dtype)
         return per_sample.mean()

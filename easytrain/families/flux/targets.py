@@ -105,8 +105,8 @@ def flux_targets(models: Mapping[str, Optional[nn.Module]], variant: str, *, tra
 _TRANSFORMER_KEY = re.compile(r"^(?:model\.diffusion_model\.)?((?:double|single)_blocks\.\d+\..+)\.weight$")
 _CLIP_KEY = re.compile(r"(?:^|\.)((?:text_model\.)?encoder\.layers\.\d+\.(?:self_attn\.(?:q|k|v|out)_proj|mlp\.fc[12]))"
                        r"\.weight$")
-_T5_KEY = re.compile(r"(?:^|\.)(encoder\.block\.\d+\.layer\.\d+\.(?:SelfAttention\.[qkvo]|DenseReluDense\.(?:wi_0|wi_1|wi|wo)))"
-                     r"\.weight$")
+_T5_KEY = re.compile(r"(?:^|\.)(encoder\.block\.\d+\.layer\.\d+\."
+                     r"(?:SelfAttention\.[qkvo]|DenseReluDense\.(?:wi_0|wi_1|wi|wo)))\.weight$")
 
 
 def _linears(shapes: Mapping[str, Sequence[int]], pattern: re.Pattern, prefix: str,
