@@ -182,17 +182,57 @@ def test_huber_constant_and_exponential():
         assert objective.loss(batch.target + 1.0, batch).item() == pytest.approx(expected.item(), rel=1e-5)
 
 
-def test_validation_uses_fixed_sigmas_and_repeatable_noise():
+def _loss_settings(**changes):
+    from easytrain.settings import LossSettings
+
+    values = dict(min_snr_gamma=0.0, noise_offset=0.0, adaptive_noise_scale=0.0, multires_noise_iterations=0,
+                  multires_noise_discount=0.3, ip_noise_gamma=0.0, zero_terminal_snr=False, v_parameterization=False,
+                  scale_v_pred_loss_like_noise_pred=False, debiased_estimation_loss=False, loss_type="l2",
+                  huber_schedule="snr", huber_c=0.1, huber_scale=1.0, masked=False)
+    values.update(changes)
+    return LossSettings(**values)
+
+
+def test_the_seam_objective_draws_fixed_for_validation():
+    from easytrain.families.base import Draw, Objective
+
+    objective = fo.FluxObjective(FlowSettings(timestep_sampling="sigma"), "dev", _loss_settings(), device="cpu")
+    assert isinstance(objective, Objective)
     latents = torch.randn(2, 16, 4, 4, generator=_gen(1))
-    objective = FlowObjective(FlowSettings(timestep_sampling="sigma"))
-    first = list(objective.validation_batches(latents, _gen(42)))
-    second = list(objective.validation_batches(latents, _gen(42)))
-    assert [b.sigmas[0].item() for b in first] == pytest.approx(list(fo.VALIDATION_SIGMAS))
-    for a, b in zip(first, second):
-        assert torch.equal(a.noise, b.noise) and torch.equal(a.model_input, b.model_input)
-    # the step and the validation share one code path: prepare() with given noise and sigmas
-    manual = objective.prepare(latents, noise=first[2].noise, sigmas=torch.full((2,), 0.6))
-    assert torch.equal(manual.model_input, first[2].model_input)
+    first = objective.fixed_draw(latents, 0.35, _gen(42))
+    second = objective.fixed_draw(latents, 0.35, _gen(42))
+    assert isinstance(first, Draw) and torch.equal(first.noise, second.noise)
+    assert torch.equal(first.noisy, second.noisy) and torch.equal(first.flow.sigmas, torch.full((2,), 0.35))
+    assert torch.equal(first.timesteps, first.flow.sigmas)
+    # the same code as a training draw given that noise and those sigmas
+    manual = objective.flow.prepare(latents, noise=first.noise, sigmas=torch.full((2,), 0.35))
+    assert torch.equal(manual.model_input, first.flow.model_input)
+    scaled = objective.model_latents(torch.ones(1, 16, 2, 2))
+    assert torch.allclose(scaled, torch.full((1, 16, 2, 2), (1 - 0.1159) * 0.3611))
+
+
+def test_the_seam_objective_in_denoising_loss():
+    from contextlib import nullcontext
+
+    from easytrain.families.base import denoising_loss
+    from easytrain.families.flux.tiny import build_tiny_transformer
+
+    model = build_tiny_transformer("flux-dev")
+    loss_settings = _loss_settings(loss_type="huber", huber_schedule="exponential", huber_c=0.3, masked=True)
+    objective = fo.FluxObjective(FlowSettings(), "dev", loss_settings, device="cpu")
+    assert objective.flow.settings.loss_type == "huber" and objective.flow.settings.huber_schedule == "exponential"
+    latents = objective.model_latents(torch.randn(2, 16, 4, 4, generator=_gen(1)))
+    draw = objective.draw(latents, _gen(2))
+    text = dict(t5=torch.randn(2, 5, model.config.context_in_dim, generator=_gen(3)),
+                pooled=torch.randn(2, model.config.vec_in_dim, generator=_gen(4)), t5_mask=torch.ones(2, 5))
+    batch = SimpleNamespace(loss_weights=torch.tensor([1.0, 0.5]), masks=torch.ones(2, 32, 32))
+    loss = denoising_loss(objective, model, lambda b: text, batch, latents, draw, nullcontext)
+    prediction = model(**objective.flow.model_inputs(draw.flow, SimpleNamespace(**text)))
+    expected = objective.flow.loss(prediction, draw.flow, loss_weights=batch.loss_weights, masks=batch.masks)
+    assert torch.equal(loss, expected)
+    plain = denoising_loss(objective, model, lambda b: text, batch, latents, draw, nullcontext, variants=False)
+    assert torch.equal(plain, objective.flow.loss(prediction, draw.flow, plain=True))
+    assert not torch.equal(plain, loss)
 
 
 def test_settings_are_checked():
@@ -207,14 +247,18 @@ def test_settings_are_checked():
 def test_refused_settings_name_the_ddpm_only_options():
     assert fo.refused_settings({"min_snr_gamma": 0, "noise_offset": 0.0, "loss_type": "l2",
                                 "huber_schedule": "snr", "debiased_estimation": False}) == []
+    assert fo.refused_settings(_loss_settings()) == []
     refused = dict(fo.refused_settings({
         "min_snr_gamma": 5, "debiased_estimation": True, "scale_v_pred_loss_like_noise_pred": True,
         "prediction_type": "v_prediction", "zero_terminal_snr": True, "loss_type": "huber",
         "huber_schedule": "snr", "noise_offset": 0.05, "multires_noise_iterations": 6}))
     assert set(refused) == {"min_snr_gamma", "debiased_estimation", "scale_v_pred_loss_like_noise_pred",
-                            "prediction_type", "zero_terminal_snr", "huber_schedule", "noise_offset",
+                            "v_parameterization", "zero_terminal_snr", "huber_schedule", "noise_offset",
                             "multires_noise_iterations"}
     assert "flow matching" in refused["min_snr_gamma"]
+    from_plan = dict(fo.refused_settings(_loss_settings(debiased_estimation_loss=True, v_parameterization=True,
+                                                        adaptive_noise_scale=0.1, loss_type="smooth_l1")))
+    assert set(from_plan) == {"debiased_estimation", "v_parameterization", "adaptive_noise_scale", "huber_schedule"}
 
 
 def test_options_import_without_torch_and_say_what_is_ignored():

@@ -25,18 +25,23 @@ What a step does, in kohya's order (sd-scripts library/flux_train_utils.py):
   training, as kohya's docs recommend); schnell and Chroma take none.
 
 One ``FlowObjective`` serves the training step (random noise and sigmas from a generator) and the
-validation loss (the same noise each time from a fixed seed, and ``VALIDATION_SIGMAS``).
+validation loss (the same noise each time from a fixed seed, at fixed sigmas);
+``FluxObjective`` puts it behind the family seam's ``Objective`` (families/base.py), whose
+``denoising_loss`` the step and the validation both call.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Optional
 
 import torch
 import torch.nn.functional as F
 
+from easytrain.families.base import Draw, Objective
 from easytrain.families.flux.model import image_ids, pack_latents, text_ids, unpack_latents
 from easytrain.families.flux.options import (  # noqa: F401  (the objective's settings, re-exported)
     HUBER_SCHEDULES,
@@ -44,7 +49,6 @@ from easytrain.families.flux.options import (  # noqa: F401  (the objective's se
     MODEL_PREDICTION_TYPES,
     T5_TOKENS,
     TIMESTEP_SAMPLINGS,
-    VALIDATION_SIGMAS,
     VARIANTS,
     WEIGHTING_SCHEMES,
     FlowSettings,
@@ -323,13 +327,59 @@ class FlowObjective:
             per_sample = per_sample * loss_weights.to(per_sample.device, per_sample.dtype)
         return per_sample.mean()
 
-    def validation_batches(self, latents: torch.Tensor, generator: torch.Generator, *,
-                           dtype: Optional[torch.dtype] = None):
-        """The validation loss's batches for ``latents``: one per VALIDATION_SIGMAS, noise from ``generator``.
 
-        The caller seeds ``generator`` the same way every evaluation, so the noise repeats.
-        """
-        for fraction in VALIDATION_SIGMAS:
-            noise = torch.randn(latents.shape, generator=generator).to(latents.device, latents.dtype)
-            yield self.prepare(latents, noise=noise, sigmas=self.validation_sigmas(latents.shape[0], fraction),
-                               dtype=dtype)
+# ---- the family seam's Objective --------------------------------------------------------------------
+
+
+@dataclass
+class FlowDraw(Draw):
+    """The seam's Draw (noise, timesteps = sigmas, noisy latents) with the whole FlowBatch."""
+
+    flow: Optional[FlowBatch] = None
+
+    @classmethod
+    def of(cls, flow: FlowBatch) -> "FlowDraw":
+        return cls(noise=flow.noise, timesteps=flow.timesteps, noisy=flow.noisy, flow=flow)
+
+
+class FluxObjective(Objective):
+    """families/base.Objective for Flux and Chroma: FlowObjective behind draw / fixed_draw / predict / compare.
+
+    ``loss`` is the plan's LossSettings: its ip_noise_gamma, loss type and Huber threshold, and its loss
+    masks apply (check refuses the DDPM-only rest). The conditioning a Flux conditioner gives is
+    ``{"t5": (B, L, 4096), "pooled": (B, 768) or None, "t5_mask": (B, L)}``.
+    """
+
+    prediction_type = "flow"
+
+    def __init__(self, settings: FlowSettings, variant: str, loss=None, *, device) -> None:
+        if loss is not None:
+            changes = dict(ip_noise_gamma=float(loss.ip_noise_gamma or 0.0), loss_type=loss.loss_type)
+            if loss.loss_type != "l2":
+                changes.update(huber_schedule=loss.huber_schedule, huber_c=loss.huber_c, huber_scale=loss.huber_scale)
+            settings = dataclasses.replace(settings, **changes)
+        self.flow = FlowObjective(settings, variant)
+        self.loss = loss
+        self.device = device
+
+    def model_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        return scale_latents(latents.to(self.device, dtype=torch.float32))
+
+    def draw(self, latents: torch.Tensor, generator: torch.Generator) -> FlowDraw:
+        return FlowDraw.of(self.flow.prepare(latents, generator=generator))
+
+    def fixed_draw(self, latents: torch.Tensor, fraction: float, generator: torch.Generator) -> FlowDraw:
+        noise = torch.randn(latents.shape, generator=generator).to(latents.device, latents.dtype)
+        sigmas = self.flow.validation_sigmas(latents.shape[0], fraction)
+        return FlowDraw.of(self.flow.prepare(latents, noise=noise, sigmas=sigmas))
+
+    def predict(self, forward, draw: FlowDraw, conditioning: dict) -> torch.Tensor:
+        return forward(**self.flow.model_inputs(draw.flow, SimpleNamespace(**conditioning)))
+
+    def compare(self, prediction: torch.Tensor, latents: torch.Tensor, draw: FlowDraw, *, batch=None,
+                variants: bool = True) -> torch.Tensor:
+        if not variants or self.loss is None or batch is None:
+            return self.flow.loss(prediction, draw.flow, plain=True)
+        device = prediction.device
+        masks = batch.masks.to(device) if self.loss.masked and batch.masks is not None else None
+        return self.flow.loss(prediction, draw.flow, loss_weights=batch.loss_weights.to(device), masks=masks)

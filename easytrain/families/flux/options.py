@@ -9,6 +9,7 @@ says why each default is what it is (the wizard's help text).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Mapping
 
 VARIANTS = ("dev", "schnell", "chroma")
 TIMESTEP_SAMPLINGS = ("sigma", "uniform", "sigmoid", "shift", "flux_shift")
@@ -16,9 +17,6 @@ MODEL_PREDICTION_TYPES = ("raw", "additive", "sigma_scaled")
 WEIGHTING_SCHEMES = ("none", "sigma_sqrt", "logit_normal", "mode", "cosmap")
 LOSS_TYPES = ("l2", "huber", "smooth_l1")
 HUBER_SCHEDULES = ("constant", "exponential")  # "snr" needs a DDPM schedule's alphas
-
-# Where the validation loss evaluates each image: fixed sigmas, spread over the schedule.
-VALIDATION_SIGMAS = (0.1, 0.35, 0.6, 0.85)
 
 # T5 tokens per caption, as kohya (t5xxl_max_token_length's default).
 T5_TOKENS = {"dev": 512, "schnell": 256, "chroma": 512}
@@ -109,41 +107,43 @@ def ignored_settings(settings: FlowSettings) -> list[tuple[str, str]]:
 _DDPM_ONLY = "kohya's Flux trainer"
 
 
-def refused_settings(settings: dict) -> list[tuple[str, str]]:
+def refused_settings(settings) -> list[tuple[str, str]]:
     """(setting, reason) for every setting in ``settings`` that the flow-matching objective refuses.
 
-    ``settings`` maps easytrain's loss and noise option names to their values; an option left at its
-    off value (0, False, None, "l2", "constant") passes.
+    ``settings`` is the plan's LossSettings (or any object with its fields) or a mapping of easytrain's
+    loss and noise option names to their values; an option left at its off value (0, False, None) passes.
     """
     refused: list[tuple[str, str]] = []
 
-    def on(name):
-        value = settings.get(name)
-        return bool(value) and value not in ("off", "none")
+    def get(name):
+        return settings.get(name) if isinstance(settings, Mapping) else getattr(settings, name, None)
+
+    def on(*names):
+        return any(bool(get(name)) and get(name) not in ("off", "none") for name in names)
 
     if on("min_snr_gamma"):
         refused.append(("min_snr_gamma", "min-SNR-gamma weights by a DDPM schedule's signal-to-noise ratio; "
                         "flow matching has none (kohya's Flux trainer drops it: use weighting_scheme instead)"))
-    if on("debiased_estimation"):
+    if on("debiased_estimation", "debiased_estimation_loss"):
         refused.append(("debiased_estimation", "the debiased estimation weight is 1/sqrt(SNR) of a DDPM schedule; "
                         "flow matching has none (kohya's Flux trainer drops it)"))
     if on("scale_v_pred_loss_like_noise_pred"):
         refused.append(("scale_v_pred_loss_like_noise_pred", "it rescales a v-prediction loss by a DDPM schedule's "
                         "SNR; Flux predicts the flow velocity"))
-    if on("v_prediction") or settings.get("prediction_type") in ("v_prediction", "v"):
-        refused.append(("prediction_type", "Flux predicts the flow velocity (noise - image); epsilon/v prediction "
+    if on("v_parameterization") or get("prediction_type") in ("v_prediction", "v"):
+        refused.append(("v_parameterization", "Flux predicts the flow velocity (noise - image); epsilon/v prediction "
                         "belong to DDPM models"))
     if on("zero_terminal_snr"):
         refused.append(("zero_terminal_snr", "it rescales a DDPM beta schedule; the flow-matching path already ends "
                         "in pure noise at sigma 1"))
-    if settings.get("huber_schedule") == "snr" and settings.get("loss_type") in ("huber", "smooth_l1"):
+    if get("huber_schedule") == "snr" and get("loss_type") in ("huber", "smooth_l1"):
         refused.append(("huber_schedule", "the 'snr' Huber schedule reads a DDPM schedule's alphas (kohya raises "
                         "NotImplementedError for Flux): use constant or exponential"))
     for name in ("noise_offset", "multires_noise_iterations", "adaptive_noise_scale"):
         if on(name):
             refused.append((name, f"{_DDPM_ONLY} draws plain Gaussian noise and ignores it; "
                                   "ip_noise_gamma is the noise option it applies"))
-    if on("min_timestep") or (settings.get("max_timestep") not in (None, 1000)):
+    if on("min_timestep") or get("max_timestep") not in (None, 1000):
         refused.append(("min_timestep/max_timestep", "integer DDPM timesteps; Flux draws sigmas with "
                         "timestep_sampling"))
     return refused

@@ -34,7 +34,7 @@ from easytrain.network.targets import (
     LINEAR,
     TEXT_ENCODER_BLOCKS,
     Target,
-    _collect,
+    collect,
     kohya_name,
     text_encoder_kohya_path,
 )
@@ -77,14 +77,14 @@ def transformer_targets(transformer: nn.Module) -> list[Target]:
 def clip_targets(clip: nn.Module) -> list[Target]:
     """CLIP-L's attention and MLP Linears, ``lora_te1_text_model_encoder_layers_N_...``."""
     return [Target("text_encoder", path, kind, kohya_name(CLIP_PREFIX, text_encoder_kohya_path(path)))
-            for path, kind in _collect(clip, TEXT_ENCODER_BLOCKS, with_convs=False)]
+            for path, kind in collect(clip, TEXT_ENCODER_BLOCKS, with_convs=False)]
 
 
 def t5_targets(t5: nn.Module, variant: str) -> list[Target]:
     """T5's attention and gated-MLP Linears, ``lora_te3_encoder_block_N_...`` (``lora_te1_`` on Chroma)."""
     prefix, part = t5_prefix(variant), t5_part(variant)
     return [Target(part, path, kind, kohya_name(prefix, path))
-            for path, kind in _collect(t5, T5_BLOCKS, with_convs=False)]
+            for path, kind in collect(t5, T5_BLOCKS, with_convs=False)]
 
 
 def flux_targets(models: Mapping[str, Optional[nn.Module]], variant: str, *, train_transformer: bool = True,
