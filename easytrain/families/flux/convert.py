@@ -166,3 +166,37 @@ def diffusers_config(config) -> dict:
                     approximator_hidden_dim=config.approximator_hidden_dim,
                     approximator_layers=config.approximator_layers)
     return dict(common, pooled_projection_dim=config.vec_in_dim, guidance_embeds=config.guidance_embed)
+
+
+# ---- the AE: diffusers' AutoencoderKL names <-> the LDM / BFL layout of ae.safetensors ----------
+
+_AE_INNER = (("conv_shortcut.", "nin_shortcut."), ("group_norm.", "norm."), ("to_q.", "q."), ("to_k.", "k."),
+             ("to_v.", "v."), ("to_out.0.", "proj_out."))
+
+
+def ae_key(name: str, levels: int) -> str:
+    """The ``ae.safetensors`` key of a diffusers AutoencoderKL parameter with ``levels`` resolution levels."""
+    part, _, rest = name.partition(".")
+    match = re.match(r"(down_blocks|up_blocks)\.(\d+)\.(resnets|downsamplers|upsamplers)\.(\d+)\.(.*)", rest)
+    if match:
+        kind, level, inner, index, tail = match.groups()
+        level = int(level) if kind == "down_blocks" else levels - 1 - int(level)
+        where = {"resnets": f"block.{index}.", "downsamplers": "downsample.", "upsamplers": "upsample."}[inner]
+        rest = f"{'down' if kind == 'down_blocks' else 'up'}.{level}.{where}{tail}"
+    elif rest.startswith("mid_block."):
+        rest = (rest.replace("mid_block.resnets.0.", "mid.block_1.").replace("mid_block.resnets.1.", "mid.block_2.")
+                .replace("mid_block.attentions.0.", "mid.attn_1."))
+    elif rest.startswith("conv_norm_out."):
+        rest = "norm_out." + rest[len("conv_norm_out."):]
+    head, dot, last = rest.rpartition(".")
+    for old, new in _AE_INNER:
+        marker = "." + old
+        if marker in "." + head + ".":
+            head = ("." + head + ".").replace(marker, "." + new, 1).strip(".")
+            break
+    return f"{part}.{head}{dot}{last}" if part in ("encoder", "decoder") else name
+
+
+def ae_key_map(names: Iterable[str], levels: int) -> dict[str, str]:
+    """diffusers AutoencoderKL parameter name -> its ``ae.safetensors`` key."""
+    return {name: ae_key(name, levels) for name in names}

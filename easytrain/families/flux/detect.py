@@ -25,6 +25,9 @@ DESCRIPTIONS = {
     CHROMA: "a Chroma model (8.9B, Flux.1 [schnell] based; T5-XXL only, 16-channel AE)",
 }
 
+# the TINY_MARKER_KEY ("easytrain.model") values of easytrain's tiny models made in code (tiny.py)
+TINY_MARKERS = {FLUX_DEV: "tiny-flux-dev", FLUX_SCHNELL: "tiny-flux-schnell", CHROMA: "tiny-chroma"}
+
 PREFIXES = ("model.diffusion_model.", "diffusion_model.", "model.")  # tried in this order
 TRANSFORMER_PREFIX = PREFIXES[0]
 # the all-in-one layout (ComfyUI's "checkpoint" Flux files): everything besides the transformer

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional
@@ -38,7 +39,8 @@ from easytrain.families.flux.detect import (
     transformer_prefix,
 )
 from easytrain.families.flux.model import FluxConfig, FluxTransformer, build_model
-from easytrain.model.detect import TINY_MARKER_KEY, read_safetensors_header
+from easytrain.model.detect import TINY_MARKER_FILE, TINY_MARKER_KEY, read_safetensors_header
+from easytrain.model.load import BaseModel
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 SAFETENSORS_SUFFIXES = (".safetensors", ".sft")  # BFL's first releases used .sft
@@ -60,7 +62,8 @@ class FluxParts:
     clip_tokenizer: Any
     t5_tokenizer: Any
     source: str
-    files: dict = field(default_factory=dict)  # "transformer" / "clip_l" / "t5xxl" / "vae" -> the file read
+    files: dict = field(default_factory=dict)  # "transformer" / "clip_l" / "t5xxl" / "vae" -> the file read;
+    # "marker": the tiny marker of easytrain's own tiny models
     message: str = ""  # which companion files were picked, for the user; "" when all were named
 
     @property
@@ -73,7 +76,8 @@ class FluxParts:
 
     @property
     def is_tiny(self) -> bool:
-        return self.source.startswith(TINY_PREFIX) or "tiny" in self.files.get("marker", "")
+        """easytrain's own tiny model (made in code, with tiny tokenizers)."""
+        return "marker" in self.files
 
 
 def load_flux(spec: str | Path, *, dtype: torch.dtype = torch.bfloat16, text_dtype: Optional[torch.dtype] = None,
@@ -105,7 +109,7 @@ def load_flux(spec: str | Path, *, dtype: torch.dtype = torch.bfloat16, text_dty
     transformer = load_transformer(path, dtype, linear_dtype=linear_dtype)
     ae = load_ae(companions.vae, dtype)
     t5 = load_t5xxl(companions.t5xxl, text_dtype)
-    clip = None if kind == CHROMA else load_clip_l(companions.clip_l, text_dtype, tiny=tiny)
+    clip = None if kind == CHROMA else load_clip_l(companions.clip_l, text_dtype)
     clip_tokenizer, t5_tokenizer = _tokenizers(kind, tiny, t5)
     files = {"transformer": str(path), **companions.files}
     if tiny:
@@ -130,7 +134,7 @@ def load_flux_folder(folder: Path, *, dtype: torch.dtype, text_dtype: torch.dtyp
         if not (folder / part).is_dir():
             raise UserError(f"{folder}: diffusers folder without its {part}/ subfolder")
     transformer = load_transformer(folder / "transformer", dtype, linear_dtype=linear_dtype)
-    tiny = (folder / "easytrain_model.json").is_file()
+    tiny = (folder / TINY_MARKER_FILE).is_file()
     try:
         ae = load_ae(Path(vae), dtype) if vae else AutoencoderKL.from_pretrained(
             folder, subfolder="vae", local_files_only=True, torch_dtype=dtype)
@@ -138,7 +142,7 @@ def load_flux_folder(folder: Path, *, dtype: torch.dtype, text_dtype: torch.dtyp
             folder, subfolder=t5_part, local_files_only=True, dtype=text_dtype)
         clip = None
         if kind != CHROMA:
-            clip = load_clip_l(Path(clip_l), text_dtype, tiny=tiny) if clip_l else CLIPTextModel.from_pretrained(
+            clip = load_clip_l(Path(clip_l), text_dtype) if clip_l else CLIPTextModel.from_pretrained(
                 folder, subfolder="text_encoder", local_files_only=True, dtype=text_dtype)
     except (OSError, EnvironmentError, ValueError) as exc:
         raise UserError(f"{folder}: cannot load this diffusers folder: {exc}") from None
@@ -152,6 +156,8 @@ def load_flux_folder(folder: Path, *, dtype: torch.dtype, text_dtype: torch.dtyp
     if clip is not None:
         _check_vocab(folder, clip_tokenizer, clip.config.vocab_size, "CLIP-L")
     files = {"transformer": str(folder / "transformer")}
+    if tiny:
+        files["marker"] = json.loads((folder / TINY_MARKER_FILE).read_text(encoding="utf-8")).get(TINY_MARKER_KEY, "")
     return _finish(FluxParts(kind, transformer.config, transformer, ae, clip, t5, clip_tokenizer, t5_tokenizer,
                              str(folder), files, ""))
 
@@ -174,14 +180,12 @@ def _tokenizers(kind: str, tiny: bool, t5) -> tuple[Any, Any]:
     """(CLIP-L tokenizer or None, T5 tokenizer): the real ones, or the tiny models' own."""
     from easytrain.families.flux import tokenizer as tok
 
+    clip_tokenizer = None if kind == CHROMA else tok.load_clip_l_tokenizer()
     if tiny:
-        from easytrain.model.tiny import build_tiny_tokenizer
-
-        return (None if kind == CHROMA else build_tiny_tokenizer()), tok.build_tiny_t5_tokenizer(_t5_length(kind, True))
+        return clip_tokenizer, tok.build_tiny_t5_tokenizer(_t5_length(kind, True))
     if t5.config.vocab_size < tok.T5_VOCAB_SIZE:
         raise UserError(f"the T5 text encoder has a {t5.config.vocab_size}-token vocabulary; Flux's T5-XXL has "
                         f"{tok.T5_VOCAB_SIZE} tokens (32128 rows): is it a T5 v1.1 XXL encoder?")
-    clip_tokenizer = None if kind == CHROMA else tok.load_clip_l_tokenizer()
     return clip_tokenizer, tok.load_t5_tokenizer(tok.t5_max_length(kind))
 
 
@@ -189,6 +193,23 @@ def _check_vocab(where: Path, tokenizer, rows: int, what: str) -> None:
     if len(tokenizer) > rows:
         raise UserError(f"{where}: the {what} tokenizer has {len(tokenizer)} tokens but its text encoder has "
                         f"{rows} rows; the tokenizer does not belong to the text encoder")
+
+
+# ---- sizes from shapes -------------------------------------------------------------------------
+
+CLIP_VOCAB = 49408
+
+
+def _indices(shapes: Mapping[str, tuple], pattern: str) -> list[int]:
+    """The distinct numbers the first group of ``pattern`` takes over the keys (block indices)."""
+    regex = re.compile(pattern)
+    return sorted({int(m.group(1)) for key in shapes for m in [regex.match(key)] if m})
+
+
+def _groups(channels, preferred: int = 32) -> int:
+    """The largest group-norm group count up to ``preferred`` that divides every channel count."""
+    common = math.gcd(*(int(c) for c in channels))
+    return max(g for g in range(1, preferred + 1) if common % g == 0)
 
 
 # ---- reading safetensors ----------------------------------------------------------------------
@@ -231,7 +252,15 @@ class TensorFiles:
         return key in self._where
 
     def get(self, key: str) -> torch.Tensor:
-        return self._handles[self._where[key]].get_tensor(key)
+        """The tensor; a ComfyUI "scaled fp8" weight (``X.weight`` with ``X.scale_weight``) comes back
+        multiplied by its scale, in float32."""
+        tensor = self._handles[self._where[key]].get_tensor(key)
+        if key.endswith(".weight"):
+            scale_key = key[: -len("weight")] + "scale_weight"
+            if scale_key in self._where:
+                scale = self._handles[self._where[scale_key]].get_tensor(scale_key).float()
+                tensor = tensor.float() * scale
+        return tensor
 
     def under(self, prefix: str) -> dict[str, tuple]:
         """Shapes of the keys under ``prefix``, by the rest of their name."""
@@ -281,8 +310,13 @@ def load_transformer(path: str | Path, dtype: torch.dtype = torch.bfloat16, *,
     """
     path = Path(path).expanduser()
     if path.is_dir():
-        return _load_diffusers_transformer(path, dtype, linear_dtype)
+        if (path / "transformer").is_dir():
+            path = path / "transformer"
+        with TensorFiles(_shards(path)) as files:
+            return _load_diffusers_transformer(files, path, dtype, linear_dtype)
     with TensorFiles([path]) as files:
+        if "x_embedder.weight" in files:  # one file in diffusers' layout
+            return _load_diffusers_transformer(files, path, dtype, linear_dtype)
         prefix = transformer_prefix(files.shapes)
         config = _config(path, files.under(prefix))
         model = build_model(config)
@@ -291,17 +325,12 @@ def load_transformer(path: str | Path, dtype: torch.dtype = torch.bfloat16, *,
     return _frozen(model)
 
 
-def _load_diffusers_transformer(folder: Path, dtype: torch.dtype, linear_dtype) -> FluxTransformer:
-    if (folder / "transformer").is_dir():
-        folder = folder / "transformer"
-    shards = _shards(folder)
-    with TensorFiles(shards) as files:
-        recipes = convert.bfl_recipes(files.shapes)
-        config = _config(folder, convert.bfl_shapes(files.shapes))
-        model = build_model(config)
-        sources = {name: (recipe.sources[0], lambda recipe=recipe: convert.fuse(recipe, files.get))
-                   for name, recipe in recipes.items()}
-        _fill(model, sources, _dtypes(dtype, linear_dtype), folder, "Flux transformer")
+def _load_diffusers_transformer(files: TensorFiles, where: Path, dtype: torch.dtype, linear_dtype) -> FluxTransformer:
+    recipes = convert.bfl_recipes(files.shapes)
+    model = build_model(_config(where, convert.bfl_shapes(files.shapes)))
+    sources = {name: (recipe.sources[0], lambda recipe=recipe: convert.fuse(recipe, files.get))
+               for name, recipe in recipes.items()}
+    _fill(model, sources, _dtypes(dtype, linear_dtype), where, "Flux transformer")
     return _frozen(model)
 
 
@@ -342,7 +371,7 @@ def _frozen(model):
 # ---- CLIP-L -----------------------------------------------------------------------------------
 
 
-def load_clip_l(path: str | Path, dtype: torch.dtype = torch.bfloat16, *, tiny: bool = False):
+def load_clip_l(path: str | Path, dtype: torch.dtype = torch.bfloat16):
     """transformers' CLIPTextModel from ``clip_l.safetensors`` (``text_model.*``) or an all-in-one file,
     sized from its shapes; real checkpoints must have CLIP's 49408-token vocabulary."""
     from accelerate import init_empty_weights
@@ -351,7 +380,7 @@ def load_clip_l(path: str | Path, dtype: torch.dtype = torch.bfloat16, *, tiny: 
     path = Path(path).expanduser()
     with TensorFiles([path]) as files:
         prefix = _clip_prefix(path, files)
-        config = clip_config(files.under(prefix), tiny=tiny)
+        config = clip_config(files.under(prefix))
         with init_empty_weights():
             model = CLIPTextModel(config)
         names = [n for n in model.state_dict().keys()]
@@ -367,14 +396,12 @@ def _clip_prefix(path: Path, files: TensorFiles) -> str:
     raise UserError(f"{path}: not a CLIP-L text encoder (no text_model.embeddings.token_embedding.weight)")
 
 
-def clip_config(shapes: Mapping[str, tuple], *, tiny: bool = False):
+def clip_config(shapes: Mapping[str, tuple]):
     """A CLIPTextConfig from ``text_model.*`` shapes (CLIP-L's own when the sizes are CLIP-L's)."""
     from transformers import CLIPTextConfig
 
-    from easytrain.model.infer import CLIP_VOCAB, _indices
-
     vocab, hidden = shapes[CLIP_TEXT + "embeddings.token_embedding.weight"]
-    if vocab != CLIP_VOCAB and not tiny:
+    if vocab != CLIP_VOCAB:
         raise UserError(f"the CLIP-L text encoder has a {vocab}-token vocabulary, not CLIP's {CLIP_VOCAB}")
     values = json.loads((CONFIG_DIR / "clip_l.json").read_text(encoding="utf-8"))
     values.pop("model_type", None)
@@ -385,12 +412,6 @@ def clip_config(shapes: Mapping[str, tuple], *, tiny: bool = False):
         num_attention_heads=hidden // 64 if hidden % 64 == 0 else max(h for h in range(1, 9) if hidden % h == 0),
         max_position_embeddings=shapes[CLIP_TEXT + "embeddings.position_embedding.weight"][0],
     )
-    if tiny:
-        from easytrain.model.tiny import text_encoder_config
-
-        small = text_encoder_config(vocab)
-        values.update(bos_token_id=small.bos_token_id, eos_token_id=small.eos_token_id,
-                      pad_token_id=small.pad_token_id, num_attention_heads=small.num_attention_heads)
     return CLIPTextConfig(**values)
 
 
@@ -431,8 +452,6 @@ def t5_config(shapes: Mapping[str, tuple]):
     """A T5Config (encoder only) from the shapes, on the shipped T5 v1.1 XXL config."""
     from transformers import T5Config
 
-    from easytrain.model.infer import _indices
-
     values = json.loads((CONFIG_DIR / "t5xxl.json").read_text(encoding="utf-8"))
     values.pop("model_type", None)
     embed = shapes.get("shared.weight") or shapes["encoder.embed_tokens.weight"]
@@ -461,8 +480,6 @@ def load_ae(path: str | Path, dtype: torch.dtype = torch.bfloat16):
     from accelerate import init_empty_weights
     from diffusers import AutoencoderKL
 
-    from easytrain.model.convert import VAE_PREFIX, vae_key_map
-
     path = Path(path).expanduser()
     if path.is_dir():
         sub = "vae" if (path / "vae").is_dir() else None
@@ -480,8 +497,8 @@ def load_ae(path: str | Path, dtype: torch.dtype = torch.bfloat16):
         if all(prefix + n in files for n in names):  # a file already in diffusers' layout
             sources = _plain(files, names, prefix)
         else:
-            key_map = vae_key_map(model.config, names)
-            sources = _plain(files, names, prefix, lambda n: key_map[n][len(VAE_PREFIX):])
+            key_map = convert.ae_key_map(names, len(model.config.block_out_channels))
+            sources = _plain(files, names, prefix, key_map.__getitem__)
         _fill(model, sources, lambda _n: dtype, path, "AE (VAE)")
     return _frozen(model)
 
@@ -495,8 +512,6 @@ def _ae_prefix(path: Path, files: TensorFiles) -> str:
 
 def ae_config(shapes: Mapping[str, tuple]) -> dict:
     """AutoencoderKL's config from LDM-layout shapes, on the shipped Flux AE config."""
-    from easytrain.model.infer import _groups, _indices
-
     values = json.loads((CONFIG_DIR / "ae.json").read_text(encoding="utf-8"))
     if "encoder.down_blocks.0.resnets.0.conv1.weight" in shapes:  # diffusers layout
         levels = _indices(shapes, r"encoder\.down_blocks\.(\d+)\.")
@@ -523,3 +538,60 @@ def ae_config(shapes: Mapping[str, tuple]) -> dict:
 
 def describe(parts: FluxParts) -> str:
     return describe_flux(parts.kind)
+
+
+# ---- the family seam's record -----------------------------------------------------------------
+
+
+@dataclass
+class FluxBaseModel(BaseModel):
+    """BaseModel (model/load.py) for Flux.1 / Chroma: ``unet`` is the FluxTransformer, ``text_encoders``
+    (CLIP-L, T5-XXL) or (T5-XXL,) for Chroma; ``noise_scheduler`` is None (the flow objective needs none)."""
+
+    kind: str = ""
+    config: Optional[FluxConfig] = None
+    files: dict = field(default_factory=dict)  # as FluxParts.files
+    message: str = ""  # which companion files were picked, for the user
+
+    @property
+    def transformer(self) -> FluxTransformer:
+        return self.unet
+
+    @property
+    def is_tiny(self) -> bool:
+        return "marker" in self.files
+
+
+def base_model(parts: FluxParts, arch: Optional[str] = None, prediction_type: str = "flow") -> FluxBaseModel:
+    """The seam's record of a loaded Flux model (``arch`` defaults to its kind)."""
+    return FluxBaseModel(arch=arch or parts.kind, prediction_type=prediction_type, unet=parts.transformer,
+                         vae=parts.vae, text_encoders=parts.text_encoders, tokenizers=parts.tokenizers,
+                         noise_scheduler=None, source=parts.source, kind=parts.kind, config=parts.config,
+                         files=dict(parts.files), message=parts.message)
+
+
+def load_base_model(path: str | Path, arch: Optional[str] = None, dtype: torch.dtype = torch.bfloat16, *,
+                    prediction_type: str = "flow", **options) -> FluxBaseModel:
+    """``load_flux`` as the seam's record; ``options``: clip_l, t5xxl, vae, text_dtype, linear_dtype.
+
+    A Family's ``load(path, detection, arch, prediction, dtype)`` calls this with the answers naming the
+    companion files."""
+    parts = load_flux(path, dtype=dtype, **options)
+    if arch is not None and _kind_of(arch) not in (None, parts.kind):
+        raise UserError(f"{path}: architecture is set to {arch}, but the file is {describe_flux(parts.kind)}; "
+                        f"set architecture to auto or {parts.kind}")
+    return base_model(parts, arch, prediction_type)
+
+
+def load_builtin_tiny(kind: str, dtype: torch.dtype = torch.float32, **options) -> FluxBaseModel:
+    """The tiny Flux dev / Chroma made in code (cached), loaded from its ComfyUI-style four files."""
+    from easytrain.families.flux.tiny import tiny_flux_paths
+
+    paths = tiny_flux_paths()
+    return base_model(load_flux(paths.chroma if kind == CHROMA else paths.dev, dtype=dtype, **options), kind)
+
+
+def _kind_of(arch: str) -> Optional[str]:
+    from easytrain.families.flux.detect import KINDS
+
+    return arch if arch in KINDS else None

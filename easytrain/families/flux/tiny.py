@@ -1,8 +1,8 @@
 """A tiny Flux.1 dev and a tiny Chroma, made in code from fixed seeds, for the tests and quick checks.
 
 The same layout as the real files, small: the transformer in BFL's layout (2 double and 2 single blocks,
-hidden 64, 2 heads), a tiny CLIP-L (model/tiny.py's), a tiny T5 encoder (gated-gelu, relative
-attention) and a tiny 16-channel AE (8x down). ``tiny_flux_paths`` writes them once into the cache:
+hidden 64, 2 heads), a tiny CLIP-L (CLIP's real 49408-token vocabulary, width 32), a tiny T5 encoder
+(gated-gelu, relative attention; a tiny vocabulary) and a tiny 16-channel AE (8x down). ``tiny_flux_paths`` writes them once into the cache:
 
     tiny-flux-vN/models/diffusion_models/tiny-flux-dev.safetensors   BFL keys, no prefix
     tiny-flux-vN/models/diffusion_models/tiny-chroma.safetensors     BFL keys, Chroma
@@ -12,26 +12,34 @@ attention) and a tiny 16-channel AE (8x down). ``tiny_flux_paths`` writes them o
     tiny-flux-vN/diffusers/flux-dev, tiny-flux-vN/diffusers/chroma   FluxPipeline / ChromaPipeline folders
 
 The transformer files carry the tiny marker (``easytrain.model``: "tiny-flux-dev" / "tiny-chroma"),
-which is what lets the loader give them the tiny tokenizers; real checkpoints never get those.
+which is what lets the loader give them the tiny T5 tokenizer; real checkpoints never get it. CLIP-L's
+tokenizer is the real one for both.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import NamedTuple
 
-from easytrain.families.flux.detect import CHROMA, FLUX_DEV, FLUX_SCHNELL
+from easytrain.families.flux.detect import CHROMA, FLUX_DEV, FLUX_SCHNELL, TINY_MARKERS
 
-TINY_FLUX_VERSION = 1
+TINY_FLUX_VERSION = 2
 TINY_SEED = 0
-MARKERS = {FLUX_DEV: "tiny-flux-dev", FLUX_SCHNELL: "tiny-flux-schnell", CHROMA: "tiny-chroma"}
+COMPLETE = "complete"  # written last into a finished cache folder
+MARKERS = TINY_MARKERS
 
 T5_CONFIG = dict(vocab_size=96, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4,
                  relative_attention_num_buckets=8, relative_attention_max_distance=16, dropout_rate=0.0,
                  layer_norm_epsilon=1e-6, feed_forward_proj="gated-gelu", is_encoder_decoder=False,
                  use_cache=False, tie_word_embeddings=False, pad_token_id=0, eos_token_id=1,
                  decoder_start_token_id=0)
+
+CLIP_CONFIG = dict(vocab_size=49408, hidden_size=32, intermediate_size=64, projection_dim=32, num_hidden_layers=2,
+                   num_attention_heads=8, max_position_embeddings=77, hidden_act="quick_gelu",
+                   bos_token_id=49406, eos_token_id=49407, pad_token_id=49407)
 
 AE_CONFIG = dict(in_channels=3, out_channels=3, down_block_types=["DownEncoderBlock2D"] * 4,
                  up_block_types=["UpDecoderBlock2D"] * 4, block_out_channels=[32, 32, 32, 32],
@@ -89,14 +97,13 @@ def build_tiny_transformer(kind: str = FLUX_DEV, seed: int = TINY_SEED):
 def build_tiny_text_and_ae(seed: int = TINY_SEED) -> dict:
     """The tiny CLIP-L, T5 encoder and AE with their tokenizers (fp32)."""
     from diffusers import AutoencoderKL
-    from transformers import CLIPTextModel, T5Config, T5EncoderModel
+    from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
 
-    from easytrain.families.flux.tokenizer import build_tiny_t5_tokenizer
-    from easytrain.model import tiny
+    from easytrain.families.flux.tokenizer import build_tiny_t5_tokenizer, load_clip_l_tokenizer
 
-    clip_tokenizer = tiny.build_tiny_tokenizer()
+    clip_tokenizer = load_clip_l_tokenizer()
     t5_tokenizer = build_tiny_t5_tokenizer()
-    clip = _seeded(seed + 1, lambda: CLIPTextModel(tiny.text_encoder_config(len(clip_tokenizer))))
+    clip = _seeded(seed + 1, lambda: CLIPTextModel(CLIPTextConfig(**CLIP_CONFIG)))
     t5 = _seeded(seed + 2, lambda: T5EncoderModel(T5Config(**T5_CONFIG)))
     ae = _seeded(seed + 3, lambda: AutoencoderKL(**AE_CONFIG))
     for model in (clip, t5, ae):
@@ -117,10 +124,26 @@ class TinyFluxPaths(NamedTuple):
 
 def tiny_flux_paths(cache_dir: str | os.PathLike | None = None) -> TinyFluxPaths:
     """The cached tiny models, built once per TINY_FLUX_VERSION (staged, then renamed into place)."""
-    from easytrain.model.tiny import build_once
+    root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    final = root / f"tiny-flux-v{TINY_FLUX_VERSION}"
+    if not (final / COMPLETE).is_file():
+        root.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".tiny-flux-building-", dir=root))
+        try:
+            write_tiny_flux(staging)
+            (staging / COMPLETE).write_text("ok\n", encoding="utf-8")
+            try:
+                os.rename(staging, final)
+            except OSError:
+                if not (final / COMPLETE).is_file():
+                    raise  # not a concurrent build that got there first
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    return _paths(final)
 
-    root = build_once(f"tiny-flux-v{TINY_FLUX_VERSION}", write_tiny_flux, cache_dir)
-    return _paths(root)
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("EASYTRAIN_CACHE") or Path.home() / ".cache" / "easytrain")
 
 
 def _paths(root: Path) -> TinyFluxPaths:
@@ -154,10 +177,14 @@ def write_tiny_flux(root: Path) -> TinyFluxPaths:
 
 
 def _save(state: dict, path: Path, metadata: dict | None = None) -> Path:
-    from easytrain.model.convert import save_state_file
+    from safetensors.torch import save_file
+
+    from easytrain.fsutil import atomic_path
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    return save_state_file({k: v.detach().contiguous() for k, v in state.items()}, path, metadata)
+    with atomic_path(path) as tmp:
+        save_file({k: v.detach().contiguous() for k, v in state.items()}, str(tmp), metadata=dict(metadata or {}))
+    return path
 
 
 def write_bfl_transformer(model, path: Path, metadata: dict | None = None, *, prefix: str = "", dtype=None) -> Path:
@@ -181,10 +208,15 @@ def write_t5xxl(model, path: Path, dtype=None) -> Path:
 
 def write_ae(vae, path: Path) -> Path:
     """The AE in BFL's / LDM's layout (``encoder.down.0.block.0.conv1.weight``, 1x1-conv attention)."""
-    from easytrain.model.convert import VAE_PREFIX, original_tensors, vae_key_map
+    from easytrain.families.flux.convert import ae_key
 
-    state = original_tensors(vae, vae_key_map(vae.config, vae.state_dict().keys()))
-    return _save({k[len(VAE_PREFIX):]: v for k, v in state.items()}, Path(path))
+    levels = len(vae.config.block_out_channels)
+    state = {}
+    for name, tensor in vae.state_dict().items():
+        if ".attentions." in name and tensor.ndim == 2:
+            tensor = tensor[:, :, None, None]  # the LDM attention uses 1x1 convolutions
+        state[ae_key(name, levels)] = tensor
+    return _save(state, Path(path))
 
 
 def diffusers_transformer(model):
