@@ -278,3 +278,13 @@ def test_options_import_without_torch_and_say_what_is_ignored():
     assert dict(options.ignored_settings(FlowSettings(weighting_scheme="mode")))["weighting_scheme"].startswith("mode")
     assert options.ignored_settings(FlowSettings(weighting_scheme="cosmap", model_prediction_type="sigma_scaled")) == []
     assert options.defaults_for("chroma").apply_t5_attn_mask and not options.defaults_for("dev").apply_t5_attn_mask
+
+
+def test_variants_of_the_detected_kinds():
+    from easytrain.families.flux import detect, options
+
+    assert [options.variant_of(k) for k in (detect.FLUX_DEV, detect.FLUX_SCHNELL, detect.CHROMA)] == \
+        ["dev", "schnell", "chroma"]
+    assert options.variant_of("dev") == "dev"
+    with pytest.raises(ValueError):
+        options.variant_of("sdxl")

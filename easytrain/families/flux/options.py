@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from typing import Mapping
 
 VARIANTS = ("dev", "schnell", "chroma")
+# detect.py's kinds (the catalog's Flux ids) -> the variant the objective, metadata and sampler take.
+VARIANT_OF_KIND = {"flux-dev": "dev", "flux-schnell": "schnell", "chroma": "chroma"}
 TIMESTEP_SAMPLINGS = ("sigma", "uniform", "sigmoid", "shift", "flux_shift")
 MODEL_PREDICTION_TYPES = ("raw", "additive", "sigma_scaled")
 WEIGHTING_SCHEMES = ("none", "sigma_sqrt", "logit_normal", "mode", "cosmap")
@@ -78,6 +80,16 @@ DEFAULT_REASONS = {
     "apply_t5_attn_mask": "off for Flux.1 as kohya's default (the model was trained without the mask); "
                           "Chroma is trained with it: on for Chroma",
 }
+
+
+def variant_of(kind: str) -> str:
+    """"flux-dev" -> "dev", "flux-schnell" -> "schnell", "chroma" -> "chroma" (a variant passes as is)."""
+    if kind in VARIANTS:
+        return kind
+    try:
+        return VARIANT_OF_KIND[kind]
+    except KeyError:
+        raise ValueError(f"not a Flux kind: {kind!r}") from None
 
 
 def defaults_for(variant: str) -> FlowSettings:
