@@ -185,3 +185,16 @@ def test_the_flux_transformer_swapped_trains_the_same_weights(kind, checkpointin
     assert len(enable_log) == 5 * 2 * 4
     assert all(torch.equal(a, b) for a, b in zip(losses_a, losses_b))
     assert all(torch.equal(a, b) for a, b in zip(weights_a, weights_b))
+
+
+def test_move_except_swapped_leaves_the_swapped_weights_offloaded():
+    model, network = _model_and_network()
+    swap = bs.enable_block_swap(model, 3, "cpu", "cpu")
+    swapped = {id(p) for m in swap.movers for p in m.block.parameters() if not p.requires_grad}
+    moved = {id(module._parameters[key]) for module, key, is_param in bs.unswapped_tensors(model) if is_param}
+    assert swapped and not swapped & moved
+    assert moved | swapped == {id(p) for p in model.parameters()}
+    assert {id(p) for p in network.trainable_parameters()} <= moved
+    before = {id(p): p.data_ptr() for p in model.parameters()}
+    bs.move_except_swapped(model, "cpu")
+    assert before == {id(p): p.data_ptr() for p in model.parameters()}

@@ -223,3 +223,34 @@ def enable_block_swap(model: nn.Module, blocks_to_swap: int, device, offload="cp
     names = ([f"double_blocks.{i}" for i in range(len(double) - n_double, len(double))]
              + [f"single_blocks.{i}" for i in range(len(single) - n_single, len(single))])
     return BlockSwap(chosen, device, offload, log=log, names=names)
+
+
+def unswapped_tensors(model: nn.Module):
+    """(module, key, is_param) of every parameter and buffer but the swapped blocks' frozen ones."""
+    stay = set()
+    for module in model.modules():
+        if is_swapped(module):
+            stay |= {id(t) for t in module.parameters() if not t.requires_grad}
+            stay |= {id(t) for t in module.buffers()}
+    for module in model.modules():
+        for key, param in module._parameters.items():
+            if param is not None and id(param) not in stay:
+                yield module, key, True
+        for key, buffer in module._buffers.items():
+            if buffer is not None and id(buffer) not in stay:
+                yield module, key, False
+
+
+def move_except_swapped(model: nn.Module, device) -> None:
+    """Move ``model`` to ``device`` but for the swapped blocks' frozen tensors, which stay offloaded.
+
+    What a loop does instead of ``model.to(device)`` (or accelerate's device placement, which must be
+    off for a swapped model): a 12B transformer would not fit the GPU whole, which is why it swaps.
+    """
+    device = torch.device(device)
+    for module, key, is_param in list(unswapped_tensors(model)):
+        if is_param:
+            param = module._parameters[key]
+            param.data = param.data.to(device)
+        else:
+            module._buffers[key] = module._buffers[key].to(device)
