@@ -201,3 +201,17 @@ def test_full_size_transformer_on_the_meta_device(kind, count):
     per_dim = sum(rows + cols for rows, cols in expected.values())
     assert per_dim == sum(m.in_features + m.out_features for m in
                           (dict(model.named_modules())[t.path] for t in found))
+
+
+def test_with_flux_metadata_over_the_shared_builder():
+    from easytrain.families.flux.metadata import with_flux_metadata
+    from easytrain.network.metadata import build_metadata
+    from easytrain.network.spec import NetworkSpec
+
+    base = build_metadata(spec=NetworkSpec("LoRA", 16, 16.0, train_text_encoder=False), output_name="x",
+                          training_started_at=0.0, resolution=1024)
+    meta = with_flux_metadata(base, FlowSettings(), "schnell")
+    assert "modelspec.prediction_type" not in meta and "modelspec.prediction_type" in base
+    assert meta["ss_base_model_version"] == "flux1" and meta["modelspec.architecture"] == "flux-1-schnell/lora"
+    assert meta["ss_network_module"] == "networks.lora_flux" and meta["ss_network_dim"] == "16"
+    assert meta["modelspec.implementation"] == "https://github.com/black-forest-labs/flux"

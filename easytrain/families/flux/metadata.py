@@ -58,3 +58,16 @@ def flux_metadata(settings, variant: str) -> dict[str, str]:
     out = metadata_ids(variant)
     out.update({key: _text(getattr(settings, attr)) for key, attr in FLUX_KEYS})
     return out
+
+
+# Keys the shared metadata builder writes that kohya leaves out for Flux ("Flux models don't use
+# prediction_type": sai_model_spec writes no modelspec.prediction_type for them).
+DROPPED_KEYS = ("modelspec.prediction_type",)
+
+
+def with_flux_metadata(metadata: dict[str, str], settings, variant: str) -> dict[str, str]:
+    """``metadata`` (network/metadata.build_metadata's) as kohya writes it for Flux: the ids and Flux keys
+    set, the keys kohya does not write for Flux removed."""
+    out = {key: value for key, value in metadata.items() if key not in DROPPED_KEYS}
+    out.update(flux_metadata(settings, variant))
+    return out
