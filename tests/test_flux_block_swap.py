@@ -198,3 +198,26 @@ def test_move_except_swapped_leaves_the_swapped_weights_offloaded():
     before = {id(p): p.data_ptr() for p in model.parameters()}
     bs.move_except_swapped(model, "cpu")
     assert before == {id(p): p.data_ptr() for p in model.parameters()}
+
+
+def test_swapped_under_autocast_matches_bit_for_bit():
+    def run(swap):
+        model, network, variant = _real_model("flux-dev")
+        if swap:
+            bs.enable_block_swap(model, 3, "cpu", "cpu")
+        objective = FlowObjective(FlowSettings(), variant)
+        generator = torch.Generator().manual_seed(3)
+        batch = objective.prepare(torch.randn(1, 16, 4, 4, generator=generator), generator=generator)
+        text = type("Text", (), dict(t5=torch.randn(1, 6, model.config.context_in_dim, generator=generator),
+                                     pooled=torch.randn(1, model.config.vec_in_dim, generator=generator)))
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            prediction = model(**objective.model_inputs(batch, text))
+        assert prediction.dtype == torch.bfloat16
+        loss = objective.loss(prediction, batch)
+        loss.backward()
+        return loss.detach(), [p.grad.clone() for p in network.trainable_parameters()]
+
+    loss_a, grads_a = run(False)
+    loss_b, grads_b = run(True)
+    assert torch.equal(loss_a, loss_b)
+    assert all(torch.equal(a, b) for a, b in zip(grads_a, grads_b))
