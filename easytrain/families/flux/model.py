@@ -25,6 +25,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from easytrain.families.flux.block_swap import is_swapped
 from easytrain.families.flux.detect import CHROMA, FLUX_DEV, FLUX_SCHNELL, strip_prefix
 
 TIME_EMBED_DIM = 256  # the sinusoidal width fed to time_in and guidance_in
@@ -451,7 +452,8 @@ class FluxTransformer(nn.Module):
         return self.img_in.weight.device
 
     def _run(self, block: nn.Module, *args):
-        if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
+        # A swapped block (block_swap.py) is recomputed in the backward already: no second checkpoint.
+        if self.gradient_checkpointing and self.training and torch.is_grad_enabled() and not is_swapped(block):
             from torch.utils.checkpoint import checkpoint
 
             return checkpoint(block, *args, use_reentrant=False)
