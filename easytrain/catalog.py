@@ -108,7 +108,7 @@ def predicts_velocity(arch_id: str | None) -> bool:
 
 
 # modelspec.prediction_type as kohya writes it, by the prediction type a family's objective trains.
-MODELSPEC_PREDICTION_TYPES = {"epsilon": "epsilon", "v_prediction": "v", "v": "v"}
+MODELSPEC_PREDICTION_TYPES = {"epsilon": "epsilon", "v_prediction": "v", "v": "v", "flow": None}
 
 
 LEGACY_FLAGS = tuple(sorted({flag for entry in ARCHITECTURES.values() for flag in entry.legacy_flags}))

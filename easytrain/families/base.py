@@ -69,6 +69,10 @@ class Objective:
         without, the plain loss with the run's main weighting (what validation measures)."""
         raise NotImplementedError
 
+    def metadata(self) -> dict[str, str]:
+        """The LoRA file's keys this objective sets itself (kohya's keys of its trainer), over the shared ones."""
+        return {}
+
 
 def denoising_loss(objective: Objective, forward, conditioner: Conditioner, batch, latents: torch.Tensor,
                    draw: Draw, autocast, *, variants: bool = True) -> torch.Tensor:
@@ -86,13 +90,21 @@ class Family:
     # Whether the VAE may encode in fp16 when latents are not cached (the SDXL VAE overflows).
     vae_encodes_in_half: bool = True
 
-    def load(self, path: Path, detection, arch: str, prediction: str, dtype, options: Mapping[str, Any]):
+    def load(self, path: Path, detection, arch: str, prediction: str, dtype, options: Mapping[str, Any],
+             vae: Optional[str] = None):
         """A BaseModel (model/load.py) from a single file or a diffusers folder, offline; ``options`` are the
-        answers to the family's own questions (plan.model.options), kept on the record as ``base.options``."""
+        answers to the family's own questions (plan.model.options), kept on the record as ``base.options``;
+        ``vae`` a separate VAE file (kohya's --vae) to use instead of the model's own."""
         raise NotImplementedError
 
-    def load_builtin_tiny(self, dtype):
+    def load_builtin_tiny(self, dtype, vae: Optional[str] = None):
         raise NotImplementedError
+
+    def to_device(self, base, device) -> bool:
+        """The denoiser on ``device`` for training. False: the family placed it itself (blocks kept on the
+        CPU) and accelerate must not move it."""
+        base.unet.to(device)
+        return True
 
     def objective(self, base, loss, device) -> Objective:
         """The training objective on ``base`` with the plan's LossSettings ``loss``."""

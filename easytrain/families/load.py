@@ -15,21 +15,23 @@ from easytrain.model.quiet import quiet_model_libraries
 
 
 def load_base_model(spec: str, architecture: str = "auto", dtype: torch.dtype = torch.float32, *,
-                    resolved: Optional[Resolved] = None, options: Optional[Mapping[str, Any]] = None) -> BaseModel:
+                    resolved: Optional[Resolved] = None, options: Optional[Mapping[str, Any]] = None,
+                    vae: Optional[str] = None) -> BaseModel:
     """Load "builtin:tiny", a .safetensors/.ckpt file or a diffusers folder, frozen and in eval mode.
 
     ``resolved`` is the plan's reading of the file (families/detect.py); without it the file's header is read
     here, with ``architecture`` ("auto" or a catalog id: the answer, which wins where the file cannot tell).
-    ``options``: the answers to the family's own questions (plan.model.options), e.g. its companion files.
+    ``options``: the answers to the family's own questions (plan.model.options), e.g. its companion files;
+    ``vae``: a separate VAE to use instead of the model's own (kohya's --vae).
     """
     resolved = resolved or resolve_architecture(spec, architecture)
     quiet_model_libraries()
     family = family_for(resolved.arch)
     options = MappingProxyType(dict(options or {}))
     if spec == BUILTIN_TINY:
-        base = family.load_builtin_tiny(dtype)
+        base = family.load_builtin_tiny(dtype, vae=vae)
     else:
         base = family.load(Path(spec).expanduser(), resolved.detection, resolved.arch, resolved.prediction_type,
-                           dtype, options)
+                           dtype, options, vae=vae)
     base.options = options
     return base

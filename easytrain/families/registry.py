@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Iterator, Optional
 
 # In the catalog's (and the wizard's) order.
-PACKAGES = ("sd", "sdxl")
+PACKAGES = ("sd", "sdxl", "flux")
 
 
 def packages() -> list:

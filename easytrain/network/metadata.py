@@ -257,8 +257,9 @@ def modelspec(*, arch: str, title: str, resolution: tuple[int, int], prediction_
         "modelspec.title": title,
         "modelspec.resolution": f"{resolution[0]}x{resolution[1]}",
         "modelspec.date": datetime.datetime.fromtimestamp(int(timestamp)).isoformat(),
-        "modelspec.prediction_type": catalog.MODELSPEC_PREDICTION_TYPES[prediction_type],
     }
+    if catalog.MODELSPEC_PREDICTION_TYPES[prediction_type]:  # kohya writes none for flow-matching models
+        out["modelspec.prediction_type"] = catalog.MODELSPEC_PREDICTION_TYPES[prediction_type]
     if clip_skip is not None:
         out["modelspec.encoder_layer"] = str(clip_skip)
     return out

@@ -44,7 +44,7 @@ class MetadataBase:
 
 def run_metadata(plan, *, spec, arch: str, prediction_type: str, optimizer_name: str,
                  mixed_precision: str, total_steps: int, steps_per_epoch: int, zero_terminal_snr: bool,
-                 processes: int = 1) -> MetadataBase:
+                 processes: int = 1, extra: Optional[dict] = None) -> MetadataBase:
     """kohya's metadata of the run; ``zero_terminal_snr``: the schedule trained with (asked for, or the file's)."""
     from easytrain.data.kohya_metadata import bucket_info, datasets_entry, reg_dataset_dirs
     from easytrain.data.tags import dataset_dirs, tag_frequency
@@ -125,4 +125,5 @@ def run_metadata(plan, *, spec, arch: str, prediction_type: str, optimizer_name:
         datasets=datasets_entry(plan.train_scan, plan.reg_scan, plan.bucket_settings, batch_size=data.batch_size,
                                 subset_defaults=subset_defaults) if plan.train_scan.config_options else None,
         network_args_extra=dict(plan.network.block_args),
+        extra=dict(extra or {}) or None,
     ))

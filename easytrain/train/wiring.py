@@ -57,6 +57,7 @@ class Run:
     text_encoders: list = field(default_factory=list)
     dataset: Any = None
     caching: bool = False             # latents cached before the first step (the VAE then waits on the CPU)
+    placed_by_accelerate: bool = True  # False: the family placed its denoiser itself (blocks on the CPU)
     latent_rng: Optional[torch.Generator] = None
     encode_latents: Optional[VaeEncoder] = None
     validate: Any = None
@@ -109,18 +110,11 @@ def load_model(run: Run) -> None:
     from easytrain.families.registry import family_for
 
     base = load_base_model(plan.model.base_model, dtype=run.weight_dtype, resolved=plan.model.resolved,
-                           options=plan.model.options)
-    if plan.model.vae is not None:  # kohya's --vae: latents and samples through another VAE
-        from easytrain.model.vae_file import load_vae
-
-        base.vae = load_vae(plan.model.vae, base.vae.config, dtype=run.weight_dtype)
+                           options=plan.model.options, vae=plan.model.vae)
     run.base, run.family = base, family_for(base.arch)
     run.objective = run.family.objective(base, plan.loss, run.device)
     for frozen in (base.unet, base.vae, *base.text_encoders):
         frozen.requires_grad_(False)
-    from diffusers.models.attention_processor import AttnProcessor2_0
-
-    base.unet.set_attn_processor(AttnProcessor2_0())      # PyTorch SDPA (flash / memory-efficient kernels)
     emit(ev.PhaseEnded("loading model", time.monotonic() - phase_start))
 
 
@@ -189,7 +183,7 @@ def prepare_data(run: Run) -> None:
                            run.peaks.phase_ended("caching latents")))
         vae.to("cpu")
         setup.empty_device_cache(device)
-    run.unet.to(device)
+    run.placed_by_accelerate = run.family.to_device(run.base, device)
     for text_encoder in run.text_encoders:
         text_encoder.to(device)
 
@@ -212,11 +206,13 @@ def prepare_training(run: Run) -> None:
                                    warmup_steps=schedule.warmup_steps // world, restarts=schedule.restarts,
                                    power=schedule.power)
 
-    trained = [run.unet] if network_settings.train_unet else []
+    trained = [run.unet] if network_settings.train_unet and run.placed_by_accelerate else []
     trained += run.text_encoders if network_settings.train_text_encoder else []
     prepared = list(run.accelerator.prepare(*trained, built.optimizer))
     run.optimizer, run.lr_scheduler = prepared.pop(), lr_scheduler
-    if network_settings.train_unet:
+    if network_settings.train_unet and not run.placed_by_accelerate:
+        run.unet = run.accelerator.prepare_model(run.unet, device_placement=False)
+    elif network_settings.train_unet:
         run.unet = prepared.pop(0)
     if network_settings.train_text_encoder:
         run.text_encoders = prepared
@@ -238,7 +234,8 @@ def prepare_training(run: Run) -> None:
     # .item() waits for the GPU; on the CPU it costs nothing, so sync every step there.
     run.sync_every = 1 if device.type == "cpu" else plan.run.log_every_n_steps
     metadata = run_metadata(plan, spec=run.spec, arch=run.base.arch, prediction_type=run.objective.prediction_type,
-                            zero_terminal_snr=run.objective.zero_terminal_snr, processes=world,
+                            zero_terminal_snr=run.objective.zero_terminal_snr, extra=run.objective.metadata(),
+                            processes=world,
                             optimizer_name=built.name, mixed_precision=run.mixed_precision,
                             total_steps=run.total_steps, steps_per_epoch=run.steps_per_epoch)
     run.checkpoints = Checkpointer(

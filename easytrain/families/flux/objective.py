@@ -383,3 +383,8 @@ class FluxObjective(Objective):
         device = prediction.device
         masks = batch.masks.to(device) if self.loss.masked and batch.masks is not None else None
         return self.flow.loss(prediction, draw.flow, loss_weights=batch.loss_weights.to(device), masks=masks)
+
+    def metadata(self) -> dict[str, str]:
+        from easytrain.families.flux.metadata import flux_metadata
+
+        return flux_metadata(self.flow.settings, self.flow.variant)

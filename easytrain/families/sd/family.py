@@ -57,7 +57,7 @@ class StableDiffusion(DdpmFamily):
     def shipped_parts(self, arch: str):
         return load.shipped_parts(arch, pad=self.pad_token, openclip_text=self.openclip_text)
 
-    def load(self, path: Path, detection, arch: str, prediction: str, dtype, options=None):
+    def load_parts(self, path: Path, detection, arch: str, prediction: str, dtype):
         if path.is_dir():
             return load.load_sd_folder(path, arch, prediction, dtype, pad_token=self.pad_token)
         if detection.is_tiny:
@@ -98,7 +98,7 @@ class SD1(StableDiffusion):
     family = "sd1"
     infers_sizes = True
 
-    def load_builtin_tiny(self, dtype):
+    def load_tiny_parts(self, dtype):
         from easytrain.families.sd import tiny
 
         model = load.load_sd_folder(tiny.tiny_model_paths().diffusers_dir, "sd1", "epsilon", dtype,

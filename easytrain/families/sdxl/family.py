@@ -20,13 +20,10 @@ class SDXL(DdpmFamily):
     family = "sdxl"
     vae_encodes_in_half = False
 
-    def load(self, path: Path, detection, arch: str, prediction: str, dtype, options=None):
+    def load_parts(self, path: Path, detection, arch: str, prediction: str, dtype):
         from easytrain.families.sdxl.load import load_sdxl
 
         return load_sdxl(path, dtype, arch=arch, prediction_type=prediction, detection=detection)
-
-    def load_builtin_tiny(self, dtype):
-        raise NotImplementedError("the built-in tiny model is SD1-shaped")
 
     def network_models(self, base) -> dict:
         text_encoder, text_encoder_2 = base.text_encoders
