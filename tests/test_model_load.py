@@ -154,12 +154,7 @@ def test_weights_only_ckpt_loads(tiny_paths, tiny_from_folder, tmp_path):
         load_base_model(str(unmarked))
 
 
-class _RunsCode:
-    def __init__(self, marker: Path):
-        self.marker = marker
-
-    def __reduce__(self):
-        return (exec, (f"open({str(self.marker)!r}, 'w').write('ran')",))
+from _model_helpers import RunsCode as _RunsCode  # noqa: E402
 
 
 def test_malicious_ckpt_is_refused_without_running_code(tmp_path):
