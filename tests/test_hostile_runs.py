@@ -109,7 +109,7 @@ def test_a_full_disk_while_caching_latents_does_not_advise_resume(tmp_path):
     assert process.returncode == 2, err[-3000:]
     message = err.strip().splitlines()[-1]
     assert ".easytrain-cache" in message and "could not be saved" in message, message
-    assert "--resume" not in message and command("train", "run.json") in message
+    assert "--resume" not in message and command("train", str(path)) in message
 
 
 # ---- 14: exit codes of several jobs --------------------------------------------------------------

@@ -30,7 +30,8 @@ from easytrain.textsafe import safe_line
 from easytrain.train.saving import STATE_JSON, STATE_SUFFIX
 
 BACKUP_PREFIX = "previous-"
-SHARED_FILES = ("metrics.csv", "loss.png")  # written by every run into its output folder
+# Written by every run into its output folder by versions before issue 28 (now NAME.metrics.csv, NAME.loss.png).
+SHARED_FILES = ("metrics.csv", "loss.png")
 # The longest name a run writes beside NAME: a step file's state folder while it is saved under a temp name.
 LONGEST_SUFFIX = "-step00000000-state.XXXXXXXX.tmp"
 SYSTEM_FOLDERS = ("/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/proc", "/run", "/sbin", "/sys",
@@ -141,7 +142,8 @@ class EarlierOutputs:
 def _run_file_pattern(name: str) -> re.Pattern:
     n = re.escape(name)
     return re.compile(rf"^{n}(?:(?:-\d{{6}}|-step\d{{8}})?(?:\.safetensors|{re.escape(STATE_SUFFIX)})"
-                      rf"|\.answers\.json|\.plan\.json|_tags\.txt|\.log)$")  # .log: library_log.py
+                      rf"|\.answers\.json|\.plan\.json|_tags\.txt|\.log"     # .log: library_log.py
+                      rf"|\.metrics\.csv|\.loss\.png)$")
 
 
 def find_earlier_outputs(output_dir: Path, name: str, total_steps: Optional[int] = None) -> EarlierOutputs:
@@ -209,6 +211,27 @@ def earlier_outputs_lines(earlier: EarlierOutputs, answers_path: str, *, moving:
     else:
         lines.append(f"  `train` moves them to {next_backup_folder(earlier.folder)}/ first: nothing is overwritten")
     return [safe_line(line) for line in lines]
+
+
+def refuse_resuming_a_finished_run(earlier: EarlierOutputs, name: str, resume: str, restart: str) -> None:
+    """UserError when ``--resume`` would continue a run that already finished (and rewrite its LoRA file).
+
+    ``resume`` is "latest" or a state folder; one in another folder (previous-N) is left to the caller.
+    """
+    final = earlier.folder / f"{name}.safetensors"
+    if not final.is_file():
+        return
+    if resume == "latest":
+        if earlier.state is not None:
+            return
+    else:
+        state = _newest_state([Path(os.path.abspath(Path(resume).expanduser()))], None)
+        if state is None or state.folder.parent != earlier.folder or final.stat().st_mtime < state.saved_at:
+            return
+    raise UserError(safe_line(
+        f"--resume: the run in {earlier.folder} finished ({final.name} was saved after its last state): nothing "
+        f"to resume, and resuming would rewrite {final.name}. To train it again, `{restart}` starts a new run "
+        f"and first moves these files to {next_backup_folder(earlier.folder)}/"))
 
 
 def next_backup_folder(output_dir: Path) -> Path:

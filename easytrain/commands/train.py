@@ -29,6 +29,7 @@ class JobResult:
 
 
 EXIT_STOPPED = 3  # stopped on request, state saved: `--resume` continues
+EXIT_FAILED = 2   # a job failed: a mistake in its answers, or an error inside easytrain (as for one file)
 
 
 def resume_command(path: str) -> str:
@@ -71,8 +72,11 @@ class SavedFiles:
         if type(event).__name__ == "CheckpointSaved" and path:
             self.last = path
 
-    def disk_refused(self, exc: BaseException, resume_hint: str) -> Optional[UserError]:
-        """A UserError naming the file that was saved and the one the disk refused, or None."""
+    def disk_refused(self, exc: BaseException, resume_hint: Optional[str], restart_hint: str = "",
+                     ) -> Optional[UserError]:
+        """A UserError naming the file that was saved and the one the disk refused, or None.
+
+        ``resume_hint`` is None when no state was saved to continue from: ``restart_hint`` starts again."""
         from easytrain.fsutil import failed_save
 
         found = failed_save(exc)
@@ -85,8 +89,10 @@ class SavedFiles:
             last = str(lora) if lora.is_file() else last
         kept = (f"{last} was saved and stays, with the files before it" if last
                 else "no LoRA file had been saved yet; earlier files are untouched")
+        then = (f"`{resume_hint}` continues from the newest saved state" if resume_hint
+                else f"`{restart_hint}` starts the run again (no training state was saved to continue from)")
         return UserError(f"{target}: could not be saved ({error.strerror or error}); {kept}. Free some "
-                         f"space, then `{resume_hint}` continues from the newest saved state")
+                         f"space, then {then}")
 
 
 def prepare(path: str) -> tuple[answers_file.Answers, TrainPlan]:
@@ -100,8 +106,20 @@ def prepare(path: str) -> tuple[answers_file.Answers, TrainPlan]:
 
 
 def train_one(path: str, *, resume: Optional[str] = None, plain: bool = False) -> JobResult:
-    """Validate, plan and train one answers file. UserErrors propagate to the caller."""
+    """Validate, plan and train one answers file, holding its output's run lock. UserErrors propagate."""
     answers, plan = prepare(path)
+    if not is_main_process():  # the main process holds the lock for all
+        return _train_planned(path, answers, plan, resume=resume, plain=plain)
+    from easytrain.commands.queue_lock import run_lock
+
+    with run_lock(plan.output_dir, plan.output_name) as notes:
+        for note in notes:
+            print(f"easytrain: {note}", flush=True)
+        return _train_planned(path, answers, plan, resume=resume, plain=plain)
+
+
+def _train_planned(path: str, answers: answers_file.Answers, plan: TrainPlan, *, resume: Optional[str],
+                   plain: bool) -> JobResult:
     from easytrain.commands.check import plan_lines
 
     main = is_main_process()
@@ -136,7 +154,7 @@ def train_one(path: str, *, resume: Optional[str] = None, plain: bool = False) -
             sinks = [sink for sink in (printable_events(view), metrics, board, saved) if sink is not None]
             result = run_training(plan, fan_out(*sinks), control, resume=resume)
     except Exception as exc:
-        refused = saved.disk_refused(exc, resume_command(path))
+        refused = saved.disk_refused(exc, resume_command(path) if can_resume(plan) else None, command("train", path))
         if refused is None:
             raise
         raise refused from None
@@ -158,6 +176,13 @@ def train_one(path: str, *, resume: Optional[str] = None, plain: bool = False) -
                      error="stopped" if stopped else "", exit_code=EXIT_STOPPED if stopped else 0)
 
 
+def can_resume(plan: TrainPlan) -> bool:
+    """Whether the output folder holds a state of this run that `--resume` can continue."""
+    from easytrain.commands.preflight import find_earlier_outputs
+
+    return find_earlier_outputs(plan.output_dir, plan.output_name, plan.total_steps).state is not None
+
+
 def tensorboard_sink(plan: TrainPlan, every: int):
     """The TensorBoard event writer for this run, or None when the answers turn it off."""
     from easytrain.progress.tensorboard import TensorBoardWriter, tensorboard_installed
@@ -177,6 +202,8 @@ def keep_earlier_outputs(plan: TrainPlan, path: str, resume: Optional[str]) -> l
 
     preflight.clean_leftovers(plan.output_dir, plan.output_name)
     earlier = preflight.find_earlier_outputs(plan.output_dir, plan.output_name, plan.total_steps)
+    if resume is not None:
+        preflight.refuse_resuming_a_finished_run(earlier, plan.output_name, resume, command("train", path))
     moved_to = None
     if resume is None and earlier.worth_keeping:
         moved_to = preflight.back_up_earlier_outputs(earlier)
@@ -231,7 +258,7 @@ def run_jobs(files: list[str], *, plain: bool, done_folder: Optional[Path] = Non
     A stopped job (Ctrl+C, SIGTERM) stops the whole queue: the remaining jobs
     are listed as not run. Finished files move into ``done_folder`` if given. With ``claims``
     (a queue folder) each job is claimed before it starts and skipped when another runner has it.
-    Returns 0 when every job finished, EXIT_STOPPED after a stop, 1 otherwise.
+    Returns 0 when every job finished, EXIT_STOPPED after a stop, EXIT_FAILED (2, as for one file) otherwise.
     """
     results: list[JobResult] = []
     stopped = False
@@ -251,7 +278,7 @@ def run_jobs(files: list[str], *, plain: bool, done_folder: Optional[Path] = Non
             result = train_one(path, plain=plain)
         except UserError as exc:
             print(f"easytrain: job {index} ({Path(path).name}) failed: {safe_text(exc)}", file=sys.stderr, flush=True)
-            results.append(JobResult(path, False, time.monotonic() - started, error=_first_line(exc), exit_code=1))
+            results.append(JobResult(path, False, time.monotonic() - started, error=_first_line(exc), exit_code=EXIT_FAILED))
             if claims:
                 _release_job(Path(path))
             continue
@@ -261,7 +288,7 @@ def run_jobs(files: list[str], *, plain: bool, done_folder: Optional[Path] = Non
             print(f"easytrain: job {index} ({Path(path).name}) failed: {unexpected_line(exc, path)}; "
                   "going on with the next job", file=sys.stderr, flush=True)
             results.append(JobResult(path, False, time.monotonic() - started,
-                                     error=f"{type(exc).__name__}: {_first_line(exc)}", exit_code=1))
+                                     error=f"{type(exc).__name__}: {_first_line(exc)}", exit_code=EXIT_FAILED))
             if claims:
                 _release_job(Path(path))
             continue
@@ -277,7 +304,7 @@ def run_jobs(files: list[str], *, plain: bool, done_folder: Optional[Path] = Non
         print("\n" + "\n".join(summary_table(results, moved_to=done_folder)), flush=True)
     if stopped:
         return EXIT_STOPPED
-    return 0 if all(r.ok for r in results) else 1
+    return 0 if all(r.ok for r in results) else EXIT_FAILED
 
 
 def summary_table(results: Sequence[JobResult], *, moved_to: Optional[Path] = None) -> list[str]:
