@@ -292,9 +292,25 @@ def data_folders(plan) -> list[Path]:
     return folders
 
 
+def latent_cache_problem(plan) -> Optional[str]:
+    """Why latents cached to disk cannot be written beside the images (a read-only dataset), or None."""
+    if plan.data.cache_latents != "disk" or plan.pixels_vary:
+        return None
+    from easytrain.data.scan import CACHE_DIR_NAME
+
+    root = Path(plan.train_scan.root)
+    cache = (root if root.is_dir() else root.parent) / CACHE_DIR_NAME
+    place = cache if cache.is_dir() else cache.parent
+    if _can_write(place):
+        return None
+    return (f"cache_latents: 'disk' keeps the latents in {cache}, and {place} cannot be written to (a read-only "
+            "disk, or no permission); use cache_latents: memory, or copy the images to a folder you can write to")
+
+
 def run_preflight(plan) -> None:
     """Every check of the run's files that needs no model: UserError naming the first problem."""
-    problem = output_place_problem(plan.output_dir, plan.output_name, data_folders(plan))
+    problem = (output_place_problem(plan.output_dir, plan.output_name, data_folders(plan))
+               or latent_cache_problem(plan))
     if problem:
         raise UserError(safe_line(problem))
     if plan.sample_prompts is not None:

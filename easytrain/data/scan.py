@@ -32,6 +32,7 @@ LISTED_PATHS = 5  # how many example paths a finding names before "and N more"
 # Phrases of the per-folder summary warnings (the check report lists those findings itself).
 MISSING_CAPTION_PHRASE = "have no caption file"
 UNREADABLE_PHRASE = "cannot be read and are left out"
+SKIPPED_IMAGE_SUFFIXES = (".gif",)  # pictures that are no training images: named, never silently dropped
 
 
 @dataclass(frozen=True)
@@ -204,6 +205,7 @@ def scan_subset(folder: Path, *, name: str, repeats: int, is_reg: bool, caption_
     unreadable: list[UnreadableImage] = []
     warnings: list[str] = []
     missing: list[Path] = []
+    skipped = [Path(e.path) for e in entries if e.name.lower().endswith(SKIPPED_IMAGE_SUFFIXES) and e.name in names]
     for entry in entries:
         if not is_image_name(entry.name):
             continue
@@ -248,6 +250,10 @@ def scan_subset(folder: Path, *, name: str, repeats: int, is_reg: bool, caption_
         warnings.append(
             f"{folder}: {len(missing)} image(s) {MISSING_CAPTION_PHRASE} ({caption_extension}) and use "
             f"{fallback} instead: {_some_paths(missing)}")
+    if skipped:
+        warnings.append(
+            f"{folder}: {len(skipped)} GIF file(s) are not used for training, nor their captions "
+            f"(`easytrain images --convert-animated` writes them as PNG): {_some_paths(skipped)}")
     if unreadable:
         warnings.append(
             f"{folder}: {len(unreadable)} image(s) {UNREADABLE_PHRASE}: "

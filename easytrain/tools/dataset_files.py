@@ -14,13 +14,14 @@ from pathlib import Path
 from typing import Optional
 
 from easytrain.data.images import is_image_name
-from easytrain.data.scan import CACHE_DIR_NAME, is_folder, is_regular_file, list_folder, normalise_extension
+from easytrain.data.scan import (CACHE_DIR_NAME, SKIPPED_IMAGE_SUFFIXES, is_folder, is_regular_file, list_folder,
+                                 normalise_extension)
 from easytrain.errors import UserError
 
 TOOLS_DIR_NAME = ".easytrain"
 EXCLUDED_DIR_NAME = "_excluded"
 # Animated GIFs are not training images, but the image tools look at them (to convert them).
-EXTRA_IMAGE_SUFFIXES = frozenset({".gif"})
+EXTRA_IMAGE_SUFFIXES = frozenset(SKIPPED_IMAGE_SUFFIXES)
 SKIPPED_FOLDERS = frozenset({TOOLS_DIR_NAME, EXCLUDED_DIR_NAME, CACHE_DIR_NAME})
 
 
