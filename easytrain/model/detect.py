@@ -10,7 +10,6 @@ whose opcodes can be read (never run) to list its key names.
 from __future__ import annotations
 
 import json
-import pickletools
 import re
 import struct
 import zipfile
@@ -40,6 +39,7 @@ _FAMILY_BY_CROSS_WIDTH = {768: "SD 1.x", 1024: "SD 2.x", 2048: "SDXL"}
 _SDXL_REFINER_TEXT_PREFIX = "conditioner.embedders.0.model."  # the refiner has bigG alone
 # Other model families, by a key fragment only they have: named, not just "not a checkpoint".
 _OTHER_FAMILIES = (("joint_blocks.", "an SD3 / SD3.5"), ("double_blocks.", "a Flux"))
+CLIP_VOCAB_SIZE = 49408  # the real CLIP BPE's tokens, the only vocabulary a single file trains with
 SUPPORTED_FAMILIES = "SD1.x, SD2.x and SDXL (Pony, Illustrious, NoobAI) checkpoints"
 
 
@@ -141,6 +141,7 @@ def _detect_from_keys(path: Path, shapes: dict[str, list | None], metadata: dict
         return _sd2_detection(path, metadata, "SD 2.x (OpenCLIP ViT-H text encoder)")
 
     if any(k.startswith(_SD1_TEXT_PREFIX) for k in keys):
+        _refuse_other_vocabularies(path, shapes)
         width = _token_embedding_width(shapes)
         if width in (None, 768):
             return Detection("sd1", "epsilon", True, "SD 1.x (CLIP ViT-L text encoder)")
@@ -200,15 +201,32 @@ def _refuse_non_checkpoints(path: Path, keys) -> None:
         )
 
 
-def _token_embedding_width(shapes: dict[str, list | None]) -> int | None:
+def _token_embedding_shape(shapes: dict[str, list | None]) -> tuple[int, int] | None:
     for key in (
         _SD1_TEXT_PREFIX + "text_model.embeddings.token_embedding.weight",
         _SD1_TEXT_PREFIX + "embeddings.token_embedding.weight",
     ):
         shape = shapes.get(key)
         if shape and len(shape) == 2:
-            return int(shape[1])
+            return int(shape[0]), int(shape[1])
     return None
+
+
+def _token_embedding_width(shapes: dict[str, list | None]) -> int | None:
+    shape = _token_embedding_shape(shapes)
+    return shape[1] if shape else None
+
+
+def _refuse_other_vocabularies(path: Path, shapes: dict[str, list | None]) -> None:
+    """Train loads an SD1 single file only with CLIP's own tokenizer (model/infer.py): say so before it loads."""
+    shape = _token_embedding_shape(shapes)
+    if shape is not None and shape[0] != CLIP_VOCAB_SIZE:
+        raise UserError(f"{path}: {other_vocabulary(shape[0])}")
+
+
+def other_vocabulary(vocab: int) -> str:
+    return (f"the text encoder has a {vocab}-token vocabulary; easytrain trains single-file models only with "
+            f"CLIP's own {CLIP_VOCAB_SIZE}-token vocabulary. Save the model as a diffusers folder with its tokenizer/")
 
 
 def _sd2_detection(path: Path, metadata: dict[str, str], family: str) -> Detection:
@@ -245,7 +263,7 @@ def _v_prediction_hint(path: Path, metadata: dict[str, str]) -> tuple[bool, str]
 
 
 def _detect_ckpt(path: Path) -> Detection:
-    """Read a zip-format .ckpt's pickle opcodes for key names; nothing in it is executed."""
+    """Read a zip-format .ckpt's pickle for its keys and shapes (model/ckpt_pickle.py); nothing in it runs."""
     try:
         with zipfile.ZipFile(path) as zf:
             pickles = [n for n in zf.namelist() if n.endswith("data.pkl")]
@@ -254,19 +272,14 @@ def _detect_ckpt(path: Path) -> Detection:
             data = zf.read(pickles[0])
     except (zipfile.BadZipFile, OSError):
         return Detection(None, None, False, "a .ckpt in the legacy format; its architecture is read when it is loaded")
-    strings: set[str] = set()
-    try:
-        for _opcode, arg, _pos in pickletools.genops(data):
-            if isinstance(arg, str):
-                strings.add(arg)
-    except Exception:  # a damaged pickle: keep what was read before the damage
-        pass
-    shapes: dict[str, list | None] = {s: None for s in strings if ("." in s and " " not in s) or s in _MARKER_KEYS}
+    from easytrain.model.ckpt_pickle import read_ckpt
+
+    shapes, others = read_ckpt(path, data)   # as train reads it: code and non-tensors are refused here
     if not any(k.startswith((_UNET_PREFIX, "model_ema.")) for k in shapes):
         raise UserError(f"{path}: not a Stable Diffusion checkpoint (no '{_UNET_PREFIX}' keys in it)")
     # a top-level {"easytrain.model": "tiny-sd1"} entry marks the tiny model saved as .ckpt (tiny-sdxl likewise)
-    metadata = {TINY_MARKER_KEY: value for value in (TINY_MARKER_VALUE, TINY_SDXL_MARKER_VALUE)
-                if {TINY_MARKER_KEY, value} <= strings}
+    marker = others.get(TINY_MARKER_KEY)
+    metadata = {TINY_MARKER_KEY: marker} if marker in (TINY_MARKER_VALUE, TINY_SDXL_MARKER_VALUE) else {}
     return _detect_from_keys(path, shapes, metadata)
 
 
