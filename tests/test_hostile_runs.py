@@ -40,7 +40,7 @@ def test_resume_after_a_finished_run_says_there_is_nothing_to_resume_and_keeps_t
 # ---- 2: two train runs on one output at once -----------------------------------------------------
 
 
-def test_a_second_train_on_the_same_output_waits_for_nothing_and_says_who_has_it(tmp_path):
+def test_a_second_train_on_the_same_output_is_refused_naming_the_first(tmp_path):
     path = write_answers(tmp_path, epochs=2)
     first = start_cli(["train", str(path), "--plain"], tmp_path)
     lock = tmp_path / "out" / ".run.lock"
@@ -152,3 +152,22 @@ def test_the_wizard_in_a_tiny_terminal_says_it_is_too_small(tmp_path, width):
         assert "terminalistoosmall" in text
     finally:
         session.close()
+
+
+async def test_the_wizard_survives_a_terminal_shrunk_to_a_few_columns_mid_run(tmp_path, monkeypatch):
+    """Started in a big enough terminal and then narrowed: every screen to the review still draws (clipped)."""
+    from tests._tui_helpers import SIZE, make_workdir, new_app, press, screen_name, start_new, to_review
+
+    monkeypatch.chdir(tmp_path)
+    app = new_app(make_workdir(tmp_path))
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.resize_terminal(8, 24)
+        await press(pilot, "enter")
+        await pilot.resize_terminal(*SIZE)
+        await start_new(pilot)
+        await pilot.resize_terminal(10, 24)
+        await to_review(pilot)
+        await pilot.resize_terminal(*SIZE)
+        await pilot.pause()
+        assert screen_name(app) == "ReviewScreen"
+    assert app.return_code in (None, 0)
