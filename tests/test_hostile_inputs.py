@@ -270,3 +270,16 @@ def test_check_refuses_a_ckpt_that_train_would_not_read_as_tensors(tmp_path):
     torch.save({"state_dict": _sd1_shapes(1000)}, path)        # the vocabulary is read from a .ckpt too
     with pytest.raises(UserError, match="1000-token vocabulary"):
         detect_architecture(path)
+
+
+def test_a_new_run_moves_the_earlier_runs_step_samples_aside_too(tmp_path):
+    from easytrain.commands.preflight import find_earlier_outputs
+
+    samples = tmp_path / "out" / "sample"
+    samples.mkdir(parents=True)
+    names = ["run_e000001_00_1.png", "run_e000001_sheet.png", "run_000100_00_1.png", "run_000100_sheet.png"]
+    for name in names + ["run2_000100_00_1.png", "other.png"]:
+        (samples / name).write_bytes(b"png")
+    (tmp_path / "out" / "run.safetensors").write_bytes(b"lora")
+    earlier = find_earlier_outputs(tmp_path / "out", "run")
+    assert sorted(p.name for p in earlier.files if p.parent == samples) == sorted(names)

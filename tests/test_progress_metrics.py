@@ -29,7 +29,8 @@ def test_metrics_csv_rows_and_loss_png(tmp_path):
     for i in range(1, 4):
         writer(step(i, steps_per_epoch=100, loss=0.25 + i / 100, seconds=0.125))
     # Buffered: nothing but the header on disk until the flush interval passes.
-    assert _rows(tmp_path / "mylora.metrics.csv") == [["step", "epoch", "loss", "lr_unet", "lr_text_encoder", "seconds"]]
+    header = ["step", "epoch", "loss", "lr_unet", "lr_text_encoder", "seconds"]
+    assert _rows(tmp_path / "mylora.metrics.csv") == [header]
     clock.now += 6
     writer(step(4, steps_per_epoch=100, loss=0.29, seconds=0.125))
     rows = _rows(tmp_path / "mylora.metrics.csv")

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Optional
 
 from easytrain.errors import UserError
-from easytrain.sampling.paths import SAMPLE_FOLDER
+from easytrain.sampling.paths import SAMPLE_FOLDER, is_sample_of
 from easytrain.textsafe import safe_line
 from easytrain.train.saving import STATE_JSON, STATE_SUFFIX
 
@@ -159,7 +159,7 @@ def find_earlier_outputs(output_dir: Path, name: str, total_steps: Optional[int]
             files.append(log_dir(out, name))
         samples = out / SAMPLE_FOLDER
         if samples.is_dir():
-            files += sorted(p for p in samples.iterdir() if p.name.startswith(name + "_e") and p.suffix == ".png")
+            files += sorted(p for p in samples.iterdir() if is_sample_of(name, p.name))  # epoch and step samples
     lora = tuple(p for p in files if p.suffix == ".safetensors" and p.parent == out)
     names = tuple(p.name + ("/" if p.is_dir() else "") for p in files if p.parent == out)
     state = _newest_state(files, total_steps)

@@ -180,7 +180,10 @@ def can_resume(plan: TrainPlan) -> bool:
     """Whether the output folder holds a state of this run that `--resume` can continue."""
     from easytrain.commands.preflight import find_earlier_outputs
 
-    return find_earlier_outputs(plan.output_dir, plan.output_name, plan.total_steps).state is not None
+    try:
+        return find_earlier_outputs(plan.output_dir, plan.output_name, plan.total_steps).state is not None
+    except OSError:  # the folder cannot be read now: do not promise a state
+        return False
 
 
 def tensorboard_sink(plan: TrainPlan, every: int):
@@ -278,7 +281,8 @@ def run_jobs(files: list[str], *, plain: bool, done_folder: Optional[Path] = Non
             result = train_one(path, plain=plain)
         except UserError as exc:
             print(f"easytrain: job {index} ({Path(path).name}) failed: {safe_text(exc)}", file=sys.stderr, flush=True)
-            results.append(JobResult(path, False, time.monotonic() - started, error=_first_line(exc), exit_code=EXIT_FAILED))
+            results.append(JobResult(path, False, time.monotonic() - started, error=_first_line(exc),
+                                     exit_code=EXIT_FAILED))
             if claims:
                 _release_job(Path(path))
             continue
