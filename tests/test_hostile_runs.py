@@ -171,3 +171,18 @@ async def test_the_wizard_survives_a_terminal_shrunk_to_a_few_columns_mid_run(tm
         await pilot.pause()
         assert screen_name(app) == "ReviewScreen"
     assert app.return_code in (None, 0)
+
+
+def test_check_says_when_a_run_is_training_into_the_output_now(tmp_path, capsys):
+    import json
+    import os
+    import socket
+
+    path = write_answers(tmp_path, epochs=1)
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / ".run.lock").write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                                                            "since": "now"}))
+    code, out, _ = run(["check", path], capsys)
+    assert code == 0 and f"another easytrain run is training into this output now (pid {os.getpid()}" in out
+    code, _, err = run(["train", path, "--plain"], capsys)
+    assert code == 2 and "another easytrain run is training into this output" in err

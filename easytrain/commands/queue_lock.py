@@ -89,6 +89,12 @@ def run_lock(output_dir: Path, name: str) -> Iterator[list[str]]:
         yield notes
 
 
+def run_lock_holder(output_dir: Path, name: str) -> Optional[str]:
+    """Who is training NAME into ``output_dir`` right now ("pid 4242 on gpu1, since ..."), or None."""
+    owner = _read_owner(Path(output_dir) / f".{name}{RUN_LOCK_SUFFIX}")
+    return _describe(owner) if owner is not None and _alive(owner) else None
+
+
 @contextmanager
 def _held(lock: Path, busy: str, what: str) -> Iterator[list[str]]:
     notes: list[str] = []
