@@ -163,6 +163,8 @@ def test_a_utf16_caption_without_bom_is_read_as_text_and_reported(tmp_path, enco
     caption, warnings = read_caption(path)
     assert caption == "shapes, a red square"
     assert len(warnings) == 1 and "UTF-16" in warnings[0] and "save it as UTF-8" in warnings[0]
+    path.write_bytes("shapes, a red square\n".encode("utf-16"))          # with a byte-order mark too
+    assert read_caption(path)[0] == "shapes, a red square"
 
 
 def test_check_reports_a_utf16_caption(tmp_path, capsys):

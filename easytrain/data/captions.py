@@ -37,9 +37,15 @@ def read_caption(path: Path) -> tuple[str, list[str]]:
 def utf16_encoding(data: bytes) -> str:
     """"utf-16" (with a byte-order mark), "utf-16-le"/"-be" (without: text whose every other byte is
     NUL, as Windows tools write it), or "" for anything else."""
+    if len(data) < 2 or len(data) % 2:
+        return ""
     if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        try:
+            data.decode("utf-16")
+        except UnicodeDecodeError:  # bytes that merely start like a byte-order mark
+            return ""
         return "utf-16"
-    if len(data) < 2 or len(data) % 2 or b"\x00" not in data:
+    if b"\x00" not in data:
         return ""
     odd, even = data[1::2], data[0::2]
     if odd.count(0) >= 0.9 * len(odd) and not even.count(0):
