@@ -85,7 +85,7 @@ class Answers:
     def path(self, key: str) -> Optional[Path]:
         """A path answer resolved against the answers file's folder (None if unset)."""
         value = self._values.get(key)
-        if value in (None, "") or value == Q.BUILTIN_TINY:
+        if value is None or not str(value).strip() or value == Q.BUILTIN_TINY:  # "  " is no path either
             return None
         return Q.resolve(str(value), self.base_dir).resolve()
 
@@ -191,7 +191,8 @@ def from_dict(data: Mapping[str, Any], *, source: Optional[Path] = None, check_p
     values, problems = validate(data, base_dir=base_dir, check_paths=check_paths)
     if problems:
         raise AnswersError(label, problems)
-    return Answers(values, source=source, warnings=[*warnings, *Q.value_warnings(values)])
+    return Answers(values, source=source,
+                   warnings=[*warnings, *Q.unused_answers(data, values), *Q.value_warnings(values)])
 
 
 def load(path: str | Path, *, check_paths: bool = True) -> Answers:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from contextlib import contextmanager
@@ -65,6 +66,17 @@ def _umask() -> int:
 def atomic_write_bytes(target: str | os.PathLike, data: bytes) -> None:
     with atomic_path(target) as tmp:
         tmp.write_bytes(data)
+
+
+def json_text(data, indent: int = 2) -> str:
+    """``data`` as JSON text, non-ASCII kept readable; a file name that is not UTF-8 (held with surrogate
+    escapes) is written as \\u escapes, which read back to the same name."""
+    text = json.dumps(data, indent=indent, ensure_ascii=False)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = json.dumps(data, indent=indent)
+    return text + "\n"
 
 
 def atomic_write_text(target: str | os.PathLike, text: str, encoding: str = "utf-8") -> None:

@@ -11,6 +11,7 @@ warnings, never silently dropped.
 
 from __future__ import annotations
 
+import math
 from typing import Any, Callable, Mapping, Optional
 
 from easytrain import catalog
@@ -417,12 +418,14 @@ def _from_kohya_ss(d: Mapping[str, Any]) -> tuple[dict[str, Any], set[str]]:
             out[new] = conv(d[old])
             used.add(old)
     for key in ("network_weights", "dataset_config"):
-        if out.get(key) in ("",):
+        if isinstance(out.get(key), str) and not out[key].strip():
             out[key] = None
     _apply_learning_rate(out, d)
     resolution = d.get("max_resolution", d.get("resolution"))
     if isinstance(resolution, (int, float)) and not isinstance(resolution, bool):
-        resolution = str(int(resolution))
+        if not math.isfinite(resolution):
+            out["resolution"] = resolution  # inf (1e999) or NaN: reported by validation
+        resolution = str(int(resolution)) if math.isfinite(resolution) else None
     if isinstance(resolution, str) and resolution.strip():
         parts = [p.strip() for p in resolution.split(",")]
         try:

@@ -309,6 +309,9 @@ class TrainPlan:
             warnings.append("text encoder learning rate is 0: training the UNet only")
         if parts == "text_encoder_only" and not train_te:
             raise UserError("train_parts is text_encoder_only but text_encoder_lr is 0: nothing would train")
+        if not train_te and not (train_unet and float(answer(answers, "unet_lr")) > 0):
+            raise UserError(f"unet_lr is 0 and the text encoder is not trained (train_parts {parts}, "
+                            f"text_encoder_lr {text_encoder_lr or 0:g}): nothing would train")
         if answer(answers, "cache_latents") != "off" and (answer(answers, "random_crop") or answer(answers, "color_aug")):
             warnings.append("random_crop/color_aug: latents are not cached (the pixels change every epoch), "
                             "so each step encodes its images: slower")

@@ -1295,6 +1295,46 @@ def value_warnings(values: Values) -> list[str]:
     return found
 
 
+class _ReadKeys(dict):
+    """The answers, remembering which keys a condition reads."""
+
+    def __init__(self, values: Values) -> None:
+        super().__init__(values)
+        self.read: list[str] = []
+
+    def get(self, key: str, default: Any = None) -> Any:
+        self.read.append(key)
+        return super().get(key, default)
+
+    def __getitem__(self, key: str) -> Any:
+        self.read.append(key)
+        return super().__getitem__(key)
+
+
+def condition_keys(q: Question, values: Values) -> tuple[str, ...]:
+    """The answers ``q``'s condition depends on (read off the condition itself, in the order it reads them)."""
+    if q.condition is None:
+        return ()
+    seen = _ReadKeys(values)
+    q.condition(seen)
+    return tuple(dict.fromkeys(key for key in (*q.depends_on, *seen.read) if key in BY_ID))
+
+
+def unused_answers(given: Values, values: Values) -> list[str]:
+    """"key: not used: ..." for each answer given whose condition is not met, naming what it depends on.
+
+    ``given`` is what the file holds, ``values`` the applicable answers (applicable_values).
+    """
+    found = []
+    for q in QUESTIONS:
+        if q.id not in given or given[q.id] is None or q.id in values or q.condition is None:
+            continue
+        depends = ", ".join(f"{key} is {_shown(values.get(key))}" for key in condition_keys(q, values))
+        found.append(f"{q.id}: not used: it applies only when {q.condition_text or 'its condition holds'}"
+                     + (f" (here {depends})" if depends else ""))
+    return found
+
+
 def applicable_values(values: Values) -> dict[str, Any]:
     """Fill defaults in question order and drop answers whose question does not apply.
 

@@ -5,11 +5,10 @@ The answers copy and the resolved plan say how the folder's files were made.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from easytrain import answers as answers_file
-from easytrain.fsutil import atomic_write_text
+from easytrain.fsutil import atomic_write_text, json_text
 
 
 def answers_copy_path(output_dir: Path, name: str) -> Path:
@@ -30,7 +29,7 @@ def write_run_files(plan) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     written = [answers_file.save(plan.answers, answers_copy_path(out, plan.saving.output_name))]
     plan_path = plan_copy_path(out, plan.saving.output_name)
-    atomic_write_text(plan_path, json.dumps(plan.to_dict(), indent=2, ensure_ascii=False) + "\n")
+    atomic_write_text(plan_path, json_text(plan.to_dict()))
     written.append(plan_path)
     order = plan.data.tag_summary
     if order != "none":

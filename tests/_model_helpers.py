@@ -16,10 +16,13 @@ _UNET_KEYS = {
 }
 
 
+CLIP_VOCAB = 49408  # an SD1 text encoder's vocabulary: check refuses any other
+
+
 def fake_checkpoint_tensors(arch: str) -> dict[str, torch.Tensor]:
     shapes = dict(_UNET_KEYS)
     if arch == "sd1":
-        shapes["cond_stage_model.transformer.text_model.embeddings.token_embedding.weight"] = (4, 768)
+        shapes["cond_stage_model.transformer.text_model.embeddings.token_embedding.weight"] = (CLIP_VOCAB, 768)
         shapes["cond_stage_model.transformer.text_model.final_layer_norm.weight"] = (768,)
     elif arch == "sd2":
         shapes["cond_stage_model.model.token_embedding.weight"] = (4, 1024)
@@ -30,7 +33,9 @@ def fake_checkpoint_tensors(arch: str) -> dict[str, torch.Tensor]:
         shapes["conditioner.embedders.1.model.token_embedding.weight"] = (4, 1280)
     else:
         raise ValueError(arch)
-    return {key: torch.zeros(shape) for key, shape in shapes.items()}
+    # int8: only the shapes matter, and CLIP's 49408-token table stays small (38 MB)
+    return {key: torch.zeros(shape, dtype=torch.int8 if shape[0] == CLIP_VOCAB else torch.float32)
+            for key, shape in shapes.items()}
 
 
 def write_fake_checkpoint(path: Path, arch: str, metadata: dict[str, str] | None = None) -> Path:
@@ -55,3 +60,13 @@ def rewrite_keys(source: Path, target: Path, rename) -> Path:
 def state_dicts_equal(a, b) -> bool:
     sa, sb = a.state_dict(), b.state_dict()
     return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+class RunsCode:
+    """Pickled, it runs code that writes ``marker``: what a malicious .ckpt carries."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (exec, (f"open({str(self.marker)!r}, 'w').write('ran')",))

@@ -43,7 +43,7 @@ def test_sd1_old_text_encoder_layout(tmp_path):
     path = tmp_path / "old.safetensors"
     save_file({
         "model.diffusion_model.input_blocks.0.0.weight": torch.zeros(1),
-        "cond_stage_model.transformer.embeddings.token_embedding.weight": torch.zeros(2, 768),
+        "cond_stage_model.transformer.embeddings.token_embedding.weight": torch.zeros(49408, 768, dtype=torch.int8),
     }, str(path))
     assert detect_architecture(path).arch == "sd1"
 

@@ -21,7 +21,7 @@ def test_two_processes_train_one_lora_with_kohyas_step_count(tmp_path):
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
     out = tmp_path / "out"
     assert sorted(p.name for p in out.iterdir()) == [
-        "loss.png", "metrics.csv", "run-000001-state", "run-000001.safetensors", "run.answers.json",
+        "run-000001-state", "run-000001.safetensors", "run.answers.json", "run.loss.png", "run.metrics.csv",
         "run.plan.json", "run.safetensors"]
     assert not list(out.glob(".*"))
     # only the main process renders progress and the summary
@@ -30,7 +30,7 @@ def test_two_processes_train_one_lora_with_kohyas_step_count(tmp_path):
     with safe_open(out / "run.safetensors", "pt") as f:
         meta = f.metadata()
     assert (meta["ss_steps"], meta["ss_epoch"], meta["ss_num_batches_per_epoch"]) == ("4", "2", "2")
-    with open(out / "metrics.csv", newline="") as fh:
+    with open(out / "run.metrics.csv", newline="") as fh:
         steps = [int(row["step"]) for row in csv.DictReader(fh)]
     assert steps == [1, 2, 3, 4]
     # the state holds each process's own random generators

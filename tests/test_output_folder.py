@@ -133,7 +133,8 @@ def test_a_disk_that_refuses_a_save_names_both_files_and_keeps_the_saved_one(tmp
     message = err.strip().splitlines()[-1]
     assert message.startswith(f"easytrain: {out_dir / 'run-000001-state'}: could not be saved (File too large); "
                               f"{out_dir / 'run-000001.safetensors'} was saved and stays"), message
-    assert "--resume` continues" in message
+    # no state was saved (the epoch's state is the one refused): `train` again, not --resume (issue 28)
+    assert "--resume" not in message and f"`{command('train', str(path))}` starts the run again" in message
     from safetensors import safe_open
 
     with safe_open(str(out_dir / "run-000001.safetensors"), "pt") as lora:   # complete and loadable

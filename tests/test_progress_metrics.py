@@ -29,21 +29,22 @@ def test_metrics_csv_rows_and_loss_png(tmp_path):
     for i in range(1, 4):
         writer(step(i, steps_per_epoch=100, loss=0.25 + i / 100, seconds=0.125))
     # Buffered: nothing but the header on disk until the flush interval passes.
-    assert _rows(tmp_path / "metrics.csv") == [["step", "epoch", "loss", "lr_unet", "lr_text_encoder", "seconds"]]
+    header = ["step", "epoch", "loss", "lr_unet", "lr_text_encoder", "seconds"]
+    assert _rows(tmp_path / "mylora.metrics.csv") == [header]
     clock.now += 6
     writer(step(4, steps_per_epoch=100, loss=0.29, seconds=0.125))
-    rows = _rows(tmp_path / "metrics.csv")
+    rows = _rows(tmp_path / "mylora.metrics.csv")
     assert rows[1] == ["1", "1", "0.26", "0.0005", "0.0001", "0.1250"]
     assert len(rows) == 5
 
     for i in range(5, 301):
         writer(step(i, steps_per_epoch=100, loss=0.2 + 0.1 * math.sin(i / 7) * math.exp(-i / 150)))
     writer(_finish(300))
-    rows = _rows(tmp_path / "metrics.csv")
+    rows = _rows(tmp_path / "mylora.metrics.csv")
     assert len(rows) == 301 and rows[-1][:2] == ["300", "3"]
-    with Image.open(tmp_path / "loss.png") as image:
+    with Image.open(tmp_path / "mylora.loss.png") as image:
         image.verify()
-    with Image.open(tmp_path / "loss.png") as image:
+    with Image.open(tmp_path / "mylora.loss.png") as image:
         assert image.format == "PNG" and image.size == (1200, 675)
         colours = image.convert("RGB").getcolors(maxcolors=1_000_000)
     assert len(colours) > 50                                   # a drawn curve, not a blank canvas
@@ -60,9 +61,9 @@ def test_loss_png_also_after_a_stopped_or_failed_run_with_nan(tmp_path, outcome)
         writer(step(i))
     writer(step(7, loss=float("nan")))
     writer(outcome)
-    rows = _rows(tmp_path / "metrics.csv")
+    rows = _rows(tmp_path / "mylora.metrics.csv")
     assert rows[-1][2] == "nan" and len(rows) == 8
-    with Image.open(tmp_path / "loss.png") as image:
+    with Image.open(tmp_path / "mylora.loss.png") as image:
         assert image.size == (1200, 675)
 
 
@@ -70,11 +71,11 @@ def test_no_png_without_losses_and_single_step_plots(tmp_path):
     writer = MetricsWriter(tmp_path, "empty")
     writer(run_started(output_dir=str(tmp_path)))
     writer(ev.RunFailed(step=0, reason="out of GPU memory"))
-    assert not (tmp_path / "loss.png").exists()
+    assert not (tmp_path / "empty.loss.png").exists()
     writer(run_started(output_dir=str(tmp_path)))
     writer(step(1))
     writer(_finish(1))
-    assert (tmp_path / "loss.png").exists()
+    assert (tmp_path / "empty.loss.png").exists()
 
 
 def test_resume_keeps_rows_up_to_the_resume_step(tmp_path):
@@ -89,21 +90,21 @@ def test_resume_keeps_rows_up_to_the_resume_step(tmp_path):
     for i in range(11, 15):
         resumed(step(i))
     resumed(_finish(14))
-    assert [row[0] for row in _rows(tmp_path / "metrics.csv")[1:]] == [str(i) for i in range(1, 15)]
+    assert [row[0] for row in _rows(tmp_path / "mylora.metrics.csv")[1:]] == [str(i) for i in range(1, 15)]
     assert list(resumed.steps) == list(range(1, 15))
 
     fresh = MetricsWriter(tmp_path, "mylora")
     fresh(run_started(output_dir=str(tmp_path)))
     fresh(step(1))
     fresh.close()
-    assert len(_rows(tmp_path / "metrics.csv")) == 2
+    assert len(_rows(tmp_path / "mylora.metrics.csv")) == 2
 
 
 def test_steps_without_run_started_get_numbered_lr_columns(tmp_path):
     writer = MetricsWriter(tmp_path, "bare")
     with writer:
         writer(step(1))
-    assert _rows(tmp_path / "metrics.csv")[0] == ["step", "epoch", "loss", "lr_0", "lr_1", "seconds"]
+    assert _rows(tmp_path / "bare.metrics.csv")[0] == ["step", "epoch", "loss", "lr_0", "lr_1", "seconds"]
 
 
 def test_plot_helpers():

@@ -47,12 +47,12 @@ def test_rich_panel_shows_the_validation_figure():
 def test_metrics_csv_column_and_loss_png_dots(tmp_path):
     writer = MetricsWriter(tmp_path, "mylora")
     validated_run(writer)
-    with open(tmp_path / "metrics.csv", newline="") as fh:
+    with open(tmp_path / "mylora.metrics.csv", newline="") as fh:
         rows = list(csv.reader(fh))
     assert rows[0][-1] == "validation_loss" and len(rows) == 9
     assert [(row[0], row[-1]) for row in rows[1:] if row[-1]] == [("2", "0.25"), ("4", "0.2"), ("6", "0.22"),
                                                                   ("8", "0.23")]
-    with Image.open(tmp_path / "loss.png") as image:
+    with Image.open(tmp_path / "mylora.loss.png") as image:
         colours = {colour for _, colour in image.convert("RGB").getcolors(maxcolors=1_000_000)}
     assert VALIDATION in colours
 
@@ -65,7 +65,7 @@ def test_a_resumed_run_keeps_earlier_validation_rows(tmp_path):
     writer(ev.ValidationDone(step=4, epoch=1, loss=0.2))           # measured again before the first new step
     writer(step(5, steps_per_epoch=4))
     writer.close()
-    with open(tmp_path / "metrics.csv", newline="") as fh:
+    with open(tmp_path / "mylora.metrics.csv", newline="") as fh:
         rows = list(csv.reader(fh))
     assert [row[0] for row in rows[1:]] == ["1", "2", "3", "4", "4", "5"]
     assert rows[5][2] == "" and rows[5][-1] == "0.2"
@@ -81,4 +81,4 @@ def test_without_validation_nothing_is_said(tmp_path):
         sink(step(2))
         sink(ev.RunFinished(2, 1.0, "/out/run/mylora.safetensors", 0.2))
     assert "val" not in out.getvalue()
-    assert "validation" not in (tmp_path / "metrics.csv").read_text()
+    assert "validation" not in (tmp_path / "mylora.metrics.csv").read_text()

@@ -23,7 +23,7 @@ def test_a_queue_runs_around_a_broken_job_and_sums_up(tmp_path, capsys):
 
     code = cli_main(["queue", str(queue), "--plain"])
     out, err = capsys.readouterr()
-    assert code == 1
+    assert code == 2
     assert (queue / "out1" / "first.safetensors").is_file() and (queue / "out4" / "last.safetensors").is_file()
     assert not (queue / "out2" / "diverges.safetensors").exists()
     assert sorted(p.name for p in (queue / "complete").iterdir()) == ["01_first.json", "04_last.json"]
@@ -49,7 +49,7 @@ def test_train_with_several_files_runs_them_in_the_given_order_without_moving_th
     missing = tmp_path / "missing.json"
     code = cli_main(["train", str(bad), str(missing)])
     out, err = capsys.readouterr()
-    assert code == 1 and bad.exists()
+    assert code == 2 and bad.exists()
     assert "job 1 (bad.json) failed" in err and "job 2 (missing.json) failed" in err
     assert "0 of 2 jobs finished" in out
 
@@ -97,7 +97,7 @@ def test_a_second_queue_on_a_running_folder_says_who_holds_it(tmp_path, capsys):
 def test_a_stale_lock_is_taken_over_and_the_lock_is_gone_after_the_queue(tmp_path, capsys):
     (tmp_path / "01_invalid.json").write_text(json.dumps({"schema_version": 1, "batch_size": 0}))
     (tmp_path / LOCK_NAME).write_text(owner(dead_pid()))
-    assert cli_main(["queue", str(tmp_path)]) == 1
+    assert cli_main(["queue", str(tmp_path)]) == 2
     out, err = capsys.readouterr()
     assert "a stale queue lock (pid" in out and "was taken over" in out
     assert "job 1 (01_invalid.json) failed" in err
@@ -109,7 +109,7 @@ def test_a_claimed_job_is_never_started_twice(tmp_path, capsys):
     job.write_text(json.dumps({"schema_version": 1, "batch_size": 0}))
     claim_path(job).write_text(owner(os.getpid()))       # another runner has it (this live process)
     assert claim(job) is not None
-    assert cli_main(["queue", str(tmp_path)]) == 1
+    assert cli_main(["queue", str(tmp_path)]) == 2
     out, err = capsys.readouterr()
     assert "job 1" not in err and "not run (claimed by pid" in out
     claim_path(job).write_text(owner(dead_pid()))         # that runner died: its claim is stale

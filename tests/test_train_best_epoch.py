@@ -79,7 +79,7 @@ def test_held_out_images_never_reach_a_training_batch(run):
 
 def test_metrics_csv_carries_the_validation_column(run):
     plan, events, _ = run
-    with open(plan.saving.output_dir / "metrics.csv", newline="") as fh:
+    with open(plan.saving.output_dir / f"{plan.saving.output_name}.metrics.csv", newline="") as fh:
         rows = list(csv.reader(fh))
     assert rows[0][-1] == "validation_loss"
     assert [(int(r[0]), float(r[-1])) for r in rows[1:] if r[-1]] == [

@@ -44,7 +44,7 @@ def test_train_exits_zero_and_writes_the_files(trained):
     assert result.returncode == 0, result.stderr[-3000:]
     out = root / "out"
     for name in ("cli_lora-000001.safetensors", "cli_lora.safetensors", "cli_lora.answers.json",
-                 "cli_lora.plan.json", "cli_lora_tags.txt", "metrics.csv", "loss.png"):
+                 "cli_lora.plan.json", "cli_lora_tags.txt", "cli_lora.metrics.csv", "cli_lora.loss.png"):
         assert (out / name).is_file(), name
     assert not (out / "cli_lora-000002.safetensors").exists()  # the last epoch is the final file
     assert "<lora:cli_lora:1>" in result.stdout
@@ -93,7 +93,7 @@ def test_library_warnings_and_log_records_land_in_the_log_file(tmp_path, capsys)
 
 def test_metrics_csv_has_every_step(trained):
     root, _ = trained
-    rows = (root / "out" / "metrics.csv").read_text().splitlines()
+    rows = (root / "out" / "cli_lora.metrics.csv").read_text().splitlines()
     assert rows[0].startswith("step,epoch,loss,lr_unet,lr_text_encoder")
     assert [int(r.split(",")[0]) for r in rows[1:]] == list(range(1, 9))
 

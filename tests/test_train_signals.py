@@ -190,7 +190,8 @@ def test_out_of_memory_is_explained_and_nothing_is_half_written(tmp_path, monkey
         assert advice in err
     # run.log: the libraries' warnings (pytest turns DeprecationWarnings on), kept off the screen
     files = sorted(p.name for p in (tmp_path / "out").iterdir() if p.name not in ("run.plan.json", "logs", "run.log"))
-    assert files == ["loss.png", "metrics.csv", "run-000001-state", "run-000001.safetensors", "run.answers.json"]
+    assert files == ["run-000001-state", "run-000001.safetensors", "run.answers.json", "run.loss.png",
+                     "run.metrics.csv"]
     assert json.loads((tmp_path / "out" / "run-000001-state" / "state.json").read_text())["position"]["epoch"] == 2
 
 

@@ -166,5 +166,11 @@ def run_check(path: str) -> int:
     earlier = find_earlier_outputs(plan.saving.output_dir, plan.saving.output_name, plan.total_steps)
     for line in earlier_outputs_lines(earlier, path):
         print("  " + line)
+    from easytrain.commands.queue_lock import run_lock_holder
+
+    holder = run_lock_holder(plan.saving.output_dir, plan.saving.output_name)
+    if holder:
+        print(safe_line(f"  ! another easytrain run is training into this output now ({holder}); `train` "
+                        "refuses to start until it ends"))
     print(f"OK: ready to train with `{command('train', path)}`")
     return 0

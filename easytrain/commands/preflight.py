@@ -25,12 +25,13 @@ from pathlib import Path
 from typing import Optional
 
 from easytrain.errors import UserError
-from easytrain.sampling.paths import SAMPLE_FOLDER
+from easytrain.sampling.paths import SAMPLE_FOLDER, is_sample_of
 from easytrain.textsafe import safe_line
 from easytrain.train.saving import STATE_JSON, STATE_SUFFIX
 
 BACKUP_PREFIX = "previous-"
-SHARED_FILES = ("metrics.csv", "loss.png")  # written by every run into its output folder
+# Written by every run into its output folder by versions before issue 28 (now NAME.metrics.csv, NAME.loss.png).
+SHARED_FILES = ("metrics.csv", "loss.png")
 # The longest name a run writes beside NAME: a step file's state folder while it is saved under a temp name.
 LONGEST_SUFFIX = "-step00000000-state.XXXXXXXX.tmp"
 SYSTEM_FOLDERS = ("/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/proc", "/run", "/sbin", "/sys",
@@ -141,7 +142,8 @@ class EarlierOutputs:
 def _run_file_pattern(name: str) -> re.Pattern:
     n = re.escape(name)
     return re.compile(rf"^{n}(?:(?:-\d{{6}}|-step\d{{8}})?(?:\.safetensors|{re.escape(STATE_SUFFIX)})"
-                      rf"|\.answers\.json|\.plan\.json|_tags\.txt|\.log)$")  # .log: library_log.py
+                      rf"|\.answers\.json|\.plan\.json|_tags\.txt|\.log"     # .log: library_log.py
+                      rf"|\.metrics\.csv|\.loss\.png)$")
 
 
 def find_earlier_outputs(output_dir: Path, name: str, total_steps: Optional[int] = None) -> EarlierOutputs:
@@ -157,7 +159,7 @@ def find_earlier_outputs(output_dir: Path, name: str, total_steps: Optional[int]
             files.append(log_dir(out, name))
         samples = out / SAMPLE_FOLDER
         if samples.is_dir():
-            files += sorted(p for p in samples.iterdir() if p.name.startswith(name + "_e") and p.suffix == ".png")
+            files += sorted(p for p in samples.iterdir() if is_sample_of(name, p.name))  # epoch and step samples
     lora = tuple(p for p in files if p.suffix == ".safetensors" and p.parent == out)
     names = tuple(p.name + ("/" if p.is_dir() else "") for p in files if p.parent == out)
     state = _newest_state(files, total_steps)
@@ -209,6 +211,27 @@ def earlier_outputs_lines(earlier: EarlierOutputs, answers_path: str, *, moving:
     else:
         lines.append(f"  `train` moves them to {next_backup_folder(earlier.folder)}/ first: nothing is overwritten")
     return [safe_line(line) for line in lines]
+
+
+def refuse_resuming_a_finished_run(earlier: EarlierOutputs, name: str, resume: str, restart: str) -> None:
+    """UserError when ``--resume`` would continue a run that already finished (and rewrite its LoRA file).
+
+    ``resume`` is "latest" or a state folder; one in another folder (previous-N) is left to the caller.
+    """
+    final = earlier.folder / f"{name}.safetensors"
+    if not final.is_file():
+        return
+    if resume == "latest":
+        if earlier.state is not None:
+            return
+    else:
+        state = _newest_state([Path(os.path.abspath(Path(resume).expanduser()))], None)
+        if state is None or state.folder.parent != earlier.folder or final.stat().st_mtime < state.saved_at:
+            return
+    raise UserError(safe_line(
+        f"--resume: the run in {earlier.folder} finished ({final.name} was saved after its last state): nothing "
+        f"to resume, and resuming would rewrite {final.name}. To train it again, `{restart}` starts a new run "
+        f"and first moves these files to {next_backup_folder(earlier.folder)}/"))
 
 
 def next_backup_folder(output_dir: Path) -> Path:
@@ -269,9 +292,25 @@ def data_folders(plan) -> list[Path]:
     return folders
 
 
+def latent_cache_problem(plan) -> Optional[str]:
+    """Why latents cached to disk cannot be written beside the images (a read-only dataset), or None."""
+    if plan.data.cache_latents != "disk" or plan.pixels_vary:
+        return None
+    from easytrain.data.scan import CACHE_DIR_NAME
+
+    root = Path(plan.train_scan.root)
+    cache = (root if root.is_dir() else root.parent) / CACHE_DIR_NAME
+    place = cache if cache.is_dir() else cache.parent
+    if _can_write(place):
+        return None
+    return (f"cache_latents: 'disk' keeps the latents in {cache}, and {place} cannot be written to (a read-only "
+            "disk, or no permission); use cache_latents: memory, or copy the images to a folder you can write to")
+
+
 def run_preflight(plan) -> None:
     """Every check of the run's files that needs no model: UserError naming the first problem."""
-    problem = output_place_problem(plan.saving.output_dir, plan.saving.output_name, data_folders(plan))
+    problem = (output_place_problem(plan.saving.output_dir, plan.saving.output_name, data_folders(plan))
+               or latent_cache_problem(plan))
     if problem:
         raise UserError(safe_line(problem))
     if plan.sampling.prompts_file is not None:

@@ -1,11 +1,12 @@
-"""One `easytrain queue` per folder, and every job claimed before it starts.
+"""One `easytrain queue` per folder, every job claimed before it starts, and one run per output.
 
 The queue folder holds ``.easytrain-queue.lock`` (pid, host, start time) while
 a queue runs it; a second queue on the same folder says who holds it and
 exits. A lock whose process is gone (a crash, kill -9) is stale and taken
 over. Each job is claimed with a ``.NAME.json.claim`` file created
 exclusively (an atomic create) before it starts, so a job never trains twice
-even if two runners raced past the lock.
+even if two runners raced past the lock. A run (`train`, each queue job) holds
+``OUTPUT/.NAME.lock`` likewise, so two runs never write the same output at once.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Iterator, Optional
 from easytrain.errors import UserError
 
 LOCK_NAME = ".easytrain-queue.lock"
+RUN_LOCK_SUFFIX = ".lock"  # OUTPUT/.NAME.lock while a run of NAME trains there
 CLAIM_SUFFIX = ".claim"
 
 
@@ -71,16 +73,40 @@ def _describe(owner: dict) -> str:
 def queue_lock(folder: Path) -> Iterator[list[str]]:
     """Hold the folder's queue lock; yields notes (a stale lock taken over). UserError when it is held."""
     lock = folder / LOCK_NAME
+    busy = f"{folder}: another easytrain queue is running this folder"
+    with _held(lock, busy, "queue lock") as notes:
+        yield notes
+
+
+@contextmanager
+def run_lock(output_dir: Path, name: str) -> Iterator[list[str]]:
+    """Hold ``OUTPUT/.NAME.lock`` while a run of NAME writes there: a second `train` of the same output
+    would move or overwrite the first one's files. Yields notes; UserError naming the holder when held."""
+    folder = Path(output_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    busy = f"{folder / name}: another easytrain run is training into this output (the same folder and name)"
+    with _held(folder / f".{name}{RUN_LOCK_SUFFIX}", busy, "run lock") as notes:
+        yield notes
+
+
+def run_lock_holder(output_dir: Path, name: str) -> Optional[str]:
+    """Who is training NAME into ``output_dir`` right now ("pid 4242 on gpu1, since ..."), or None."""
+    owner = _read_owner(Path(output_dir) / f".{name}{RUN_LOCK_SUFFIX}")
+    return _describe(owner) if owner is not None and _alive(owner) else None
+
+
+@contextmanager
+def _held(lock: Path, busy: str, what: str) -> Iterator[list[str]]:
     notes: list[str] = []
     while not _create_exclusive(lock):
         owner = _read_owner(lock)
         if _alive(owner):
-            raise UserError(f"{folder}: another easytrain queue is running this folder ({_describe(owner)}); "
-                            f"wait for it to finish, or stop it. If it is surely gone, delete {lock}")
+            raise UserError(f"{busy} ({_describe(owner)}); wait for it to finish, or stop it. "
+                            f"If it is surely gone, delete {lock}")
         if owner is None and time.time() - _mtime(lock) < 5:
-            time.sleep(0.2)   # being written right now by another starting queue
+            time.sleep(0.2)   # being written right now by another starting process
             continue
-        notes.append(f"a stale queue lock ({_describe(owner) if owner else 'unreadable'}) was taken over")
+        notes.append(f"a stale {what} ({_describe(owner) if owner else 'unreadable'}) was taken over")
         _remove_if_same(lock, owner)
     try:
         yield notes

@@ -29,22 +29,7 @@ class JobResult:
 
 
 EXIT_STOPPED = 3  # stopped on request, state saved: `--resume` continues
-
-
-def free_job_memory() -> None:
-    """Free what the job just ended held, before the next one loads its model.
-
-    A finished run's models, optimizer and accelerator are garbage only in reference cycles (accelerate wraps
-    each prepared model's forward in a method bound to the model; a failed job's traceback holds its frames),
-    which nothing collects until the cyclic collector happens to run: on a GPU the previous model would stay
-    there while the next loads. Collect them now and give the cached blocks back to the driver.
-    """
-    import gc
-
-    gc.collect()
-    torch = sys.modules.get("torch")
-    if torch is not None and torch.cuda.is_available():
-        torch.cuda.empty_cache()
+EXIT_FAILED = 2   # a job failed: a mistake in its answers, or an error inside easytrain (as for one file)
 
 
 def resume_command(path: str) -> str:
@@ -87,8 +72,11 @@ class SavedFiles:
         if type(event).__name__ == "CheckpointSaved" and path:
             self.last = path
 
-    def disk_refused(self, exc: BaseException, resume_hint: str) -> Optional[UserError]:
-        """A UserError naming the file that was saved and the one the disk refused, or None."""
+    def disk_refused(self, exc: BaseException, resume_hint: Optional[str], restart_hint: str = "",
+                     ) -> Optional[UserError]:
+        """A UserError naming the file that was saved and the one the disk refused, or None.
+
+        ``resume_hint`` is None when no state was saved to continue from: ``restart_hint`` starts again."""
         from easytrain.fsutil import failed_save
 
         found = failed_save(exc)
@@ -101,8 +89,10 @@ class SavedFiles:
             last = str(lora) if lora.is_file() else last
         kept = (f"{last} was saved and stays, with the files before it" if last
                 else "no LoRA file had been saved yet; earlier files are untouched")
+        then = (f"`{resume_hint}` continues from the newest saved state" if resume_hint
+                else f"`{restart_hint}` starts the run again (no training state was saved to continue from)")
         return UserError(f"{target}: could not be saved ({error.strerror or error}); {kept}. Free some "
-                         f"space, then `{resume_hint}` continues from the newest saved state")
+                         f"space, then {then}")
 
 
 def prepare(path: str) -> tuple[answers_file.Answers, TrainPlan]:
@@ -116,8 +106,20 @@ def prepare(path: str) -> tuple[answers_file.Answers, TrainPlan]:
 
 
 def train_one(path: str, *, resume: Optional[str] = None, plain: bool = False) -> JobResult:
-    """Validate, plan and train one answers file. UserErrors propagate to the caller."""
+    """Validate, plan and train one answers file, holding its output's run lock. UserErrors propagate."""
     answers, plan = prepare(path)
+    if not is_main_process():  # the main process holds the lock for all
+        return _train_planned(path, answers, plan, resume=resume, plain=plain)
+    from easytrain.commands.queue_lock import run_lock
+
+    with run_lock(plan.saving.output_dir, plan.saving.output_name) as notes:
+        for note in notes:
+            print(f"easytrain: {note}", flush=True)
+        return _train_planned(path, answers, plan, resume=resume, plain=plain)
+
+
+def _train_planned(path: str, answers: answers_file.Answers, plan: TrainPlan, *, resume: Optional[str],
+                   plain: bool) -> JobResult:
     from easytrain.commands.check import plan_lines
 
     main = is_main_process()
@@ -141,7 +143,7 @@ def train_one(path: str, *, resume: Optional[str] = None, plain: bool = False) -
     control = TrainControl()
     started = time.monotonic()
     metrics = MetricsWriter(plan.saving.output_dir, plan.saving.output_name) if main else None
-    every = plan.run.log_every_n_steps
+    every = answers.get("log_every_n_steps", 10)
     board = tensorboard_sink(plan, every) if main else None
     view_context = (make_view(sys.stdout, plain=True if plain else None, every=every)
                     if main else nullcontext(_quiet_sink))
@@ -152,7 +154,7 @@ def train_one(path: str, *, resume: Optional[str] = None, plain: bool = False) -
             sinks = [sink for sink in (printable_events(view), metrics, board, saved) if sink is not None]
             result = run_training(plan, fan_out(*sinks), control, resume=resume)
     except Exception as exc:
-        refused = saved.disk_refused(exc, resume_command(path))
+        refused = saved.disk_refused(exc, resume_command(path) if can_resume(plan) else None, command("train", path))
         if refused is None:
             raise
         raise refused from None
@@ -174,6 +176,16 @@ def train_one(path: str, *, resume: Optional[str] = None, plain: bool = False) -
                      error="stopped" if stopped else "", exit_code=EXIT_STOPPED if stopped else 0)
 
 
+def can_resume(plan: TrainPlan) -> bool:
+    """Whether the output folder holds a state of this run that `--resume` can continue."""
+    from easytrain.commands.preflight import find_earlier_outputs
+
+    try:
+        return find_earlier_outputs(plan.saving.output_dir, plan.saving.output_name, plan.total_steps).state is not None
+    except OSError:  # the folder cannot be read now: do not promise a state
+        return False
+
+
 def tensorboard_sink(plan: TrainPlan, every: int):
     """The TensorBoard event writer for this run, or None when the answers turn it off."""
     from easytrain.progress.tensorboard import TensorBoardWriter, tensorboard_installed
@@ -193,6 +205,8 @@ def keep_earlier_outputs(plan: TrainPlan, path: str, resume: Optional[str]) -> l
 
     preflight.clean_leftovers(plan.saving.output_dir, plan.saving.output_name)
     earlier = preflight.find_earlier_outputs(plan.saving.output_dir, plan.saving.output_name, plan.total_steps)
+    if resume is not None:
+        preflight.refuse_resuming_a_finished_run(earlier, plan.saving.output_name, resume, command("train", path))
     moved_to = None
     if resume is None and earlier.worth_keeping:
         moved_to = preflight.back_up_earlier_outputs(earlier)
@@ -247,12 +261,11 @@ def run_jobs(files: list[str], *, plain: bool, done_folder: Optional[Path] = Non
     A stopped job (Ctrl+C, SIGTERM) stops the whole queue: the remaining jobs
     are listed as not run. Finished files move into ``done_folder`` if given. With ``claims``
     (a queue folder) each job is claimed before it starts and skipped when another runner has it.
-    Returns 0 when every job finished, EXIT_STOPPED after a stop, 1 otherwise.
+    Returns 0 when every job finished, EXIT_STOPPED after a stop, EXIT_FAILED (2, as for one file) otherwise.
     """
     results: list[JobResult] = []
     stopped = False
     for index, path in enumerate(files, 1):
-        free_job_memory()   # the previous job's model, before this one loads
         if stopped:
             results.append(JobResult(path, False, 0.0, error="not run (the queue was stopped)", exit_code=-1))
             continue
@@ -268,7 +281,8 @@ def run_jobs(files: list[str], *, plain: bool, done_folder: Optional[Path] = Non
             result = train_one(path, plain=plain)
         except UserError as exc:
             print(f"easytrain: job {index} ({Path(path).name}) failed: {safe_text(exc)}", file=sys.stderr, flush=True)
-            results.append(JobResult(path, False, time.monotonic() - started, error=_first_line(exc), exit_code=1))
+            results.append(JobResult(path, False, time.monotonic() - started, error=_first_line(exc),
+                                     exit_code=EXIT_FAILED))
             if claims:
                 _release_job(Path(path))
             continue
@@ -278,7 +292,7 @@ def run_jobs(files: list[str], *, plain: bool, done_folder: Optional[Path] = Non
             print(f"easytrain: job {index} ({Path(path).name}) failed: {unexpected_line(exc, path)}; "
                   "going on with the next job", file=sys.stderr, flush=True)
             results.append(JobResult(path, False, time.monotonic() - started,
-                                     error=f"{type(exc).__name__}: {_first_line(exc)}", exit_code=1))
+                                     error=f"{type(exc).__name__}: {_first_line(exc)}", exit_code=EXIT_FAILED))
             if claims:
                 _release_job(Path(path))
             continue
@@ -290,12 +304,11 @@ def run_jobs(files: list[str], *, plain: bool, done_folder: Optional[Path] = Non
             Path(path).replace(done_folder / Path(path).name)
         if claims:
             _release_job(Path(path))   # after the move: the job is never up for grabs between the two
-    free_job_memory()
     if is_main_process():
         print("\n" + "\n".join(summary_table(results, moved_to=done_folder)), flush=True)
     if stopped:
         return EXIT_STOPPED
-    return 0 if all(r.ok for r in results) else 1
+    return 0 if all(r.ok for r in results) else EXIT_FAILED
 
 
 def summary_table(results: Sequence[JobResult], *, moved_to: Optional[Path] = None) -> list[str]:

@@ -29,9 +29,30 @@ def interactive() -> bool:
         return False
 
 
+MIN_COLUMNS, MIN_ROWS = 12, 6  # below 11 columns Textual's layout fails (range() arg 3 must not be zero)
+
+
+def too_small_message() -> Optional[str]:
+    """Why the terminal is too small for the wizard, or None."""
+    import os
+
+    try:  # the terminal itself, as Textual measures it (COLUMNS/LINES in the environment may be stale)
+        columns, rows = os.get_terminal_size(sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):
+        return None
+    if columns >= MIN_COLUMNS and rows >= MIN_ROWS:
+        return None
+    return (f"the terminal is too small for the wizard ({columns}x{rows}; it needs at least {MIN_COLUMNS} columns "
+            f"and {MIN_ROWS} rows): make the window bigger, or train from an answers file with "
+            f"`{command('train', 'FILE')}`")
+
+
 def run_wizard() -> int:
     if not interactive():
         raise UserError(no_tty_message())
+    small = too_small_message()
+    if small:
+        raise UserError(small)
     return run_app()
 
 

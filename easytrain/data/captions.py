@@ -17,8 +17,13 @@ def read_caption(path: Path) -> tuple[str, list[str]]:
     data = path.read_bytes()
     if data.startswith(b"\xef\xbb\xbf"):
         data = data[3:]
+    utf16 = utf16_encoding(data)
     try:
-        text = data.decode("utf-8")
+        if utf16:
+            text = data.decode(utf16)
+            warnings.append(f"{path}: caption file is UTF-16, not UTF-8; it was read as UTF-16 (save it as UTF-8)")
+        else:
+            text = data.decode("utf-8")
     except UnicodeDecodeError:
         text = data.decode("utf-8", errors="replace")
         warnings.append(f"{path}: caption file is not UTF-8; unreadable characters were replaced (save it as UTF-8)")
@@ -27,6 +32,27 @@ def read_caption(path: Path) -> tuple[str, list[str]]:
     if not caption:
         warnings.append(f"{path}: caption is empty; the image trains without a caption")
     return caption, warnings
+
+
+def utf16_encoding(data: bytes) -> str:
+    """"utf-16" (with a byte-order mark), "utf-16-le"/"-be" (without: text whose every other byte is
+    NUL, as Windows tools write it), or "" for anything else."""
+    if len(data) < 2 or len(data) % 2:
+        return ""
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        try:
+            data.decode("utf-16")
+        except UnicodeDecodeError:  # bytes that merely start like a byte-order mark
+            return ""
+        return "utf-16"
+    if b"\x00" not in data:
+        return ""
+    odd, even = data[1::2], data[0::2]
+    if odd.count(0) >= 0.9 * len(odd) and not even.count(0):
+        return "utf-16-le"
+    if even.count(0) >= 0.9 * len(even) and not odd.count(0):
+        return "utf-16-be"
+    return ""
 
 
 def split_tags(caption: str) -> list[str]:

@@ -32,6 +32,7 @@ LISTED_PATHS = 5  # how many example paths a finding names before "and N more"
 # Phrases of the per-folder summary warnings (the check report lists those findings itself).
 MISSING_CAPTION_PHRASE = "have no caption file"
 UNREADABLE_PHRASE = "cannot be read and are left out"
+SKIPPED_IMAGE_SUFFIXES = (".gif",)  # pictures that are no training images: named, never silently dropped
 
 
 @dataclass(frozen=True)
@@ -198,12 +199,13 @@ def scan_subset(folder: Path, *, name: str, repeats: int, is_reg: bool, caption_
     """
     masks = mask_files(mask_dir)
     caption_extension = normalise_extension(caption_extension)
-    entries = sorted((e for e in _entries(folder) if not e.name.startswith(".")), key=lambda e: e.name)
+    entries = sorted((e for e in list_folder(folder) if not e.name.startswith(".")), key=lambda e: e.name)
     names = {e.name for e in entries if is_regular_file(e)}  # a FIFO named like a caption would block the read
     images: list[ImageEntry] = []
     unreadable: list[UnreadableImage] = []
     warnings: list[str] = []
     missing: list[Path] = []
+    skipped = [Path(e.path) for e in entries if e.name.lower().endswith(SKIPPED_IMAGE_SUFFIXES) and e.name in names]
     for entry in entries:
         if not is_image_name(entry.name):
             continue
@@ -248,6 +250,10 @@ def scan_subset(folder: Path, *, name: str, repeats: int, is_reg: bool, caption_
         warnings.append(
             f"{folder}: {len(missing)} image(s) {MISSING_CAPTION_PHRASE} ({caption_extension}) and use "
             f"{fallback} instead: {_some_paths(missing)}")
+    if skipped:
+        warnings.append(
+            f"{folder}: {len(skipped)} GIF file(s) are not used for training, nor their captions "
+            f"(`easytrain images --convert-animated` writes them as PNG): {_some_paths(skipped)}")
     if unreadable:
         warnings.append(
             f"{folder}: {len(unreadable)} image(s) {UNREADABLE_PHRASE}: "
@@ -294,7 +300,7 @@ def normalise_extension(extension: str) -> str:
     return extension if extension.startswith(".") else "." + extension
 
 
-def _entries(folder: Path) -> list[os.DirEntry]:
+def list_folder(folder: Path) -> list[os.DirEntry]:
     """The folder's listing; UserError naming it when it cannot be listed (gone, a loop, no permission)."""
     try:
         with os.scandir(folder) as listing:
@@ -306,6 +312,14 @@ def _entries(folder: Path) -> list[os.DirEntry]:
 def is_regular_file(entry: os.DirEntry) -> bool:
     try:
         return entry.is_file()
+    except OSError:
+        return False
+
+
+def is_folder(entry: os.DirEntry) -> bool:
+    """A folder to look into; never a link loop or an entry that vanished since the listing."""
+    try:
+        return entry.is_dir()
     except OSError:
         return False
 
@@ -322,14 +336,10 @@ def _os_reason(exc: OSError) -> str:
 
 def _list_root(root: Path) -> tuple[list[Path], list[Path]]:
     folders, loose = [], []
-    for entry in sorted(_entries(root), key=lambda e: e.name):
+    for entry in sorted(list_folder(root), key=lambda e: e.name):
         if entry.name.startswith(".") or entry.name in (CACHE_DIR_NAME, EXCLUDED_DIR_NAME):
             continue
-        try:
-            is_folder = entry.is_dir()
-        except OSError:  # a link loop or a vanished entry: not a folder of images
-            is_folder = False
-        if is_folder:
+        if is_folder(entry):
             folders.append(Path(entry.path))
         elif is_image_name(entry.name):
             loose.append(Path(entry.path))

@@ -11,7 +11,6 @@ file belongs to is decided by the families' signatures (families/detect.py).
 from __future__ import annotations
 
 import json
-import pickletools
 import struct
 import zipfile
 from dataclasses import dataclass
@@ -26,7 +25,6 @@ UNET_PREFIX = "model.diffusion_model."  # the denoiser's prefix in A1111-style s
 SAFETENSORS_SUFFIXES = (".safetensors", ".sft")  # Black Forest Labs' first releases used .sft
 
 _MAX_HEADER_BYTES = 100 * 1024 * 1024
-_MARKER_KEYS = ("v_pred", "ztsnr")  # dotless keys that still matter in a .ckpt's key list
 
 # Shapes by key (None where only the name is known, as in a .ckpt's pickle).
 Shapes = dict[str, "list | None"]
@@ -87,7 +85,7 @@ def _data_end(tensors: dict) -> int:
 
 
 def file_keys(path: Path) -> tuple[Shapes, dict[str, str]]:
-    """(shapes by key, metadata) of a .safetensors file, or of a zip-format .ckpt (names only, never run).
+    """(shapes by key, metadata) of a .safetensors file, or of a zip-format .ckpt (read, never run).
 
     A .ckpt's metadata holds only easytrain's tiny marker, when it has one. A legacy (non-zip) .ckpt gives
     nothing: ({}, {}).
@@ -103,16 +101,12 @@ def file_keys(path: Path) -> tuple[Shapes, dict[str, str]]:
             data = zf.read(pickles[0])
     except (zipfile.BadZipFile, OSError):
         return {}, {}
-    strings: set[str] = set()
-    try:
-        for _opcode, arg, _pos in pickletools.genops(data):
-            if isinstance(arg, str):
-                strings.add(arg)
-    except Exception:  # a damaged pickle: keep what was read before the damage
-        pass
-    shapes: Shapes = {s: None for s in strings if ("." in s and " " not in s) or s in _MARKER_KEYS}
+    from easytrain.model.ckpt_pickle import read_ckpt
+
+    shapes, others = read_ckpt(path, data)   # as train reads it: code and non-tensors are refused here
+    marker = others.get(TINY_MARKER_KEY)
     # a top-level {"easytrain.model": "tiny-..."} entry marks a tiny model saved as .ckpt
-    metadata = {TINY_MARKER_KEY: s for s in strings if TINY_MARKER_KEY in strings and s.startswith(TINY_MARKER_PREFIX)}
+    metadata = {TINY_MARKER_KEY: marker} if isinstance(marker, str) and marker.startswith(TINY_MARKER_PREFIX) else {}
     return shapes, metadata
 
 

@@ -1,4 +1,8 @@
-"""A sink that keeps `metrics.csv` next to the outputs and draws `loss.png` at the end.
+"""A sink that keeps `NAME.metrics.csv` next to the outputs and draws `NAME.loss.png` at the end.
+
+Both carry the run's name, so a second run with another name in the same output
+folder never overwrites them (`metrics.csv` and `loss.png` of earlier versions
+are still read by `compare`).
 
 Columns: step, epoch, loss, one `lr_<group>` per learning-rate group, seconds
 (the wall time of that step), and `validation_loss` when the run holds images
@@ -21,18 +25,27 @@ from easytrain.fsutil import atomic_write_text
 from easytrain.progress.loss_plot import write_loss_png
 from easytrain.train import events as ev
 
-CSV_NAME = "metrics.csv"
-PNG_NAME = "loss.png"
+CSV_SUFFIX = ".metrics.csv"
+PNG_SUFFIX = ".loss.png"
+LEGACY_CSV_NAME = "metrics.csv"   # what versions before issue 28 wrote, one per folder
+LEGACY_PNG_NAME = "loss.png"
+
+
+def metrics_csv_path(output_dir: str | Path, name: str) -> Path:
+    return Path(output_dir) / f"{name}{CSV_SUFFIX}"
+
+
+def loss_png_path(output_dir: str | Path, name: str) -> Path:
+    return Path(output_dir) / f"{name}{PNG_SUFFIX}"
 
 
 class MetricsWriter:
-    def __init__(self, output_dir: str | Path, name: str, *, csv_name: str = CSV_NAME,
-                 png_name: str = PNG_NAME, flush_seconds: float = 5.0,
+    def __init__(self, output_dir: str | Path, name: str, *, flush_seconds: float = 5.0,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.output_dir = Path(output_dir)
         self.name = name
-        self.csv_path = self.output_dir / csv_name
-        self.png_path = self.output_dir / png_name
+        self.csv_path = metrics_csv_path(output_dir, name)
+        self.png_path = loss_png_path(output_dir, name)
         self.flush_seconds = flush_seconds
         self.clock = clock
         self._file: Optional[TextIO] = None

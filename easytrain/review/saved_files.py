@@ -2,7 +2,7 @@
 
 Read from the output folder alone, so it works on a finished run, a stopped
 one and one still training: the files' own metadata (``ss_epoch``,
-``ss_steps``, ``ss_validation_loss``), ``metrics.csv`` for the training loss
+``ss_steps``, ``ss_validation_loss``), ``NAME.metrics.csv`` for the training loss
 and ``sample/`` for the images made at the same point.
 """
 
@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Optional
 
 from easytrain.errors import UserError
-from easytrain.progress.metrics import CSV_NAME
+from easytrain.progress.metrics import LEGACY_CSV_NAME, metrics_csv_path
 from easytrain.sampling.paths import parse_sample_name, sample_dir
 
 _SAVED_NAME = re.compile(r"^(?P<name>.+?)(?:-(?P<epoch>\d{6})|-step(?P<step>\d{8}))?\.safetensors$")
@@ -82,7 +82,7 @@ def review_run(folder: str | Path, name: Optional[str] = None) -> RunReview:
             found.append(_read_file(path, match))
     found.sort(key=lambda f: (f.kind == "final", f.step if f.step is not None else -1))
     samples = _samples(folder, name)
-    losses = _training_losses(folder / CSV_NAME)
+    losses = _training_losses(_metrics_file(folder, name, names))
     prompts = max((len(row) for row in samples.values()), default=0)
     files = []
     previous_step = 0
@@ -136,8 +136,14 @@ def _samples_for(f: SavedFile, samples: dict) -> list[Optional[Path]]:
     return []
 
 
+def _metrics_file(folder: Path, name: str, names: list[str]) -> Path:
+    """The run's own NAME.metrics.csv; an earlier version's shared metrics.csv only when it is the only run."""
+    own = metrics_csv_path(folder, name)
+    return own if own.is_file() or len(names) > 1 else folder / LEGACY_CSV_NAME
+
+
 def _training_losses(path: Path) -> list[tuple[int, float]]:
-    """(step, loss) rows of metrics.csv; [] when the file is missing or not ours."""
+    """(step, loss) rows of a metrics file; [] when the file is missing or not ours."""
     try:
         with open(path, encoding="utf-8", newline="") as fh:
             rows = list(csv.reader(fh))

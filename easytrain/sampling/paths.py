@@ -44,6 +44,11 @@ class SampleName:
     index: int
 
 
+def is_sample_of(name: str, filename: str) -> bool:
+    """Whether ``filename`` is a sample or a contact sheet of the run ``name`` (epoch or step)."""
+    return re.fullmatch(re.escape(name) + r"_e?\d{6,}_(?:\d{2,}_\d+|sheet)\.png", filename) is not None
+
+
 def parse_sample_name(name: str, filename: str) -> Optional[SampleName]:
     """The parts of a sample image's name for the run ``name``; None for sheets and other files."""
     match = re.fullmatch(re.escape(name) + r"_(e?)(\d{6,})_(\d{2,})_\d+\.png", filename)

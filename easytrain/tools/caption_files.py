@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from easytrain.data.captions import split_tags
+from easytrain.data.captions import split_tags, utf16_encoding
 from easytrain.tools.dataset_files import DatasetFolder, ImageFile, dataset_folders
 
 BOM = b"\xef\xbb\xbf"
@@ -40,6 +40,8 @@ class NotUtf8(Exception):
 def read_caption_file(path: Path) -> CaptionFile:
     raw = path.read_bytes()
     body = raw[len(BOM):] if raw.startswith(BOM) else raw
+    if utf16_encoding(body):  # NUL between the letters would be edited as text: leave it alone
+        raise NotUtf8(f"{path}: caption file is UTF-16, not UTF-8; left untouched, save it as UTF-8 to edit it")
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError as exc:

@@ -14,13 +14,14 @@ from pathlib import Path
 from typing import Optional
 
 from easytrain.data.images import is_image_name
-from easytrain.data.scan import CACHE_DIR_NAME, normalise_extension
+from easytrain.data.scan import (CACHE_DIR_NAME, SKIPPED_IMAGE_SUFFIXES, is_folder, is_regular_file, list_folder,
+                                 normalise_extension)
 from easytrain.errors import UserError
 
 TOOLS_DIR_NAME = ".easytrain"
 EXCLUDED_DIR_NAME = "_excluded"
 # Animated GIFs are not training images, but the image tools look at them (to convert them).
-EXTRA_IMAGE_SUFFIXES = frozenset({".gif"})
+EXTRA_IMAGE_SUFFIXES = frozenset(SKIPPED_IMAGE_SUFFIXES)
 SKIPPED_FOLDERS = frozenset({TOOLS_DIR_NAME, EXCLUDED_DIR_NAME, CACHE_DIR_NAME})
 
 
@@ -55,8 +56,8 @@ def dataset_folders(root: Path, caption_extension: str = ".txt", *, include_gif:
     top = _folder(root, caption_extension, include_gif)
     if top.images:
         folders.append(top)
-    for entry in sorted(os.scandir(root), key=lambda e: e.name):
-        if entry.name.startswith(".") or entry.name in SKIPPED_FOLDERS or not entry.is_dir():
+    for entry in sorted(list_folder(root), key=lambda e: e.name):
+        if entry.name.startswith(".") or entry.name in SKIPPED_FOLDERS or not is_folder(entry):
             continue
         folder = _folder(Path(entry.path), caption_extension, include_gif)
         if folder.images:
@@ -73,9 +74,7 @@ def is_tool_image_name(name: str, include_gif: bool) -> bool:
 
 
 def _folder(path: Path, caption_extension: str, include_gif: bool) -> DatasetFolder:
-    from easytrain.data.scan import is_regular_file
-
-    entries = [e for e in os.scandir(path) if not e.name.startswith(".")]
+    entries = [e for e in list_folder(path) if not e.name.startswith(".")]
     names = {e.name for e in entries if is_regular_file(e)}  # never a FIFO, a link loop or a folder
     images = []
     for entry in sorted(entries, key=lambda e: e.name):

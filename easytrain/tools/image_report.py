@@ -175,10 +175,10 @@ def format_report(report: ImageReport, listed: int = 5) -> list[str]:
     section(f"Smaller than {report.resolution} px training", report.upscaled,
             lambda i: f"{name(i)} ({i.width}x{i.height})", "they would be upscaled; --min-size moves tiny ones out")
     section("Transparent", report.transparent, hint="trained on white; --flatten does it now (or --background)")
-    section("Animated", report.animated, lambda i: f"{name(i)} ({i.frames} frames)",
+    section("Animated", [i for i in report.animated if i.format != "GIF"], lambda i: f"{name(i)} ({i.frames} frames)",
             "training uses the first frame only; --convert-animated writes PNG frames")
-    static_gifs = [g for g in report.gifs if not g.animated]
-    section("GIF files", static_gifs, hint="training skips GIFs; --convert-animated writes them as PNG")
+    section("GIF files", report.gifs, lambda i: name(i) + (f" ({i.frames} frames)" if i.animated else ""),
+            "not used for training (check and train skip GIFs); --convert-animated writes them as PNG")
     for kind, items in sorted(report.colour.items()):
         section(f"{kind.capitalize()} mode", items, lambda i: f"{name(i)} ({i.mode})",
                 "converted to RGB when training")

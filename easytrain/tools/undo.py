@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Iterable
 
 from easytrain.errors import UserError
-from easytrain.fsutil import atomic_write_text
+from easytrain.fsutil import atomic_write_text, json_text
 from easytrain.tools.dataset_files import EXCLUDED_DIR_NAME, TOOLS_DIR_NAME
 
 UNDO_DIR = Path(TOOLS_DIR_NAME) / "undo"
@@ -51,9 +51,18 @@ def record_undo(root: Path, description: str, *, kept: Iterable[Path] = (), take
     taken: files the caller will move into the entry's `files/` itself (see `taken_path`);
     created: files the change will create; moved: (from, to) moves inside DIR.
     """
+    try:
+        return _record(root, description, list(kept), list(taken), list(created), list(moved))
+    except OSError as exc:
+        raise UserError(f"{root}: cannot keep the undo record in {undo_root(root)} "
+                        f"({exc.strerror or exc}; a read-only disk?), so nothing was changed. Copy the "
+                        "images to a folder you can write to") from None
+
+
+def _record(root: Path, description: str, kept: list[Path], taken: list[Path], created: list[Path],
+            moved: list[tuple[Path, Path]]) -> tuple[str, Path]:
     entry = _new_entry(root)
     files = entry / "files"
-    kept, taken = list(kept), list(taken)
     pairs = [(path, files / _rel(root, path)) for path in kept]
     for folder in {target.parent for _path, target in pairs}:
         folder.mkdir(parents=True, exist_ok=True)
@@ -68,7 +77,7 @@ def record_undo(root: Path, description: str, *, kept: Iterable[Path] = (), take
         "created": [_rel(root, p) for p in created],
         "moved": [[_rel(root, a), _rel(root, b)] for a, b in moved],
     }
-    atomic_write_text(entry / MANIFEST, json.dumps(manifest, indent=1, ensure_ascii=False) + "\n")
+    atomic_write_text(entry / MANIFEST, json_text(manifest, indent=1))
     return entry.name, entry
 
 

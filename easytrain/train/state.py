@@ -53,7 +53,8 @@ def _dataset_fingerprint(scan) -> Optional[dict]:
     subsets = {}
     for subset in scan.subsets:
         names = hashlib.sha256("\n".join(sorted(
-            f"{Path(i.path).name}:{i.width}x{i.height}" for i in subset.images)).encode()).hexdigest()[:16]
+            f"{Path(i.path).name}:{i.width}x{i.height}" for i in subset.images)).encode(
+            "utf-8", "surrogateescape")).hexdigest()[:16]  # a file name need not be UTF-8
         subsets[subset.name] = {"repeats": subset.repeats, "images": len(subset.images), "files": names}
     return subsets
 

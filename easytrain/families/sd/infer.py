@@ -15,11 +15,12 @@ import re
 from typing import Mapping, Optional, Sequence
 
 from easytrain.errors import UserError
+from easytrain.families.sd.signature import CLIP_VOCAB_SIZE, other_vocabulary
 
 Shapes = Mapping[str, Sequence[int]]
 UNET = "model.diffusion_model."
 VAE = "first_stage_model."
-CLIP_VOCAB = 49408
+CLIP_VOCAB = CLIP_VOCAB_SIZE
 
 
 def _indices(shapes: Shapes, pattern: str) -> list[int]:
@@ -96,9 +97,7 @@ def text_encoder_config(shapes: Shapes, text_prefix: str, pad_token_id: int):
     token = shapes[text_prefix + "embeddings.token_embedding.weight"]
     vocab, hidden = token[0], token[1]
     if vocab != CLIP_VOCAB:
-        raise UserError(
-            f"the text encoder has a {vocab}-token vocabulary; easytrain trains single-file models only with "
-            f"CLIP's own {CLIP_VOCAB}-token vocabulary. Save the model as a diffusers folder with its tokenizer/")
+        raise UserError(other_vocabulary(vocab))
     layers = _indices(shapes, re.escape(text_prefix) + r"encoder\.layers\.(\d+)\.")
     config = CLIPTextConfig(
         vocab_size=vocab,

@@ -15,6 +15,7 @@ SD1_TEXT_PREFIX = "cond_stage_model.transformer."
 SD2_TEXT_PREFIX = "cond_stage_model.model."
 _CROSS_ATTN_KEY = UNET_PREFIX + "input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight"
 _FAMILY_BY_CROSS_WIDTH = {768: "SD 1.x", 1024: "SD 2.x"}
+CLIP_VOCAB_SIZE = 49408  # the real CLIP BPE's tokens, the only vocabulary a single file trains with
 
 
 def from_keys(path: Path, shapes: Shapes, metadata: dict[str, str]) -> Optional[Detection]:
@@ -25,6 +26,7 @@ def from_keys(path: Path, shapes: Shapes, metadata: dict[str, str]) -> Optional[
     if any(k.startswith(SD2_TEXT_PREFIX) for k in keys):
         return _sd2_detection(path, metadata, "SD 2.x (OpenCLIP ViT-H text encoder)")
     if any(k.startswith(SD1_TEXT_PREFIX) for k in keys):
+        _refuse_other_vocabularies(path, shapes)
         width = _token_embedding_width(shapes)
         if width in (None, 768):
             return Detection("sd1", "epsilon", True, "SD 1.x (CLIP ViT-L text encoder)")
@@ -66,15 +68,32 @@ def from_folder(path: Path, index: dict, marker: Optional[str]) -> Optional[Dete
                      f"SD 1.x-like diffusers folder with cross-attention width {cross}")
 
 
-def _token_embedding_width(shapes: Shapes) -> int | None:
+def _token_embedding_shape(shapes: Shapes) -> tuple[int, int] | None:
     for key in (
         SD1_TEXT_PREFIX + "text_model.embeddings.token_embedding.weight",
         SD1_TEXT_PREFIX + "embeddings.token_embedding.weight",
     ):
         shape = shapes.get(key)
         if shape and len(shape) == 2:
-            return int(shape[1])
+            return int(shape[0]), int(shape[1])
     return None
+
+
+def _token_embedding_width(shapes: Shapes) -> int | None:
+    shape = _token_embedding_shape(shapes)
+    return shape[1] if shape else None
+
+
+def _refuse_other_vocabularies(path: Path, shapes: Shapes) -> None:
+    """Train loads an SD1 single file only with CLIP's own tokenizer (infer.py): say so before it loads."""
+    shape = _token_embedding_shape(shapes)
+    if shape is not None and shape[0] != CLIP_VOCAB_SIZE:
+        raise UserError(f"{path}: {other_vocabulary(shape[0])}")
+
+
+def other_vocabulary(vocab: int) -> str:
+    return (f"the text encoder has a {vocab}-token vocabulary; easytrain trains single-file models only with "
+            f"CLIP's own {CLIP_VOCAB_SIZE}-token vocabulary. Save the model as a diffusers folder with its tokenizer/")
 
 
 def _sd2_detection(path: Path, metadata: dict[str, str], family: str) -> Detection:
