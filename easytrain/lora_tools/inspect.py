@@ -167,7 +167,7 @@ def render(info: LoraInfo) -> list[str]:
     lines = [f"{info.path.name}  ({info.size / 2**20:.1f} MiB, {info.dtype})",
              f"  {'architecture':<{W}}{info.arch.label} ({info.arch.evidence})",
              f"  {'network':<{W}}{info.network_type}, {sum(p.modules for p in info.parts.values())} modules"]
-    for prefix, part in info.parts.items():
+    for part in info.parts.values():
         lines.append(f"  {part.label:<{W}}{part.modules} modules, dim {_counter(part.dims, 'dim')}, "
                      f"alpha {_counter(part.alphas, 'alpha')}")
     if info.settings:
