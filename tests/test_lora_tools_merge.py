@@ -259,3 +259,18 @@ def test_a_loha_and_a_lora_merge_into_one_lora_exactly_at_full_rank(tmp_path):
         want = deltas.delta(loha_modules[name], shape).flatten(1) + 0.5 * product(lora_modules[name])
         torch.testing.assert_close(product(merged[name]), want, rtol=1e-4, atol=1e-5)
     assert merged["lora_unet_down_blocks_1_resnets_0_conv1"]["lora_down.weight"].shape[1:] == (32, 3, 3)
+
+
+def test_a_checkpoint_with_the_older_clip_layout_gets_its_text_encoder_merged(tmp_path):
+    """Older SD1 files keep the text encoder under cond_stage_model.transformer.encoder (no text_model level)."""
+    from easytrain.lora_tools.merge import merge_into_checkpoint
+    from tests._model_helpers import rewrite_keys
+
+    old = rewrite_keys(_tiny_sd1(), tmp_path / "old-layout.safetensors",
+                       lambda k: k.replace("cond_stage_model.transformer.text_model.", "cond_stage_model.transformer."))
+    _network, lora = sd1_lora(tmp_path, "LoRA")
+    out = tmp_path / "merged.safetensors"
+    merge_into_checkpoint(old, [(lora, 1.0)], out)
+    key = "cond_stage_model.transformer.encoder.layers.1.mlp.fc2.weight"
+    want = read(old)[0][key] + product(modules(read(lora)[0])["lora_te_text_model_encoder_layers_1_mlp_fc2"])
+    torch.testing.assert_close(read(out)[0][key], want, rtol=1e-5, atol=1e-6)
