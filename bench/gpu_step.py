@@ -119,11 +119,13 @@ def build_sd15(device: torch.device):
     from diffusers import UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    from easytrain.model.load import CONFIG_ROOT, load_clip_tokenizer, make_noise_scheduler
+    from easytrain.families.ddpm.schedule import make_noise_scheduler
+    from easytrain.families.registry import config_folder
+    from easytrain.model.load import load_clip_tokenizer
     from easytrain.model.quiet import quiet_model_libraries
 
     quiet_model_libraries()
-    folder = CONFIG_ROOT / "sd1"
+    folder = config_folder("sd1")
     with init_empty_weights():
         unet = UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(folder / "unet"))
         text_encoder = CLIPTextModel(CLIPTextConfig.from_pretrained(str(folder / "text_encoder")))
@@ -151,8 +153,8 @@ class ArchParts:
 def sd15_parts(device: torch.device, weight_dtype: torch.dtype, *, batch: int, resolution: int, dim: int,
                alpha: float) -> ArchParts:
     """SD1.5 with the network on the UNet and the text encoder, captions encoded in every step."""
-    from easytrain.arch.clip_text import encode_tokens, tokenize_captions
-    from easytrain.network.build import apply_network
+    from easytrain.families.clip_text import encode_tokens, tokenize_captions
+    from easytrain.families.sd.targets import apply_network
     from easytrain.network.spec import NetworkSpec
 
     unet, text_encoder, tokenizer, noise_scheduler = build_sd15(device)
@@ -177,10 +179,11 @@ def sdxl_parts(device: torch.device, weight_dtype: torch.dtype, *, batch: int, r
     """SDXL with kohya's default network (UNet only) and the text encoders' outputs cached, as SDXL trains."""
     from load_full_sdxl import sdxl_meta_models
 
-    from easytrain.arch.registry import adapter_for
-    from easytrain.arch.sdxl_text import encode_sdxl_tokens, time_ids, tokenize_sdxl
+    from easytrain.families.registry import family_for
+    from easytrain.families.sdxl.text import encode_sdxl_tokens, time_ids, tokenize_sdxl
     from easytrain.model.load import CLIP_PAD, load_clip_tokenizer
-    from easytrain.model.load_sdxl import BIGG_PAD, make_sdxl_noise_scheduler
+    from easytrain.families.ddpm.schedule import make_noise_scheduler
+    from easytrain.families.sdxl.load import BIGG_PAD
     from easytrain.model.quiet import quiet_model_libraries
     from easytrain.network.build import build_network
     from easytrain.network.spec import NetworkSpec
@@ -190,7 +193,7 @@ def sdxl_parts(device: torch.device, weight_dtype: torch.dtype, *, batch: int, r
     torch.manual_seed(0)
     unet, *encoders = (materialise(models[part].to(weight_dtype), device).requires_grad_(False)
                        for part in ("unet", "text_encoder", "text_encoder_2"))
-    adapter = adapter_for("sdxl")
+    adapter = family_for("sdxl")
     parts = adapter.network_models(SimpleNamespace(unet=unet, text_encoders=tuple(encoders)))
     spec = NetworkSpec("LoRA", dim, alpha, train_text_encoder=False)
     network = build_network(parts, adapter.network_targets(parts, spec), spec, seed=0)
@@ -213,14 +216,14 @@ def sdxl_parts(device: torch.device, weight_dtype: torch.dtype, *, batch: int, r
     def set_checkpointing(on: bool) -> None:
         unet.enable_gradient_checkpointing() if on else unet.disable_gradient_checkpointing()
 
-    return ArchParts(unet, network, [unet], make_sdxl_noise_scheduler("epsilon", zero_terminal_snr=False),
+    return ArchParts(unet, network, [unet], make_noise_scheduler("epsilon"),
                      float(sdxl_latent_scale()), condition, set_checkpointing, attention=unet_attention(unet))
 
 
 def sdxl_latent_scale() -> float:
     import json
 
-    from easytrain.model.load_sdxl import SDXL_CONFIG_DIR
+    from easytrain.families.sdxl.load import SDXL_CONFIG_DIR
 
     return json.loads((SDXL_CONFIG_DIR / "vae" / "config.json").read_text())["scaling_factor"]
 
@@ -279,7 +282,7 @@ class Trainer:
         from accelerate import Accelerator
         from accelerate.state import AcceleratorState
 
-        from easytrain.train.diffusion import all_snr
+        from easytrain.families.ddpm.diffusion import all_snr
         from easytrain.train.optimizers import build_optimizer
 
         self.case, self.device = case, device
@@ -313,7 +316,7 @@ class Trainer:
 
     def step(self) -> torch.Tensor:
         """The loop's training_step on a cached-latent batch (conditioning as the architecture's trainer does)."""
-        from easytrain.train.diffusion import diffusion_loss, sample_noise, sample_timesteps, training_target
+        from easytrain.families.ddpm.diffusion import diffusion_loss, sample_noise, sample_timesteps, training_target
 
         device, scheduler = self.device, self.noise_scheduler
         latents = self.latents * self.parts.latent_scale

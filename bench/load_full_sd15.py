@@ -33,10 +33,10 @@ def sd15_original_shapes() -> dict[str, tuple[int, ...]]:
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    from easytrain.model.convert import clip_key_map, unet_key_map, vae_key_map
-    from easytrain.model.load import CONFIG_ROOT
+    from easytrain.families.sd.convert import clip_key_map, unet_key_map, vae_key_map
+    from easytrain.families.registry import config_folder
 
-    folder = CONFIG_ROOT / "sd1"
+    folder = config_folder("sd1")
     with init_empty_weights():
         unet = UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(folder / "unet"))
         vae = AutoencoderKL.from_config(AutoencoderKL.load_config(folder / "vae"))
@@ -124,7 +124,7 @@ def report_counts(counts: dict[str, int], expected: dict[str, int], what: str, r
 def main() -> int:
     dtype, keep = bench_arguments(__doc__.splitlines()[0])
 
-    from easytrain.model.load import load_base_model
+    from easytrain.families.load import load_base_model
 
     with tempfile.TemporaryDirectory() as tmp:
         path = keep or Path(tmp) / "sd15-random.safetensors"

@@ -121,11 +121,11 @@ def train_one(path: str, *, resume: Optional[str] = None, plain: bool = False) -
     from easytrain.train.loop import run_training
 
     quiet_model_libraries()
-    log_path = library_log_path(plan.output_dir, plan.output_name)
+    log_path = library_log_path(plan.saving.output_dir, plan.saving.output_name)
     control = TrainControl()
     started = time.monotonic()
-    metrics = MetricsWriter(plan.output_dir, plan.output_name) if main else None
-    every = answers.get("log_every_n_steps", 10)
+    metrics = MetricsWriter(plan.saving.output_dir, plan.saving.output_name) if main else None
+    every = plan.run.log_every_n_steps
     board = tensorboard_sink(plan, every) if main else None
     view_context = (make_view(sys.stdout, plain=True if plain else None, every=every)
                     if main else nullcontext(_quiet_sink))
@@ -168,15 +168,15 @@ def tensorboard_sink(plan: TrainPlan, every: int):
         print("easytrain: the tensorboard package is not installed, so no TensorBoard logs are written "
               "(pip install tensorboard, or set tensorboard: false)", file=sys.stderr, flush=True)
         return None
-    return TensorBoardWriter(plan.output_dir, plan.output_name, every=every)
+    return TensorBoardWriter(plan.saving.output_dir, plan.saving.output_name, every=every)
 
 
 def keep_earlier_outputs(plan: TrainPlan, path: str, resume: Optional[str]) -> list[str]:
     """Clean an interrupted save's temp files; move an earlier run's files aside (not when resuming)."""
     from easytrain.commands import preflight
 
-    preflight.clean_leftovers(plan.output_dir, plan.output_name)
-    earlier = preflight.find_earlier_outputs(plan.output_dir, plan.output_name, plan.total_steps)
+    preflight.clean_leftovers(plan.saving.output_dir, plan.saving.output_name)
+    earlier = preflight.find_earlier_outputs(plan.saving.output_dir, plan.saving.output_name, plan.total_steps)
     moved_to = None
     if resume is None and earlier.worth_keeping:
         moved_to = preflight.back_up_earlier_outputs(earlier)

@@ -402,8 +402,8 @@ class Wizard:
         more = f" and {plural(len(files) - 1, 'epoch file')}" if len(files) > 1 else ""
         summary.append(f"Output: {files[-1]}{more}")
         accumulation = plan.optimizer.gradient_accumulation_steps
-        per_step = plan.batch_size * accumulation
-        how = f" ({plan.batch_size} x {accumulation} accumulated)" if accumulation > 1 else ""
+        per_step = plan.data.batch_size * accumulation
+        how = f" ({plan.data.batch_size} x {accumulation} accumulated)" if accumulation > 1 else ""
         summary.append(f"Effective batch: {per_step} images per step{how} (times the GPUs of a multi-GPU launch)")
         memory, memory_warnings = self.gpu_memory(plan, arch)
         summary += memory

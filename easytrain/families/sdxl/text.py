@@ -16,8 +16,8 @@ from typing import Sequence
 
 import torch
 
-from easytrain.arch.base import fill_text_cache
-from easytrain.arch.clip_text import chunk_count, join_chunk_states, tokenize_captions
+from easytrain.families.base import fill_text_cache
+from easytrain.families.clip_text import chunk_count, join_chunk_states, tokenize_captions
 
 
 def time_ids(original_sizes: Sequence[tuple[int, int]], crop_top_lefts: Sequence[tuple[int, int]],

@@ -1,9 +1,9 @@
 """SDXL (and its families: Pony, Illustrious, NoobAI eps and v-pred): two text encoders, added conditioning.
 
 Trained as kohya's sdxl_train_network.py trains it: the conditioning of
-arch/sdxl_text.py (both encoders' penultimate states, bigG's pooled output,
+families/sdxl/text.py (both encoders' penultimate states, bigG's pooled output,
 size/crop time ids), UNet modules named in Stability's layout
-(network/sdxl_targets.py), text encoders as lora_te1_ (CLIP-L) and lora_te2_
+(families/sdxl/targets.py), text encoders as lora_te1_ (CLIP-L) and lora_te2_
 (bigG). Clip skip does not apply. The SDXL VAE overflows in fp16, so it encodes
 in fp32.
 """
@@ -12,16 +12,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from easytrain.arch.base import Adapter
-from easytrain.arch.sdxl_text import SdxlConditioner
+from easytrain.families.ddpm.family import DdpmFamily
+from easytrain.families.sdxl.text import SdxlConditioner
 
 
-class SDXL(Adapter):
+class SDXL(DdpmFamily):
     family = "sdxl"
     vae_encodes_in_half = False
 
     def load(self, path: Path, detection, arch: str, prediction: str, dtype):
-        from easytrain.model.load_sdxl import load_sdxl
+        from easytrain.families.sdxl.load import load_sdxl
 
         return load_sdxl(path, dtype, arch=arch, prediction_type=prediction, detection=detection)
 
@@ -33,7 +33,7 @@ class SDXL(Adapter):
         return {"unet": base.unet, "text_encoder": text_encoder, "text_encoder_2": text_encoder_2}
 
     def network_targets(self, models: dict, spec) -> list:
-        from easytrain.network.sdxl_targets import sdxl_text_encoder_targets, sdxl_unet_targets
+        from easytrain.families.sdxl.targets import sdxl_text_encoder_targets, sdxl_unet_targets
 
         targets = []
         if spec.train_unet and models.get("unet") is not None:
@@ -49,14 +49,13 @@ class SDXL(Adapter):
         return SdxlConditioner(tuple(text_encoders), tuple(tokenizers), max_token_length=max_token_length,
                                device=device, train_text_encoder=train_text_encoder, cache_text=cache_text)
 
-    def render_samples(self, *, unet, vae, text_encoders, tokenizers, prompts, output_dir, name, epoch, device,
-                       dtype, clip_skip, prediction_type, scheduler_config, max_token_length, on_progress=None,
-                       step=None):
-        from easytrain.sampling.sdxl import generate_sdxl_samples
+    def render_samples(self, *, base, unet, text_encoders, prompts, output_dir, name, epoch, device, dtype,
+                       clip_skip, max_token_length, on_progress=None, step=None):
+        from easytrain.families.sdxl.sampling import generate_sdxl_samples
 
         return generate_sdxl_samples(
-            unet=unet, vae=vae, text_encoders=tuple(text_encoders), tokenizers=tuple(tokenizers), prompts=prompts,
-            output_dir=output_dir, name=name, epoch=epoch, step=step, device=device, dtype=dtype,
-            prediction_type=prediction_type, scheduler_config=scheduler_config, max_token_length=max_token_length,
-            on_progress=on_progress,
+            unet=unet, vae=base.vae, text_encoders=tuple(text_encoders), tokenizers=tuple(base.tokenizers),
+            prompts=prompts, output_dir=output_dir, name=name, epoch=epoch, step=step, device=device, dtype=dtype,
+            prediction_type=base.prediction_type, scheduler_config=base.noise_scheduler.config,
+            max_token_length=max_token_length, on_progress=on_progress,
         )

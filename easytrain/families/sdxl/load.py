@@ -14,28 +14,19 @@ from typing import Any
 import torch
 
 from easytrain.errors import UserError
-from easytrain.model import tiny_sdxl
-from easytrain.model.convert import unet_key_map, vae_key_map
-from easytrain.model.convert_sdxl import TEXT_PROJECTION_KEY, bigg_source, clip_l_key_map
-from easytrain.model.detect import Detection, detect_architecture
+from easytrain.families.sdxl import tiny as tiny_sdxl
+from easytrain.families.sd.convert import unet_key_map, vae_key_map
+from easytrain.families.sdxl.convert import TEXT_PROJECTION_KEY, bigg_source, clip_l_key_map
+from easytrain.families.detect import detect_architecture
+from easytrain.model.detect import Detection
+from easytrain.families.ddpm.schedule import make_noise_scheduler
 from easytrain.model.load import (
-    CLIP_PAD,
-    CONFIG_ROOT,
-    BaseModel,
-    _config_dict,
-    _fill,
-    _from_folder,
-    _names,
-    _open_tensors,
-    _plain_sources,
-    _TensorSource,
-    finish,
-    load_clip_tokenizer,
-    make_noise_scheduler,
+    CLIP_PAD, BaseModel, TensorSource, config_dict, fill, finish, from_folder, load_clip_tokenizer, names, open_tensors,
+    plain_sources,
 )
 from easytrain.model.quiet import quiet_model_libraries
 
-SDXL_CONFIG_DIR = CONFIG_ROOT / "sdxl"
+SDXL_CONFIG_DIR = Path(__file__).parent / "configs" / "sdxl"
 BIGG_PAD = "!"
 
 
@@ -52,21 +43,9 @@ def load_sdxl(path: str | Path, dtype: torch.dtype = torch.float32, *, arch: str
     detection = detection or detect_architecture(path)
     parts = _load_folder(path, dtype) if path.is_dir() else _load_single_file(path, detection, dtype)
     prediction = prediction_type or detection.prediction_type or "epsilon"
-    base = finish(arch, prediction, parts["unet"], parts["vae"], parts["text_encoders"], parts["tokenizers"],
-                  str(path))
-    if detection.zero_terminal_snr if zero_terminal_snr is None else zero_terminal_snr:
-        base.noise_scheduler = make_sdxl_noise_scheduler(prediction, zero_terminal_snr=True)
-    return base
-
-
-def make_sdxl_noise_scheduler(prediction_type: str, zero_terminal_snr: bool):
-    """SDXL's training schedule (SD's scaled_linear betas); ztsnr rescales them to zero terminal SNR."""
-    from diffusers import DDPMScheduler
-
-    scheduler = make_noise_scheduler(prediction_type)
-    if not zero_terminal_snr:
-        return scheduler
-    return DDPMScheduler.from_config(scheduler.config, rescale_betas_zero_snr=True)
+    ztsnr = detection.zero_terminal_snr if zero_terminal_snr is None else zero_terminal_snr
+    return finish(arch, prediction, parts["unet"], parts["vae"], parts["text_encoders"], parts["tokenizers"],
+                  str(path), make_noise_scheduler(prediction, zero_terminal_snr=ztsnr))
 
 
 # ---- diffusers folders -------------------------------------------------------------------------
@@ -81,10 +60,10 @@ def _load_folder(folder: Path, dtype: torch.dtype) -> dict:
             raise UserError(f"{folder}: SDXL diffusers folder without its {part}/ subfolder")
     try:
         parts = dict(
-            unet=_from_folder(UNet2DConditionModel, folder, "unet", torch_dtype=dtype),
-            vae=_from_folder(AutoencoderKL, folder, "vae", torch_dtype=dtype),
-            text_encoder=_from_folder(CLIPTextModel, folder, "text_encoder", dtype=dtype),
-            text_encoder_2=_from_folder(CLIPTextModelWithProjection, folder, "text_encoder_2", dtype=dtype),
+            unet=from_folder(UNet2DConditionModel, folder, "unet", torch_dtype=dtype),
+            vae=from_folder(AutoencoderKL, folder, "vae", torch_dtype=dtype),
+            text_encoder=from_folder(CLIPTextModel, folder, "text_encoder", dtype=dtype),
+            text_encoder_2=from_folder(CLIPTextModelWithProjection, folder, "text_encoder_2", dtype=dtype),
         )
     except (OSError, EnvironmentError) as exc:
         raise UserError(f"{folder}: cannot load this diffusers folder: {exc}") from exc
@@ -122,8 +101,8 @@ def _configs(detection: Detection) -> tuple[dict, dict, Any, Any]:
         first, second = tiny_sdxl.text_encoder_configs(len(tokenizer))
         return dict(tiny_sdxl.UNET_CONFIG), dict(tiny_sdxl.VAE_CONFIG), first, second
     return (
-        _config_dict(SDXL_CONFIG_DIR / "unet" / "config.json"),
-        _config_dict(SDXL_CONFIG_DIR / "vae" / "config.json"),
+        config_dict(SDXL_CONFIG_DIR / "unet" / "config.json"),
+        config_dict(SDXL_CONFIG_DIR / "vae" / "config.json"),
         CLIPTextConfig.from_pretrained(str(SDXL_CONFIG_DIR / "text_encoder"), local_files_only=True),
         CLIPTextConfig.from_pretrained(str(SDXL_CONFIG_DIR / "text_encoder_2"), local_files_only=True),
     )
@@ -135,17 +114,17 @@ def _load_single_file(path: Path, detection: Detection, dtype: torch.dtype) -> d
     from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
     unet_config, vae_config, config_1, config_2 = _configs(detection)
-    with _open_tensors(path) as source:
+    with open_tensors(path) as source:
         _require_sdxl_layout(path, source)
         with init_empty_weights():
             unet = UNet2DConditionModel.from_config(unet_config)
             vae = AutoencoderKL.from_config(vae_config)
             text_encoder = CLIPTextModel(config_1)
             text_encoder_2 = CLIPTextModelWithProjection(config_2)
-        _fill(path, unet, _plain_sources(source, unet_key_map(unet.config, _names(unet)), ema=True), dtype)
-        _fill(path, vae, _plain_sources(source, vae_key_map(vae.config, _names(vae))), dtype)
-        _fill(path, text_encoder, _plain_sources(source, clip_l_key_map(_names(text_encoder))), dtype)
-        _fill(path, text_encoder_2, _bigg_sources(source, _names(text_encoder_2)), dtype)
+        fill(path, unet, plain_sources(source, unet_key_map(unet.config, names(unet)), ema=True), dtype)
+        fill(path, vae, plain_sources(source, vae_key_map(vae.config, names(vae))), dtype)
+        fill(path, text_encoder, plain_sources(source, clip_l_key_map(names(text_encoder))), dtype)
+        fill(path, text_encoder_2, _bigg_sources(source, names(text_encoder_2)), dtype)
     if detection.is_tiny:
         tokenizers = tiny_sdxl.build_tiny_sdxl_tokenizers()
     else:
@@ -153,7 +132,7 @@ def _load_single_file(path: Path, detection: Detection, dtype: torch.dtype) -> d
     return dict(unet=unet, vae=vae, text_encoders=(text_encoder, text_encoder_2), tokenizers=tokenizers)
 
 
-def _require_sdxl_layout(path: Path, source: _TensorSource) -> None:
+def _require_sdxl_layout(path: Path, source: TensorSource) -> None:
     if TEXT_PROJECTION_KEY not in source.keys:
         raise UserError(
             f"{path}: no {TEXT_PROJECTION_KEY} key; SDXL single files in Stability's layout hold the "
@@ -161,11 +140,11 @@ def _require_sdxl_layout(path: Path, source: _TensorSource) -> None:
         )
 
 
-def _bigg_sources(source: _TensorSource, names: list[str]) -> dict:
+def _bigg_sources(source: TensorSource, names: list[str]) -> dict:
     """Sources of the bigG encoder; its text projection is stored transposed."""
     def get(key: str):
         tensor = source.get(key)
         return tensor.T if key == TEXT_PROJECTION_KEY else tensor
 
-    transposing = _TensorSource(source.keys, get)
+    transposing = TensorSource(source.keys, get)
     return {name: (transposing, bigg_source(name)) for name in names}

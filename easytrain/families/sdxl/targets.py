@@ -15,16 +15,10 @@ from __future__ import annotations
 
 from torch import nn
 
-from easytrain.model.convert import unet_module_map
+from easytrain.families.sd.convert import unet_module_map
+from easytrain.families.sd.targets import UNET_BLOCKS, UNET_CONV_BLOCKS
 from easytrain.network.targets import (
-    TEXT_ENCODER_BLOCKS,
-    UNET_BLOCKS,
-    UNET_CONV_BLOCKS,
-    UNET_PREFIX,
-    Target,
-    _collect,
-    kohya_name,
-    text_encoder_kohya_path,
+    TEXT_ENCODER_BLOCKS, UNET_PREFIX, Target, collect, kohya_name, text_encoder_kohya_path,
 )
 
 TEXT_ENCODER_1_PREFIX = "lora_te1"
@@ -38,7 +32,7 @@ def sdxl_unet_kohya_names(unet_config, paths) -> dict[str, str]:
 
 def sdxl_unet_targets(unet: nn.Module, *, with_convs: bool) -> list[Target]:
     blocks = UNET_BLOCKS + (UNET_CONV_BLOCKS if with_convs else ())
-    found = _collect(unet, blocks, with_convs=with_convs)
+    found = collect(unet, blocks, with_convs=with_convs)
     names = sdxl_unet_kohya_names(unet.config, [path for path, _ in found])
     return [Target("unet", path, kind, names[path]) for path, kind in found]
 
@@ -48,5 +42,5 @@ def sdxl_text_encoder_targets(text_encoder: nn.Module, second: bool) -> list[Tar
     part, prefix = ("text_encoder_2", TEXT_ENCODER_2_PREFIX) if second else ("text_encoder", TEXT_ENCODER_1_PREFIX)
     return [
         Target(part, path, kind, kohya_name(prefix, text_encoder_kohya_path(path)))
-        for path, kind in _collect(text_encoder, TEXT_ENCODER_BLOCKS, with_convs=False)
+        for path, kind in collect(text_encoder, TEXT_ENCODER_BLOCKS, with_convs=False)
     ]

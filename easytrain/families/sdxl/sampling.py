@@ -1,6 +1,6 @@
 """Sample images from an SDXL model being trained, with diffusers' SDXL pipeline around the live modules.
 
-Prompts are encoded by the training conditioning (arch/sdxl_text.py: both
+Prompts are encoded by the training conditioning (families/sdxl/text.py: both
 encoders' penultimate states, bigG's pooled output, 75-token windows); the
 pipeline adds the time ids for the image size (original = target, no crop).
 """
@@ -14,7 +14,8 @@ from typing import Callable, Optional, Sequence
 import torch
 from PIL import Image
 
-from easytrain.sampling.generate import build_sample_scheduler, native_size, render_prompts
+from easytrain.families.ddpm.sampling import build_sample_scheduler, native_size
+from easytrain.sampling.generate import render_prompts
 from easytrain.sampling.prompts import SamplePrompt
 
 
@@ -54,7 +55,7 @@ def build_sdxl_pipeline(*, unet, vae, text_encoders, tokenizers, scheduler):
 
 
 def _encode(pipe, text: str, *, device, max_token_length: int) -> tuple[torch.Tensor, torch.Tensor]:
-    from easytrain.arch.sdxl_text import encode_sdxl_tokens, tokenize_sdxl
+    from easytrain.families.sdxl.text import encode_sdxl_tokens, tokenize_sdxl
 
     ids_1, ids_2 = tokenize_sdxl((pipe.tokenizer, pipe.tokenizer_2), [text], max_token_length)
     return encode_sdxl_tokens((pipe.text_encoder, pipe.text_encoder_2), ids_1.to(device), ids_2.to(device))

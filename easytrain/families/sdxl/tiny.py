@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 from typing import NamedTuple
 
-from easytrain.model import tiny
+from easytrain.families.sd import tiny
 
 TINY_SDXL_VERSION = 1  # bump when the architecture below changes; invalidates caches
 TEXT_WIDTH_1 = 32
@@ -129,8 +129,8 @@ def tiny_sdxl_paths(cache_dir: str | os.PathLike | None = None) -> TinySdxlPaths
 
 
 def _build_cache(folder: Path) -> None:
-    from easytrain.model.convert_sdxl import write_sdxl_single_file
-    from easytrain.model.detect import TINY_SDXL_MARKER_VALUE
+    from easytrain.families.sdxl.convert import write_sdxl_single_file
+    from easytrain.families.sdxl.signature import TINY_MARKER as TINY_SDXL_MARKER_VALUE
     from easytrain.model.quiet import quiet_model_libraries
 
     quiet_model_libraries()

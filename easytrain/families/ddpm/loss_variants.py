@@ -12,7 +12,6 @@ Formulas as in sd-scripts (library/train_util.py ``conditional_loss`` and
   scale_v_pred_loss_like_noise_pred snr / (snr + 1);
   debiased_estimation_loss 1 / sqrt(snr) (v-prediction: 1 / (snr + 1)).
 - the masked loss: the mask resized to the loss by area averaging, then multiplied in.
-- the v-prediction target sqrt(alpha_bar) * noise - sqrt(1 - alpha_bar) * latents.
 """
 
 from __future__ import annotations
@@ -85,11 +84,3 @@ def apply_mask(loss: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         mask = mask.unsqueeze(1)
     resized = F.interpolate(mask.to(loss.device, loss.dtype), size=loss.shape[2:], mode="area")
     return loss * resized
-
-
-def velocity(latents: torch.Tensor, noise: torch.Tensor, alphas_cumprod: torch.Tensor,
-             timesteps: torch.Tensor) -> torch.Tensor:
-    """The v-prediction target: sqrt(alpha_bar_t) * noise - sqrt(1 - alpha_bar_t) * latents."""
-    alpha_bar = alphas_cumprod.to(latents.device)[timesteps.long()].to(latents.dtype)
-    shape = (-1,) + (1,) * (latents.ndim - 1)
-    return alpha_bar.sqrt().view(shape) * noise - (1 - alpha_bar).sqrt().view(shape) * latents

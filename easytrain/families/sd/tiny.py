@@ -216,8 +216,8 @@ def mark_tiny(diffusers_dir: Path, marker: str, version: int) -> dict[str, str]:
 
 
 def _build_tiny_cache(folder: Path) -> None:
-    from easytrain.model.convert import write_single_file
-    from easytrain.model.detect import TINY_MARKER_VALUE
+    from easytrain.families.sd.convert import write_single_file
+    from easytrain.families.sd.signature import TINY_MARKER as TINY_MARKER_VALUE
     from easytrain.model.quiet import quiet_model_libraries
 
     quiet_model_libraries()

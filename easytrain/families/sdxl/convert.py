@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from easytrain.model.convert import (
+from easytrain.families.sd.convert import (
     clip_key_map,
     openclip_source,
     original_tensors,

@@ -12,9 +12,11 @@ from pathlib import Path
 
 import torch
 
-from easytrain.arch.base import Adapter, fill_text_cache
-from easytrain.arch.clip_text import TextStateCache, encode_tokens, tokenize_captions
-from easytrain.model import load
+from easytrain.families.base import fill_text_cache
+from easytrain.families.ddpm.family import DdpmFamily
+from easytrain.families.clip_text import TextStateCache, encode_tokens, tokenize_captions
+from easytrain.families.sd import load
+from easytrain.model.load import BUILTIN_TINY, CLIP_PAD
 
 
 class ClipConditioner:
@@ -44,10 +46,10 @@ class ClipConditioner:
         return {"encoder_hidden_states": states}
 
 
-class StableDiffusion(Adapter):
+class StableDiffusion(DdpmFamily):
     """What SD1 and SD2 share; the subclasses set the tokenizer's pad and the text encoder's file layout."""
 
-    pad_token = load.CLIP_PAD
+    pad_token = CLIP_PAD
     openclip_text = False           # the file keeps the text encoder in the OpenCLIP layout
     infers_sizes = False            # configs may be read off a file whose sizes differ from the shipped ones
 
@@ -68,7 +70,7 @@ class StableDiffusion(Adapter):
         return {"unet": base.unet, "text_encoder": base.text_encoder}
 
     def network_targets(self, models: dict, spec) -> list:
-        from easytrain.network.targets import find_targets
+        from easytrain.families.sd.targets import find_targets
 
         return find_targets(models.get("unet"), models.get("text_encoder"), spec)
 
@@ -78,17 +80,16 @@ class StableDiffusion(Adapter):
         return ClipConditioner(text_encoder, tokenizer, clip_skip=clip_skip, max_token_length=max_token_length,
                                device=device, train_text_encoder=train_text_encoder, cache_text=cache_text)
 
-    def render_samples(self, *, unet, vae, text_encoders, tokenizers, prompts, output_dir, name, epoch, device,
-                       dtype, clip_skip, prediction_type, scheduler_config, max_token_length, on_progress=None,
-                       step=None):
-        from easytrain.sampling.generate import generate_samples
+    def render_samples(self, *, base, unet, text_encoders, prompts, output_dir, name, epoch, device, dtype,
+                       clip_skip, max_token_length, on_progress=None, step=None):
+        from easytrain.families.sd.sampling import generate_samples
 
-        (text_encoder,), (tokenizer,) = text_encoders, tokenizers
+        (text_encoder,), (tokenizer,) = text_encoders, base.tokenizers
         return generate_samples(
-            unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, prompts=prompts,
+            unet=unet, vae=base.vae, text_encoder=text_encoder, tokenizer=tokenizer, prompts=prompts,
             output_dir=output_dir, name=name, epoch=epoch, step=step, device=device, dtype=dtype, clip_skip=clip_skip,
-            prediction_type=prediction_type, scheduler_config=scheduler_config, max_token_length=max_token_length,
-            on_progress=on_progress,
+            prediction_type=base.prediction_type, scheduler_config=base.noise_scheduler.config,
+            max_token_length=max_token_length, on_progress=on_progress,
         )
 
 
@@ -97,11 +98,11 @@ class SD1(StableDiffusion):
     infers_sizes = True
 
     def load_builtin_tiny(self, dtype):
-        from easytrain.model import tiny
+        from easytrain.families.sd import tiny
 
         model = load.load_sd_folder(tiny.tiny_model_paths().diffusers_dir, "sd1", "epsilon", dtype,
                                     pad_token=self.pad_token)
-        model.source = load.BUILTIN_TINY
+        model.source = BUILTIN_TINY
         return model
 
 

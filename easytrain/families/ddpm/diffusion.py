@@ -15,10 +15,10 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from easytrain.train.loss_variants import (
+from easytrain.families.ddpm.loss_variants import (
     apply_mask, debiased_weights, elementwise_loss, v_pred_like_noise_pred_weights,
 )
-from easytrain.train.noise_variants import offset_noise, pyramid_noise
+from easytrain.families.ddpm.noise_variants import offset_noise, pyramid_noise
 
 
 def sample_noise(latents: torch.Tensor, noise_offset: float = 0.0,
