@@ -20,7 +20,7 @@ SD1_SPECS = {
 
 def sd1_network(kind: str, seed: int = 123, scale: float = 0.2):
     """A tiny-SD1 network of ``kind`` with random adapters (its unet/text_encoder are adapted in place)."""
-    from easytrain.network.build import apply_network
+    from easytrain.families.sd.targets import apply_network
     from easytrain.network.spec import NetworkSpec
 
     parts = tiny_parts()
@@ -44,8 +44,8 @@ def sd1_lora(folder: Path, kind: str = "LoRA", seed: int = 123, dtype: str = "fl
 
 
 def sdxl_base():
-    from easytrain.model.load import load_base_model
-    from easytrain.model.tiny_sdxl import tiny_sdxl_paths
+    from easytrain.families.load import load_base_model
+    from easytrain.families.sdxl.tiny import tiny_sdxl_paths
 
     quiet()
     return load_base_model(str(tiny_sdxl_paths().single_file), "sdxl")
@@ -53,7 +53,7 @@ def sdxl_base():
 
 def sdxl_lora(folder: Path, kind: str = "LoCon", seed: int = 5):
     """(base, network, path): a LoCon on the tiny SDXL model, both text encoders trained."""
-    from easytrain.arch.registry import adapter_for
+    from easytrain.families.registry import family_for as adapter_for
     from easytrain.network.build import build_network
     from easytrain.network.spec import NetworkSpec
 

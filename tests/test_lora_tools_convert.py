@@ -90,7 +90,7 @@ def test_sdxl_round_trip_translates_stability_names_and_loads_in_diffusers(tmp_p
     from diffusers import StableDiffusionXLPipeline
 
     from easytrain.lora_tools.convert import convert
-    from easytrain.model.tiny_sdxl import tiny_sdxl_paths
+    from easytrain.families.sdxl.tiny import tiny_sdxl_paths
 
     _base, _network, source = sdxl_lora(tmp_path)
     as_diffusers, back = tmp_path / "d.safetensors", tmp_path / "back.safetensors"
@@ -146,7 +146,7 @@ def test_a_file_diffusers_wrote_without_alphas_converts_with_scale_one(tmp_path)
 
 def test_convert_refuses_lycoris_and_wrong_files_in_one_line(tmp_path, capsys):
     from easytrain.cli import main
-    from easytrain.model.tiny import tiny_model_paths
+    from easytrain.families.sd.tiny import tiny_model_paths
 
     _network, loha = sd1_lora(tmp_path, "LoHa")
     out = tmp_path / "o.safetensors"

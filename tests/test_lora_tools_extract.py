@@ -15,7 +15,7 @@ def _relative(got: torch.Tensor, want: torch.Tensor) -> float:
 def test_extract_from_base_plus_merged_locon_gives_each_delta_back(tmp_path):
     from easytrain.lora_tools.extract import extract_lora
     from easytrain.lora_tools.merge import merge_into_checkpoint
-    from easytrain.model.tiny import tiny_model_paths
+    from easytrain.families.sd.tiny import tiny_model_paths
 
     base = tiny_model_paths().single_file
     _network, lora = sd1_lora(tmp_path, "LoCon")
@@ -40,7 +40,7 @@ def test_extract_from_base_plus_merged_locon_gives_each_delta_back(tmp_path):
 def test_extract_on_sdxl_reads_the_fused_text_encoder_thirds(tmp_path):
     from easytrain.lora_tools.extract import extract_lora
     from easytrain.lora_tools.merge import merge_into_checkpoint
-    from easytrain.model.tiny_sdxl import tiny_sdxl_paths
+    from easytrain.families.sdxl.tiny import tiny_sdxl_paths
 
     base = tiny_sdxl_paths().single_file
     _b, _n, lora = sdxl_lora(tmp_path)
@@ -59,7 +59,7 @@ def test_extract_on_sdxl_reads_the_fused_text_encoder_thirds(tmp_path):
 def test_an_untrained_text_encoder_is_left_out_as_kohya_does(tmp_path, capsys):
     from easytrain.cli import main
     from easytrain.lora_tools.merge import merge_into_checkpoint
-    from easytrain.model.tiny import tiny_model_paths
+    from easytrain.families.sd.tiny import tiny_model_paths
 
     base = tiny_model_paths().single_file
     _network, lora = sd1_lora(tmp_path, "LoRA")
@@ -80,8 +80,8 @@ def test_an_untrained_text_encoder_is_left_out_as_kohya_does(tmp_path, capsys):
 def test_extract_refuses_checkpoints_of_two_architectures(tmp_path):
     from easytrain.errors import UserError
     from easytrain.lora_tools.extract import extract_lora
-    from easytrain.model.tiny import tiny_model_paths
-    from easytrain.model.tiny_sdxl import tiny_sdxl_paths
+    from easytrain.families.sd.tiny import tiny_model_paths
+    from easytrain.families.sdxl.tiny import tiny_sdxl_paths
 
     with pytest.raises(UserError, match="extract needs the model the fine-tune started from"):
         extract_lora(tiny_model_paths().single_file, tiny_sdxl_paths().single_file, tmp_path / "x.safetensors", rank=4)

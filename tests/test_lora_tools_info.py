@@ -85,7 +85,7 @@ def test_info_by_width_when_there_is_no_metadata(tmp_path):
 
 def test_info_cli_gives_one_line_errors_for_wrong_files(tmp_path, capsys):
     from easytrain.cli import main
-    from easytrain.model.tiny import tiny_model_paths
+    from easytrain.families.sd.tiny import tiny_model_paths
 
     truncated = tmp_path / "cut.safetensors"
     blob = sd1_lora(tmp_path, "LoRA")[1].read_bytes()
@@ -158,14 +158,14 @@ def test_full_size_sdxl_layout_has_kohyas_modules_with_fused_thirds():
 @pytest.mark.parametrize("sdxl", [False, True])
 def test_tiny_layouts_name_exactly_the_modules_the_trainer_exports(sdxl):
     from easytrain.lora_tools.layout import checkpoint_layout
-    from easytrain.model.tiny import tiny_model_paths
-    from easytrain.model.tiny_sdxl import tiny_sdxl_paths
+    from easytrain.families.sd.tiny import tiny_model_paths
+    from easytrain.families.sdxl.tiny import tiny_sdxl_paths
     from easytrain.network.spec import NetworkSpec
     from tests._lora_tools_helpers import sd1_network, sdxl_base
 
     spec = NetworkSpec("LoCon", dim=2, alpha=1.0, conv_dim=2, conv_alpha=1.0)
     if sdxl:
-        from easytrain.arch.registry import adapter_for
+        from easytrain.families.registry import family_for as adapter_for
 
         base = sdxl_base()
         adapter = adapter_for(base.arch)

@@ -13,13 +13,13 @@ from tests._network_helpers import quiet, run_text_encoder, run_unet, tiny_parts
 
 
 def _tiny_sd1():
-    from easytrain.model.tiny import tiny_model_paths
+    from easytrain.families.sd.tiny import tiny_model_paths
 
     return tiny_model_paths().single_file
 
 
 def _load(path, arch="sd1"):
-    from easytrain.model.load import load_base_model
+    from easytrain.families.load import load_base_model
 
     quiet()
     return load_base_model(str(path), arch)
@@ -54,7 +54,7 @@ def test_merged_sdxl_checkpoint_computes_what_diffusers_computes_in_stability_la
     from diffusers import StableDiffusionXLPipeline
 
     from easytrain.lora_tools.merge import merge_into_checkpoint
-    from easytrain.model.tiny_sdxl import tiny_sdxl_paths
+    from easytrain.families.sdxl.tiny import tiny_sdxl_paths
 
     _base, _network, lora = sdxl_lora(tmp_path)
     out = tmp_path / "merged-xl.safetensors"
@@ -165,7 +165,7 @@ def test_two_loras_at_weights_add_their_changes(tmp_path):
 def test_merge_refuses_a_base_of_another_architecture_and_never_overwrites_inputs(tmp_path):
     from easytrain.errors import UserError
     from easytrain.lora_tools.merge import merge_into_checkpoint
-    from easytrain.model.tiny_sdxl import tiny_sdxl_paths
+    from easytrain.families.sdxl.tiny import tiny_sdxl_paths
 
     _network, lora = sd1_lora(tmp_path, "LoRA")
     with pytest.raises(UserError, match="a LoRA for SD1.x, but the base .* SDXL"):

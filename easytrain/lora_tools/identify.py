@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from easytrain import catalog
+from easytrain.families.spec import STABILITY_LAYOUT
 from easytrain.lora_tools.files import LoraFile
 
 # kohya's ss_base_model_version per cross-attention (= text) width of a full-size model
@@ -31,7 +32,7 @@ class LoraArch:
 def _by_version(version: str, v_pred: bool) -> str | None:
     found = [a for a in catalog.ARCHITECTURES.values() if a.base_model_version == version]
     for entry in found:
-        if (entry.prediction_type == "v_prediction") == v_pred:
+        if catalog.predicts_velocity(entry.id) == v_pred:
             return entry.id
     return found[0].id if found else None
 
@@ -40,13 +41,13 @@ def _by_modelspec(value: str, v_pred: bool) -> str | None:
     base = value.removesuffix("/lora")
     found = [a for a in catalog.ARCHITECTURES.values() if a.modelspec == base]
     for entry in found:
-        if (entry.prediction_type == "v_prediction") == v_pred:
+        if catalog.predicts_velocity(entry.id) == v_pred:
             return entry.id
     return found[0].id if found else None
 
 
 def _stability_arch() -> str | None:
-    return next((a.id for a in catalog.ARCHITECTURES.values() if a.lora_layout == catalog.STABILITY_LAYOUT), None)
+    return next((a.id for a in catalog.ARCHITECTURES.values() if a.lora_layout == STABILITY_LAYOUT), None)
 
 
 def _width(lora: LoraFile) -> int | None:

@@ -62,9 +62,9 @@ def block_label(index: int, layout) -> str:
 def per_block(lora: LoraFile, arch: str | None) -> list[str]:
     """``IN04 16/8`` per UNet block (dim/alpha of its linear layers) when those differ across blocks; else []."""
     from easytrain import catalog
-    from easytrain.network.blocks import LAYOUTS, block_index
+    from easytrain.network.blocks import block_index
 
-    layout = LAYOUTS.get(catalog.block_layout(arch) or "")
+    layout = catalog.BLOCK_LAYOUTS.get(catalog.block_layout(arch) or "")
     if layout is None:
         return []
     found: dict[int, set] = {}

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from easytrain import catalog
 from easytrain.errors import UserError
+from easytrain.families.spec import STABILITY_LAYOUT
 from easytrain.lora_tools import names
 
 UNET_KEY_PREFIX = "model.diffusion_model."
@@ -75,7 +76,8 @@ class Layout:
 
 def checkpoint_layout(path: str | Path) -> Layout:
     """The module slots of a single-file .safetensors checkpoint; UserError when it is not one."""
-    from easytrain.model.detect import detect_architecture, read_safetensors_header
+    from easytrain.families.detect import detect_architecture
+    from easytrain.model.detect import read_safetensors_header
 
     path = Path(path).expanduser()
     if path.is_dir():
@@ -94,7 +96,7 @@ def layout_from_header(path: Path, tensors: dict, arch: str | None, description:
     unet_paths = [k[len(UNET_KEY_PREFIX):-len(".weight")] for k in shapes
                   if k.startswith(UNET_KEY_PREFIX) and k.endswith(".weight")]
     config = names.unet_config_from_keys(unet_paths)
-    stability_names = arch is not None and catalog.architecture(arch).lora_layout == catalog.STABILITY_LAYOUT
+    stability_names = arch is not None and catalog.architecture(arch).lora_layout == STABILITY_LAYOUT
     slots: dict[str, Slot] = {}
 
     def add(name: str, key: str, third: int | None, group: str) -> None:
@@ -125,7 +127,7 @@ def layout_from_header(path: Path, tensors: dict, arch: str | None, description:
         if any(s.group == TEXT for s in slots.values()):
             break
     for prefix in _OPENCLIP_PREFIXES:
-        from easytrain.model.convert import openclip_source
+        from easytrain.families.sd.convert import openclip_source
 
         kohya = "lora_te2" if two_encoders else "lora_te"
         layers = sorted({int(m.group(1)) for k in shapes if k.startswith(prefix)

@@ -4,7 +4,7 @@ kohya names a module by its path with "." turned into "_", so turning a name bac
 into a path needs the words that carry their own underscore (``to_q``,
 ``transformer_blocks``...). SD1/SD2 LoRAs name UNet modules in the diffusers
 layout, SDXL LoRAs in Stability's (the catalog's ``lora_layout``); the two are
-related by model/convert.py's module map for a UNet config, which
+related by the SD family's module map (families/sd/convert.py) for a UNet config, which
 ``unet_config_from_keys`` reads off a checkpoint's keys.
 """
 
@@ -82,7 +82,7 @@ def _diffusers_blocks(config: Mapping) -> list[str]:
 @lru_cache(maxsize=8)
 def _maps(config_key: tuple) -> tuple[dict[str, str], dict[str, str]]:
     """(diffusers -> Stability, Stability -> diffusers) for resnet convs, samplers and attention blocks."""
-    from easytrain.model.convert import unet_module_map
+    from easytrain.families.sd.convert import unet_module_map
 
     config = {"layers_per_block": config_key[0], "down_block_types": list(config_key[1]),
               "up_block_types": list(config_key[2])}
