@@ -61,12 +61,15 @@ def pattern_value(index: int) -> float:
 
 
 def write_random_safetensors(
-    path: Path, shapes: dict[str, tuple[int, ...]], dtype=torch.float16, seed=0, pattern: bool = False
+    path: Path, shapes: dict[str, tuple[int, ...]], dtype=torch.float16, seed=0, pattern: bool = False,
+    header_only: bool = False,
 ) -> int:
     """Stream random tensors into a .safetensors file; returns the file size.
 
     With ``pattern`` each tensor is instead filled with ``pattern_value(its index)``:
     much faster, and a loaded parameter then tells which key it was read from.
+    With ``header_only`` the data is a hole of the right size (a sparse file): what detection and
+    `check` read, no disk space, never loadable.
     """
     itemsize = torch.empty((), dtype=dtype).element_size()
     header, offset = {}, 0
@@ -83,6 +86,9 @@ def write_random_safetensors(
     with open(path, "wb") as fh:
         fh.write(struct.pack("<Q", len(raw)))
         fh.write(raw)
+        if header_only:
+            fh.truncate(8 + len(raw) + offset)
+            return path.stat().st_size
         for index, shape in enumerate(shapes.values()):
             if pattern:
                 tensor = torch.full(shape, pattern_value(index), dtype=dtype)

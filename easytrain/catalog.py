@@ -10,7 +10,7 @@ when the two disagree.
 from __future__ import annotations
 
 from easytrain.families.registry import family_architectures, family_block_layouts
-from easytrain.families.spec import Architecture
+from easytrain.families.spec import DIFFUSERS_LAYOUT, STABILITY_LAYOUT, Architecture  # noqa: F401  (re-exported)
 
 OPTIMIZERS = ("AdamW8bit", "AdamW", "Lion", "Lion8bit", "Prodigy", "DAdaptAdam", "SGDNesterov", "Adafactor")
 # Optimizers that estimate their own step size (learning rates of 1.0, one lr for every group).

@@ -165,10 +165,10 @@ def test_tiny_layouts_name_exactly_the_modules_the_trainer_exports(sdxl):
 
     spec = NetworkSpec("LoCon", dim=2, alpha=1.0, conv_dim=2, conv_alpha=1.0)
     if sdxl:
-        from easytrain.families.registry import family_for as adapter_for
+        from easytrain.families.registry import family_for
 
         base = sdxl_base()
-        adapter = adapter_for(base.arch)
+        adapter = family_for(base.arch)
         names = {t.kohya_name for t in adapter.network_targets(adapter.network_models(base), spec)}
         layout = checkpoint_layout(tiny_sdxl_paths().single_file)
     else:

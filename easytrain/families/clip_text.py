@@ -101,9 +101,10 @@ class TextStateCache:
     def __call__(self, captions: list[str]) -> torch.Tensor:
         missing = list(dict.fromkeys(c for c in captions if c not in self.states))
         if missing:
-            ids = tokenize_captions(self.tokenizer, missing, self.max_token_length).to(self.device)
+            home = next(self.text_encoder.parameters()).device   # after precaching, the encoder is on the CPU
+            ids = tokenize_captions(self.tokenizer, missing, self.max_token_length).to(home)
             with torch.no_grad():
-                encoded = encode_tokens(self.text_encoder, ids, self.clip_skip)
+                encoded = encode_tokens(self.text_encoder, ids, self.clip_skip).to(self.device)
             for caption, row in zip(missing, encoded):
                 self.states[caption] = row
         return torch.stack([self.states[c] for c in captions])

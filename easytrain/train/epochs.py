@@ -19,6 +19,7 @@ from easytrain.train import setup
 from easytrain.train.accumulation import window_ends
 from easytrain.train.checkpoints import Position, existing_lora
 from easytrain.train.optimizers import effective_lrs
+from easytrain.train.prefetch import BatchLoader
 from easytrain.train.saving import epoch_file, step_file
 from easytrain.train.wiring import Run
 
@@ -59,6 +60,7 @@ class Epochs:
         self.epoch_average: Optional[float] = None
         self.window = LossWindow(run.accelerator, on_not_finite)
         self.shown_loss = float("nan")
+        run.peaks.steps_started()
 
     def train(self) -> Optional[ev.RunStopped]:
         """Every epoch from the position on; the RunStopped event when a stop ended them early."""
@@ -82,13 +84,14 @@ class Epochs:
         run, position = self.run, self.position
         dataset, accumulation = run.dataset, run.plan.optimizer.gradient_accumulation_steps
         batches = setup.process_share(dataset.epoch_batches(epoch, run.plan.data.batch_size), run.rank, run.world)
+        loader = BatchLoader(dataset, batches, epoch, start=position.batch_index, device=run.device)
         self.epoch_sum = torch.full((), position.epoch_loss_sum, device=run.device)
         self.epoch_count = position.epoch_loss_count
         step_start, step_loss, step_images = time.monotonic(), None, 0
         for index in range(position.batch_index, len(batches)):
             if position.global_step >= run.total_steps:
                 break
-            batch = dataset.load_batch(batches[index], epoch)
+            batch = loader.get(index)      # on the device: pinned, non-blocking, loaded ahead if not cached
             loss = self._backward(batch)
             step_loss = loss if step_loss is None else step_loss + loss
             step_images += len(batch.captions)
@@ -107,10 +110,10 @@ class Epochs:
     def _backward(self, batch) -> torch.Tensor:
         run = self.run
         if run.compile_pending:
-            loss, run.unet_forward = setup.first_compiled_step(
+            loss, run.unet_forward = setup.compiled_step(
                 run.training_step.backward, batch, run.unet_forward, run.unet, run.emit, run.optimizer,
                 (run.noise_rng, run.latent_rng))
-            run.compile_pending = False
+            run.compile_pending = run.unet_forward is not run.unet   # a later bucket shape compiles again
             return loss
         return run.training_step.backward(batch, run.unet_forward)
 
@@ -126,7 +129,7 @@ class Epochs:
             self.shown_loss = window.flush()
         run.emit(ev.StepEnded(
             step=position.global_step, epoch=epoch, loss=self.shown_loss, lrs=effective_lrs(run.optimizer),
-            seconds=seconds, images=images * run.world, peak_memory_bytes=setup.peak_memory(run.device),
+            seconds=seconds, images=images * run.world, peak_memory_bytes=run.peaks.step_peak(),
         ))
         step, saving, sampling = position.global_step, run.plan.saving, run.plan.sampling
         if step >= run.total_steps:          # the last step's file, samples and loss come at the end

@@ -22,6 +22,7 @@ from easytrain.train import setup
 from easytrain.train.checkpoints import Position
 from easytrain.train.control import TrainControl
 from easytrain.train.epochs import Epochs
+from easytrain.train.memory_peaks import run_estimate
 from easytrain.train.saving import final_file
 from easytrain.train.wiring import Run, prepare_data, prepare_training, set_up
 
@@ -82,6 +83,8 @@ def run_training(plan, sink: ev.Sink, control: Optional[TrainControl] = None, *,
                     epochs.epoch_average)
     run.accelerator.wait_for_everyone()
     final_path = final or final_file(plan.saving.output_dir, plan.saving.output_name)
+    for line in run.peaks.report(run_estimate(plan, run.base.arch, run.unet)):
+        emit(ev.Message(line))
     outcome = ev.RunFinished(position.global_step, time.monotonic() - started, str(final_path),
                              epochs.epoch_average, tuple(str(f) for f in run.files))
     return _end(run, outcome, final_path, position, started, epochs.epoch_average)

@@ -22,6 +22,7 @@ from easytrain.train import events as ev
 from easytrain.train import setup
 from easytrain.train import state as tr_state
 from easytrain.train.checkpoints import Checkpointer, resume_state
+from easytrain.train.memory_peaks import PeakMemory
 from easytrain.train.optimizers import build_optimizer
 from easytrain.train.samples import SampleMaker, no_samples, sample_prompts
 from easytrain.train.saving import run_metadata
@@ -40,6 +41,7 @@ class Run:
     mixed_precision: str = "no"
     weight_dtype: torch.dtype = torch.float32
     device: Any = None
+    peaks: Optional[PeakMemory] = None  # the steps' peak GPU memory apart from loading, caching and sampling
     world: int = 1
     rank: int = 0
     fingerprint: dict = field(default_factory=dict)
@@ -81,6 +83,7 @@ def set_up(plan, emit, resume: Optional[str]) -> Run:
     accelerator, run.mixed_precision = setup.make_accelerator(plan.precision.mixed_precision, emit,
                                                               network_settings.train_text_encoder)
     run.accelerator, run.device = accelerator, accelerator.device
+    run.peaks = PeakMemory(run.device)
     run.weight_dtype = setup.DTYPES[run.mixed_precision]
     from accelerate.utils import set_seed
 
@@ -173,6 +176,7 @@ def prepare_data(run: Run) -> None:
                                    cache_text=plan.text_outputs_cached)
     if run.caching:
         emit(ev.PhaseStarted("caching latents", len(dataset.samples)))
+        run.peaks.phase_started()
         phase_start = time.monotonic()
         dataset.cache_latents(
             run.encode_latents, data.cache_latents,
@@ -180,7 +184,8 @@ def prepare_data(run: Run) -> None:
             on_progress=lambda done, total: emit(ev.PhaseProgress("caching latents", done, total)),
             cache_key=f"{run.base.source}|{run.base.arch}" + (f"|vae={plan.model.vae}" if plan.model.vae else ""),
         )
-        emit(ev.PhaseEnded("caching latents", time.monotonic() - phase_start))
+        emit(ev.PhaseEnded("caching latents", time.monotonic() - phase_start,
+                           run.peaks.phase_ended("caching latents")))
         vae.to("cpu")
         setup.empty_device_cache(device)
     run.unet.to(device)
@@ -244,7 +249,7 @@ def prepare_training(run: Run) -> None:
         run.make_samples = SampleMaker(
             plan=plan, prompts=prompts, family=run.family, base=run.base, accelerator=run.accelerator,
             unet=run.unet, text_encoders=run.text_encoders, device=device, dtype=run.weight_dtype, emit=emit,
-            vae_home=torch.device("cpu") if run.caching else device, text_home=text_home)
+            vae_home=torch.device("cpu") if run.caching else device, text_home=text_home, peaks=run.peaks)
 
 
 def _conditioner(run: Run):
@@ -260,6 +265,7 @@ def _conditioner(run: Run):
     text_home = torch.device("cpu") if cache_text else device
     if cache_text:
         emit(ev.PhaseStarted("caching text encoder outputs"))
+        run.peaks.phase_started()
         phase_start = time.monotonic()
         with run.accelerator.autocast():
             conditioner.precache(run.dataset.fixed_captions())
@@ -267,5 +273,6 @@ def _conditioner(run: Run):
         for text_encoder in run.text_encoders:
             text_encoder.to(text_home)
         setup.empty_device_cache(device)
-        emit(ev.PhaseEnded("caching text encoder outputs", time.monotonic() - phase_start))
+        emit(ev.PhaseEnded("caching text encoder outputs", time.monotonic() - phase_start,
+                           run.peaks.phase_ended("caching text encoder outputs")))
     return conditioner, text_home

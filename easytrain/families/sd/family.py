@@ -17,6 +17,7 @@ from easytrain.families.ddpm.family import DdpmFamily
 from easytrain.families.clip_text import TextStateCache, encode_tokens, tokenize_captions
 from easytrain.families.sd import load
 from easytrain.model.load import BUILTIN_TINY, CLIP_PAD
+from easytrain.host_copy import to_device
 
 
 class ClipConditioner:
@@ -40,7 +41,7 @@ class ClipConditioner:
     def __call__(self, batch) -> dict:
         if self.cache is not None:
             return {"encoder_hidden_states": self.cache(batch.captions)}
-        input_ids = tokenize_captions(self.tokenizer, batch.captions, self.max_token_length).to(self.device)
+        input_ids = to_device(tokenize_captions(self.tokenizer, batch.captions, self.max_token_length), self.device)
         with torch.set_grad_enabled(self.train_text_encoder):
             states = encode_tokens(self.text_encoder, input_ids, self.clip_skip)
         return {"encoder_hidden_states": states}

@@ -18,6 +18,7 @@ import torch
 from PIL import Image
 
 from easytrain.families.ddpm.sampling import build_sample_scheduler, native_size
+from easytrain.sampling.decode import decode_to_image
 from easytrain.sampling.generate import render_prompts
 from easytrain.sampling.prompts import SamplePrompt
 
@@ -80,8 +81,8 @@ def _generate_one(pipe, prompt: SamplePrompt, *, seed: int, width: int, height: 
     result = pipe(
         prompt_embeds=positive, negative_prompt_embeds=negative,
         width=width, height=height, num_inference_steps=prompt.steps, guidance_scale=prompt.cfg,
-        generator=generator, output_type="pil",
+        generator=generator, output_type="latent",
     )
-    return result.images[0]
+    return decode_to_image(pipe, result.images)  # outside autocast, in the VAE's precision
 
 

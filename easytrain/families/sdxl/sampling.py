@@ -16,6 +16,7 @@ from PIL import Image
 
 from easytrain.families.ddpm.sampling import build_sample_scheduler, native_size
 from easytrain.sampling.generate import render_prompts
+from easytrain.sampling.decode import decode_to_image
 from easytrain.sampling.prompts import SamplePrompt
 
 
@@ -70,6 +71,6 @@ def _generate_one(pipe, prompt: SamplePrompt, *, seed: int, width: int, height: 
         prompt_embeds=positive, pooled_prompt_embeds=pooled,
         negative_prompt_embeds=negative, negative_pooled_prompt_embeds=negative_pooled,
         width=width, height=height, num_inference_steps=prompt.steps, guidance_scale=prompt.cfg,
-        generator=generator, output_type="pil",
+        generator=generator, output_type="latent",
     )
-    return result.images[0]
+    return decode_to_image(pipe, result.images)  # outside autocast: the SDXL VAE overflows in fp16

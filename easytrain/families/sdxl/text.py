@@ -18,6 +18,7 @@ import torch
 
 from easytrain.families.base import fill_text_cache
 from easytrain.families.clip_text import chunk_count, join_chunk_states, tokenize_captions
+from easytrain.host_copy import to_device
 
 
 def time_ids(original_sizes: Sequence[tuple[int, int]], crop_top_lefts: Sequence[tuple[int, int]],
@@ -65,8 +66,10 @@ class SdxlTextCache:
         missing = list(dict.fromkeys(c for c in captions if c not in self.encoded))
         if missing:
             ids_1, ids_2 = tokenize_sdxl(self.tokenizers, missing, self.max_token_length)
+            home = next(self.text_encoders[0].parameters()).device  # after precaching, the encoders are on the CPU
             with torch.no_grad():
-                context, pooled = encode_sdxl_tokens(self.text_encoders, ids_1.to(self.device), ids_2.to(self.device))
+                context, pooled = encode_sdxl_tokens(self.text_encoders, ids_1.to(home), ids_2.to(home))
+            context, pooled = context.to(self.device), pooled.to(self.device)
             for caption, row, pool in zip(missing, context, pooled):
                 self.encoded[caption] = (row, pool)
         rows = [self.encoded[c] for c in captions]
@@ -95,6 +98,7 @@ class SdxlConditioner:
         else:
             ids_1, ids_2 = tokenize_sdxl(self.tokenizers, batch.captions, self.max_token_length)
             with torch.set_grad_enabled(self.train_text_encoder):
-                context, pooled = encode_sdxl_tokens(self.text_encoders, ids_1.to(self.device), ids_2.to(self.device))
-        ids = time_ids(batch.original_sizes, batch.crop_top_lefts, batch.bucket).to(self.device, pooled.dtype)
+                context, pooled = encode_sdxl_tokens(self.text_encoders, to_device(ids_1, self.device),
+                                                     to_device(ids_2, self.device))
+        ids = to_device(time_ids(batch.original_sizes, batch.crop_top_lefts, batch.bucket), self.device, pooled.dtype)
         return {"encoder_hidden_states": context, "added_cond_kwargs": {"text_embeds": pooled, "time_ids": ids}}
