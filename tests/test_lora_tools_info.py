@@ -175,3 +175,17 @@ def test_tiny_layouts_name_exactly_the_modules_the_trainer_exports(sdxl):
         names = {s.target.kohya_name for s in sd1_network("LoCon").slots}
         layout = checkpoint_layout(tiny_model_paths().single_file)
     assert set(layout.slots) == names
+
+
+def test_info_lists_dims_per_block_when_they_differ(tmp_path):
+    tensors = {}
+    for name, rank, alpha in (("lora_unet_down_blocks_1_attentions_0_proj_in", 8, 4.0),
+                              ("lora_unet_down_blocks_1_attentions_1_proj_in", 8, 4.0),
+                              ("lora_unet_up_blocks_3_attentions_2_proj_out", 2, 1.0)):
+        tensors[f"{name}.lora_down.weight"] = torch.zeros(rank, 32)
+        tensors[f"{name}.lora_up.weight"] = torch.zeros(32, rank)
+        tensors[f"{name}.alpha"] = torch.tensor(alpha)
+    path = write(tmp_path / "blocks.safetensors", tensors, {"ss_base_model_version": "sd_v1"})
+    text = _info(path)
+    assert "UNet blocks dim/alpha  IN04 8/4  IN05 8/4  OUT11 2/1" in text
+    assert "UNet blocks" not in _info(sd1_lora(tmp_path, "LoCon")[1])  # one dim: nothing per block

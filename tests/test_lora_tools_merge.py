@@ -218,3 +218,59 @@ def test_merge_cli_one_line_errors(tmp_path, capsys):
     assert main(["lora", "merge", str(_tiny_sd1()), f"{lora}:0.5", "-o", str(tmp_path / "o.safetensors"),
                  "--plain"]) == 0
     assert "Wrote" in capsys.readouterr().out
+
+
+def test_sd2_text_encoder_modules_go_into_their_third_of_the_fused_in_proj(tmp_path):
+    """SD2 keeps OpenCLIP's layout: q/k/v of a layer are one in_proj_weight; kohya names them q_proj/k_proj/v_proj."""
+    from easytrain.lora_tools.merge import merge_into_checkpoint
+    from tests._model_helpers import fake_checkpoint_tensors
+
+    base_tensors = fake_checkpoint_tensors("sd2")
+    fused = "cond_stage_model.model.transformer.resblocks.0.attn.in_proj_weight"
+    base_tensors[fused] = torch.randn(base_tensors[fused].shape, generator=torch.Generator().manual_seed(1))
+    base = write(tmp_path / "sd2-base.safetensors", base_tensors, {"modelspec.prediction_type": "epsilon"})
+    name = "lora_te_text_model_encoder_layers_0_self_attn_k_proj"
+    gen = torch.Generator().manual_seed(0)
+    found = {"lora_down.weight": torch.randn(2, 4, generator=gen), "lora_up.weight": torch.randn(1024, 2, generator=gen),
+             "alpha": torch.tensor(1.0)}
+    lora = write(tmp_path / "sd2-lora.safetensors", {f"{name}.{k}": v for k, v in found.items()},
+                 {"ss_base_model_version": "sd_v2", "ss_v2": "True"})
+    out = tmp_path / "merged.safetensors"
+    merge_into_checkpoint(base, [(lora, 1.0)], out)
+    written = read(out)[0][fused]
+    torch.testing.assert_close(written[1024:2048], base_tensors[fused][1024:2048] + product(found))
+    assert torch.equal(written[:1024], base_tensors[fused][:1024]) and torch.equal(written[2048:],
+                                                                                  base_tensors[fused][2048:])
+
+
+def test_a_loha_and_a_lora_merge_into_one_lora_exactly_at_full_rank(tmp_path):
+    from easytrain.lora_tools import deltas
+    from easytrain.lora_tools.files import read_lora
+    from easytrain.lora_tools.merge import merge_loras
+
+    _a, loha = sd1_lora(tmp_path, "LoHa", seed=3)
+    _b, lora = sd1_lora(tmp_path, "LoCon", seed=4)
+    out = tmp_path / "one.safetensors"
+    merge_loras([(loha, 1.0), (lora, 0.5)], out, rank=10_000, precision="float")
+    merged = modules(read(out)[0])
+    loha_modules, lora_modules = read_lora(loha).modules, modules(read(lora)[0])
+    for name in ("lora_unet_down_blocks_1_resnets_0_conv1", "lora_te_text_model_encoder_layers_1_mlp_fc2"):
+        shape = (merged[name]["lora_up.weight"].shape[0], *merged[name]["lora_down.weight"].shape[1:])
+        want = deltas.delta(loha_modules[name], shape).flatten(1) + 0.5 * product(lora_modules[name])
+        torch.testing.assert_close(product(merged[name]), want, rtol=1e-4, atol=1e-5)
+    assert merged["lora_unet_down_blocks_1_resnets_0_conv1"]["lora_down.weight"].shape[1:] == (32, 3, 3)
+
+
+def test_a_checkpoint_with_the_older_clip_layout_gets_its_text_encoder_merged(tmp_path):
+    """Older SD1 files keep the text encoder under cond_stage_model.transformer.encoder (no text_model level)."""
+    from easytrain.lora_tools.merge import merge_into_checkpoint
+    from tests._model_helpers import rewrite_keys
+
+    old = rewrite_keys(_tiny_sd1(), tmp_path / "old-layout.safetensors",
+                       lambda k: k.replace("cond_stage_model.transformer.text_model.", "cond_stage_model.transformer."))
+    _network, lora = sd1_lora(tmp_path, "LoRA")
+    out = tmp_path / "merged.safetensors"
+    merge_into_checkpoint(old, [(lora, 1.0)], out)
+    key = "cond_stage_model.transformer.encoder.layers.1.mlp.fc2.weight"
+    want = read(old)[0][key] + product(modules(read(lora)[0])["lora_te_text_model_encoder_layers_1_mlp_fc2"])
+    torch.testing.assert_close(read(out)[0][key], want, rtol=1e-5, atol=1e-6)

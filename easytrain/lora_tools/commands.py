@@ -148,7 +148,6 @@ def run_resize(args) -> int:
 
 
 def run_merge(args) -> int:
-    from easytrain.lora_tools.files import LoraFile  # noqa: F401  (torch is loaded from here on)
     from easytrain.lora_tools.merge import merge_into_checkpoint, merge_loras, parse_weighted
 
     first, *rest = args.files

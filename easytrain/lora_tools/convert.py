@@ -24,6 +24,7 @@ import torch
 
 from easytrain import catalog
 from easytrain.errors import UserError
+from easytrain.families.spec import STABILITY_LAYOUT
 from easytrain.lora_tools import names
 from easytrain.lora_tools.files import LORA, check_output, read_lora, write_lora
 from easytrain.lora_tools.identify import arch_from_metadata, arch_from_width, stability_names
@@ -201,7 +202,7 @@ def diffusers_to_kohya(source: Path, output: Path) -> ConvertReport:
         to_k = next((f["down"] for (p, m), f in modules.items() if p == "unet" and m.endswith("attn2.to_k")), None)
         arch = arch_from_width(int(to_k.shape[1]) if to_k is not None else None)
     stability = "text_encoder_2" in parts or (arch is not None and
-                                              catalog.architecture(arch).lora_layout == catalog.STABILITY_LAYOUT)
+                                              catalog.architecture(arch).lora_layout == STABILITY_LAYOUT)
     config = _diffusers_unet_config([m for p, m in modules if p == "unet"]) if stability else None
     kohya_parts = {"unet": names.UNET, "text_encoder": "lora_te1" if stability else "lora_te",
                    "text_encoder_2": "lora_te2"}

@@ -71,7 +71,7 @@ def lokr_delta(module: Module, shape) -> torch.Tensor:
         w2 = _tucker(t["lokr_t2"], t["lokr_w2_a"], t["lokr_w2_b"])
     else:
         w2 = _f(t["lokr_w2_a"]) @ _f(t["lokr_w2_b"])
-    rank = next((t[k].shape[0] for k in ("lokr_w1_b", "lokr_w2_b") if k in t), None)
+    rank = next((t[k].shape[0] for k in ("lokr_w2_b", "lokr_w1_b") if k in t), None)  # ComfyUI: w2_b wins
     if w2.dim() == 4:
         w1 = w1[:, :, None, None]
     return (torch.kron(w1, w2) * _scale(module, rank)).reshape(shape)

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from easytrain import catalog
+from easytrain.families.spec import STABILITY_LAYOUT
 from easytrain.lora_tools.files import LoraFile
 
 # kohya's ss_base_model_version per cross-attention (= text) width of a full-size model
@@ -46,7 +47,7 @@ def _by_modelspec(value: str, v_pred: bool) -> str | None:
 
 
 def _stability_arch() -> str | None:
-    return next((a.id for a in catalog.ARCHITECTURES.values() if a.lora_layout == catalog.STABILITY_LAYOUT), None)
+    return next((a.id for a in catalog.ARCHITECTURES.values() if a.lora_layout == STABILITY_LAYOUT), None)
 
 
 def _width(lora: LoraFile) -> int | None:

@@ -45,6 +45,38 @@ class PartInfo:
     alphas: Counter          # alpha -> count (None: no alpha)
 
 
+def block_label(index: int, layout) -> str:
+    """kohya's block names: IN00.., MID, OUT00.. (SDXL: BASE before and OUT after them)."""
+    edge, side, mid = layout.edge, layout.side, layout.mid
+    if index < edge:
+        return "BASE"
+    if index < edge + side:
+        return f"IN{index - edge:02d}"
+    if index < edge + side + mid:
+        return "MID" + (str(index - edge - side) if mid > 1 else "")
+    if index < edge + 2 * side + mid:
+        return f"OUT{index - edge - side - mid:02d}"
+    return "OUT"
+
+
+def per_block(lora: LoraFile, arch: str | None) -> list[str]:
+    """``IN04 16/8`` per UNet block (dim/alpha of its linear layers) when those differ across blocks; else []."""
+    from easytrain import catalog
+    from easytrain.network.blocks import block_index
+
+    layout = catalog.BLOCK_LAYOUTS.get(catalog.block_layout(arch) or "")
+    if layout is None:
+        return []
+    found: dict[int, set] = {}
+    for name, module in lora.modules.items():
+        if part_of(name) == "lora_unet" and module.kernel_is_1x1:
+            found.setdefault(block_index(name, layout), set()).add((module.rank, module.alpha))
+    if len(set().union(*found.values()) if found else ()) <= 1:
+        return []
+    return [f"{block_label(i, layout)} " + ",".join(f"{d}/{'-' if a is None else f'{a:g}'}" for d, a in sorted(v))
+            for i, v in sorted(found.items()) if i >= 0]
+
+
 @dataclass
 class LoraInfo:
     path: Path
@@ -61,6 +93,7 @@ class LoraInfo:
     model_hash: str
     stored_model_hash: str | None
     other_metadata: dict[str, str] = field(default_factory=dict)
+    blocks: list[str] = field(default_factory=list)  # per-block dim/alpha when they differ
 
     @property
     def autov2(self) -> str:
@@ -141,10 +174,11 @@ def inspect_lora(path: str | Path) -> LoraInfo:
         dirs = {}
     top, triggers = tags_and_triggers(md)
     sha, model_hash = hashes(lora.path)
+    arch = identify(lora)
     shown = {key for key, _ in SETTINGS} | {"ss_tag_frequency", "ss_dataset_dirs", "sshs_model_hash"}
     other = {k: v for k, v in md.items() if k not in shown and not k.startswith("ss_")}
     return LoraInfo(
-        path=lora.path, size=lora.path.stat().st_size, arch=identify(lora), network_type=lora.network_type,
+        path=lora.path, size=lora.path.stat().st_size, arch=arch, blocks=per_block(lora, arch.arch), network_type=lora.network_type,
         dtype=str(lora.dtype).removeprefix("torch."), parts=_parts(lora), settings=settings,
         dataset_dirs=dirs if isinstance(dirs, dict) else {}, top_tags=top, trigger_words=triggers,
         sha256=sha, model_hash=model_hash, stored_model_hash=md.get("sshs_model_hash"), other_metadata=other,
@@ -167,9 +201,11 @@ def render(info: LoraInfo) -> list[str]:
     lines = [f"{info.path.name}  ({info.size / 2**20:.1f} MiB, {info.dtype})",
              f"  {'architecture':<{W}}{info.arch.label} ({info.arch.evidence})",
              f"  {'network':<{W}}{info.network_type}, {sum(p.modules for p in info.parts.values())} modules"]
-    for prefix, part in info.parts.items():
+    for part in info.parts.values():
         lines.append(f"  {part.label:<{W}}{part.modules} modules, dim {_counter(part.dims, 'dim')}, "
                      f"alpha {_counter(part.alphas, 'alpha')}")
+    if info.blocks:
+        lines.append(f"  {'UNet blocks dim/alpha':<{W}}" + "  ".join(info.blocks))
     if info.settings:
         lines.append("training")
         lines += [f"  {label:<{W}}{value}" for label, value in info.settings]

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from easytrain import catalog
 from easytrain.errors import UserError
+from easytrain.families.spec import STABILITY_LAYOUT
 from easytrain.lora_tools import names
 
 UNET_KEY_PREFIX = "model.diffusion_model."
@@ -95,7 +96,7 @@ def layout_from_header(path: Path, tensors: dict, arch: str | None, description:
     unet_paths = [k[len(UNET_KEY_PREFIX):-len(".weight")] for k in shapes
                   if k.startswith(UNET_KEY_PREFIX) and k.endswith(".weight")]
     config = names.unet_config_from_keys(unet_paths)
-    stability_names = arch is not None and catalog.architecture(arch).lora_layout == catalog.STABILITY_LAYOUT
+    stability_names = arch is not None and catalog.architecture(arch).lora_layout == STABILITY_LAYOUT
     slots: dict[str, Slot] = {}
 
     def add(name: str, key: str, third: int | None, group: str) -> None:

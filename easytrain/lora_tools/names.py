@@ -4,7 +4,7 @@ kohya names a module by its path with "." turned into "_", so turning a name bac
 into a path needs the words that carry their own underscore (``to_q``,
 ``transformer_blocks``...). SD1/SD2 LoRAs name UNet modules in the diffusers
 layout, SDXL LoRAs in Stability's (the catalog's ``lora_layout``); the two are
-related by model/convert.py's module map for a UNet config, which
+related by the SD family's module map (families/sd/convert.py) for a UNet config, which
 ``unet_config_from_keys`` reads off a checkpoint's keys.
 """
 
