@@ -228,7 +228,7 @@ def test_check_refuses_an_sd1_file_whose_vocabulary_is_not_clips(tmp_path):
     from safetensors.torch import save_file
 
     from easytrain.errors import UserError
-    from easytrain.model.detect import detect_architecture
+    from easytrain.families.detect import detect_architecture
 
     path = tmp_path / "odd.safetensors"
     save_file(_sd1_shapes(32000), str(path))
@@ -242,7 +242,7 @@ def test_check_refuses_a_ckpt_that_carries_code_without_running_it(tmp_path):
     import torch
 
     from easytrain.errors import UserError
-    from easytrain.model.detect import detect_architecture
+    from easytrain.families.detect import detect_architecture
 
     from _model_helpers import RunsCode
 
@@ -260,7 +260,7 @@ def test_check_refuses_a_ckpt_that_train_would_not_read_as_tensors(tmp_path):
     import torch
 
     from easytrain.errors import UserError
-    from easytrain.model.detect import detect_architecture
+    from easytrain.families.detect import detect_architecture
 
     state = _sd1_shapes(49408)
     path = tmp_path / "flat.ckpt"

@@ -100,7 +100,7 @@ def test_a_second_name_in_the_same_folder_keeps_the_first_runs_metrics_and_compa
 def test_a_full_disk_while_caching_latents_does_not_advise_resume(tmp_path):
     path = write_answers(tmp_path, epochs=1, cache_latents="disk", bucket_no_upscale=False, resolution=128)
     prelude = ("import resource, signal\n"
-               "from easytrain.model.tiny import tiny_model_paths\n"
+               "from easytrain.families.sd.tiny import tiny_model_paths\n"
                "tiny_model_paths()\n"
                "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
                "resource.setrlimit(resource.RLIMIT_FSIZE, (3000, 3000))\n")   # 128 px latents are 4 kB
