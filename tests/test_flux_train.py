@@ -232,7 +232,203 @@ def test_flux_lora_loads_into_diffusers_flux_pipeline_and_changes_the_output(who
                                  * pipe.transformer.config.attention_head_dim), diffusers_log() as log:
         pipe.load_lora_weights(str(whole[0] / "out" / "flux.safetensors"))
     text = log.getvalue()
-    assert "nexpected" not in text and "not loaded" not in text and "Unsupported" not in text, text
+    assert "nexpected key" not in text and "not loaded" not in text and "Unsupported" not in text, text
     assert set(pipe.get_list_adapters()) == {"transformer", "text_encoder"}
     after = _render(pipe)
     assert abs(after - before).max() > 1e-4
+
+
+# ---- Chroma ----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def chroma(tmp_path_factory, paths):
+    """Chroma through the CLI: T5 is its only text encoder, and train_parts both trains it."""
+    root = tmp_path_factory.mktemp("chroma")
+    answers = flux_answers(root, paths.chroma, sample_images=False, validation_split=0.0, save_state=False,
+                           epochs=1)
+    code, printed = cli_train(str(answers))
+    assert code == 0, printed
+    return root / "out" / "flux.safetensors"
+
+
+def test_chroma_trains_and_its_t5_keys_are_the_ones_comfyui_applies(chroma, paths):
+    from easytrain.families.flux.targets import expected_lora_shapes, expected_modules, file_problems, header_shapes
+    from easytrain.model.detect import read_safetensors_header
+    from tests.test_flux_targets import _comfy_key_map
+
+    header = read_safetensors_header(chroma)
+    transformer = header_shapes(read_safetensors_header(paths.chroma))
+    t5 = header_shapes(read_safetensors_header(paths.t5xxl))
+    expected = expected_lora_shapes(expected_modules(transformer, variant="chroma", t5=t5), DIM)
+    assert file_problems(header_shapes(header), expected) == []
+    names = {key.split(".", 1)[0] for key in header.tensors}
+    assert any(n.startswith("lora_te1_encoder_block_") for n in names)
+    assert not any(n.startswith(("lora_te3_", "lora_te1_text_model_")) for n in names)
+    assert not any("mod_lin" in n or "modulation" in n for n in names)  # Chroma has no modulation layers
+    # ComfyUI's rules for a Chroma checkpoint (T5 only): every module finds its weight, shapes agree
+    unet_keys = {"diffusion_model." + k: v for k, v in transformer.items()}
+    clip_keys = {"t5xxl.transformer." + k: v for k, v in t5.items()}
+    key_map = _comfy_key_map(unet_keys, clip_keys)
+    shapes = {**unet_keys, **clip_keys}
+    for name in names:
+        assert name in key_map, name
+        assert (expected[f"{name}.lora_up.weight"][0], expected[f"{name}.lora_down.weight"][1]) == \
+            tuple(shapes[key_map[name]])
+    state = load_file(str(chroma))
+    for prefix in ("lora_unet_", "lora_te1_"):
+        assert any(v.abs().max() > 0 for k, v in state.items() if k.startswith(prefix) and "lora_up" in k), prefix
+    meta = header.metadata
+    assert meta["ss_base_model_version"] == "chroma" and meta["modelspec.architecture"] == "chroma/lora"
+    assert meta["ss_apply_t5_attn_mask"] == "True"
+
+
+def test_chroma_transformer_lora_loads_into_diffusers_chroma_pipeline(chroma, paths):
+    """diffusers' ChromaPipeline reads a kohya Flux file with its Flux converter, which takes ``lora_te1_`` for
+    CLIP-L: the T5 keys written under ``lora_te1_`` (as ComfyUI applies them to Chroma) are not T5 to it. So the
+    transformer's modules are loaded through diffusers and must change the output; the T5 keys are checked
+    against ComfyUI's rules above (the client that applies them)."""
+    from diffusers import ChromaPipeline
+
+    pipe = ChromaPipeline.from_pretrained(str(paths.chroma_diffusers), local_files_only=True)
+    pipe.set_progress_bar_config(disable=True)
+    before = _render(pipe)
+    transformer_only = {k: v for k, v in load_file(str(chroma)).items() if k.startswith("lora_unet_")}
+    with diffusers_at_tiny_width(pipe.transformer.config.num_attention_heads
+                                 * pipe.transformer.config.attention_head_dim), diffusers_log() as log:
+        pipe.load_lora_weights(transformer_only)
+    text = log.getvalue()
+    assert "nexpected key" not in text and "not loaded" not in text and "Unsupported" not in text, text
+    after = _render(pipe)
+    assert abs(after - before).max() > 1e-4
+
+
+# ---- block swap and fp8 storage in the loop -----------------------------------------------------
+
+
+def _loop_run(root: Path, base_model: Path, **overrides):
+    answers = flux_answers(root, base_model, **{**dict(sample_images=False, validation_split=0.0,
+                                                       save_state=False, save_every_n_epochs=0), **overrides})
+    events = Recorder()
+    result = run_training(plan_of(answers), events)
+    assert isinstance(result.outcome, ev.RunFinished)
+    return [e.loss for e in events.of(ev.StepEnded)], load_file(str(result.final_path))
+
+
+def test_block_swap_in_the_loop_gives_the_same_losses_and_file_bit_for_bit(tmp_path, paths, monkeypatch):
+    """The CPU stands in for both sides: Flux.to_device swaps only where swapping saves GPU memory, so the
+    test makes it swap on the CPU, and every swapped block is moved in and out (real copies) for its turn.
+
+    The transformer trains alone (the Flux default): with CLIP-L training too, the pooled vector's gradient is
+    the sum of every block's, and a swapped block adds its part in another order (rounding-level differences);
+    test_block_swap_with_clip_l_training_matches_to_rounding covers that case."""
+    from easytrain.families.flux import block_swap, family
+
+    deeper = _deeper_transformer(tmp_path / "deeper", paths.dev)
+    plain_losses, plain_file = _loop_run(tmp_path / "plain", deeper, gradient_checkpointing=True,
+                                         train_parts="unet_only")
+    monkeypatch.setattr(family, "swaps_blocks_on", lambda device: True)
+    installed = []
+    real_enable = block_swap.enable_block_swap
+
+    def spy(model, blocks, device, *args, **kwargs):
+        log = []
+        installed.append((blocks, log))
+        return real_enable(model, blocks, device, *args, log=log, **kwargs)
+
+    monkeypatch.setattr(block_swap, "enable_block_swap", spy)
+    swap_losses, swap_file = _loop_run(tmp_path / "swap", deeper, gradient_checkpointing=True, blocks_to_swap=2,
+                                      train_parts="unet_only")
+    assert [blocks for blocks, _ in installed] == [2]
+    moves = installed[0][1]
+    assert {name for name, _ in moves} == {"double_blocks.3", "single_blocks.2", "single_blocks.3"}
+    assert len(moves) > 3 * 4  # in and out, forward and backward, each step
+    assert swap_losses == plain_losses
+    assert set(swap_file) == set(plain_file)
+    for key, value in plain_file.items():
+        assert torch.equal(swap_file[key], value), key
+
+
+def test_block_swap_with_clip_l_training_matches_to_rounding(tmp_path, paths, monkeypatch):
+    from easytrain.families.flux import family
+
+    deeper = _deeper_transformer(tmp_path / "deeper", paths.dev)
+    plain_losses, plain_file = _loop_run(tmp_path / "plain", deeper, gradient_checkpointing=True)
+    monkeypatch.setattr(family, "swaps_blocks_on", lambda device: True)
+    swap_losses, swap_file = _loop_run(tmp_path / "swap", deeper, gradient_checkpointing=True, blocks_to_swap=2)
+    assert swap_losses == pytest.approx(plain_losses, rel=1e-5)
+    for key, value in plain_file.items():
+        torch.testing.assert_close(swap_file[key], value, rtol=1e-4, atol=1e-6, msg=key)
+
+
+def _tree_beside(folder: Path, source: Path) -> Path:
+    """A ComfyUI models/ tree under ``folder`` with links to the tiny companions; its diffusion_models folder."""
+    models = folder / "models"
+    for part in ("text_encoders", "vae"):
+        (models / part).mkdir(parents=True)
+        for file in (source.parents[1] / part).iterdir():
+            (models / part / file.name).symlink_to(file)
+    (models / "diffusion_models").mkdir()
+    return models / "diffusion_models"
+
+
+def _deeper_transformer(folder: Path, source: Path) -> Path:
+    """The tiny Flux-dev with 4 double and 4 single blocks: the tiny one's 2 + 2 leave none to swap (two of
+    each kind stay on the GPU)."""
+    import dataclasses
+
+    from easytrain.families.flux import tiny
+    from easytrain.families.flux.detect import FLUX_DEV
+
+    small = tiny.tiny_config
+    with mock.patch.object(tiny, "tiny_config",
+                           lambda kind=FLUX_DEV: dataclasses.replace(small(kind), depth=4, depth_single_blocks=4)):
+        model = tiny.build_tiny_transformer(FLUX_DEV)
+    return tiny.write_bfl_transformer(model, _tree_beside(folder, source) / source.name,
+                                      {"easytrain.model": tiny.MARKERS[FLUX_DEV]})
+
+
+def _prerounded_transformer(folder: Path, source: Path) -> Path:
+    """A copy of the tiny transformer whose block Linears' weights were rounded to fp8 beforehand, in a
+    ComfyUI tree beside links to the same companions."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    from easytrain.families.flux.fp8 import round_to_fp8
+
+    target = _tree_beside(folder, source) / source.name
+    with safe_open(str(source), "pt") as fh:
+        metadata = fh.metadata()
+        state = {key: fh.get_tensor(key) for key in fh.keys()}
+    rounded = 0
+    for key, value in state.items():
+        if key.startswith(("double_blocks.", "single_blocks.")) and key.endswith(".weight") and value.dim() == 2:
+            state[key] = round_to_fp8(value.to(torch.bfloat16)).to(value.dtype)  # as the fp8 run: bf16, then fp8
+            rounded += 1
+    assert rounded > 0
+    save_file(state, str(target), metadata=metadata)
+    return target
+
+
+def test_fp8_base_gives_the_first_loss_of_weights_rounded_to_fp8_beforehand(tmp_path, paths):
+    from easytrain.families.flux.family import Flux
+    from easytrain.families.flux.fp8 import FP8
+
+    rounded = _prerounded_transformer(tmp_path / "rounded", paths.dev)
+    settings = dict(mixed_precision="bf16", epochs=1, train_parts="unet_only")
+    placed = Flux.to_device
+    stored = []
+
+    def spy(self, base, device):
+        result = placed(self, base, device)
+        stored.append({p.dtype for name, p in base.unet.named_parameters()
+                       if name.startswith("double_blocks.") and name.endswith("qkv.base_layer.weight")})
+        return result
+
+    with mock.patch.object(Flux, "to_device", spy):
+        fp8_losses, _ = _loop_run(tmp_path / "fp8", paths.dev, fp8_base=True, **settings)
+    assert stored == [{FP8}]  # stored in fp8 while it trains (not cast back to the mixed precision)
+    rounded_losses, _ = _loop_run(tmp_path / "pre", rounded, fp8_base=False, **settings)
+    plain_losses, _ = _loop_run(tmp_path / "plain", paths.dev, fp8_base=False, **settings)
+    assert fp8_losses[0] == rounded_losses[0]
+    assert plain_losses[0] != fp8_losses[0]  # the rounding is seen: the comparison is not vacuous

@@ -80,6 +80,24 @@ class FluxConditioner:
             return self._encode(batch.captions)
 
 
+def swaps_blocks_on(device) -> bool:
+    """Whether blocks_to_swap applies on ``device``: a GPU's memory is what swapping saves; on the CPU the
+    blocks stay where they are (a test makes this true to run the swap with the CPU on both sides)."""
+    return torch.device(device).type != "cpu"
+
+
+def store_blocks_in_fp8(transformer) -> int:
+    """kohya's --fp8_base: the frozen Linears of the double and single blocks stored in fp8, computed in the
+    weights' own dtype (bf16 when that is fp32, as kohya)."""
+    from easytrain.families.flux.fp8 import FP8, store_in_fp8
+
+    frozen = [p for p in transformer.double_blocks.parameters() if not p.requires_grad and p.dtype != FP8]
+    dtype = frozen[0].dtype if frozen else torch.bfloat16
+    compute = dtype if dtype in (torch.bfloat16, torch.float16) else torch.bfloat16
+    return store_in_fp8(transformer, compute_dtype=compute,
+                        include=lambda name, _: name.startswith(("double_blocks.", "single_blocks.")))
+
+
 class Flux(Family):
     family = "flux"
     vae_encodes_in_half = False  # the AE encodes in fp32 when latents are not cached, as SDXL's VAE
@@ -88,15 +106,8 @@ class Flux(Family):
         from easytrain.families.flux.load import load_base_model
 
         options = options or {}
-        base = load_base_model(path, arch, dtype, prediction_type=prediction, clip_l=options.get("clip_l"),
+        return load_base_model(path, arch, dtype, prediction_type=prediction, clip_l=options.get("clip_l"),
                                t5xxl=options.get("t5xxl"), vae=vae)
-        if options.get("fp8_base"):
-            from easytrain.families.flux.fp8 import store_in_fp8
-
-            compute = dtype if dtype in (torch.bfloat16, torch.float16) else torch.bfloat16
-            store_in_fp8(base.unet, compute_dtype=compute,
-                         include=lambda name, _: name.startswith(("double_blocks.", "single_blocks.")))
-        return base
 
     def load_builtin_tiny(self, dtype, vae=None):
         from easytrain.families.flux.load import load_builtin_tiny
@@ -104,9 +115,14 @@ class Flux(Family):
         return load_builtin_tiny("flux-dev", dtype)
 
     def to_device(self, base, device) -> bool:
-        """With blocks_to_swap, those blocks' frozen weights stay on the CPU and come in for their turn."""
+        """With fp8_base, the blocks' frozen Linears are stored in fp8 here: after the network is attached (an
+        adapter made on an fp8 layer would start from fp8-rounded values) and after the base weights were cast
+        to the mixed precision (which would turn fp8 back into bf16). With blocks_to_swap, those blocks' frozen
+        weights stay on the CPU and come in for their turn."""
+        if base.options.get("fp8_base"):
+            store_blocks_in_fp8(base.unet)
         swap = int(base.options.get("blocks_to_swap") or 0)
-        if not swap or torch.device(device).type == "cpu":
+        if not swap or not swaps_blocks_on(device):
             base.unet.to(device)
             return True
         from easytrain.families.flux.block_swap import enable_block_swap, move_except_swapped
