@@ -176,6 +176,7 @@ def test_file_is_kohyas_module_set_from_the_headers(whole, paths):
                  "ss_weighting_scheme": "none"}
     assert {key: meta.get(key) for key in flux_keys} == flux_keys
     assert "modelspec.prediction_type" not in meta  # kohya writes none for Flux
+    assert meta["ss_clip_skip"] == meta["ss_max_token_length"] == "None"  # not used by Flux, as kohya writes
 
 
 # ---- diffusers -------------------------------------------------------------------------------
