@@ -343,3 +343,32 @@ def test_base_model_record(tiny):
         load_base_model(tiny.dev, "chroma", torch.float32)
     chroma = load_builtin_tiny(CHROMA)
     assert chroma.arch == CHROMA and len(chroma.text_encoders) == 1
+
+
+def test_a_t5_too_small_for_the_real_tokenizer(tmp_path, tiny, monkeypatch):
+    from easytrain.families.flux import tokenizer
+
+    monkeypatch.setattr(tokenizer, "load_t5_tokenizer", lambda length: _big_tokenizer())
+    path = tmp_path / "untagged.safetensors"
+    save_file(load_file(str(tiny.dev)), str(path))  # no tiny marker: a real checkpoint gets the real tokenizers
+    with pytest.raises(UserError, match="T5 tokenizer has 200 tokens but the text encoder has 96 rows"):
+        load_flux(path, dtype=torch.float32, clip_l=tiny.clip_l, t5xxl=tiny.t5xxl, vae=tiny.ae)
+
+
+def _big_tokenizer():
+    class Big:
+        def __len__(self):
+            return 200
+    return Big()
+
+
+def test_tiny_diffusers_folders_run_in_diffusers_pipelines(tiny):
+    from diffusers import ChromaPipeline, FluxPipeline
+
+    for cls, folder, extra in ((FluxPipeline, tiny.dev_diffusers, {"guidance_scale": 3.5}),
+                               (ChromaPipeline, tiny.chroma_diffusers, {})):
+        pipe = cls.from_pretrained(folder, local_files_only=True)
+        pipe.set_progress_bar_config(disable=True)
+        images = pipe("a photo of a red circle", height=64, width=64, num_inference_steps=2, max_sequence_length=32,
+                      output_type="pt", generator=torch.Generator().manual_seed(0), **extra).images
+        assert images.shape == (1, 3, 64, 64) and torch.isfinite(images).all()

@@ -105,12 +105,13 @@ def load_flux(spec: str | Path, *, dtype: torch.dtype = torch.bfloat16, text_dty
     inside = file_parts(header.tensors)
     companions = find_companions(path, kind, clip_l=clip_l, t5xxl=t5xxl, vae=vae, inside=inside)
     tiny = str(header.metadata.get(TINY_MARKER_KEY, "")).startswith(TINY_PREFIX)
+    clip_tokenizer, t5_tokenizer = _tokenizers(kind, tiny)  # before the big loads: a missing file fails fast
 
     transformer = load_transformer(path, dtype, linear_dtype=linear_dtype)
     ae = load_ae(companions.vae, dtype)
     t5 = load_t5xxl(companions.t5xxl, text_dtype)
     clip = None if kind == CHROMA else load_clip_l(companions.clip_l, text_dtype)
-    clip_tokenizer, t5_tokenizer = _tokenizers(kind, tiny, t5)
+    _check_vocab(companions.t5xxl, t5_tokenizer, t5.config.vocab_size, "T5")
     files = {"transformer": str(path), **companions.files}
     if tiny:
         files["marker"] = header.metadata[TINY_MARKER_KEY]
@@ -122,19 +123,19 @@ def load_flux_folder(folder: Path, *, dtype: torch.dtype, text_dtype: torch.dtyp
                      vae=None, linear_dtype: Optional[torch.dtype] = None) -> FluxParts:
     """A diffusers Flux (FluxPipeline) or Chroma (ChromaPipeline) folder; answers naming files override."""
     from diffusers import AutoencoderKL
-    from transformers import CLIPTextModel, CLIPTokenizer, T5EncoderModel, T5TokenizerFast
+    from transformers import CLIPTextModel, T5EncoderModel
 
     kind = detect_flux_folder(folder)
     if kind is None:
         raise UserError(f"{folder}: not a diffusers Flux or Chroma folder (model_index.json and transformer/config.json)")
     t5_part = "text_encoder" if kind == CHROMA else "text_encoder_2"
-    t5_tok_part = "tokenizer" if kind == CHROMA else "tokenizer_2"
     needed = ["transformer", "vae", t5_part] + ([] if kind == CHROMA else ["text_encoder"])
     for part in needed:
         if not (folder / part).is_dir():
             raise UserError(f"{folder}: diffusers folder without its {part}/ subfolder")
-    transformer = load_transformer(folder / "transformer", dtype, linear_dtype=linear_dtype)
     tiny = (folder / TINY_MARKER_FILE).is_file()
+    clip_tokenizer, t5_tokenizer = _tokenizers(kind, tiny, folder)
+    transformer = load_transformer(folder / "transformer", dtype, linear_dtype=linear_dtype)
     try:
         ae = load_ae(Path(vae), dtype) if vae else AutoencoderKL.from_pretrained(
             folder, subfolder="vae", local_files_only=True, torch_dtype=dtype)
@@ -146,12 +147,6 @@ def load_flux_folder(folder: Path, *, dtype: torch.dtype, text_dtype: torch.dtyp
                 folder, subfolder="text_encoder", local_files_only=True, dtype=text_dtype)
     except (OSError, EnvironmentError, ValueError) as exc:
         raise UserError(f"{folder}: cannot load this diffusers folder: {exc}") from None
-    clip_tokenizer, t5_tokenizer = _tokenizers(kind, tiny, t5)
-    if (folder / t5_tok_part / "tokenizer.json").is_file() or (folder / t5_tok_part / "spiece.model").is_file():
-        t5_tokenizer = T5TokenizerFast.from_pretrained(str(folder / t5_tok_part), local_files_only=True)
-        t5_tokenizer.model_max_length = _t5_length(kind, tiny)
-    if clip is not None and any((folder / "tokenizer" / n).is_file() for n in ("vocab.json", "tokenizer.json")):
-        clip_tokenizer = CLIPTokenizer.from_pretrained(str(folder / "tokenizer"), local_files_only=True)
     _check_vocab(folder, t5_tokenizer, t5.config.vocab_size, "T5")
     if clip is not None:
         _check_vocab(folder, clip_tokenizer, clip.config.vocab_size, "CLIP-L")
@@ -176,23 +171,35 @@ def _t5_length(kind: str, tiny: bool) -> int:
     return 32 if tiny else t5_max_length(kind)
 
 
-def _tokenizers(kind: str, tiny: bool, t5) -> tuple[Any, Any]:
-    """(CLIP-L tokenizer or None, T5 tokenizer): the real ones, or the tiny models' own."""
+def _tokenizers(kind: str, tiny: bool, folder: Optional[Path] = None) -> tuple[Any, Any]:
+    """(CLIP-L tokenizer or None, T5 tokenizer): a diffusers ``folder``'s own when it has them, else the
+    real ones easytrain ships (the tiny models: the tiny T5 tokenizer)."""
+    from transformers import CLIPTokenizer, T5TokenizerFast
+
     from easytrain.families.flux import tokenizer as tok
 
-    clip_tokenizer = None if kind == CHROMA else tok.load_clip_l_tokenizer()
-    if tiny:
-        return clip_tokenizer, tok.build_tiny_t5_tokenizer(_t5_length(kind, True))
-    if t5.config.vocab_size < tok.T5_VOCAB_SIZE:
-        raise UserError(f"the T5 text encoder has a {t5.config.vocab_size}-token vocabulary; Flux's T5-XXL has "
-                        f"{tok.T5_VOCAB_SIZE} tokens (32128 rows): is it a T5 v1.1 XXL encoder?")
-    return clip_tokenizer, tok.load_t5_tokenizer(tok.t5_max_length(kind))
+    clip_tokenizer = None
+    if kind != CHROMA:
+        own = folder / "tokenizer" if folder is not None else None
+        if own is not None and any((own / n).is_file() for n in ("vocab.json", "tokenizer.json")):
+            clip_tokenizer = CLIPTokenizer.from_pretrained(str(own), local_files_only=True)
+        else:
+            clip_tokenizer = tok.load_clip_l_tokenizer()
+    own = folder / ("tokenizer" if kind == CHROMA else "tokenizer_2") if folder is not None else None
+    if own is not None and any((own / n).is_file() for n in ("tokenizer.json", "spiece.model")):
+        t5_tokenizer = T5TokenizerFast.from_pretrained(str(own), local_files_only=True)
+        t5_tokenizer.model_max_length = _t5_length(kind, tiny)
+    elif tiny:
+        t5_tokenizer = tok.build_tiny_t5_tokenizer(_t5_length(kind, True))
+    else:
+        t5_tokenizer = tok.load_t5_tokenizer(tok.t5_max_length(kind))
+    return clip_tokenizer, t5_tokenizer
 
 
 def _check_vocab(where: Path, tokenizer, rows: int, what: str) -> None:
     if len(tokenizer) > rows:
-        raise UserError(f"{where}: the {what} tokenizer has {len(tokenizer)} tokens but its text encoder has "
-                        f"{rows} rows; the tokenizer does not belong to the text encoder")
+        raise UserError(f"{where}: the {what} tokenizer has {len(tokenizer)} tokens but the text encoder has "
+                        f"{rows} rows; is it a {'T5 v1.1 XXL' if what == 'T5' else 'CLIP-L'} text encoder?")
 
 
 # ---- sizes from shapes -------------------------------------------------------------------------
