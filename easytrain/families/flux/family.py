@@ -88,15 +88,19 @@ class Flux(Family):
         from easytrain.families.flux.load import load_base_model
 
         options = options or {}
-        base = load_base_model(path, arch, dtype, prediction_type=prediction, clip_l=options.get("clip_l"),
+        return load_base_model(path, arch, dtype, prediction_type=prediction, clip_l=options.get("clip_l"),
                                t5xxl=options.get("t5xxl"), vae=vae)
-        if options.get("fp8_base"):
-            from easytrain.families.flux.fp8 import store_in_fp8
 
-            compute = dtype if dtype in (torch.bfloat16, torch.float16) else torch.bfloat16
-            store_in_fp8(base.unet, compute_dtype=compute,
-                         include=lambda name, _: name.startswith(("double_blocks.", "single_blocks.")))
-        return base
+    def store_base(self, base, dtype) -> None:
+        """fp8_base: the blocks' frozen Linear weights stored in fp8 (computed in bf16, or the run's fp16), after
+        the network is attached: its own layers stay fp32 (kohya's --fp8_base)."""
+        if not base.options.get("fp8_base"):
+            return
+        from easytrain.families.flux.fp8 import store_in_fp8
+
+        compute = dtype if dtype in (torch.bfloat16, torch.float16) else torch.bfloat16
+        store_in_fp8(base.unet, compute_dtype=compute,
+                     include=lambda name, _: name.startswith(("double_blocks.", "single_blocks.")))
 
     def load_builtin_tiny(self, dtype, vae=None):
         from easytrain.families.flux.load import load_builtin_tiny
