@@ -109,7 +109,7 @@ def one_case(args, resolution: int, lever) -> dict:
     import torch
 
     from easytrain.families.flux.block_swap import enable_block_swap, move_except_swapped
-    from easytrain.families.flux.family import store_blocks_in_fp8
+    from easytrain.families.flux.family import Flux
     from easytrain.families.flux.objective import FlowObjective
     from easytrain.families.flux.options import defaults_for
     from easytrain.families.flux.targets import flux_targets
@@ -123,8 +123,8 @@ def one_case(args, resolution: int, lever) -> dict:
     network = build_network({"unet": model}, targets, NetworkSpec("LoRA", args.dim, float(args.dim)), seed=0)
     for param in network.trainable_parameters():
         param.data = param.data.to(device)
-    if fp8:
-        store_blocks_in_fp8(model)
+    if fp8:  # what the trainer does after attaching the network (Flux.store_base)
+        Flux().store_base(SimpleNamespace(unet=model, options={"fp8_base": True}), torch.bfloat16)
     if swap and not args.tiny:
         enable_block_swap(model, swap, device)
         move_except_swapped(model, device)

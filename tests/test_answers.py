@@ -67,7 +67,8 @@ def test_round_trip_of_every_field(tmp_path, demo_images):
         "conv_block_dims": ",".join(["2"] * 25), "conv_block_alphas": ",".join(["1"] * 25), "ema": True,
         "ema_decay": 0.995,
     }
-    assert set(full) - {"schema_version"} == set(Q.KEYS) - {"epochs", "scheduler_restarts", "validation_folder"}
+    assert set(full) - {"schema_version"} == (set(Q.KEYS) - {"epochs", "scheduler_restarts", "validation_folder"}
+                                              - Q.FAMILY_OPTION_KEYS)   # a family's own: in its tests
     src = write(tmp_path / "in.json", full)
     loaded = A.load(src)
     for key, value in full.items():
@@ -97,7 +98,7 @@ def test_defaults_filled_for_missing_optional_keys(tmp_path, base):
     ("resolution", 500, "resolution: must be an integer from 64 to 4096 and a multiple of 64, got 500"),
     ("output_name", "a b", "output_name: may only contain letters"),
     ("image_folder", "nowhere", "image_folder: folder not found"),
-    ("base_model", "model.bin", "base_model: must end in .safetensors or .ckpt"),
+    ("base_model", "model.bin", "base_model: must end in .safetensors or .sft or .ckpt"),
     ("base_model", "missing.safetensors", "base_model: file not found"),
     ("warmup_ratio", 0.9, "warmup_ratio: must be a number from 0 to 0.5, got 0.9"),
 ])

@@ -105,3 +105,24 @@ def test_lever_lines_for_check():
     assert lines[0].startswith("GPU memory for Flux.1 at 1024x1024")
     assert len(lines) == 1 + len(fm.LEVERS)
     assert lines[1].endswith("too much") and lines[4].endswith("fits")
+
+
+def test_chroma_has_its_own_table():
+    from easytrain.families.flux import memory_trace
+
+    chroma = fm.memory_for("chroma")
+    assert chroma.label == "Chroma" and fm.memory_for("dev") is fm.FLUX_MEMORY
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        found = memory_trace.counts("chroma")
+    assert found["parameters"] == dict(chroma.parameters) and found["lora_per_dim"] == dict(chroma.lora_per_dim)
+    assert found["block_parameters"] == dict(chroma.block_parameters)
+    assert 8.5e9 < chroma.parameters["transformer"] < 9.0e9 and "clip_l" not in chroma.parameters
+    flux = fm.estimate(fm.FluxSetup(1024, 1024, fp8_base=True, blocks_to_swap=16, optimizer="AdamW8bit"))
+    ours = fm.estimate(fm.FluxSetup(1024, 1024, fp8_base=True, blocks_to_swap=16, optimizer="AdamW8bit",
+                                    train_t5=True), chroma)
+    assert dict(ours.parts)["T5-XXL"] > 0 and "CLIP-L" not in dict(ours.parts)
+    assert fm.estimate(fm.FluxSetup(1024, 1024), chroma).total < fm.estimate(fm.FluxSetup(1024, 1024)).total
+    assert flux.total_gib <= 12
+    assert fm.lever_lines(512, 512, memory=chroma)[0].startswith("GPU memory for Chroma at 512x512")
+    assert fm.text_encode_bytes(chroma) == chroma.parameters["t5"] * 2

@@ -223,14 +223,21 @@ def test_the_seam_objective_in_denoising_loss():
     assert objective.flow.settings.loss_type == "huber" and objective.flow.settings.huber_schedule == "exponential"
     latents = objective.model_latents(torch.randn(2, 16, 4, 4, generator=_gen(1)))
     draw = objective.draw(latents, _gen(2))
-    text = dict(t5=torch.randn(2, 5, model.config.context_in_dim, generator=_gen(3)),
-                pooled=torch.randn(2, model.config.vec_in_dim, generator=_gen(4)), t5_mask=torch.ones(2, 5))
+    from easytrain.families.flux.text import FluxText
+
+    text = FluxText(txt=torch.randn(2, 5, model.config.context_in_dim, generator=_gen(3)),
+                    mask=torch.tensor([[1] * 5, [1] * 3 + [0] * 2]), apply_mask=True,
+                    pooled=torch.randn(2, model.config.vec_in_dim, generator=_gen(4)))
+    conditioning = text.transformer_kwargs()
     batch = SimpleNamespace(loss_weights=torch.tensor([1.0, 0.5]), masks=torch.ones(2, 32, 32))
-    loss = denoising_loss(objective, model, lambda b: text, batch, latents, draw, nullcontext)
-    prediction = model(**objective.flow.model_inputs(draw.flow, SimpleNamespace(**text)))
+    loss = denoising_loss(objective, model, lambda b: conditioning, batch, latents, draw, nullcontext)
+    same = SimpleNamespace(t5=text.txt, pooled=text.pooled, t5_mask=text.mask)
+    masked = fo.FlowObjective(FlowSettings(apply_t5_attn_mask=True), "dev")
+    prediction = model(**masked.model_inputs(draw.flow, same))
     expected = objective.flow.loss(prediction, draw.flow, loss_weights=batch.loss_weights, masks=batch.masks)
     assert torch.equal(loss, expected)
-    plain = denoising_loss(objective, model, lambda b: text, batch, latents, draw, nullcontext, variants=False)
+    plain = denoising_loss(objective, model, lambda b: conditioning, batch, latents, draw, nullcontext,
+                           variants=False)
     assert torch.equal(plain, objective.flow.loss(prediction, draw.flow, plain=True))
     assert not torch.equal(plain, loss)
 

@@ -237,13 +237,24 @@ def test_a_diffusers_folder_with_a_truncated_weights_file_is_refused(tmp_path):
 
 @pytest.mark.parametrize("keys, words", [
     (["model.diffusion_model.joint_blocks.0.x_block.attn.qkv.weight", "text_encoders.clip_l.x"], "an SD3 / SD3.5 model"),
-    (["double_blocks.0.img_attn.qkv.weight", "single_blocks.0.linear1.weight"], "a Flux model"),
-    (["model.diffusion_model.double_blocks.0.img_attn.qkv.weight", "vae.x"], "a Flux model"),
 ])
 def test_other_model_families_are_named(tmp_path, keys, words):
     path = tmp_path / "other.safetensors"
     save_file({key: torch.zeros(1) for key in keys}, str(path))
     with pytest.raises(UserError, match=rf"other\.safetensors: this is {words}; easytrain trains LoRAs for SD1"):
+        detect_architecture(path)
+
+
+@pytest.mark.parametrize("keys", [
+    ["double_blocks.0.img_attn.qkv.weight", "single_blocks.0.linear1.weight"],
+    ["model.diffusion_model.double_blocks.0.img_attn.qkv.weight", "vae.x"],
+])
+def test_a_few_flux_blocks_are_named_as_an_incomplete_flux_transformer(tmp_path, keys):
+    """Flux trains now (families/flux): a file with a few of its blocks is an incomplete one, said so."""
+    path = tmp_path / "other.safetensors"
+    save_file({key: torch.zeros(1) for key in keys}, str(path))
+    with pytest.raises(UserError, match=r"other\.safetensors: this holds Flux.1 transformer blocks .* is the file "
+                                        r"complete\?"):
         detect_architecture(path)
 
 
@@ -274,8 +285,14 @@ def test_sdxl_unet_without_text_encoders_is_named(tmp_path):
 def test_a_transformer_pipeline_folder_is_named(tmp_path):
     (tmp_path / "flux" / "transformer").mkdir(parents=True)
     (tmp_path / "flux" / "model_index.json").write_text(json.dumps({"_class_name": "FluxPipeline"}))
-    with pytest.raises(UserError, match=r"flux: this is a FluxPipeline folder \(a transformer, not a UNet\)"):
+    with pytest.raises(UserError, match=r"flux: a diffusers FluxPipeline folder whose transformer/ easytrain cannot "
+                                        r"read"):
         detect_architecture(tmp_path / "flux")
+    (tmp_path / "sd3" / "transformer").mkdir(parents=True)
+    (tmp_path / "sd3" / "model_index.json").write_text(json.dumps({"_class_name": "StableDiffusion3Pipeline"}))
+    with pytest.raises(UserError, match=r"sd3: this is a StableDiffusion3Pipeline folder \(a transformer easytrain "
+                                        r"does not train\)"):
+        detect_architecture(tmp_path / "sd3")
 
 
 @pytest.mark.skipif(not hasattr(__import__("os"), "mkfifo"), reason="named pipes are POSIX-only")

@@ -100,6 +100,10 @@ class Family:
     def load_builtin_tiny(self, dtype, vae: Optional[str] = None):
         raise NotImplementedError
 
+    def store_base(self, base, dtype) -> None:
+        """The frozen base weights in their training storage, once the network is attached and cast to
+        ``dtype`` (Flux's fp8_base stores the transformer's in fp8 here). Nothing by default."""
+
     def to_device(self, base, device) -> bool:
         """The denoiser on ``device`` for training. False: the family placed it itself (blocks kept on the
         CPU) and accelerate must not move it."""

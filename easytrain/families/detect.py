@@ -62,9 +62,9 @@ def detect_from_keys(path: Path, shapes: Shapes, metadata: dict[str, str]) -> De
         found = signature.from_keys(path, shapes, metadata)
         if found is not None:
             return found
-    _refuse_non_checkpoints(path, keys)
     for signature in signatures():
         signature.explain_partial(path, shapes)     # a part of a model some family knows: say which
+    _refuse_non_checkpoints(path, keys)
     raise UserError(f"{path}: not a Stable Diffusion checkpoint (no text encoder keys found)")
 
 

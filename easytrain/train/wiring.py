@@ -132,6 +132,7 @@ def build_network_on(run: Run) -> None:
         report = load_lora_into(run.network, settings.initial_weights)
         run.emit(ev.Message(f"continuing from {settings.initial_weights}: {report.modules_loaded} modules loaded"))
     run.network.cast_base(run.weight_dtype)
+    run.family.store_base(base, run.weight_dtype)
     run.unet, run.text_encoders = base.unet, list(base.text_encoders)
     if plan.precision.gradient_checkpointing:
         run.unet.enable_gradient_checkpointing()

@@ -32,7 +32,9 @@ def flow_settings(arch: str, options) -> FlowSettings:
 
 
 class FluxConditioner:
-    """Captions -> the transformer's text inputs: {"t5", "pooled", "t5_mask"} (FluxObjective.predict)."""
+    """Captions -> the transformer's text arguments, text.FluxText.transformer_kwargs: ``txt``, ``txt_attention_mask``
+    (None unless the T5 mask applies) and ``y`` (CLIP-L's pooled output; not for Chroma), as
+    FluxObjective.predict hands them to the transformer."""
 
     def __init__(self, text_encoders, tokenizers, *, arch: str, device, train_text_encoder: bool,
                  cache_text: bool, apply_t5_attn_mask: bool) -> None:
@@ -55,8 +57,8 @@ class FluxConditioner:
         text = encode_prompts(captions, t5=self.t5, t5_tokenizer=self.t5_tokenizer, max_length=self.max_length,
                               clip_l=self.clip, clip_tokenizer=self.clip_tokenizer,
                               apply_t5_attn_mask=self.apply_t5_attn_mask, chroma=self.chroma)
-        return {"t5": text.txt.to(self.device), "t5_mask": text.mask.to(self.device),
-                "pooled": text.pooled.to(self.device) if text.pooled is not None else None}
+        return {key: None if value is None else value.to(self.device)
+                for key, value in text.transformer_kwargs().items()}
 
     def precache(self, captions) -> None:
         fill_text_cache(self._cached, captions)
@@ -86,18 +88,6 @@ def swaps_blocks_on(device) -> bool:
     return torch.device(device).type != "cpu"
 
 
-def store_blocks_in_fp8(transformer) -> int:
-    """kohya's --fp8_base: the frozen Linears of the double and single blocks stored in fp8, computed in the
-    weights' own dtype (bf16 when that is fp32, as kohya)."""
-    from easytrain.families.flux.fp8 import FP8, store_in_fp8
-
-    frozen = [p for p in transformer.double_blocks.parameters() if not p.requires_grad and p.dtype != FP8]
-    dtype = frozen[0].dtype if frozen else torch.bfloat16
-    compute = dtype if dtype in (torch.bfloat16, torch.float16) else torch.bfloat16
-    return store_in_fp8(transformer, compute_dtype=compute,
-                        include=lambda name, _: name.startswith(("double_blocks.", "single_blocks.")))
-
-
 class Flux(Family):
     family = "flux"
     vae_encodes_in_half = False  # the AE encodes in fp32 when latents are not cached, as SDXL's VAE
@@ -109,18 +99,24 @@ class Flux(Family):
         return load_base_model(path, arch, dtype, prediction_type=prediction, clip_l=options.get("clip_l"),
                                t5xxl=options.get("t5xxl"), vae=vae)
 
+    def store_base(self, base, dtype) -> None:
+        """fp8_base: the blocks' frozen Linear weights stored in fp8 (computed in bf16, or the run's fp16), after
+        the network is attached: its own layers stay fp32 (kohya's --fp8_base)."""
+        if not base.options.get("fp8_base"):
+            return
+        from easytrain.families.flux.fp8 import store_in_fp8
+
+        compute = dtype if dtype in (torch.bfloat16, torch.float16) else torch.bfloat16
+        store_in_fp8(base.unet, compute_dtype=compute,
+                     include=lambda name, _: name.startswith(("double_blocks.", "single_blocks.")))
+
     def load_builtin_tiny(self, dtype, vae=None):
         from easytrain.families.flux.load import load_builtin_tiny
 
         return load_builtin_tiny("flux-dev", dtype)
 
     def to_device(self, base, device) -> bool:
-        """With fp8_base, the blocks' frozen Linears are stored in fp8 here: after the network is attached (an
-        adapter made on an fp8 layer would start from fp8-rounded values) and after the base weights were cast
-        to the mixed precision (which would turn fp8 back into bf16). With blocks_to_swap, those blocks' frozen
-        weights stay on the CPU and come in for their turn."""
-        if base.options.get("fp8_base"):
-            store_blocks_in_fp8(base.unet)
+        """With blocks_to_swap, those blocks' frozen weights stay on the CPU and come in for their turn."""
         swap = int(base.options.get("blocks_to_swap") or 0)
         if not swap or not swaps_blocks_on(device):
             base.unet.to(device)

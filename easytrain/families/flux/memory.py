@@ -45,6 +45,7 @@ class FluxMemory:
     blocks: Mapping[str, int]                 # how many double / single blocks
     lora_per_dim: Mapping[str, int]           # kohya's module set at dim 1: unet (304 modules), clip_l, t5
     activation_bytes: Mapping[tuple, int]     # (side, "bf16" | "fp8", checkpointing) -> peak bytes
+    label: str = "Flux.1"
 
     def activations(self, pixels: float, base: str, checkpointing: bool) -> float:
         """Activation bytes for ``pixels`` (per image), linear through the two traced sizes."""
@@ -55,7 +56,7 @@ class FluxMemory:
         return max(0.0, a + slope * (pixels - small * small))
 
 
-# Printed by `python -m easytrain.families.flux.memory_trace`.
+# Printed by `python -m easytrain.families.flux.memory_trace` (Flux.1 dev; schnell has the same sizes but guidance_in).
 FLUX_MEMORY = FluxMemory(  # traced by easytrain/families/flux/memory_trace.py, batch 1, 512 T5 tokens
     traced_sides=(512, 1024),
     parameters={'ae': 83819683, 'clip_l': 123060480, 't5': 4762310656, 'transformer': 11901408320},
@@ -72,6 +73,30 @@ FLUX_MEMORY = FluxMemory(  # traced by easytrain/families/flux/memory_trace.py, 
                       (1024, 'fp8', False): 43111312880,
                       (1024, 'fp8', True): 2874875938},
 )
+
+
+CHROMA_MEMORY = FluxMemory(  # traced by easytrain/families/flux/memory_trace.py, batch 1, 512 T5 tokens
+    traced_sides=(512, 1024),
+    parameters={'ae': 83819683, 't5': 4762310656, 'transformer': 8899983424},
+    block_parameters={'double': 226548224, 'single': 113271040},
+    block_linear_weights={'double': 226492416, 'single': 113246208},
+    blocks={'double': 19, 'single': 38},
+    lora_per_dim={'t5': 1818624, 'unet': 3502080},
+    activation_bytes={(512, 'bf16', False): 12227642712,
+                      (512, 'bf16', True): 935350304,
+                      (512, 'fp8', False): 12227642712,
+                      (512, 'fp8', True): 935350304,
+                      (1024, 'bf16', False): 36688553304,
+                      (1024, 'bf16', True): 2826854432,
+                      (1024, 'fp8', False): 36688553304,
+                      (1024, 'fp8', True): 2826854432},
+    label="Chroma",
+)
+
+
+def memory_for(variant: str) -> FluxMemory:
+    """The traced table of a variant: Chroma's (8.9B, no modulation layers, no CLIP-L) or Flux.1's."""
+    return CHROMA_MEMORY if variant == "chroma" else FLUX_MEMORY
 
 
 def swap_counts(blocks_to_swap: int, double: int = 19, single: int = 38) -> tuple[int, int]:
@@ -133,7 +158,9 @@ def transformer_bytes(setup: FluxSetup, memory: FluxMemory = FLUX_MEMORY) -> int
 
 
 def estimate(setup: FluxSetup, memory: FluxMemory = FLUX_MEMORY) -> MemoryEstimate:
-    encoders = [("CLIP-L", "clip_l", setup.train_clip), ("T5-XXL", "t5", setup.train_t5)]
+    encoders = [(label, part, trained) for label, part, trained in
+                (("CLIP-L", "clip_l", setup.train_clip), ("T5-XXL", "t5", setup.train_t5))
+                if part in memory.parameters]   # Chroma has no CLIP-L
     weights = [("transformer", transformer_bytes(setup, memory))]
     for label, part, trained in encoders:
         on_gpu = trained or not setup.text_outputs_cached
@@ -152,7 +179,7 @@ def estimate(setup: FluxSetup, memory: FluxMemory = FLUX_MEMORY) -> MemoryEstima
 
 def text_encode_bytes(memory: FluxMemory = FLUX_MEMORY, *, t5_fp8: bool = False) -> int:
     """The weights on the GPU while the captions are encoded (T5-XXL and CLIP-L, before the first step)."""
-    return memory.parameters["t5"] * (1 if t5_fp8 else 2) + memory.parameters["clip_l"] * 2
+    return memory.parameters["t5"] * (1 if t5_fp8 else 2) + memory.parameters.get("clip_l", 0) * 2
 
 
 # The levers, cheapest in speed first: (name, fp8_base, blocks_to_swap, optimizer).
@@ -170,7 +197,7 @@ def lever_estimates(width: int, height: int, *, batch: int = 1, dim: int = 16,
                     memory: FluxMemory = FLUX_MEMORY) -> list[tuple[str, MemoryEstimate]]:
     """Each lever's estimate at this size: what ``check`` lists for Flux."""
     return [(name, estimate(FluxSetup(width, height, batch=batch, dim=dim, fp8_base=fp8, blocks_to_swap=swap,
-                                      optimizer=optimizer), memory))
+                                      optimizer=optimizer, label=memory.label), memory))
             for name, fp8, swap, optimizer in LEVERS]
 
 
@@ -186,7 +213,7 @@ def propose_levers(gpu_gib: float, width: int, height: int, *, batch: int = 1, d
 def lever_lines(width: int, height: int, *, batch: int = 1, dim: int = 16, gpu_gib: Optional[float] = None,
                 memory: FluxMemory = FLUX_MEMORY) -> list[str]:
     """What ``check`` prints for Flux: each lever's estimate at this size, the fitting ones marked."""
-    lines = [f"GPU memory for Flux.1 at {width}x{height}, batch {batch}, LoRA dim {dim} (estimates):"]
+    lines = [f"GPU memory for {memory.label} at {width}x{height}, batch {batch}, LoRA dim {dim} (estimates):"]
     for name, found in lever_estimates(width, height, batch=batch, dim=dim, memory=memory):
         fits = "" if gpu_gib is None else ("  fits" if found.total_gib <= gpu_gib else "  too much")
         lines.append(f"  {name:<44} {found.total_gib:5.1f} GiB{fits}")

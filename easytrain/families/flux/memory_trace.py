@@ -69,7 +69,7 @@ def meta_text_encoders_and_ae() -> dict:
 
 
 def _network(model, variant: str, clip=None, t5=None):
-    from easytrain.families.flux.targets import flux_targets
+    from easytrain.families.flux.targets import flux_targets, t5_part
     from easytrain.network.build import build_network
     from easytrain.network.spec import NetworkSpec
 
@@ -77,16 +77,17 @@ def _network(model, variant: str, clip=None, t5=None):
     if clip is not None:
         models["text_encoder"] = clip
     if t5 is not None:
-        models["text_encoder_2"] = t5
+        models[t5_part(variant)] = t5
     spec = NetworkSpec("LoRA", TRACED_DIM, 1.0, train_text_encoder=clip is not None or t5 is not None)
     targets = flux_targets({"unet": model, "clip_l": clip, "t5": t5}, variant, train_clip=clip is not None,
                            train_t5=t5 is not None)
     return build_network(models, targets, spec, seed=0)
 
 
-def counts() -> dict:
+def counts(kind: str = "flux-dev") -> dict:
     """Parameter counts: the whole of each part, one block of each kind, the blocks' Linear weights."""
-    model = meta_transformer()
+    variant = "chroma" if kind == "chroma" else "dev"
+    model = meta_transformer(kind)
     others = meta_text_encoders_and_ae()
     params = {"transformer": sum(p.numel() for p in model.parameters())}
     params.update({part: sum(p.numel() for p in m.parameters()) for part, m in others.items()})
@@ -94,11 +95,16 @@ def counts() -> dict:
              "single": sum(p.numel() for p in model.single_blocks[0].parameters())}
     linear_weights = {kind: sum(m.weight.numel() for m in blocks[0].modules() if isinstance(m, torch.nn.Linear))
                       for kind, blocks in (("double", model.double_blocks), ("single", model.single_blocks))}
-    network = _network(model, "dev")
+    network = _network(model, variant)
     lora = {"unet": sum(p.numel() for p in network.parameters_of("unet"))}
-    clip_network = _network(meta_transformer(), "dev", clip=others["clip_l"], t5=others["t5"])
-    lora["clip_l"] = sum(p.numel() for p in clip_network.parameters_of("text_encoder"))
-    lora["t5"] = sum(p.numel() for p in clip_network.parameters_of("text_encoder_2"))
+    if variant == "chroma":  # T5 only, as the first text encoder
+        text_network = _network(meta_transformer(kind), variant, t5=others["t5"])
+        lora["t5"] = sum(p.numel() for p in text_network.parameters_of("text_encoder"))
+        params.pop("clip_l")
+    else:
+        text_network = _network(meta_transformer(kind), variant, clip=others["clip_l"], t5=others["t5"])
+        lora["clip_l"] = sum(p.numel() for p in text_network.parameters_of("text_encoder"))
+        lora["t5"] = sum(p.numel() for p in text_network.parameters_of("text_encoder_2"))
     return dict(parameters=params, block_parameters=block, block_linear_weights=linear_weights,
                 blocks={"double": len(model.double_blocks), "single": len(model.single_blocks)},
                 lora_per_dim=lora)
@@ -144,18 +150,18 @@ def _checkpointed(bench, dtype, block, *args):
     return bench.checkpoint_under_autocast(dtype, block, *args)
 
 
-def trace() -> dict:
-    found = counts()
+def trace(kind: str = "flux-dev") -> dict:
+    found = counts(kind)
     found["traced_sides"] = TRACED_SIDES
     found["activation_bytes"] = {(side, "fp8" if fp8 else "bf16", ckpt): activation_bytes(side, fp8=fp8,
-                                                                                         checkpointing=ckpt)
+                                                                                         checkpointing=ckpt, kind=kind)
                                  for side in TRACED_SIDES for fp8 in (False, True) for ckpt in (True, False)}
     return found
 
 
-def table(found: dict) -> str:
-    """``found`` as the Python source of memory.py's FLUX_MEMORY."""
-    lines = ["FLUX_MEMORY = FluxMemory(  # traced by easytrain/families/flux/memory_trace.py, batch 1, 512 T5 tokens"]
+def table(found: dict, name: str = "FLUX_MEMORY") -> str:
+    """``found`` as the Python source of memory.py's FLUX_MEMORY (or CHROMA_MEMORY)."""
+    lines = [f"{name} = FluxMemory(  # traced by easytrain/families/flux/memory_trace.py, batch 1, 512 T5 tokens"]
     for key in ("traced_sides", "parameters", "block_parameters", "block_linear_weights", "blocks", "lora_per_dim",
                 "activation_bytes"):
         start = f"    {key}="
@@ -170,4 +176,5 @@ if __name__ == "__main__":
     sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        print(table(trace()))
+        print(table(trace("flux-dev")))
+        print(table(trace("chroma"), "CHROMA_MEMORY"))

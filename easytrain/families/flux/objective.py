@@ -35,7 +35,6 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from types import SimpleNamespace
 from typing import Optional
 
 import torch
@@ -262,20 +261,22 @@ class FlowObjective:
                      else None))
 
     def model_inputs(self, batch: FlowBatch, text) -> dict:
-        """The transformer's keyword arguments in BFL's naming.
-
-        ``text`` carries ``t5`` (B, L, 4096), ``pooled`` (B, 768; None for Chroma) and ``t5_mask``
-        (B, L; used only with apply_t5_attn_mask).
-        """
-        t5 = text.t5
-        out = dict(img=batch.model_input, img_ids=batch.img_ids, txt=t5,
-                   txt_ids=text_ids(t5.shape[0], t5.shape[1], device=t5.device), timesteps=batch.timesteps)
+        """The transformer's keyword arguments in BFL's naming, from ``text``'s ``t5`` (B, L, 4096),
+        ``pooled`` (B, 768; None for Chroma) and ``t5_mask`` (B, L; applied with apply_t5_attn_mask)."""
+        conditioning = dict(txt=text.t5, txt_attention_mask=(getattr(text, "t5_mask", None)
+                                                              if self.settings.apply_t5_attn_mask else None))
         if self.variant != "chroma":
-            out["y"] = text.pooled
+            conditioning["y"] = text.pooled
+        return self.denoiser_inputs(batch, conditioning)
+
+    def denoiser_inputs(self, batch: FlowBatch, conditioning: dict) -> dict:
+        """The transformer's keyword arguments: the batch's image part and ``conditioning``'s text part
+        (``txt``, ``y``, ``txt_attention_mask``, as text.FluxText.transformer_kwargs gives them)."""
+        txt = conditioning["txt"]
+        out = dict(img=batch.model_input, img_ids=batch.img_ids, timesteps=batch.timesteps,
+                   txt_ids=text_ids(txt.shape[0], txt.shape[1], device=txt.device), **conditioning)
         if batch.guidance is not None:
             out["guidance"] = batch.guidance
-        mask = getattr(text, "t5_mask", None)
-        out["txt_attention_mask"] = mask if self.settings.apply_t5_attn_mask else None
         return out
 
     # -- the loss
@@ -346,8 +347,8 @@ class FluxObjective(Objective):
     """families/base.Objective for Flux and Chroma: FlowObjective behind draw / fixed_draw / predict / compare.
 
     ``loss`` is the plan's LossSettings: its ip_noise_gamma, loss type and Huber threshold, and its loss
-    masks apply (check refuses the DDPM-only rest). The conditioning a Flux conditioner gives is
-    ``{"t5": (B, L, 4096), "pooled": (B, 768) or None, "t5_mask": (B, L)}``.
+    masks apply (check refuses the DDPM-only rest). The conditioning a Flux conditioner gives is the
+    transformer's text arguments, ``{"txt", "y", "txt_attention_mask"}`` (text.FluxText.transformer_kwargs).
     """
 
     prediction_type = "flow"
@@ -374,7 +375,7 @@ class FluxObjective(Objective):
         return FlowDraw.of(self.flow.prepare(latents, noise=noise, sigmas=sigmas))
 
     def predict(self, forward, draw: FlowDraw, conditioning: dict) -> torch.Tensor:
-        return forward(**self.flow.model_inputs(draw.flow, SimpleNamespace(**conditioning)))
+        return forward(**self.flow.denoiser_inputs(draw.flow, conditioning))
 
     def compare(self, prediction: torch.Tensor, latents: torch.Tensor, draw: FlowDraw, *, batch=None,
                 variants: bool = True) -> torch.Tensor:

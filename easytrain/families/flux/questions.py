@@ -16,6 +16,7 @@ from easytrain.families.flux.options import (
 from easytrain.question import Question, Values
 
 FAMILY = "flux"
+ARCH = ("base_model", "architecture")  # what every condition here reads (the architecture, from the file)
 TEXT_FILES = (".safetensors", ".sft")
 
 
@@ -81,7 +82,7 @@ def _check_swap(value: Any, v: Values) -> Optional[str]:
 _DEFAULTS = FlowSettings()
 
 QUESTIONS = (
-    ("base_model", Question(
+    ("architecture", Question(
         "clip_l", "Which CLIP-L file goes with this Flux model?",
         "Flux.1 reads captions with CLIP-L and T5-XXL, kept in their own files (ComfyUI: "
         "models/text_encoders or models/clip, usually clip_l.safetensors). Empty: easytrain looks next to "
@@ -118,17 +119,17 @@ QUESTIONS = (
         "shifted by the image size, as Flux's own sampler.",
         "choice", "advanced", default=_DEFAULTS.timestep_sampling, advanced=True,
         choices=tuple((name, name) for name in TIMESTEP_SAMPLINGS),
-        condition=_is_flux, condition_text="a Flux.1 or Chroma model",
+        condition=_is_flux, condition_text="a Flux.1 or Chroma model", depends_on=ARCH,
     )),
     ("timestep_sampling", Question(
         "discrete_flow_shift", "Flow shift? (Flux)", DEFAULT_REASONS["discrete_flow_shift"] + ".",
         "float", "advanced", default=_DEFAULTS.discrete_flow_shift, above=0.0, maximum=100.0, advanced=True,
-        condition=_is_flux, condition_text="a Flux.1 or Chroma model",
+        condition=_is_flux, condition_text="a Flux.1 or Chroma model", depends_on=ARCH,
     )),
     ("discrete_flow_shift", Question(
         "sigmoid_scale", "Sigmoid scale? (Flux)", DEFAULT_REASONS["sigmoid_scale"] + ".",
         "float", "advanced", default=_DEFAULTS.sigmoid_scale, above=0.0, maximum=100.0, advanced=True,
-        condition=_is_flux, condition_text="a Flux.1 or Chroma model",
+        condition=_is_flux, condition_text="a Flux.1 or Chroma model", depends_on=ARCH,
     )),
     ("sigmoid_scale", Question(
         "model_prediction_type", "How is the prediction read? (Flux)",
@@ -136,29 +137,29 @@ QUESTIONS = (
         "the noise level (kohya's model_prediction_type).",
         "choice", "advanced", default=_DEFAULTS.model_prediction_type, advanced=True,
         choices=tuple((name, name) for name in MODEL_PREDICTION_TYPES),
-        condition=_is_flux, condition_text="a Flux.1 or Chroma model",
+        condition=_is_flux, condition_text="a Flux.1 or Chroma model", depends_on=ARCH,
     )),
     ("model_prediction_type", Question(
         "weighting_scheme", "Loss weighting? (Flux)", DEFAULT_REASONS["weighting_scheme"] + ".",
         "choice", "advanced", default=_DEFAULTS.weighting_scheme, advanced=True,
         choices=tuple((name, name) for name in WEIGHTING_SCHEMES),
-        condition=_is_flux, condition_text="a Flux.1 or Chroma model",
+        condition=_is_flux, condition_text="a Flux.1 or Chroma model", depends_on=ARCH,
     )),
     ("weighting_scheme", Question(
         "guidance_scale", "Guidance input while training? (Flux.1 dev)", DEFAULT_REASONS["guidance_scale"] + ".",
         "float", "advanced", default=_DEFAULTS.guidance_scale, minimum=0.0, maximum=100.0, advanced=True,
-        condition=lambda v: _architecture(v) == "flux-dev", condition_text="a Flux.1 dev model",
+        condition=lambda v: _architecture(v) == "flux-dev", condition_text="a Flux.1 dev model", depends_on=ARCH,
     )),
     ("guidance_scale", Question(
         "apply_t5_attn_mask", "Mask T5's padding? (Flux)", DEFAULT_REASONS["apply_t5_attn_mask"] + ".",
         "yesno", "advanced", default=lambda v: _architecture(v) == "chroma", default_text="no (Chroma: yes)",
-        advanced=True, condition=_is_flux, condition_text="a Flux.1 or Chroma model",
+        advanced=True, condition=_is_flux, condition_text="a Flux.1 or Chroma model", depends_on=ARCH,
     )),
     ("apply_t5_attn_mask", Question(
         "train_t5", "Also train T5-XXL? (Flux)",
         "kohya trains CLIP-L with the text-encoder learning rate and leaves T5 alone unless asked: T5 is "
         "4.7B parameters and rarely needs it. Only with a text-encoder learning rate above 0.",
         "yesno", "advanced", default=False, advanced=True,
-        condition=_is_flux, condition_text="a Flux.1 or Chroma model",
+        condition=_is_flux, condition_text="a Flux.1 or Chroma model", depends_on=ARCH,
     )),
 )

@@ -2,10 +2,10 @@
 
 T5 v1.1 (32100 tokens: 32000 SentencePiece pieces and 100 sentinels, Apache-2.0) is the tokenizer of
 ``t5xxl_fp16.safetensors``; a stand-in vocabulary would silently train on wrong token ids, so real
-checkpoints always get the real one. Its files (tokenizer.json, tokenizer_config.json,
-special_tokens_map.json, LICENSE) are looked for, in order: the folder ``EASYTRAIN_T5_TOKENIZER``
-names, ``t5_tokenizer/`` beside this module (package data), and ``shared/t5_tokenizer`` in or beside
-the source checkout. Known answer: "a photo of a cat" -> 3 9 1202 13 3 9 1712 1.
+checkpoints always get the real one. It ships in ``t5_tokenizer/`` beside this module (tokenizer.json,
+tokenizer_config.json and its LICENSE; build_t5_tokenizer.py made them from a PyPI package). A folder
+``EASYTRAIN_T5_TOKENIZER`` names is used first, and ``shared/t5_tokenizer`` in or beside the source
+checkout after the shipped one. Known answer: "a photo of a cat" -> 3 9 1202 13 3 9 1712 1.
 
 kohya's lengths: 512 T5 tokens for dev (and Chroma), 256 for schnell; CLIP-L takes 77.
 The tiny test models use a tiny SentencePiece-style (Unigram) T5 tokenizer made in code.
@@ -20,7 +20,7 @@ from easytrain.errors import UserError
 from easytrain.families.flux.detect import CHROMA, FLUX_DEV, FLUX_SCHNELL
 
 T5_TOKENIZER_ENV = "EASYTRAIN_T5_TOKENIZER"
-T5_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+T5_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
 T5_VOCAB_SIZE = 32100
 T5_MAX_LENGTH = {FLUX_DEV: 512, FLUX_SCHNELL: 256, CHROMA: 512}
 CLIP_MAX_LENGTH = 77
@@ -44,7 +44,7 @@ def t5_tokenizer_dir() -> Path:
     for place in places:
         if all((place / name).is_file() for name in T5_TOKENIZER_FILES):
             return place
-    raise UserError("the T5 v1.1 tokenizer files (tokenizer.json, tokenizer_config.json, special_tokens_map.json) "
+    raise UserError("the T5 v1.1 tokenizer files (tokenizer.json, tokenizer_config.json) "
                     f"are not installed; looked in {', '.join(str(p) for p in places)}; "
                     f"set {T5_TOKENIZER_ENV} to a folder holding them")
 
