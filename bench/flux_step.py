@@ -16,7 +16,9 @@ AE nor the text encoders are on the GPU. bf16 autocast, AdamW or bitsandbytes' A
 
 Printed per lever and resolution, each with the GPU's name: s/step, images/s, the peak allocated memory over
 the timed steps (torch.cuda.max_memory_allocated, weights included) and families/flux/memory.py's estimate
-for the same settings beside it. Each lever's model is freed before the next is built.
+for the same settings beside it (its tensors, the same quantity, and its total with the margin for the CUDA
+context and allocator). ``--chroma``: Chroma instead (228 modules, no CLIP-L). Each lever's model is freed
+before the next is built.
 
 ``--plan-only`` prints what it would run (and the estimates) without torch touching a GPU: the test suite runs
 it on the CPU. ``--estimates`` prints the estimate table per lever at 512 and 1024 px (docs/PERFORMANCE.md).
@@ -52,11 +54,18 @@ def levers(chosen: list[str]):
     return [known[name] for name in chosen]
 
 
-def estimate_gib(resolution: int, batch: int, dim: int, fp8: bool, swap: int, optimizer: str) -> float:
-    from easytrain.families.flux.memory import FluxSetup, estimate
+def estimate_of(resolution: int, batch: int, dim: int, fp8: bool, swap: int, optimizer: str, variant: str = "dev"):
+    """families/flux/memory.py's estimate (a MemoryEstimate: ``tensors`` without the margin, ``total_gib``)."""
+    from easytrain.families.flux.memory import FluxSetup, estimate, memory_for
 
+    memory = memory_for(variant)
     return estimate(FluxSetup(resolution, resolution, batch=batch, dim=dim, fp8_base=fp8, blocks_to_swap=swap,
-                              optimizer=optimizer)).total_gib
+                              optimizer=optimizer, label=memory.label), memory)
+
+
+def estimate_gib(resolution: int, batch: int, dim: int, fp8: bool, swap: int, optimizer: str,
+                 variant: str = "dev") -> float:
+    return estimate_of(resolution, batch, dim, fp8, swap, optimizer, variant).total_gib
 
 
 def print_estimates(batch: int, dim: int) -> None:
@@ -67,28 +76,35 @@ def print_estimates(batch: int, dim: int) -> None:
 
 
 def plan_lines(args) -> list[str]:
-    lines = [f"FLUX.1-dev transformer, {'tiny' if args.tiny else 'full size'}, random bf16 weights built on "
+    lines = [f"{'Chroma' if args.chroma else 'FLUX.1-dev'} transformer, {'tiny' if args.tiny else 'full size'}, "
+             "random bf16 weights built on "
              f"{args.device}; LoRA dim {args.dim}, batch {args.batch}, {args.warmup} warm-up + {args.steps} timed "
              "steps, gradient checkpointing, bf16 autocast, cached latents and text outputs"]
     for resolution in args.resolution:
         for name, fp8, swap, optimizer in levers(args.levers):
+            gib = estimate_gib(resolution, args.batch, args.dim, fp8, swap, optimizer, variant_of(args))
             lines.append(f"  {resolution} px  {name:<44} fp8_base={fp8} blocks_to_swap={swap} {optimizer}; "
-                         f"estimate {estimate_gib(resolution, args.batch, args.dim, fp8, swap, optimizer):.1f} GiB")
+                         f"estimate {gib:.1f} GiB")
     return lines
 
 
-def build_transformer(device, tiny: bool):
+def variant_of(args) -> str:
+    return "chroma" if args.chroma else "dev"
+
+
+def build_transformer(device, tiny: bool, chroma: bool = False):
     """The transformer with random bf16 weights, materialised on ``device`` from the meta device."""
     import torch
 
     from easytrain.families.flux.model import FluxConfig, FluxTransformer
 
+    kind = "chroma" if chroma else "flux-dev"
     if tiny:
         from easytrain.families.flux.tiny import tiny_config
 
-        config = tiny_config()
+        config = tiny_config(kind)
     else:
-        config = FluxConfig()
+        config = FluxConfig(kind=kind, vec_in_dim=0 if chroma else 768, guidance_embed=not chroma)
     with torch.device("meta"):
         model = FluxTransformer(config)
     model = model.to(dtype=torch.bfloat16).to_empty(device=device)
@@ -115,11 +131,13 @@ def one_case(args, resolution: int, lever) -> dict:
     from easytrain.families.flux.targets import flux_targets
     from easytrain.network.build import build_network
     from easytrain.network.spec import NetworkSpec
+    from easytrain.train.optimizers import build_optimizer
 
     name, fp8, swap, optimizer_name = lever
     device = torch.device(args.device)
-    model = build_transformer(device, args.tiny)
-    targets = flux_targets({"unet": model, "clip_l": None, "t5": None}, "dev", train_clip=False, train_t5=False)
+    variant = variant_of(args)
+    model = build_transformer(device, args.tiny, args.chroma)
+    targets = flux_targets({"unet": model, "clip_l": None, "t5": None}, variant, train_clip=False, train_t5=False)
     network = build_network({"unet": model}, targets, NetworkSpec("LoRA", args.dim, float(args.dim)), seed=0)
     for param in network.trainable_parameters():
         param.data = param.data.to(device)
@@ -131,14 +149,10 @@ def one_case(args, resolution: int, lever) -> dict:
     model.enable_gradient_checkpointing()
     model.train()
     params = list(network.trainable_parameters())
-    if optimizer_name == "AdamW8bit":
-        import bitsandbytes as bnb
+    optimizer = build_optimizer(optimizer_name, [{"params": params, "lr": 1e-4, "name": "unet"}],
+                                device=device).optimizer  # the trainer's (bitsandbytes' AdamW8bit)
 
-        optimizer = bnb.optim.AdamW8bit(params, lr=1e-4)
-    else:
-        optimizer = torch.optim.AdamW(params, lr=1e-4)
-
-    objective = FlowObjective(defaults_for("dev"), "dev")
+    objective = FlowObjective(defaults_for(variant), variant)
     config = model.config
     generator = torch.Generator(device=device).manual_seed(1)
     side = resolution // 8
@@ -147,7 +161,8 @@ def one_case(args, resolution: int, lever) -> dict:
     text = SimpleNamespace(
         t5=torch.randn(args.batch, tokens, config.context_in_dim, generator=generator, device=device,
                        dtype=torch.bfloat16),
-        pooled=torch.randn(args.batch, config.vec_in_dim, generator=generator, device=device, dtype=torch.bfloat16),
+        pooled=(torch.randn(args.batch, config.vec_in_dim, generator=generator, device=device, dtype=torch.bfloat16)
+                if config.vec_in_dim else None),
         t5_mask=None)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16)
 
@@ -173,9 +188,9 @@ def one_case(args, resolution: int, lever) -> dict:
         torch.cuda.synchronize()
     seconds = (time.perf_counter() - start) / max(1, args.steps)
     peak = torch.cuda.max_memory_allocated() / 1024 ** 3 if cuda else float("nan")
+    found = estimate_of(resolution, args.batch, args.dim, fp8, swap, optimizer_name, variant)
     result = dict(name=name, resolution=resolution, seconds=seconds, images=args.batch / seconds, peak=peak,
-                  estimate=estimate_gib(resolution, args.batch, args.dim, fp8, swap, optimizer_name),
-                  loss=loss.item())
+                  tensors=found.tensors / 1024 ** 3, estimate=found.total_gib, loss=loss.item())
     del model, network, optimizer, params, latents, text
     gc.collect()
     if cuda:
@@ -192,6 +207,7 @@ def main(argv=None) -> int:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--levers", nargs="+", default=["all"], help='"all" or lever names as the plan lists them')
     parser.add_argument("--device", default="cuda")
+    parser.add_argument("--chroma", action="store_true", help="Chroma (8.9B, T5 only) instead of FLUX.1-dev")
     parser.add_argument("--tiny", action="store_true", help="a tiny Flux-shaped transformer (smoke test)")
     parser.add_argument("--plan-only", action="store_true", help="print what would run; touch no GPU")
     parser.add_argument("--estimates", action="store_true", help="print the estimate per lever at 512 and 1024")
@@ -221,7 +237,8 @@ def main(argv=None) -> int:
                 torch.cuda.empty_cache()
                 continue
             print(f"[{gpu}] {resolution} px  {r['name']:<44} {r['seconds']:.3f} s/step  {r['images']:.2f} images/s  "
-                  f"peak {r['peak']:.1f} GiB  (estimate {r['estimate']:.1f} GiB)  loss {r['loss']:.4f}", flush=True)
+                  f"peak {r['peak']:.1f} GiB  (estimate: tensors {r['tensors']:.1f} GiB, "
+                  f"{r['estimate']:.1f} GiB with the margin)  loss {r['loss']:.4f}", flush=True)
     return 0
 
 

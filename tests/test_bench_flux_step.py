@@ -46,3 +46,11 @@ def test_the_step_runs_on_a_tiny_transformer_on_the_cpu():
     assert done.returncode == 0, done.stderr
     results = [line for line in done.stdout.splitlines() if line.startswith("[CPU] 64 px")]
     assert len(results) == 2 and all("s/step" in line and "loss" in line for line in results)
+
+
+def test_chroma_plan_and_tiny_step():
+    assert run("--plan-only", "--chroma").stdout.startswith("Chroma transformer, full size")
+    done = run("--tiny", "--chroma", "--device", "cpu", "--resolution", "64", "--steps", "1", "--warmup", "0",
+               "--levers", "fp8 base, 8-bit AdamW")
+    assert done.returncode == 0, done.stderr
+    assert "[CPU] 64 px  fp8 base, 8-bit AdamW" in done.stdout
