@@ -1,25 +1,36 @@
-"""Benchmark: Flux LoRA steps on a GPU for each memory lever, beside families/flux/memory.py's estimate.
+"""Benchmark: Flux.1 [dev] LoRA training steps on a GPU, per memory lever (fp8 base, block swap, 8-bit AdamW).
 
-    .venv/bin/python bench/flux_step.py [--levers all|bf16|fp8|swap16|swap28|...] [--resolution 512 1024]
-                                        [--steps 3] [--dim 16] [--chroma]
-    .venv/bin/python bench/flux_step.py --tiny        # the same code on the CPU, the tiny transformer
-                                                      # (its estimate column is still full-size Flux's)
+    .venv/bin/python bench/flux_step.py [--resolution 512 1024] [--batch 1] [--dim 16] [--steps 5] [--warmup 2]
+                                        [--levers all | "bf16" "fp8 base" ...] [--plan-only] [--estimates]
 
-Full-size FLUX.1-dev (or Chroma) is built from its config with random weights (nothing is downloaded):
-on the GPU directly in bf16 when no block is swapped, else on the CPU, then placed with block_swap's
-``move_except_swapped``. The step is the trainer's Flux step: kohya's 304-module LoRA (dim 16, alpha 16,
-through easytrain's network code), fp8 base weights when asked (fp8.store_in_fp8 after the network),
-block swap (kohya's split of N), gradient checkpointing, bf16 autocast, the flow objective with kohya's
-recommended settings, cached text (random 512-token T5 states and a pooled CLIP-L vector), AdamW or
-AdamW8bit from train.optimizers. Printed per lever and size: s/step, the peak allocated memory
-(torch.cuda.max_memory_allocated over the steps, weights included) and the estimate's tensors (the
-same quantity, without the margin for context and allocator) and total.
+The full-size FLUX.1-dev transformer (19 double + 38 single blocks, hidden 3072; 11.9B parameters) is built
+on the meta device and materialised ON THE GPU in bf16 with random weights (normal, std 0.02): nothing is
+downloaded and it never exists on the CPU (a swapped block's frozen weights go to pinned CPU memory, as
+training puts them). Per lever, as families/flux/memory.py's LEVERS lists them: kohya's Flux LoRA module set
+(304 modules, dim 16 by default, families/flux/targets.py) attached, then the block weights stored in fp8
+(``fp8_base``, families/flux/fp8.py) and the last blocks swapped (``blocks_to_swap``,
+families/flux/block_swap.py) as Flux.to_device does; gradient checkpointing on; the flow-matching loss of
+families/flux/objective.py with kohya's documented settings; cached inputs as training uses them: random
+16-channel latents (res/8) and random T5 (512 tokens x 4096) and CLIP-L pooled (768) outputs, so neither the
+AE nor the text encoders are on the GPU. bf16 autocast, AdamW or bitsandbytes' AdamW8bit on the LoRA.
+
+Printed per lever and resolution, each with the GPU's name: s/step, images/s, the peak allocated memory over
+the timed steps (torch.cuda.max_memory_allocated, weights included) and families/flux/memory.py's estimate
+for the same settings beside it (its tensors, the same quantity, and its total with the margin for the CUDA
+context and allocator). ``--chroma``: Chroma instead (228 modules, no CLIP-L). Each lever's model is freed
+before the next is built.
+
+``--plan-only`` prints what it would run (and the estimates) without torch touching a GPU: the test suite runs
+it on the CPU. ``--estimates`` prints the estimate table per lever at 512 and 1024 px (docs/PERFORMANCE.md).
+``--tiny --device cpu`` runs the same code on a tiny Flux-shaped transformer on the CPU (a smoke test of the
+code; it measures nothing worth recording; its 2 + 2 blocks leave none to swap, so the swap levers run
+without swapping there).
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
+import gc
 import sys
 import time
 from pathlib import Path
@@ -28,45 +39,93 @@ from types import SimpleNamespace
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-import torch  # noqa: E402
-
-from easytrain.families.flux import memory as flux_memory  # noqa: E402
-
-LEVERS = {  # name: (fp8 base, blocks_to_swap, optimizer)
-    "bf16": (False, 0, "AdamW"),
-    "fp8": (True, 0, "AdamW"),
-    "fp8-8bit": (True, 0, "AdamW8bit"),
-    "swap16": (True, 16, "AdamW8bit"),
-    "swap28": (True, 28, "AdamW8bit"),
-}
+T5_TOKENS = 512
 
 
-def build(kind: str, tiny: bool, device: torch.device, swap: int):
+def levers(chosen: list[str]):
+    from easytrain.families.flux.memory import LEVERS
+
+    if chosen == ["all"]:
+        return list(LEVERS)
+    known = {lever[0]: lever for lever in LEVERS}
+    missing = [name for name in chosen if name not in known]
+    if missing:
+        raise SystemExit(f"unknown lever {missing[0]!r}; the levers: {', '.join(known)}")
+    return [known[name] for name in chosen]
+
+
+def estimate_of(resolution: int, batch: int, dim: int, fp8: bool, swap: int, optimizer: str, variant: str = "dev"):
+    """families/flux/memory.py's estimate (a MemoryEstimate: ``tensors`` without the margin, ``total_gib``)."""
+    from easytrain.families.flux.memory import FluxSetup, estimate, memory_for
+
+    memory = memory_for(variant)
+    return estimate(FluxSetup(resolution, resolution, batch=batch, dim=dim, fp8_base=fp8, blocks_to_swap=swap,
+                              optimizer=optimizer, label=memory.label), memory)
+
+
+def estimate_gib(resolution: int, batch: int, dim: int, fp8: bool, swap: int, optimizer: str,
+                 variant: str = "dev") -> float:
+    return estimate_of(resolution, batch, dim, fp8, swap, optimizer, variant).total_gib
+
+
+def print_estimates(batch: int, dim: int) -> None:
+    from easytrain.families.flux.memory import lever_lines
+
+    for resolution in (512, 1024):
+        print("\n".join(lever_lines(resolution, resolution, batch=batch, dim=dim)))
+
+
+def plan_lines(args) -> list[str]:
+    lines = [f"{'Chroma' if args.chroma else 'FLUX.1-dev'} transformer, {'tiny' if args.tiny else 'full size'}, "
+             "random bf16 weights built on "
+             f"{args.device}; LoRA dim {args.dim}, batch {args.batch}, {args.warmup} warm-up + {args.steps} timed "
+             "steps, gradient checkpointing, bf16 autocast, cached latents and text outputs"]
+    for resolution in args.resolution:
+        for name, fp8, swap, optimizer in levers(args.levers):
+            gib = estimate_gib(resolution, args.batch, args.dim, fp8, swap, optimizer, variant_of(args))
+            lines.append(f"  {resolution} px  {name:<44} fp8_base={fp8} blocks_to_swap={swap} {optimizer}; "
+                         f"estimate {gib:.1f} GiB")
+    return lines
+
+
+def variant_of(args) -> str:
+    return "chroma" if args.chroma else "dev"
+
+
+def build_transformer(device, tiny: bool, chroma: bool = False):
+    """The transformer with random bf16 weights, materialised on ``device`` from the meta device."""
+    import torch
+
     from easytrain.families.flux.model import FluxConfig, FluxTransformer
-    from easytrain.families.flux.tiny import tiny_config
 
+    kind = "chroma" if chroma else "flux-dev"
     if tiny:
-        config = dataclasses.replace(tiny_config(kind), depth=4, depth_single_blocks=6)
+        from easytrain.families.flux.tiny import tiny_config
+
+        config = tiny_config(kind)
     else:
-        chroma = kind == "chroma"
-        config = FluxConfig(kind=kind, vec_in_dim=0 if chroma else 768, guidance_embed=kind == "flux-dev")
-    where = torch.device("cpu") if swap or tiny else device
-    default = torch.get_default_dtype()
-    torch.set_default_dtype(torch.bfloat16)   # never an fp32 copy of 12B parameters (48 GB)
-    try:
-        with torch.device(where):
-            model = FluxTransformer(config)
-    finally:
-        torch.set_default_dtype(default)
+        config = FluxConfig(kind=kind, vec_in_dim=0 if chroma else 768, guidance_embed=not chroma)
+    with torch.device("meta"):
+        model = FluxTransformer(config)
+    model = model.to(dtype=torch.bfloat16).to_empty(device=device)
+    generator = torch.Generator(device=device).manual_seed(0)
     with torch.no_grad():
-        for param in model.parameters():
-            param.normal_(0.0, 0.02)
-    return model.requires_grad_(False)
+        for name, param in model.named_parameters():
+            if name.endswith(".scale"):
+                param.fill_(1.0)
+            else:
+                param.normal_(0.0, 0.02, generator=generator)
+        for name, buffer in model.named_buffers():
+            buffer.zero_()
+    model.requires_grad_(False)
+    return model
 
 
-def run_case(args, lever: str, side: int, device: torch.device) -> dict:
+def one_case(args, resolution: int, lever) -> dict:
+    import torch
+
     from easytrain.families.flux.block_swap import enable_block_swap, move_except_swapped
-    from easytrain.families.flux.fp8 import store_in_fp8
+    from easytrain.families.flux.family import Flux
     from easytrain.families.flux.objective import FlowObjective
     from easytrain.families.flux.options import defaults_for
     from easytrain.families.flux.targets import flux_targets
@@ -74,83 +133,114 @@ def run_case(args, lever: str, side: int, device: torch.device) -> dict:
     from easytrain.network.spec import NetworkSpec
     from easytrain.train.optimizers import build_optimizer
 
-    fp8, swap, optimizer_name = LEVERS[lever]
-    kind = "chroma" if args.chroma else "flux-dev"
-    variant = "chroma" if args.chroma else "dev"
-    if args.tiny:
-        swap = min(swap, 3)
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats(device)
-    model = build(kind, args.tiny, device, swap)
-    network = build_network({"unet": model}, flux_targets({"unet": model}, variant),
-                            NetworkSpec("LoRA", args.dim, float(args.dim), train_text_encoder=False), seed=0)
-    if fp8:
-        store_in_fp8(model, compute_dtype=torch.bfloat16)
-    if swap:
-        enable_block_swap(model, swap, device, "cpu")
+    name, fp8, swap, optimizer_name = lever
+    device = torch.device(args.device)
+    variant = variant_of(args)
+    model = build_transformer(device, args.tiny, args.chroma)
+    targets = flux_targets({"unet": model, "clip_l": None, "t5": None}, variant, train_clip=False, train_t5=False)
+    network = build_network({"unet": model}, targets, NetworkSpec("LoRA", args.dim, float(args.dim)), seed=0)
+    for param in network.trainable_parameters():
+        param.data = param.data.to(device)
+    if fp8:  # what the trainer does after attaching the network (Flux.store_base)
+        Flux().store_base(SimpleNamespace(unet=model, options={"fp8_base": True}), torch.bfloat16)
+    if swap and not args.tiny:
+        enable_block_swap(model, swap, device)
         move_except_swapped(model, device)
-    else:
-        model.to(device)
-    for p in network.trainable_parameters():
-        p.data = p.data.to(device)
     model.enable_gradient_checkpointing()
     model.train()
-    optimizer = build_optimizer(optimizer_name, [{"params": network.trainable_parameters(), "lr": 1e-4,
-                                                  "name": "unet"}], device=device).optimizer
+    params = list(network.trainable_parameters())
+    optimizer = build_optimizer(optimizer_name, [{"params": params, "lr": 1e-4, "name": "unet"}],
+                                device=device).optimizer  # the trainer's (bitsandbytes' AdamW8bit)
+
     objective = FlowObjective(defaults_for(variant), variant)
     config = model.config
-    generator = torch.Generator(device).manual_seed(0)
-    text = SimpleNamespace(t5=torch.randn(1, 512, config.context_in_dim, device=device, dtype=torch.bfloat16),
-                           pooled=(torch.randn(1, config.vec_in_dim, device=device, dtype=torch.bfloat16)
-                                   if config.vec_in_dim else None),
-                           t5_mask=torch.ones(1, 512, device=device))
-    latents = torch.randn(1, 16, side // 8, side // 8, device=device)
-    times = []
-    for _ in range(args.steps):
-        start = time.perf_counter()
-        batch = objective.prepare(latents, generator=generator)
-        with torch.autocast(device.type, dtype=torch.bfloat16):
-            prediction = model(**objective.model_inputs(batch, text))
-        loss = objective.loss(prediction, batch)
+    generator = torch.Generator(device=device).manual_seed(1)
+    side = resolution // 8
+    latents = torch.randn(args.batch, 16, side, side, generator=generator, device=device)
+    tokens = 8 if args.tiny else T5_TOKENS
+    text = SimpleNamespace(
+        t5=torch.randn(args.batch, tokens, config.context_in_dim, generator=generator, device=device,
+                       dtype=torch.bfloat16),
+        pooled=(torch.randn(args.batch, config.vec_in_dim, generator=generator, device=device, dtype=torch.bfloat16)
+                if config.vec_in_dim else None),
+        t5_mask=None)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16)
+
+    def step():
+        batch = objective.prepare(latents, generator=generator, dtype=torch.bfloat16)
+        with autocast:
+            loss = objective.loss(model(**objective.model_inputs(batch, text)), batch)
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        times.append(time.perf_counter() - start)
-    peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else 0
-    memory = flux_memory.memory_for(variant)
-    estimate = flux_memory.estimate(flux_memory.FluxSetup(side, side, dim=args.dim, fp8_base=fp8, blocks_to_swap=swap,
-                                                          optimizer=optimizer_name, label=memory.label), memory)
-    del model, network, optimizer
-    return dict(lever=lever, side=side, step_s=min(times), peak_gib=peak / flux_memory.GIB,
-                tensors_gib=estimate.tensors / flux_memory.GIB, total_gib=estimate.total_gib, loss=loss.item())
+        return loss
+
+    cuda = device.type == "cuda"
+    for _ in range(args.warmup):
+        step()
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    start = time.perf_counter()
+    for _ in range(args.steps):
+        loss = step()
+    if cuda:
+        torch.cuda.synchronize()
+    seconds = (time.perf_counter() - start) / max(1, args.steps)
+    peak = torch.cuda.max_memory_allocated() / 1024 ** 3 if cuda else float("nan")
+    found = estimate_of(resolution, args.batch, args.dim, fp8, swap, optimizer_name, variant)
+    result = dict(name=name, resolution=resolution, seconds=seconds, images=args.batch / seconds, peak=peak,
+                  tensors=found.tensors / 1024 ** 3, estimate=found.total_gib, loss=loss.item())
+    del model, network, optimizer, params, latents, text
+    gc.collect()
+    if cuda:
+        torch.cuda.empty_cache()
+    return result
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--levers", nargs="+", default=["all"], choices=["all", *LEVERS])
-    parser.add_argument("--resolution", nargs="+", type=int, default=[512, 1024])
-    parser.add_argument("--steps", type=int, default=3)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--resolution", type=int, nargs="+", default=[512, 1024])
+    parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--dim", type=int, default=16)
-    parser.add_argument("--chroma", action="store_true")
-    parser.add_argument("--tiny", action="store_true", help="the tiny transformer on the CPU: a smoke test")
+    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--levers", nargs="+", default=["all"], help='"all" or lever names as the plan lists them')
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--chroma", action="store_true", help="Chroma (8.9B, T5 only) instead of FLUX.1-dev")
+    parser.add_argument("--tiny", action="store_true", help="a tiny Flux-shaped transformer (smoke test)")
+    parser.add_argument("--plan-only", action="store_true", help="print what would run; touch no GPU")
+    parser.add_argument("--estimates", action="store_true", help="print the estimate per lever at 512 and 1024")
     args = parser.parse_args(argv)
-    device = torch.device("cpu" if args.tiny or not torch.cuda.is_available() else "cuda")
-    if args.tiny:
-        args.resolution = [64]
-    levers = list(LEVERS) if "all" in args.levers else args.levers
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
-    print(f"# Flux LoRA step on {name}: dim {args.dim}, batch 1, checkpointing, bf16 autocast", flush=True)
-    for side in args.resolution:
-        for lever in levers:
-            r = run_case(args, lever, side, device)
-            print(f"{r['lever']:<9} {r['side']:>5}px  {r['step_s']:7.3f} s/step  peak {r['peak_gib']:6.2f} GiB  "
-                  f"estimate {r['tensors_gib']:6.2f} GiB tensors, {r['total_gib']:6.2f} GiB total  "
-                  f"loss {r['loss']:.4f}", flush=True)
+    if args.estimates:
+        print_estimates(args.batch, args.dim)
+        return 0
+    print("\n".join(plan_lines(args)), flush=True)
+    if args.plan_only:
+        return 0
+    import torch
+
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        print("flux_step: no CUDA GPU here; --plan-only prints the plan, --tiny --device cpu runs a smoke test")
+        return 1
+    if not args.tiny and not args.device.startswith("cuda"):
+        print("flux_step: the full-size transformer is built on a GPU only (it is 24 GB in bf16); use --tiny")
+        return 1
+    gpu = torch.cuda.get_device_name() if args.device.startswith("cuda") else "CPU"
+    for resolution in args.resolution:
+        for lever in levers(args.levers):
+            try:
+                r = one_case(args, resolution, lever)
+            except torch.cuda.OutOfMemoryError:
+                print(f"[{gpu}] {resolution} px  {lever[0]:<44} out of GPU memory", flush=True)
+                gc.collect()
+                torch.cuda.empty_cache()
+                continue
+            print(f"[{gpu}] {resolution} px  {r['name']:<44} {r['seconds']:.3f} s/step  {r['images']:.2f} images/s  "
+                  f"peak {r['peak']:.1f} GiB  (estimate: tensors {r['tensors']:.1f} GiB, "
+                  f"{r['estimate']:.1f} GiB with the margin)  loss {r['loss']:.4f}", flush=True)
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    sys.exit(main())

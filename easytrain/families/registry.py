@@ -96,3 +96,17 @@ def config_folder(arch: str) -> Path:
         if folder.is_dir():
             return folder
     raise KeyError(f"no family ships configs for {arch!r}")
+
+
+def lora_layouts() -> list:
+    """Each family's ``lora_layout`` module, for the families that have one: what the LoRA file tools ask about
+    that family's files (``identify(metadata, names)``, ``owns(arch)``, ``part_label(name, arch)``,
+    ``refusal(tool)``; families/flux/lora_layout.py). SD and SDXL files are the tools' own layouts."""
+    found = []
+    for name in PACKAGES:
+        try:
+            found.append(import_module(f"easytrain.families.{name}.lora_layout"))
+        except ModuleNotFoundError as exc:
+            if exc.name != f"easytrain.families.{name}.lora_layout":
+                raise
+    return found

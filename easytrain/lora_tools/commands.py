@@ -8,7 +8,8 @@ import argparse
 from easytrain.errors import UserError
 
 LORA_HELP = """\
-Tools for LoRA files in kohya's format (easytrain's, kohya's, LyCORIS's; SD1, SD2, SDXL).
+Tools for LoRA files in kohya's format (easytrain's, kohya's, LyCORIS's; SD1, SD2, SDXL; Flux.1 and Chroma
+LoRAs for info, resize and merging LoRAs into one).
 Each writes a new file given with -o/--output and never overwrites its inputs."""
 
 MERGE_HELP = """\

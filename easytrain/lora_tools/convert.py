@@ -27,7 +27,8 @@ from easytrain.errors import UserError
 from easytrain.families.spec import STABILITY_LAYOUT
 from easytrain.lora_tools import names
 from easytrain.lora_tools.files import LORA, check_output, read_lora, write_lora
-from easytrain.lora_tools.identify import arch_from_metadata, arch_from_width, stability_names
+from easytrain.lora_tools.identify import (
+    arch_from_metadata, arch_from_width, identify, refuse_family, stability_names)
 
 ADAPTER_METADATA = "lora_adapter_metadata"
 ALPHA_DTYPE = "easytrain.kohya_alpha_dtype"
@@ -75,6 +76,7 @@ def _unet_path_from_kohya(path: str, stability: bool, config: dict | None) -> st
 
 def kohya_to_diffusers(source: Path, output: Path) -> ConvertReport:
     lora = read_lora(source)
+    refuse_family("convert", identify(lora).arch, source.name)
     if lora.unknown_keys:
         raise UserError(f"{source}: has keys that are not LoRA modules ({lora.unknown_keys[0]}, ...); "
                         "convert would drop them")

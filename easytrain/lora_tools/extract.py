@@ -22,6 +22,7 @@ from easytrain import catalog
 from easytrain.errors import UserError
 from easytrain.lora_tools import svd
 from easytrain.lora_tools.files import check_output, module_tensors, save_dtype_of, write_lora
+from easytrain.lora_tools.identify import refuse_family
 from easytrain.lora_tools.layout import CONV_BLOCK, Layout, checkpoint_layout
 from easytrain.lora_tools.names import split_name
 from easytrain.lora_tools.stream import Reader
@@ -69,6 +70,8 @@ def extract_lora(base: str | Path, tuned: str | Path, output: str | Path, *, ran
         raise UserError("--rank and --conv-rank must be at least 1")
     output = check_output(output, [base, tuned])
     base_layout, tuned_layout = checkpoint_layout(base), checkpoint_layout(tuned)
+    for layout in (base_layout, tuned_layout):
+        refuse_family("extract", layout.arch, layout.path.name)
     _check_pair(base_layout, tuned_layout)
     dtype = save_dtype_of(precision, torch.float16)
     slots = [s for s in base_layout.slots.values() if s.group != CONV_BLOCK or conv_rank is not None]

@@ -1,5 +1,8 @@
 """Which architecture a LoRA file is for: from its metadata when it says, else from its keys and widths.
 
+A family with LoRA files of its own layout (families/<family>/lora_layout.py, through
+families.registry.lora_layouts) is asked first: it names its files from their metadata or keys.
+
 Metadata: ``ss_base_model_version`` (kohya), ``modelspec.architecture`` and
 ``modelspec.prediction_type``, ``ss_v2``. Keys: ``lora_te1_``/``lora_te2_`` and
 Stability-layout UNet names (``input_blocks``) are SDXL's; otherwise the
@@ -12,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from easytrain import catalog
+from easytrain.errors import UserError
 from easytrain.families.spec import STABILITY_LAYOUT
 from easytrain.lora_tools.files import LoraFile
 
@@ -66,8 +70,39 @@ def stability_names(lora: LoraFile) -> bool:
                              "lora_te1_", "lora_te2_")) for n in lora.modules)
 
 
+def _family_layouts() -> list:
+    from easytrain.families.registry import lora_layouts
+
+    return lora_layouts()
+
+
+def family_layout(arch: str | None):
+    """The lora_layout hook of the family that owns ``arch``, or None (SD, SDXL and unknown files)."""
+    if arch is None:
+        return None
+    return next((hook for hook in _family_layouts() if hook.owns(arch)), None)
+
+
+def family_part_label(name: str, arch: str | None) -> str | None:
+    """A family's own label for the part a module belongs to (None: the tools' prefix labels)."""
+    hook = family_layout(arch)
+    return hook.part_label(name, arch) if hook is not None else None
+
+
+def refuse_family(tool: str, arch: str | None, what: str) -> None:
+    """UserError when ``arch``'s family says ``tool`` does not take its files (``what`` names the file)."""
+    hook = family_layout(arch)
+    reason = hook.refusal(tool) if hook is not None else None
+    if reason:
+        raise UserError(f"{what} ({catalog.architecture_label(arch)}): {reason}")
+
+
 def identify(lora: LoraFile) -> LoraArch:
     md = lora.metadata
+    for hook in _family_layouts():
+        found = hook.identify(md, lora.modules)
+        if found:
+            return LoraArch(*found)
     v_pred = md.get("modelspec.prediction_type", "").lower().startswith("v") or \
         md.get("ss_v_parameterization", "").lower() == "true"
     if md.get("ss_base_model_version"):
@@ -96,6 +131,10 @@ def arch_from_width(width: int | None) -> str | None:
 
 
 def arch_from_metadata(metadata: dict[str, str]) -> str | None:
+    for hook in _family_layouts():
+        found = hook.identify(metadata, ())
+        if found:
+            return found[0]
     v_pred = metadata.get("modelspec.prediction_type", "").lower().startswith("v")
     if metadata.get("ss_base_model_version"):
         return _by_version(metadata["ss_base_model_version"], v_pred)

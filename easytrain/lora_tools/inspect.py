@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from easytrain.lora_tools.files import LoraFile, part_of, read_lora
-from easytrain.lora_tools.identify import LoraArch, identify
+from easytrain.lora_tools.identify import LoraArch, family_part_label, identify
 
 PART_LABELS = {"lora_unet": "UNet", "lora_te": "text encoder", "lora_te1": "TE1 (CLIP-L)",
                "lora_te2": "TE2 (bigG)"}
@@ -114,11 +114,12 @@ def hashes(path: Path) -> tuple[str, str]:
     return whole.hexdigest(), tensors.hexdigest()
 
 
-def _parts(lora: LoraFile) -> dict[str, PartInfo]:
+def _parts(lora: LoraFile, arch: str | None = None) -> dict[str, PartInfo]:
     parts: dict[str, PartInfo] = {}
     for name, module in sorted(lora.modules.items()):
-        prefix = part_of(name)
-        info = parts.setdefault(prefix, PartInfo(PART_LABELS.get(prefix, prefix), 0, Counter(), Counter()))
+        own = family_part_label(name, arch)
+        prefix = own or part_of(name)
+        info = parts.setdefault(prefix, PartInfo(own or PART_LABELS.get(prefix, prefix), 0, Counter(), Counter()))
         info.modules += 1
         info.dims[module.rank] += 1
         info.alphas[module.alpha] += 1
@@ -179,7 +180,7 @@ def inspect_lora(path: str | Path) -> LoraInfo:
     other = {k: v for k, v in md.items() if k not in shown and not k.startswith("ss_")}
     return LoraInfo(
         path=lora.path, size=lora.path.stat().st_size, arch=arch, blocks=per_block(lora, arch.arch), network_type=lora.network_type,
-        dtype=str(lora.dtype).removeprefix("torch."), parts=_parts(lora), settings=settings,
+        dtype=str(lora.dtype).removeprefix("torch."), parts=_parts(lora, arch.arch), settings=settings,
         dataset_dirs=dirs if isinstance(dirs, dict) else {}, top_tags=top, trigger_words=triggers,
         sha256=sha, model_hash=model_hash, stored_model_hash=md.get("sshs_model_hash"), other_metadata=other,
     )

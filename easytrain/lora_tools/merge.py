@@ -23,7 +23,7 @@ from easytrain.errors import UserError
 from easytrain.lora_tools import deltas, svd
 from easytrain.lora_tools.files import (LoraFile, Module, check_output, module_tensors, read_lora, save_dtype_of,
                                         write_lora)
-from easytrain.lora_tools.identify import LoraArch, identify
+from easytrain.lora_tools.identify import LoraArch, identify, refuse_family
 from easytrain.lora_tools.layout import Layout, check_fits, checkpoint_layout
 from easytrain.lora_tools.stream import FLOAT_NAMES, NAMES, Entry, Reader, tensor_bytes, write_streamed
 
@@ -105,7 +105,10 @@ def merge_into_checkpoint(base: str | Path, specs: list[tuple[str | Path, float]
                           ) -> CheckpointMergeReport:
     output = check_output(output, [base] + [p for p, _ in specs])
     layout = checkpoint_layout(base)
+    refuse_family("merge-checkpoint", layout.arch, layout.path.name)
     inputs = read_inputs(specs)
+    for item in inputs:
+        refuse_family("merge-checkpoint", item.arch.arch, item.label)
     patches: dict[str, list[tuple[int | None, Module, float]]] = {}
     for item in inputs:
         check_fits(layout, item.lora.modules, item.label, item.arch.arch)

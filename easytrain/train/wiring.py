@@ -209,7 +209,10 @@ def prepare_training(run: Run) -> None:
 
     trained = [run.unet] if network_settings.train_unet and run.placed_by_accelerate else []
     trained += run.text_encoders if network_settings.train_text_encoder else []
-    prepared = list(run.accelerator.prepare(*trained, built.optimizer))
+    prepared = run.accelerator.prepare(*trained, built.optimizer)
+    # accelerate hands back the object itself, not a tuple, when given one (a denoiser the family placed
+    # itself and no text encoder trained: only the optimizer)
+    prepared = list(prepared) if isinstance(prepared, (tuple, list)) else [prepared]
     run.optimizer, run.lr_scheduler = prepared.pop(), lr_scheduler
     if network_settings.train_unet and not run.placed_by_accelerate:
         run.unet = run.accelerator.prepare_model(run.unet, device_placement=False)

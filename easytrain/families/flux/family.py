@@ -32,7 +32,9 @@ def flow_settings(arch: str, options) -> FlowSettings:
 
 
 class FluxConditioner:
-    """Captions -> the transformer's text inputs: {"t5", "pooled", "t5_mask"} (FluxObjective.predict)."""
+    """Captions -> the transformer's text arguments, text.FluxText.transformer_kwargs: ``txt``, ``txt_attention_mask``
+    (None unless the T5 mask applies) and ``y`` (CLIP-L's pooled output; not for Chroma), as
+    FluxObjective.predict hands them to the transformer."""
 
     def __init__(self, text_encoders, tokenizers, *, arch: str, device, train_text_encoder: bool,
                  cache_text: bool, apply_t5_attn_mask: bool) -> None:
@@ -55,8 +57,8 @@ class FluxConditioner:
         text = encode_prompts(captions, t5=self.t5, t5_tokenizer=self.t5_tokenizer, max_length=self.max_length,
                               clip_l=self.clip, clip_tokenizer=self.clip_tokenizer,
                               apply_t5_attn_mask=self.apply_t5_attn_mask, chroma=self.chroma)
-        return {"t5": text.txt.to(self.device), "t5_mask": text.mask.to(self.device),
-                "pooled": text.pooled.to(self.device) if text.pooled is not None else None}
+        return {key: None if value is None else value.to(self.device)
+                for key, value in text.transformer_kwargs().items()}
 
     def precache(self, captions) -> None:
         fill_text_cache(self._cached, captions)
@@ -78,6 +80,12 @@ class FluxConditioner:
             return self._cached(batch.captions)
         with torch.set_grad_enabled(self.train_text_encoder):
             return self._encode(batch.captions)
+
+
+def swaps_blocks_on(device) -> bool:
+    """Whether blocks_to_swap applies on ``device``: a GPU's memory is what swapping saves; on the CPU the
+    blocks stay where they are (a test makes this true to run the swap with the CPU on both sides)."""
+    return torch.device(device).type != "cpu"
 
 
 class Flux(Family):
@@ -110,7 +118,7 @@ class Flux(Family):
     def to_device(self, base, device) -> bool:
         """With blocks_to_swap, those blocks' frozen weights stay on the CPU and come in for their turn."""
         swap = int(base.options.get("blocks_to_swap") or 0)
-        if not swap or torch.device(device).type == "cpu":
+        if not swap or not swaps_blocks_on(device):
             base.unet.to(device)
             return True
         from easytrain.families.flux.block_swap import enable_block_swap, move_except_swapped

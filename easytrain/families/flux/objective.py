@@ -388,4 +388,7 @@ class FluxObjective(Objective):
     def metadata(self) -> dict[str, str]:
         from easytrain.families.flux.metadata import flux_metadata
 
-        return flux_metadata(self.flow.settings, self.flow.variant)
+        # Flux reads CLIP-L's pooled output (no clip skip) and T5 at the variant's own length (512 / 256 tokens):
+        # the answers' clip_skip and max_token_length are not used, and kohya writes None for both.
+        return {**flux_metadata(self.flow.settings, self.flow.variant), "ss_clip_skip": "None",
+                "ss_max_token_length": "None"}

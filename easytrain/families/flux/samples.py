@@ -34,7 +34,8 @@ def render_flux_samples(*, base, transformer, text_encoders, prompts, output_dir
     defaults = DEFAULTS[variant]
 
     def text_of(caption: str):
-        return SimpleNamespace(**conditioner(SimpleNamespace(captions=[caption])))
+        kwargs = conditioner(SimpleNamespace(captions=[caption]))  # the transformer's text arguments
+        return SimpleNamespace(t5=kwargs["txt"], pooled=kwargs.get("y"), t5_mask=kwargs["txt_attention_mask"])
 
     def one(prompt, seed: int, width: int, height: int):
         width, height = width - width % 16, height - height % 16
