@@ -62,12 +62,24 @@ def full_size_shapes() -> dict:
 def comfy_tree(tmp_path_factory) -> Path:
     """ComfyUI's models/ tree with header-only full-size files."""
     shapes = full_size_shapes()
-    models = tmp_path_factory.mktemp("ComfyUI") / "models"
+    comfy = tmp_path_factory.mktemp("ComfyUI")
+    models = comfy / "models"
+    tokenizer = comfy / "comfy" / "text_encoders" / "t5_tokenizer"  # ComfyUI ships the T5 tokenizer here
+    tokenizer.mkdir(parents=True)
+    (tokenizer / "tokenizer.json").write_text("{}", encoding="utf-8")  # the plan checks it is there, no more
     _write_header_only(models / "diffusion_models" / "flux1-dev.safetensors", shapes["transformer"])
     _write_header_only(models / "text_encoders" / "clip_l.safetensors", shapes["clip_l"], torch.float16)
     _write_header_only(models / "text_encoders" / "t5xxl_fp16.safetensors", shapes["t5xxl"], torch.float16)
     _write_header_only(models / "vae" / "ae.safetensors", shapes["ae"], torch.float32)
     return models
+
+
+@pytest.fixture(autouse=True)
+def no_other_tokenizer(tmp_path, monkeypatch):
+    from easytrain.families.flux import tokenizer
+
+    monkeypatch.delenv(tokenizer.T5_TOKENIZER_ENV, raising=False)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf-hub"))
 
 
 def _check(tmp_path, model: Path, **answers) -> str:
@@ -91,6 +103,9 @@ def test_the_full_size_dev_file_has_780_tensors(comfy_tree):
 def test_check_detects_full_size_dev_and_prints_each_lever(tmp_path, comfy_tree):
     text = _check(tmp_path, comfy_tree / "diffusion_models" / "flux1-dev.safetensors")
     assert "Flux.1 [dev]" in text and "tiny test model" not in text
+    for part in ("clip_l: ", "t5xxl: ", "vae: "):
+        assert part + str(comfy_tree) in text
+    assert "T5 tokenizer: " + str(comfy_tree.parent / "comfy" / "text_encoders" / "t5_tokenizer") in text
     assert "GPU memory for Flux.1 at 1024x1024, batch 1, LoRA dim 16 (estimates):" in text
     for lever in ("bf16", "fp8 base", "fp8 base, 16 blocks swapped, 8-bit AdamW",
                   "fp8 base, 28 blocks swapped, 8-bit AdamW"):
@@ -115,4 +130,4 @@ def test_check_needs_the_companions(tmp_path, comfy_tree):
     with pytest.raises(UserError) as caught:
         _check(tmp_path, lonely)
     text = str(caught.value) + " ".join(getattr(caught.value, "problems", []))
-    assert "T5-XXL" in text or "t5xxl" in text
+    assert "no CLIP-L text encoder (clip_l.safetensors) found in" in text and "set clip_l in the answers" in text

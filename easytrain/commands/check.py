@@ -89,7 +89,12 @@ def plan_lines(plan: TrainPlan, extra_warnings: Sequence[str] = ()) -> list[str]
     a = plan.answers
     model = inspect_base_model(plan)
     lines = [f"Plan for {a.source or 'answers'}", f"  base model: {model.line}"]
-    if a.vae:
+    from easytrain.families.registry import catalog_hook
+
+    own_lines = catalog_hook(model.arch, "model_lines")
+    if own_lines is not None:  # a family whose model comes with more files (Flux: companions, tokenizer) lists them
+        lines += [f"    {line}" for line in own_lines(plan, model.arch)]
+    elif a.vae:
         lines.append(f"  vae: {vae_line(plan)}")
     lines.append("  data:")
     for scan in (plan.train_scan, plan.reg_scan):

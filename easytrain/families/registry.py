@@ -49,6 +49,11 @@ def catalog_hook(arch: str, name: str):
     return None
 
 
+def catalog_hooks(name: str) -> list:
+    """Every family catalog's ``name`` (a hook function or a table), family by family; those without skip."""
+    return [getattr(package.catalog, name) for package in packages() if hasattr(package.catalog, name)]
+
+
 def family_questions() -> list:
     """(the id of the question it follows, Question) of every family's own questions, family by family.
 

@@ -30,7 +30,8 @@ MEMORY: dict = {}
 
 def estimate_plan(plan, arch: str):
     """check's memory estimate for a Flux plan, with the levers it sets (memory.py; imported when asked)."""
-    from easytrain.families.flux.memory import FluxSetup, estimate
+    from easytrain.families.flux.memory import FluxSetup, estimate, memory_for
+    from easytrain.families.flux.options import variant_of
 
     options = plan.model.options
     width, height = plan.resolution
@@ -43,22 +44,25 @@ def estimate_plan(plan, arch: str):
         train_t5=plan.network.train_text_encoder and (bool(options.get("train_t5")) or arch == "chroma"),
         text_outputs_cached=plan.text_outputs_cached,
         latents_cached=plan.data.cache_latents != "off" and not plan.pixels_vary,
-        label=next(a.label for a in ARCHITECTURES if a.id == arch)))
+        label=next(a.label for a in ARCHITECTURES if a.id == arch)), memory_for(variant_of(arch)))
 
 
 def denoiser_parameters(arch: str) -> int:
     """The full-size transformer's parameter count (memory.py's trace), for run_estimate's full-size test."""
-    from easytrain.families.flux.memory import FLUX_MEMORY
+    from easytrain.families.flux.memory import memory_for
+    from easytrain.families.flux.options import variant_of
 
-    return FLUX_MEMORY.parameters["transformer"]
+    return memory_for(variant_of(arch)).parameters["transformer"]
 
 
 def estimate_lines(plan, arch: str, gpu_gib) -> list[str]:
     """The levers' estimates at the plan's size, so `check` shows what each would need."""
-    from easytrain.families.flux.memory import lever_lines
+    from easytrain.families.flux.memory import lever_lines, memory_for
+    from easytrain.families.flux.options import variant_of
 
     width, height = plan.resolution
-    return lever_lines(width, height, batch=plan.data.batch_size, dim=plan.network.dim, gpu_gib=gpu_gib)
+    return lever_lines(width, height, batch=plan.data.batch_size, dim=plan.network.dim, gpu_gib=gpu_gib,
+                       memory=memory_for(variant_of(arch)))
 
 
 def refused(plan, arch: str) -> list[str]:
@@ -79,3 +83,21 @@ def clip_skip_reason(arch: str) -> str:
     from easytrain.families.flux.checks import clip_skip_reason as reason
 
     return reason(arch)
+
+
+def model_lines(plan, arch: str) -> list[str]:
+    """check's lines about the files the model loads with (its companions, the T5 tokenizer)."""
+    from easytrain.families.flux.checks import model_lines as lines
+
+    return lines(plan, arch)
+
+
+# kohya's network module for Flux LoRAs (networks/lora_flux.py): a known one when a kohya file names it.
+LEGACY_NETWORK_MODULES = ("networks.lora_flux",)
+
+
+def import_legacy(data, convert, from_toml: bool, arch=None):
+    """kohya's Flux arguments of a kohya TOML / kohya_ss GUI file as our answers (legacy.py; families/flux/legacy.py)."""
+    from easytrain.families.flux.legacy import import_legacy as flux_import
+
+    return flux_import(data, convert, from_toml, arch)

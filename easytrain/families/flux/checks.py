@@ -37,10 +37,71 @@ def refused(plan, arch: str) -> list[str]:
         problems.append(f"{', '.join(sorted(k for k in network.block_args if k != 'block_lr_zero_threshold'))}: "
                         "block-wise settings have no Flux block numbering (kohya's lora_flux offers none)")
     options = plan.model.options
+    problems += model_file_problems(plan, arch)
     if options.get("train_t5") and arch != CHROMA and not network.train_text_encoder:
         problems.append("train_t5: T5-XXL trains with the text-encoder learning rate, which is 0 here (or "
                         "train_parts leaves the text encoders out): set text_encoder_lr above 0")
     return problems
+
+
+def model_file_problems(plan, arch: str) -> list[str]:
+    """What loading would miss, read before it: the companion files (CLIP-L, T5-XXL, AE) of a single file and the
+    T5 tokenizer (easytrain's tiny models carry their own)."""
+    from pathlib import Path
+
+    from easytrain.errors import UserError
+    from easytrain.families.flux.tokenizer import t5_tokenizer_dir
+
+    resolved, options = plan.model.resolved, plan.model.options
+    if resolved.tiny or plan.model.base_model.startswith("builtin:"):
+        return []
+    problems = []
+    model = Path(plan.model.base_model)
+    try:
+        companions(plan, arch)
+    except UserError as exc:
+        problems.append(str(exc))
+    try:
+        t5_tokenizer_dir(model, options.get("t5_tokenizer"))
+    except UserError as exc:
+        problems.append(str(exc))
+    return problems
+
+
+def companions(plan, arch: str):
+    """The companion files a single-file model will load with (None for a diffusers folder): headers only."""
+    from pathlib import Path
+
+    from easytrain.families.flux.companions import find_companions
+    from easytrain.families.flux.detect import file_parts
+    from easytrain.model.detect import read_safetensors_header
+
+    model, options = Path(plan.model.base_model), plan.model.options
+    if model.is_dir():
+        return None
+    inside = file_parts(read_safetensors_header(model).tensors)
+    return find_companions(model, arch, clip_l=options.get("clip_l"), t5xxl=options.get("t5xxl"),
+                           vae=plan.model.vae, inside=inside)
+
+
+def model_lines(plan, arch: str) -> list[str]:
+    """check's lines about the files a Flux model loads with: its companions and the T5 tokenizer."""
+    from pathlib import Path
+
+    from easytrain.errors import UserError
+    from easytrain.families.flux.tokenizer import t5_tokenizer_dir
+
+    if plan.model.resolved.tiny or plan.model.base_model.startswith("builtin:"):
+        return []
+    lines = []
+    try:
+        found = companions(plan, arch)
+        if found is not None:
+            lines += [f"{part}: {path}" for part, path in found.files.items()]
+        lines.append(f"T5 tokenizer: {t5_tokenizer_dir(Path(plan.model.base_model), plan.model.options.get('t5_tokenizer'))}")
+    except UserError:
+        pass  # refused() said so
+    return lines
 
 
 def plan_warnings(plan, arch: str) -> list[str]:
