@@ -105,7 +105,7 @@ def test_check_detects_full_size_dev_and_prints_each_lever(tmp_path, comfy_tree)
     assert "Flux.1 [dev]" in text and "tiny test model" not in text
     for part in ("clip_l: ", "t5xxl: ", "vae: "):
         assert part + str(comfy_tree) in text
-    assert "T5 tokenizer: " + str(comfy_tree.parent / "comfy" / "text_encoders" / "t5_tokenizer") in text
+    assert "T5 tokenizer: " in text  # the shipped one, else the ComfyUI install's (tests/test_flux_tokenizer_lookup.py)
     assert "GPU memory for Flux.1 at 1024x1024, batch 1, LoRA dim 16 (estimates):" in text
     for lever in ("bf16", "fp8 base", "fp8 base, 16 blocks swapped, 8-bit AdamW",
                   "fp8 base, 28 blocks swapped, 8-bit AdamW"):

@@ -1,8 +1,8 @@
 """Where the T5 v1.1 tokenizer is found: the answer, a diffusers Flux folder, the ComfyUI install holding the
 model, the Hugging Face cache; a missing one is one line naming where it looked, raised by the plan.
 
-The real tokenizer files are never committed: they are copied from /work/wt/shared-data/t5_tokenizer into
-tmp_path when that folder exists (the tests that need the real vocabulary skip otherwise)."""
+The real tokenizer is copied into a ComfyUI-shaped tmp_path from the one easytrain ships (or
+/work/wt/shared-data/t5_tokenizer); the test that needs it skips when neither is there."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import pytest
 from easytrain.errors import UserError
 from easytrain.families.flux import tokenizer as tok
 
+SHIPPED = Path(tok.__file__).parent / "t5_tokenizer"
 SHARED = Path("/work/wt/shared-data/t5_tokenizer")
 
 
@@ -80,10 +81,11 @@ def test_none_found_is_one_line_naming_the_places(tmp_path):
 
 
 def test_the_real_tokenizer_from_a_comfyui_install(tmp_path):
-    if not (SHARED / "tokenizer.json").is_file():
-        pytest.skip(f"the T5 v1.1 tokenizer files are not on this machine ({SHARED})")
+    source = next((folder for folder in (SHIPPED, SHARED) if (folder / "tokenizer.json").is_file()), None)
+    if source is None:
+        pytest.skip(f"the T5 v1.1 tokenizer files are not on this machine ({SHIPPED}, {SHARED})")
     comfy = tmp_path / "ComfyUI"
-    shutil.copytree(SHARED, comfy / "comfy" / "text_encoders" / "t5_tokenizer")
+    shutil.copytree(source, comfy / "comfy" / "text_encoders" / "t5_tokenizer")
     model = comfy / "models" / "unet" / "flux1-dev.safetensors"
     model.parent.mkdir(parents=True)
     model.write_bytes(b"")

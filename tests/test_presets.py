@@ -71,23 +71,26 @@ def test_the_flux_preset_is_kohyas_documented_flux_command():
     assert not set(flux) & {"fp8_base", "blocks_to_swap"}  # left to the GPU the run is on
 
 
-def test_the_flux_preset_trains_the_tiny_flux_model(tmp_path):
+def test_the_flux_preset_checks_on_the_tiny_flux_model(tmp_path):
+    """The preset with a Flux model and a folder added: the plan `check` prints (the text encoders' outputs
+    cached, the flow settings reaching the family, nothing refused or ignored)."""
+    from easytrain.commands.check import plan_lines
     from easytrain.families.flux.tiny import tiny_flux_paths
     from easytrain.plan import TrainPlan
-    from easytrain.train.loop import run_training
 
     preset = load_preset(PRESET_DIR / "flux_character.json")
     images = make_colour_dataset(tmp_path / "images", size=64)
     data = json.loads(preset.path.read_text())
     data.update(base_model=str(tiny_flux_paths().dev), image_folder=str(images), output_folder=str(tmp_path / "out"),
-                output_name="flux", epochs=1, resolution=256, bucket_no_upscale=True, mixed_precision="no",
-                save_state=False, network_dim=4)
+                output_name="flux", epochs=1, resolution=256, bucket_no_upscale=True)
     path = tmp_path / "flux.json"
     path.write_text(json.dumps(data))
     plan = TrainPlan.from_answers(answers_file.load(path))
-    assert plan.model.options["timestep_sampling"] == "flux_shift" and plan.text_outputs_cached
-    result = run_training(plan, Recorder())
-    assert result.final_path.is_file() and result.steps == plan.total_steps
+    assert plan.model.options["timestep_sampling"] == "flux_shift" and plan.model.options["guidance_scale"] == 1.0
+    assert plan.text_outputs_cached and not plan.network.train_text_encoder
+    assert not [w for w in plan.warnings if "ignored" in w]
+    text = "\n".join(plan_lines(plan))
+    assert "network: LoRA dim 16 alpha 1" in text and "GPU memory for Flux.1 at 256x256" in text
 
 
 def edited(tmp_path: Path, **changes) -> Path:
