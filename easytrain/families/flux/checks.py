@@ -29,10 +29,10 @@ def refused(plan, arch: str) -> list[str]:
     network = plan.network
     if network.network_type != "LoRA":
         problems.append(f"network_type {network.network_type}: Flux.1 and Chroma train plain LoRA only, as kohya's "
-                        "networks/lora_flux.py (Flux's layers are all Linear: LoCon adds nothing; LoHa and LoKr "
-                        "files in Flux's BFL layout are not what kohya's or easytrain's Flux tools read)")
+                        "networks/lora_flux.py, whose module set and metadata easytrain's Flux files follow (it has "
+                        "no LoHa or LoKr; Flux's layers are all Linear, so LoCon would add nothing to LoRA)")
     if network.dora:
-        problems.append("dora: kohya's lora_flux has no DoRA; Flux LoRAs are plain LoRA")
+        problems.append("dora: kohya's networks/lora_flux.py has no DoRA; Flux LoRAs train as plain LoRA")
     if network.block_args:
         problems.append(f"{', '.join(sorted(k for k in network.block_args if k != 'block_lr_zero_threshold'))}: "
                         "block-wise settings have no Flux block numbering (kohya's lora_flux offers none)")
