@@ -172,9 +172,9 @@ def plan_for(run: TrainRun, workdir: Path, base_model: Path):
 
 
 def estimate_for(plan, arch: str):
-    from easytrain.memory_estimate import estimate, setup_for_plan
+    from easytrain.memory_estimate import estimate_plan
 
-    return estimate(setup_for_plan(plan, arch))
+    return estimate_plan(plan, arch)
 
 
 def checkpoint_path(workdir: Path, arch: str) -> Path:

@@ -96,6 +96,12 @@ def block_layout(arch_id: str | None) -> str | None:
     return entry.block_layout if entry else None
 
 
+def question_default(arch_id: str | None, question: str, fallback):
+    """The architecture's own default for a shared question (its ``question_defaults``), else ``fallback``."""
+    entry = _entry(arch_id)
+    return dict(entry.question_defaults).get(question, fallback) if entry else fallback
+
+
 def uses_clip_skip(arch_id: str | None) -> bool:
     entry = _entry(arch_id)
     return entry.uses_clip_skip if entry else True

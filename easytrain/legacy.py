@@ -89,16 +89,39 @@ def import_legacy(data: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
         # Not recognisably legacy: validate as ours so unknown keys are reported by name.
         return {"schema_version": SCHEMA_VERSION, **data}, []
     warnings = [f"read as a {label} answers file; saving writes the easytrain format"]
+    if fmt == "kohya_ss":
+        warnings += _apply_family_keys(out, data, used, from_toml)
     unmapped = sorted(k for k in data if k not in used and k not in IGNORED_SILENTLY and k not in KEYS)
     unmapped += sorted(f"network_args {k}" for k in _network_args(data.get("network_args"))
                        if k not in KNOWN_NETWORK_ARGS and k not in BLOCK_KEYS)
     module = data.get("network_module")
-    if module and str(module) not in KNOWN_NETWORK_MODULES:
+    if module and str(module) not in KNOWN_NETWORK_MODULES + _family_network_modules():
         unmapped.append(f"network_module {module} (trained as {out.get('network_type', 'LoRA')})")
     if unmapped:
         warnings.append("ignored keys with no easytrain equivalent: " + ", ".join(unmapped))
     out = {k: v for k, v in out.items() if v is not None or k in ("height", "dataset_config", "network_weights")}
     return {"schema_version": SCHEMA_VERSION, **out}, warnings
+
+
+def _family_network_modules() -> tuple:
+    from easytrain.families.registry import catalog_hooks
+
+    return tuple(module for modules in catalog_hooks("LEGACY_NETWORK_MODULES") for module in modules)
+
+
+def _apply_family_keys(out: dict, data: Mapping[str, Any], used: set, from_toml: bool) -> list[str]:
+    """A family's own kohya arguments (a catalog's ``import_legacy(data, convert, from_toml, arch)``: e.g. Flux's
+    companion files and flow settings), merged into ``out``; returns their warnings."""
+    from easytrain.families.registry import catalog_hooks
+
+    convert = {"text": _text, "int": _int, "float": _float, "bool": _bool}
+    warnings: list[str] = []
+    for hook in catalog_hooks("import_legacy"):
+        found, read, said = hook(data, convert, from_toml, out.get("architecture"))
+        out.update(found)
+        used.update(read)
+        warnings += said
+    return warnings
 
 
 # ---------------------------------------------------------------- coercion
@@ -415,6 +438,9 @@ def _from_kohya_ss(d: Mapping[str, Any]) -> tuple[dict[str, Any], set[str]]:
     used: set[str] = set()
     for old, (new, conv) in _KOHYA_DIRECT.items():
         if old in d and d[old] not in (None, ""):
+            if old == "max_train_epochs" and _int(d[old]) == 0 and "epoch" in d:
+                used.add(old)  # the kohya_ss GUI writes 0 for "not set": its epoch field counts
+                continue
             out[new] = conv(d[old])
             used.add(old)
     for key in ("network_weights", "dataset_config"):

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from easytrain.catalog import ARCHITECTURES, architecture_label
-from easytrain.families.registry import family_memory
+from easytrain.families.registry import catalog_hook, family_memory
 from easytrain.families.spec import ArchitectureMemory
 
 GIB = 1024 ** 3
@@ -169,6 +169,36 @@ def setup_for_plan(plan, arch: str) -> TrainingSetup:
         ema=plan.saving.ema_decay > 0)
 
 
+def has_estimate(arch: str) -> bool:
+    """Whether ``arch`` has an estimate: a traced MEMORY entry or its family's own estimator."""
+    return arch in MEMORY or catalog_hook(arch, "estimate_plan") is not None
+
+
+def estimate_plan(plan, arch: str) -> MemoryEstimate:
+    """The estimate for a plan: its family's own estimator (a catalog's ``estimate_plan(plan, arch)``, e.g. a
+    family with memory levers of its own) when it has one, else the traced MEMORY table."""
+    own = catalog_hook(arch, "estimate_plan")
+    if own is not None:
+        return own(plan, arch)
+    return estimate(setup_for_plan(plan, arch))
+
+
+def estimate_extra_lines(plan, arch: str, gpu_gib: Optional[float]) -> list[str]:
+    """What a family adds to `check`'s estimate (a catalog's ``estimate_lines(plan, arch, gpu_gib)``: e.g. each
+    memory lever at the plan's size, marked against ``gpu_gib``); [] for a family without any."""
+    own = catalog_hook(arch, "estimate_lines")
+    return list(own(plan, arch, gpu_gib)) if own is not None else []
+
+
+def denoiser_parameters(arch: str) -> Optional[int]:
+    """The full-size denoiser's parameter count (UNet or transformer), to tell a full-size model from a tiny one:
+    MEMORY's, or a catalog's ``denoiser_parameters(arch)``; None when neither knows it."""
+    if arch in MEMORY:
+        return MEMORY[arch].parameters["unet"]
+    own = catalog_hook(arch, "denoiser_parameters")
+    return own(arch) if own is not None else None
+
+
 def over_memory_warning(found: MemoryEstimate, gpu_name: str, gpu_gib: float) -> Optional[str]:
     """A warning when the estimate exceeds the GPU's memory, with what would lower it; None when it fits."""
     if found.total_gib <= gpu_gib:
@@ -181,7 +211,7 @@ def over_memory_warning(found: MemoryEstimate, gpu_name: str, gpu_gib: float) ->
         ways.append("a smaller batch_size")
     if OPTIMIZER_STATE_BYTES.get(setup.optimizer, 8.0) > OPTIMIZER_STATE_BYTES["AdamW8bit"]:
         ways.append("optimizer AdamW8bit")
-    if setup.train_text_encoder:
+    if getattr(setup, "train_text_encoder", False):
         ways.append("train_parts: unet_only")
     ways.append("a lower resolution")
     return (f"GPU memory: about {found.total_gib:.1f} GiB estimated, more than the {gpu_gib:.0f} GiB of "

@@ -57,8 +57,34 @@ def clip_skip_warning(answers: Answers, arch: Optional[str]) -> Optional[str]:
     chosen = answers.get("clip_skip")
     if chosen is None or uses_clip_skip(arch) or chosen == Q.BY_ID["clip_skip"].default_for(answers.values()):
         return None
-    return (f"clip_skip {chosen} is ignored: {architecture_label(arch)} always uses the penultimate layer of "
-            "both text encoders")
+    return f"clip_skip {chosen} is ignored: {no_clip_skip_reason(arch)}"
+
+
+def no_clip_skip_reason(arch: Optional[str]) -> str:
+    """Why an architecture without clip skip has none: its family's ``clip_skip_reason`` hook, or SDXL's way."""
+    from easytrain.families.registry import catalog_hook
+
+    own = catalog_hook(arch, "clip_skip_reason") if arch else None
+    if own is not None:
+        return own(arch)
+    return f"{architecture_label(arch)} always uses the penultimate layer of both text encoders"
+
+
+def family_checks(plan: "TrainPlan", arch: str) -> "TrainPlan":
+    """The plan after its family's checks (catalog hooks ``refused`` and ``plan_warnings``): one UserError listing
+    every setting the family's trainer refuses, known before anything loads; its warnings added to the plan's."""
+    import dataclasses
+
+    from easytrain.families.registry import catalog_hook
+
+    refuse, warn = catalog_hook(arch, "refused"), catalog_hook(arch, "plan_warnings")
+    problems = list(refuse(plan, arch)) if refuse is not None else []
+    if len(problems) == 1:
+        raise UserError(f"{architecture_label(arch)} cannot train with {problems[0]}")
+    if problems:
+        raise UserError(f"{architecture_label(arch)} cannot train with these settings:", problems=problems)
+    extra = [w for w in (warn(plan, arch) if warn is not None else []) if w not in plan.warnings]
+    return dataclasses.replace(plan, warnings=plan.warnings + tuple(extra)) if extra else plan
 
 
 def steps_warning(total_steps: int) -> Optional[str]:
@@ -317,6 +343,8 @@ class TrainPlan:
                             "so each step encodes its images: slower")
         base = answer(answers, "base_model")
         base_model = base if base.startswith("builtin:") else str(answers.path("base_model"))
+        from easytrain.catalog import BLOCK_LAYOUTS
+        from easytrain.catalog import block_layout as block_layout_name
         from easytrain.families.detect import resolve_architecture
 
         resolved = resolve_architecture(base_model, answer(answers, "architecture"))
@@ -324,11 +352,14 @@ class TrainPlan:
             if warning:
                 warnings.append(warning)
         block_args = block_args_of(answers)
-        block_layout, block_warnings = block_layout_of(answers, base_model, block_args, resolved)
+        # A layout without blocks (Flux): its family's ``refused`` hook says why, with the other refusals.
+        no_blocks = block_args and BLOCK_LAYOUTS[block_layout_name(resolved.arch)].total == 0
+        block_layout, block_warnings = (None, []) if no_blocks else block_layout_of(answers, base_model, block_args,
+                                                                                    resolved)
         warnings += block_warnings
         sample_images = bool(answer(answers, "sample_images"))
         prompts_file = answers.path("sample_prompts") if sample_images else None
-        return cls(
+        return family_checks(cls(
             answers=answers,
             model=ModelSettings(
                 base_model=base_model,
@@ -444,7 +475,7 @@ class TrainPlan:
             resolution=length.bucket_settings.resolution,
             output_files=tuple(str(p) for p in output_files),
             warnings=tuple(warnings),
-        )
+        ), resolved.arch)
 
     def resume_answers(self) -> dict[str, Any]:
         """The answers a saved state must share to continue (RESUME_KEYS; kohya's further ones when set)."""

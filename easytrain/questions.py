@@ -31,7 +31,8 @@ BUILTIN_TINY = "builtin:tiny"
 from easytrain.catalog import (  # noqa: E402  (re-exported: the question table's names)
     ADAMW_FAMILY, ADAPTIVE_OPTIMIZERS, ARCHITECTURE_IDS, ARCHITECTURES as ARCHITECTURE_CATALOG, AUTO, BLOCK_LAYOUTS,
     NETWORK_TYPES, OPTIMIZERS, SCHEDULERS, TINY_MODEL_ARCH, always_checkpoint, block_layout, default_bucket_range,
-    default_unet_lr, memory_factor, native_resolution, predicts_velocity, trains_text_encoder_by_default,
+    default_unet_lr, memory_factor, native_resolution, predicts_velocity, question_default,
+    trains_text_encoder_by_default,
     uses_clip_skip,
 )
 
@@ -836,8 +837,10 @@ QUESTIONS: tuple[Question, ...] = (
     Question(
         "min_snr_gamma", "Min-SNR gamma?",
         "5 balances the loss across noise levels and usually trains faster and cleaner. 0 turns "
-        "it off.",
-        "float", "learning", default=5.0, minimum=0, maximum=100,
+        "it off. Flow-matching models (Flux.1, Chroma) have no SNR to weigh by: 0 there.",
+        "float", "learning", default=lambda v: question_default(architecture_of(v), "min_snr_gamma", 5.0),
+        default_text="5 (flow-matching models: 0)", minimum=0, maximum=100,
+        depends_on=("base_model", "architecture"),
     ),
     Question(
         "tag_summary", "Write a tag summary file?",
@@ -1156,9 +1159,11 @@ QUESTIONS: tuple[Question, ...] = (
     Question(
         "huber_schedule", "Huber schedule?",
         "How the Huber threshold changes over the noise steps; snr is kohya's default.",
-        "choice", "advanced", default="snr", advanced=True,
+        "choice", "advanced", default=lambda v: question_default(architecture_of(v), "huber_schedule", "snr"),
+        default_text="snr (flow-matching models: constant)", advanced=True,
         choices=(("snr", "snr"), ("exponential", "exponential"), ("constant", "constant")),
-        condition=_is_not("loss_type", "l2", None), condition_text="loss type is not l2", depends_on=("loss_type",),
+        condition=_is_not("loss_type", "l2", None), condition_text="loss type is not l2",
+        depends_on=("loss_type", "base_model", "architecture"),
     ),
     Question(
         "huber_c", "Huber threshold (huber_c)?",

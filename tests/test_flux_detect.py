@@ -113,8 +113,8 @@ def test_t5_tokenizer_known_answer():
 def test_missing_t5_tokenizer_is_a_clear_error(tmp_path, monkeypatch):
     from easytrain.families.flux import tokenizer
 
-    monkeypatch.setattr(tokenizer, "t5_tokenizer_places", lambda: [tmp_path / "nowhere"])
-    with pytest.raises(UserError, match="T5 v1.1 tokenizer files .* not installed; looked in .*nowhere"):
+    monkeypatch.setattr(tokenizer, "t5_tokenizer_places", lambda *args: [tmp_path / "nowhere"])
+    with pytest.raises(UserError, match="T5 v1.1 tokenizer .* is not on this machine; looked in .*nowhere"):
         t5_tokenizer_dir()
 
 

@@ -348,7 +348,7 @@ def test_base_model_record(tiny):
 def test_a_t5_too_small_for_the_real_tokenizer(tmp_path, tiny, monkeypatch):
     from easytrain.families.flux import tokenizer
 
-    monkeypatch.setattr(tokenizer, "load_t5_tokenizer", lambda length: _big_tokenizer())
+    monkeypatch.setattr(tokenizer, "load_t5_tokenizer", lambda length, **where: _big_tokenizer())
     path = tmp_path / "untagged.safetensors"
     save_file(load_file(str(tiny.dev)), str(path))  # no tiny marker: a real checkpoint gets the real tokenizers
     with pytest.raises(UserError, match="T5 tokenizer has 200 tokens but the text encoder has 96 rows"):

@@ -14,7 +14,9 @@ from easytrain import questions as Q
 from easytrain.errors import UserError
 from easytrain.presets import PRESET_DIR, load_preset, shipped_presets
 
-NAMES = ["character", "outfit", "prodigy", "style"]
+NAMES = ["character", "flux_character", "outfit", "prodigy", "style"]
+FLUX_NAMES = ["flux_character"]   # trained on the tiny Flux.1 dev below
+SD_NAMES = [name for name in NAMES if name not in FLUX_NAMES]
 
 
 def test_the_shipped_presets_hold_the_guides_recipes():
@@ -36,7 +38,7 @@ def test_the_shipped_presets_hold_the_guides_recipes():
         assert not set(preset.values) & {"base_model", "image_folder", "output_folder", "output_name"}
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", SD_NAMES)
 def test_a_preset_with_a_model_and_folder_added_trains_the_tiny_model(tmp_path, name):
     from easytrain.plan import TrainPlan
     from easytrain.train.loop import run_training
@@ -58,6 +60,37 @@ def test_a_preset_with_a_model_and_folder_added_trains_the_tiny_model(tmp_path, 
     plan = TrainPlan.from_answers(answers)
     result = run_training(plan, Recorder())
     assert result.final_path.is_file() and result.steps == plan.total_steps == 2
+
+
+def test_the_flux_preset_is_kohyas_documented_flux_command():
+    flux = load_preset(PRESET_DIR / "flux_character.json").values
+    assert (flux["network_type"], flux["network_dim"], flux["network_alpha"], flux["optimizer"], flux["unet_lr"],
+            flux["scheduler"], flux["epochs"]) == ("LoRA", 16, 1.0, "AdamW8bit", 1e-4, "constant", 10)
+    assert (flux["timestep_sampling"], flux["model_prediction_type"], flux["guidance_scale"]) == ("flux_shift", "raw", 1.0)
+    assert flux["train_parts"] == "unet_only" and flux["min_snr_gamma"] == 0 and not flux["shuffle_captions"]
+    assert not set(flux) & {"fp8_base", "blocks_to_swap"}  # left to the GPU the run is on
+
+
+def test_the_flux_preset_checks_on_the_tiny_flux_model(tmp_path):
+    """The preset with a Flux model and a folder added: the plan `check` prints (the text encoders' outputs
+    cached, the flow settings reaching the family, nothing refused or ignored)."""
+    from easytrain.commands.check import plan_lines
+    from easytrain.families.flux.tiny import tiny_flux_paths
+    from easytrain.plan import TrainPlan
+
+    preset = load_preset(PRESET_DIR / "flux_character.json")
+    images = make_colour_dataset(tmp_path / "images", size=64)
+    data = json.loads(preset.path.read_text())
+    data.update(base_model=str(tiny_flux_paths().dev), image_folder=str(images), output_folder=str(tmp_path / "out"),
+                output_name="flux", epochs=1, resolution=256, bucket_no_upscale=True)
+    path = tmp_path / "flux.json"
+    path.write_text(json.dumps(data))
+    plan = TrainPlan.from_answers(answers_file.load(path))
+    assert plan.model.options["timestep_sampling"] == "flux_shift" and plan.model.options["guidance_scale"] == 1.0
+    assert plan.text_outputs_cached and not plan.network.train_text_encoder
+    assert not [w for w in plan.warnings if "ignored" in w]
+    text = "\n".join(plan_lines(plan))
+    assert "network: LoRA dim 16 alpha 1" in text and "GPU memory for Flux.1 at 256x256" in text
 
 
 def edited(tmp_path: Path, **changes) -> Path:

@@ -182,7 +182,7 @@ def test_settings_defaults_come_from_the_questions(tmp_path):
                      "resolution", "epochs", "bucket_no_upscale")}
     plan = TrainPlan.from_answers(Answers(bare, source=answers.source))
     assert plan.data.cache_latents == Q.question("cache_latents").default == "memory"
-    assert plan.loss.min_snr_gamma == Q.question("min_snr_gamma").default
+    assert plan.loss.min_snr_gamma == Q.question("min_snr_gamma").default_for(plan.answers.values())
     assert plan.run.seed == Q.question("seed").default
     assert plan.saving.keep_states == Q.question("keep_states").default
     assert plan.data.batch_size == Q.question("batch_size").default_for(plan.answers.values())

@@ -8,7 +8,7 @@ from typing import Sequence
 from easytrain.catalog import architecture_label, uses_clip_skip
 from easytrain.errors import UserError
 from easytrain.invocation import command
-from easytrain.memory_estimate import estimate, over_memory_warning, setup_for_plan
+from easytrain.memory_estimate import estimate_extra_lines, estimate_plan, over_memory_warning
 from easytrain.plan import TrainPlan
 from easytrain.textsafe import safe_line
 
@@ -37,17 +37,24 @@ def inspect_base_model(plan: TrainPlan) -> BaseModelInfo:
     return BaseModelInfo(f"{base_model} ({found.description})", resolved.arch, resolved.tiny)
 
 
-def memory_lines(plan: TrainPlan, model: BaseModelInfo) -> tuple[list[str], list[str]]:
-    """The estimated GPU memory of a step (for the full-size architecture), and a warning when it will not fit."""
+def memory_lines(plan: TrainPlan, model: BaseModelInfo, *, extra: bool = True) -> tuple[list[str], list[str]]:
+    """The estimated GPU memory of a step (for the full-size architecture), and a warning when it will not fit.
+
+    The estimate is the family's own when it has one (memory_estimate.estimate_plan); ``extra``: with the lines
+    the family adds (its memory levers at the plan's size, marked against this machine's GPU)."""
     from easytrain import machine
 
-    found = estimate(setup_for_plan(plan, model.arch))
+    found = estimate_plan(plan, model.arch)
     lines = found.lines()
     if model.tiny:
         lines[0] += "; this file is easytrain's tiny test model, which needs far less"
     gpu = machine.gpu_info()
+    more = estimate_extra_lines(plan, model.arch, gpu.memory_gib if gpu is not None else None) if extra else []
+    lines += more
     real = gpu is not None and not model.tiny  # the tiny models fit anywhere
     warning = over_memory_warning(found, gpu.name, gpu.memory_gib) if real else None
+    if warning and more:
+        warning += "; or a memory setting from the list above"
     return lines, [warning] if warning else []
 
 
@@ -72,14 +79,22 @@ def vae_line(plan: TrainPlan) -> str:
 def clip_skip_text(plan: TrainPlan, arch: str) -> str:
     if uses_clip_skip(arch):
         return f"clip skip {plan.model.clip_skip}"
-    return f"clip skip n/a ({architecture_label(arch)} always uses the penultimate layer)"
+    from easytrain.families.registry import catalog_hook
+
+    own = catalog_hook(arch, "clip_skip_reason")
+    return f"clip skip n/a ({own(arch) if own else architecture_label(arch) + ' always uses the penultimate layer'})"
 
 
 def plan_lines(plan: TrainPlan, extra_warnings: Sequence[str] = ()) -> list[str]:
     a = plan.answers
     model = inspect_base_model(plan)
     lines = [f"Plan for {a.source or 'answers'}", f"  base model: {model.line}"]
-    if a.vae:
+    from easytrain.families.registry import catalog_hook
+
+    own_lines = catalog_hook(model.arch, "model_lines")
+    if own_lines is not None:  # a family whose model comes with more files (Flux: companions, tokenizer) lists them
+        lines += [f"    {line}" for line in own_lines(plan, model.arch)]
+    elif a.vae:
         lines.append(f"  vae: {vae_line(plan)}")
     lines.append("  data:")
     for scan in (plan.train_scan, plan.reg_scan):

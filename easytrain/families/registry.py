@@ -40,6 +40,20 @@ def family_block_layouts() -> Iterator:
         yield from package.catalog.BLOCK_LAYOUTS
 
 
+def catalog_hook(arch: str, name: str):
+    """The function ``name`` of the catalog module of the family listing ``arch`` (e.g. ``estimate_plan``,
+    ``estimate_lines``, ``refused``), or None when that family has none (or no family lists ``arch``)."""
+    for package in packages():
+        if any(entry.id == arch for entry in package.catalog.ARCHITECTURES):
+            return getattr(package.catalog, name, None)
+    return None
+
+
+def catalog_hooks(name: str) -> list:
+    """Every family catalog's ``name`` (a hook function or a table), family by family; those without skip."""
+    return [getattr(package.catalog, name) for package in packages() if hasattr(package.catalog, name)]
+
+
 def family_questions() -> list:
     """(the id of the question it follows, Question) of every family's own questions, family by family.
 

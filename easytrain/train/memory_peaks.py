@@ -88,10 +88,11 @@ class PeakMemory:
 def run_estimate(plan, arch: str, unet):
     """check's estimate for this run (memory_estimate.py), or None for a model it has no figures for.
 
-    The estimate is for the full-size architecture: a smaller UNet (the tiny test models) gets none.
+    The estimate is for the full-size architecture: a smaller denoiser (the tiny test models) gets none.
     """
-    from easytrain.memory_estimate import MEMORY, estimate, setup_for_plan
+    from easytrain.memory_estimate import denoiser_parameters, estimate_plan, has_estimate
 
-    if arch not in MEMORY or sum(p.numel() for p in unet.parameters()) < MEMORY[arch].parameters["unet"] // 2:
+    full_size = denoiser_parameters(arch)
+    if not has_estimate(arch) or full_size is None or sum(p.numel() for p in unet.parameters()) < full_size // 2:
         return None
-    return estimate(setup_for_plan(plan, arch))
+    return estimate_plan(plan, arch)

@@ -419,7 +419,7 @@ class Wizard:
         model = self.state.model
         if machine.gpu_info() is None or model is None or arch not in ARCHITECTURES:
             return [], []
-        lines, warnings = memory_lines(plan, BaseModelInfo("", arch, model.tiny))
+        lines, warnings = memory_lines(plan, BaseModelInfo("", arch, model.tiny), extra=False)
         return [lines[0] + " (not yet confirmed on a GPU)"], warnings
 
     # ---------------------------------------------------------------- small helpers

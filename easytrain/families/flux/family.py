@@ -97,7 +97,7 @@ class Flux(Family):
 
         options = options or {}
         return load_base_model(path, arch, dtype, prediction_type=prediction, clip_l=options.get("clip_l"),
-                               t5xxl=options.get("t5xxl"), vae=vae)
+                               t5xxl=options.get("t5xxl"), vae=vae, t5_tokenizer=options.get("t5_tokenizer"))
 
     def store_base(self, base, dtype) -> None:
         """fp8_base: the blocks' frozen Linear weights stored in fp8 (computed in bf16, or the run's fp16), after

@@ -82,12 +82,13 @@ class FluxParts:
 
 def load_flux(spec: str | Path, *, dtype: torch.dtype = torch.bfloat16, text_dtype: Optional[torch.dtype] = None,
               clip_l: str | Path | None = None, t5xxl: str | Path | None = None, vae: str | Path | None = None,
-              linear_dtype: Optional[torch.dtype] = None) -> FluxParts:
+              linear_dtype: Optional[torch.dtype] = None, t5_tokenizer: str | Path | None = None) -> FluxParts:
     """A Flux.1 dev/schnell or Chroma model from a single file (with its companions) or a diffusers folder.
 
     ``clip_l`` / ``t5xxl`` / ``vae`` are the answers naming the companion files (None: the all-in-one
     file's own, else found next to the model). ``dtype``: the transformer and AE; ``text_dtype``: the
-    text encoders (default ``dtype``); ``linear_dtype``: storage of the blocks' Linear weights (fp8).
+    text encoders (default ``dtype``); ``linear_dtype``: storage of the blocks' Linear weights (fp8);
+    ``t5_tokenizer``: the answer naming the T5 tokenizer's folder (None: tokenizer.t5_tokenizer_places).
     """
     from easytrain.families.flux.companions import find_companions
     from easytrain.model.quiet import quiet_model_libraries
@@ -97,7 +98,7 @@ def load_flux(spec: str | Path, *, dtype: torch.dtype = torch.bfloat16, text_dty
     text_dtype = text_dtype or dtype
     if path.is_dir():
         return load_flux_folder(path, dtype=dtype, text_dtype=text_dtype, clip_l=clip_l, t5xxl=t5xxl, vae=vae,
-                                linear_dtype=linear_dtype)
+                                linear_dtype=linear_dtype, t5_tokenizer=t5_tokenizer)
     header = _header(path)
     kind = detect_flux(header.tensors)
     if kind is None:
@@ -105,7 +106,8 @@ def load_flux(spec: str | Path, *, dtype: torch.dtype = torch.bfloat16, text_dty
     inside = file_parts(header.tensors)
     companions = find_companions(path, kind, clip_l=clip_l, t5xxl=t5xxl, vae=vae, inside=inside)
     tiny = str(header.metadata.get(TINY_MARKER_KEY, "")).startswith(TINY_PREFIX)
-    clip_tokenizer, t5_tokenizer = _tokenizers(kind, tiny)  # before the big loads: a missing file fails fast
+    # before the big loads: a missing file fails fast
+    clip_tokenizer, t5_tokenizer = _tokenizers(kind, tiny, model=path, answer=t5_tokenizer)
 
     transformer = load_transformer(path, dtype, linear_dtype=linear_dtype)
     ae = load_ae(companions.vae, dtype)
@@ -120,7 +122,7 @@ def load_flux(spec: str | Path, *, dtype: torch.dtype = torch.bfloat16, text_dty
 
 
 def load_flux_folder(folder: Path, *, dtype: torch.dtype, text_dtype: torch.dtype, clip_l=None, t5xxl=None,
-                     vae=None, linear_dtype: Optional[torch.dtype] = None) -> FluxParts:
+                     vae=None, linear_dtype: Optional[torch.dtype] = None, t5_tokenizer=None) -> FluxParts:
     """A diffusers Flux (FluxPipeline) or Chroma (ChromaPipeline) folder; answers naming files override."""
     from diffusers import AutoencoderKL
     from transformers import CLIPTextModel, T5EncoderModel
@@ -134,7 +136,7 @@ def load_flux_folder(folder: Path, *, dtype: torch.dtype, text_dtype: torch.dtyp
         if not (folder / part).is_dir():
             raise UserError(f"{folder}: diffusers folder without its {part}/ subfolder")
     tiny = (folder / TINY_MARKER_FILE).is_file()
-    clip_tokenizer, t5_tokenizer = _tokenizers(kind, tiny, folder)
+    clip_tokenizer, t5_tokenizer = _tokenizers(kind, tiny, folder, answer=t5_tokenizer)
     transformer = load_transformer(folder / "transformer", dtype, linear_dtype=linear_dtype)
     try:
         ae = load_ae(Path(vae), dtype) if vae else AutoencoderKL.from_pretrained(
@@ -171,9 +173,11 @@ def _t5_length(kind: str, tiny: bool) -> int:
     return 32 if tiny else t5_max_length(kind)
 
 
-def _tokenizers(kind: str, tiny: bool, folder: Optional[Path] = None) -> tuple[Any, Any]:
-    """(CLIP-L tokenizer or None, T5 tokenizer): a diffusers ``folder``'s own when it has them, else the
-    real ones easytrain ships (the tiny models: the tiny T5 tokenizer)."""
+def _tokenizers(kind: str, tiny: bool, folder: Optional[Path] = None, *, model: Optional[Path] = None,
+                answer=None) -> tuple[Any, Any]:
+    """(CLIP-L tokenizer or None, T5 tokenizer): the ``answer`` naming a T5 tokenizer folder; a diffusers
+    ``folder``'s own when it has them; else the real ones (tokenizer.t5_tokenizer_places, from ``model``;
+    the tiny models: the tiny T5 tokenizer)."""
     from transformers import CLIPTokenizer, T5TokenizerFast
 
     from easytrain.families.flux import tokenizer as tok
@@ -186,13 +190,13 @@ def _tokenizers(kind: str, tiny: bool, folder: Optional[Path] = None) -> tuple[A
         else:
             clip_tokenizer = tok.load_clip_l_tokenizer()
     own = folder / ("tokenizer" if kind == CHROMA else "tokenizer_2") if folder is not None else None
-    if own is not None and any((own / n).is_file() for n in ("tokenizer.json", "spiece.model")):
+    if own is not None and not answer and any((own / n).is_file() for n in ("tokenizer.json", "spiece.model")):
         t5_tokenizer = T5TokenizerFast.from_pretrained(str(own), local_files_only=True)
         t5_tokenizer.model_max_length = _t5_length(kind, tiny)
     elif tiny:
         t5_tokenizer = tok.build_tiny_t5_tokenizer(_t5_length(kind, True))
     else:
-        t5_tokenizer = tok.load_t5_tokenizer(tok.t5_max_length(kind))
+        t5_tokenizer = tok.load_t5_tokenizer(tok.t5_max_length(kind), model=model or folder, answer=answer)
     return clip_tokenizer, t5_tokenizer
 
 

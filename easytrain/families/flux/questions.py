@@ -162,4 +162,13 @@ QUESTIONS = (
         "yesno", "advanced", default=False, advanced=True,
         condition=_is_flux, condition_text="a Flux.1 or Chroma model", depends_on=ARCH,
     )),
+    ("train_t5", Question(
+        "t5_tokenizer", "Where is the T5 tokenizer? (Flux)",
+        "The folder of T5 v1.1's tokenizer (tokenizer.json): FLUX.1-dev's tokenizer_2/ or ComfyUI's "
+        "comfy/text_encoders/t5_tokenizer. Empty: easytrain looks in a diffusers model's own folder, the "
+        "ComfyUI install holding the model, the Hugging Face cache and EASYTRAIN_T5_TOKENIZER; check says "
+        "where it looked when it finds none.",
+        "folder", "advanced", default=None, optional=True, advanced=True,
+        condition=_is_flux, condition_text="a Flux.1 or Chroma model", depends_on=ARCH,
+    )),
 )
