@@ -32,6 +32,13 @@ def inspect_base_model(plan: TrainPlan) -> BaseModelInfo:
     if plan.base_model.startswith("builtin:"):
         return BaseModelInfo(f"{plan.base_model} (easytrain's embedded tiny SD1-shaped model)", TINY_MODEL_ARCH, True)
     found = detect_architecture(plan.base_model)
+    if found.arch is None and str(plan.base_model).lower().endswith(".ckpt"):  # not a zip: is it a pickle?
+        from easytrain.commands.file_kind import legacy_ckpt_problem
+
+        problem = legacy_ckpt_problem(plan.base_model)
+        if problem:
+            raise UserError(f"{plan.base_model}: {problem}; the base model must be a .safetensors or .ckpt "
+                            "checkpoint or a diffusers folder")
     if chosen not in (AUTO, found.arch):
         return BaseModelInfo(f"{plan.base_model} ({architecture_label(chosen)}, as set in the answers; the file says: "
                              f"{found.description})", chosen, found.is_tiny)

@@ -329,13 +329,21 @@ def run_queue(folder: str, *, plain: bool = False) -> int:
         return run_jobs(files, plain=plain, done_folder=root / "complete", claims=True)
 
 
-def run_demo(*, plain: bool = False) -> int:
-    from easytrain.demo import DEMO_ESTIMATE, ensure_demo_dataset
+def run_demo(*, plain: bool = False, output: Optional[str] = None) -> int:
+    """Train answers/demo.json; ``output`` (or $EASYTRAIN_DEMO_OUTPUT) moves its files out of output/demo."""
+    import os
+
+    from easytrain.cli import DEMO_OUTPUT_VARIABLE
+    from easytrain.demo import DEMO_ESTIMATE, demo_answers_in, ensure_demo_dataset
 
     if ensure_demo_dataset(DEMO_ANSWERS.parent / "demo" / "images"):
         print("made the demo dataset in answers/demo/images")
-    plan = TrainPlan.from_answers(answers_file.load(DEMO_ANSWERS))
+    answers_path = DEMO_ANSWERS
+    output = output or os.environ.get(DEMO_OUTPUT_VARIABLE, "").strip() or None
+    if output:
+        answers_path = demo_answers_in(DEMO_ANSWERS, Path(output))  # the plan's first line names it
+    plan = TrainPlan.from_answers(answers_file.load(answers_path))
     width, height = plan.resolution
     print(f"The demo trains {plan.total_steps} steps at {width}x{height} on the embedded tiny model: "
           f"{DEMO_ESTIMATE}.", flush=True)
-    return run_train([str(DEMO_ANSWERS)], plain=plain)
+    return run_train([str(answers_path)], plain=plain)

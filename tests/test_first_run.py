@@ -1,0 +1,150 @@
+"""Issue 26: a first run without a stumble (the command line side; the wizard's side is in test_tui_first_run.py)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def easytrain(*args: str, cwd: Path = REPO, env: dict | None = None, timeout: int = 120):
+    full_env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
+    return subprocess.run([sys.executable, "-m", "easytrain", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout, stdin=subprocess.DEVNULL, env=full_env)
+
+
+def small_answers(tmp_path: Path, demo_images: Path, **changes) -> Path:
+    values = {"schema_version": 1, "base_model": "builtin:tiny", "architecture": "sd1", "image_folder": "images",
+              "output_folder": "out", "output_name": "mychar", "optimizer": "AdamW", "resolution": 128,
+              "batch_size": 2, "epochs": 1, "mixed_precision": "no", **changes}
+    path = tmp_path / "run.json"
+    path.write_text(json.dumps(values))
+    return path
+
+
+# ---- 1. third-party start-up noise ---------------------------------------------------------------
+
+
+def test_the_kernels_packages_offline_note_is_silenced(tmp_path):
+    """bitsandbytes asks `kernels` for CPU kernels; offline it logs a trust-check note on stderr."""
+    script = (
+        "import logging\n"
+        "from easytrain.model.quiet import quiet_model_libraries\n"
+        "quiet_model_libraries()\n"
+        "logging.getLogger('kernels._internals.hf_hub').warning(\"Skipping publisher trust check for "
+        "'kernels-community/quantization-bitsandbytes' because Hugging Face Hub is in offline mode.\")\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"})
+    assert out.returncode == 0, out.stderr
+    assert "kernels-community" not in out.stdout + out.stderr
+
+
+def test_the_kernels_packages_warnings_go_to_the_run_log(tmp_path, capsys):
+    import logging
+
+    from easytrain.commands.library_log import library_log
+
+    log = tmp_path / "run.log"
+    with library_log(log):
+        logging.getLogger("kernels._internals.hf_hub").warning("Skipping publisher trust check for 'x/y'")
+    assert "Skipping publisher" not in capsys.readouterr().err
+    assert "kernels._internals.hf_hub WARNING: Skipping publisher trust check" in log.read_text()
+
+
+# ---- 2. tests and the demo never touch the checkout's output/ -------------------------------------
+
+
+def test_the_demo_output_folder_can_be_moved(tmp_path):
+    from easytrain import answers as answers_file
+    from easytrain.demo import demo_answers_in
+    from easytrain.plan import TrainPlan
+
+    path = demo_answers_in(REPO / "answers" / "demo.json", tmp_path / "elsewhere")
+    assert path == tmp_path / "elsewhere" / "demo.json"
+    plan = TrainPlan.from_answers(answers_file.load(path))
+    assert Path(plan.output_dir) == tmp_path / "elsewhere"
+    assert plan.train_scan.subsets[0].folder == (REPO / "answers" / "demo" / "images" / "5_shapes")
+
+
+def test_demo_help_names_the_output_option():
+    out = easytrain("demo", "--help")
+    assert out.returncode == 0 and "--output DIR" in out.stdout and "EASYTRAIN_DEMO_OUTPUT" in out.stdout
+
+
+# ---- 3. the command people are told to type exists -------------------------------------------------
+
+
+def test_help_shows_the_launchers_form_when_started_by_the_launcher():
+    env = {"EASYTRAIN_LAUNCHER": json.dumps([sys.executable, str(REPO / "wizard.py")])}
+    out = easytrain("--help", env=env)
+    assert out.returncode == 0
+    usage = out.stdout.splitlines()[0]
+    assert usage.startswith("usage: ") and usage.split()[2] == "wizard.py", usage
+    assert "wizard.py train FILE` trains from such a file" in out.stdout
+    assert "`easytrain train" not in out.stdout
+
+
+def test_the_readme_writes_every_command_the_way_the_set_up_installs_it():
+    """No `easytrain ...` command in the README: the set-up puts none on PATH; `python3 wizard.py ...` runs."""
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```[a-z]*\n(.*?)```", text, flags=re.S)
+    in_blocks = [line for block in blocks for line in block.splitlines() if re.match(r"\s*easytrain [a-z]", line)]
+    in_spans = re.findall(r"`easytrain(?: [^`]*)?`", re.sub(r"```.*?```", "", text, flags=re.S))
+    assert in_blocks == [] and in_spans == []
+    assert "**The command is `python3 wizard.py`**" in text
+
+
+# ---- 4. train --resume FILE ----------------------------------------------------------------------------
+
+
+def test_resume_flag_before_the_answers_file_reads_the_file():
+    from easytrain.cli import train_files
+
+    assert train_files([], "answers/my.json") == (["answers/my.json"], "latest")
+    assert train_files(["a.json"], "out/a-000002-state") == (["a.json"], "out/a-000002-state")
+    assert train_files(["a.json"], "latest") == (["a.json"], "latest")
+
+
+def test_train_resume_file_in_either_order_gives_the_same_answer(tmp_path):
+    (tmp_path / "bad.json").write_text(json.dumps({"schema_version": 1, "base_model": "builtin:tiny",
+                                                    "image_folder": "missing"}))
+    first = easytrain("train", "--resume", "bad.json", cwd=tmp_path)
+    last = easytrain("train", "bad.json", "--resume", cwd=tmp_path)
+    assert "the following arguments are required" not in first.stderr
+    assert first.returncode == last.returncode == 2 and first.stderr == last.stderr
+    assert "image_folder: folder not found" in first.stderr
+    missing = easytrain("train", "--resume", cwd=tmp_path)
+    assert missing.returncode == 2 and "required: FILE" in missing.stderr
+
+
+# ---- 5. a text file named .ckpt -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("content, says", [
+    (b"this is not a model\n", "this is a text file ('this is not a model'...), not a checkpoint"),
+    (b"<!DOCTYPE html><html><body>Sign in</body></html>", "this is a web page (HTML)"),
+    (b"\x89PNG\r\n\x1a\n" + bytes(40), "this is a PNG image, not a checkpoint"),
+    (b"version https://git-lfs.github.com/spec/v1\noid sha256:abc\n", "this is a Git LFS pointer"),
+])
+def test_check_says_what_a_fake_ckpt_really_is(tmp_path, demo_images, content, says):
+    (tmp_path / "fake.ckpt").write_bytes(content)
+    path = small_answers(tmp_path, demo_images, base_model="fake.ckpt")
+    out = easytrain("check", str(path), cwd=tmp_path)
+    assert out.returncode == 2, out.stdout
+    assert "OK: ready" not in out.stdout and "Traceback" not in out.stderr
+    assert "fake.ckpt: " + says in out.stderr
+
+
+def test_a_legacy_pickle_ckpt_is_left_to_the_loader(tmp_path):
+    from easytrain.commands.file_kind import legacy_ckpt_problem
+
+    (tmp_path / "old.ckpt").write_bytes(b"\x80\x02\x8a\x0alZ\xfc\x9cF\xf9 j\xa8P\x19.")
+    assert legacy_ckpt_problem(tmp_path / "old.ckpt") is None
