@@ -148,3 +148,70 @@ def test_a_legacy_pickle_ckpt_is_left_to_the_loader(tmp_path):
 
     (tmp_path / "old.ckpt").write_bytes(b"\x80\x02\x8a\x0alZ\xfc\x9cF\xf9 j\xa8P\x19.")
     assert legacy_ckpt_problem(tmp_path / "old.ckpt") is None
+
+
+# ---- 8. the end-of-run summary ---------------------------------------------------------------------------
+
+
+def _finished_run_output(start_step: int = 0) -> tuple[str, list[str]]:
+    """What a finished run prints: the plain view's lines, then the summary (as train_one prints them)."""
+    import io
+
+    from easytrain.commands.train import SavedFiles
+    from easytrain.progress import PlainView, fan_out, summary_lines
+    from easytrain.train import events as ev
+
+    out, saved = io.StringIO(), SavedFiles()
+    view = PlainView(out, every=100)
+    sink = fan_out(view, saved)
+    sink(ev.RunStarted("mychar", 200, 2, 100, 2, 200, "cpu", "/o", start_step=start_step))
+    for step in range(start_step + 1, 201):
+        sink(ev.StepEnded(step, 1 + step // 101, 0.1, (1e-4,), 0.01, 2))
+        if step % 100 == 0:
+            sink(ev.SampleSaved(f"/o/sample/mychar_e{step // 100:06d}_00_1.png", step // 100, "mychar"))
+            if step < 200:
+                sink(ev.CheckpointSaved(f"/o/mychar-{step // 100:06d}.safetensors", step // 100, step))
+    sink(ev.CheckpointSaved("/o/mychar-step00000150.safetensors", 2, 150, epoch_finished=False))
+    finished = ev.RunFinished(200, 61.0, "/o/mychar.safetensors", 0.1, files=("/o/mychar.answers.json",))
+    sink(finished)
+    lines = summary_lines(finished, extra_files=[*saved.summary_files(), "/o/metrics.csv"],
+                          start_step=saved.start_step, trigger="mychar")
+    return out.getvalue(), lines
+
+
+def test_finished_is_said_once():
+    view_text, summary = _finished_run_output()
+    text = view_text + "\n".join(summary)
+    assert text.count("finished") == 1 and summary[0].startswith("Training finished: 200 steps in 0:01:01")
+
+
+def test_a_resumed_session_says_which_steps_it_ran():
+    _, summary = _finished_run_output(start_step=120)
+    assert summary[0] == ("Training finished: steps 121-200 (resumed after step 120; 200 steps in all) in "
+                          "0:01:01, final average loss 0.1000.")
+
+
+def test_files_written_lists_epoch_and_step_files_and_the_samples():
+    _, summary = _finished_run_output()
+    listed = [line.strip() for line in summary[summary.index("Files written:") + 1:] if line.startswith("  ")]
+    assert listed == ["/o/mychar.safetensors", "/o/mychar-000001.safetensors", "/o/mychar-step00000150.safetensors",
+                      "/o/mychar.answers.json", "/o/sample/ (2 sample images)", "/o/metrics.csv"]
+
+
+def test_how_to_use_it_names_the_trigger_word():
+    _, summary = _finished_run_output()
+    assert "then add mychar and <lora:mychar:1> to a prompt (lower the 1, e.g. 0.7, if it overpowers the image)." \
+        in summary
+
+
+def test_the_usual_trigger_is_the_tag_most_captions_start_with(tmp_path, demo_images):
+    from easytrain import answers as answers_file
+    from easytrain.commands.check import usual_trigger
+    from easytrain.plan import TrainPlan
+
+    plan = TrainPlan.from_answers(answers_file.load(small_answers(tmp_path, demo_images)))
+    assert usual_trigger(plan) == "shapes"
+    for caption in (demo_images / "5_shapes").glob("*.txt"):
+        caption.write_text(caption.stem + ", red\n")
+    plan = TrainPlan.from_answers(answers_file.load(small_answers(tmp_path, demo_images)))
+    assert usual_trigger(plan) is None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Optional, Sequence
 
 from easytrain.catalog import AUTO, TINY_MODEL_ARCH, architecture_label, uses_clip_skip
 from easytrain.errors import UserError
@@ -152,6 +152,17 @@ def suggestion_lines(plan: TrainPlan) -> list[str]:
              "or accept them in the wizard):"]
     lines += ["    " + line for line in suggestion.lines()]
     return lines
+
+
+def usual_trigger(plan: TrainPlan) -> Optional[str]:
+    """The tag more than half of the captions start with (what to type in a prompt), or None."""
+    from easytrain.data.captions import split_tags
+    from easytrain.tools.trigger_check import likely_trigger
+
+    captions = [split_tags(image.caption) for image in plan.train_scan.all_images]
+    trigger = likely_trigger(captions)
+    starting = sum(1 for tags in captions if tags and tags[0] == trigger)
+    return trigger if trigger and starting * 2 > len(captions) else None
 
 
 def trigger_lines(plan: TrainPlan) -> list[str]:

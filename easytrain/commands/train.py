@@ -61,15 +61,35 @@ def printable_events(view):
 
 
 class SavedFiles:
-    """A sink that remembers the last file saved, for the message when a later save fails."""
+    """A sink that remembers the files saved (for the summary) and the last one (when a later save fails)."""
 
     def __init__(self) -> None:
         self.last: Optional[str] = None
+        self.checkpoints: list[str] = []      # the epoch and step files, in the order they were saved
+        self.samples: list[str] = []
+        self.start_step = 0                   # > 0 when this session resumed a run
 
     def __call__(self, event) -> None:
+        kind = type(event).__name__
         path = getattr(event, "path", None)
-        if type(event).__name__ == "CheckpointSaved" and path:
+        if kind == "CheckpointSaved" and path:
             self.last = path
+            self.checkpoints.append(path)
+        elif kind == "SampleSaved" and path:
+            self.samples.append(path)
+        elif kind == "RunStarted":
+            self.start_step = event.start_step
+
+    def summary_files(self) -> list[str]:
+        """The saved files for the summary: each epoch and step file, and the sample folder as one line."""
+        from easytrain.wording import plural
+
+        files = list(self.checkpoints)
+        folders: dict[str, int] = {}
+        for sample in self.samples:
+            folders[str(Path(sample).parent)] = folders.get(str(Path(sample).parent), 0) + 1
+        files += [f"{folder}/ ({plural(count, 'sample image')})" for folder, count in folders.items()]
+        return files
 
     def disk_refused(self, exc: BaseException, resume_hint: str) -> Optional[UserError]:
         """A UserError naming the file that was saved and the one the disk refused, or None."""
@@ -145,10 +165,12 @@ def train_one(path: str, *, resume: Optional[str] = None, plain: bool = False) -
             if sink is not None:
                 sink.close()
     if main:
-        extra = ((metrics.csv_path, metrics.png_path) + ((board.folder,) if board is not None else ())
-                 + ((log_path,) if log_path.is_file() else ()))
-        lines = summary_lines(result.outcome, extra_files=extra,
-                              resume_command=resume_command(path))
+        from easytrain.commands.check import usual_trigger
+
+        extra = ((*saved.summary_files(), metrics.csv_path, metrics.png_path)
+                 + ((board.folder,) if board is not None else ()) + ((log_path,) if log_path.is_file() else ()))
+        lines = summary_lines(result.outcome, extra_files=extra, resume_command=resume_command(path),
+                              start_step=saved.start_step, trigger=usual_trigger(plan))
         try:
             print("\n".join(lines), flush=True)
         except OSError:  # the terminal is gone (SIGHUP after an SSH drop); the files are saved all the same

@@ -77,8 +77,7 @@ def event_line(event: ev.Event, state: RunState) -> Optional[str]:
     if isinstance(event, ev.Message):
         return f"warning: {event.text}" if event.level == "warning" else event.text
     if isinstance(event, ev.RunFinished):
-        return (f"finished: {event.step} steps in {fmt.duration(event.seconds)}, "
-                f"final average loss {fmt.loss(event.average_loss)}, saved {event.final_path}")
+        return None  # the summary printed after the view (progress/summary.py) says it, once
     if isinstance(event, ev.RunStopped):
         text = f"stopped at step {event.step}: {event.reason}"
         if event.saved_path:
