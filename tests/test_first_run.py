@@ -215,3 +215,48 @@ def test_the_usual_trigger_is_the_tag_most_captions_start_with(tmp_path, demo_im
         caption.write_text(caption.stem + ", red\n")
     plan = TrainPlan.from_answers(answers_file.load(small_answers(tmp_path, demo_images)))
     assert usual_trigger(plan) is None
+
+
+# ---- 15. previous-N folders pile up --------------------------------------------------------------------
+
+
+def _backups(out: Path, count: int) -> None:
+    for n in range(1, count + 1):
+        (out / f"previous-{n}").mkdir(parents=True)
+        (out / f"previous-{n}" / "mychar.safetensors").write_bytes(bytes(1000 * n))
+        os.utime(out / f"previous-{n}" / "mychar.safetensors", (1_700_000_000 + n * 60,) * 2)
+
+
+def test_previous_lists_the_earlier_runs_newest_first(tmp_path):
+    out = tmp_path / "out"
+    _backups(out, 3)
+    (out / "mychar.safetensors").write_bytes(b"x")          # the current run is not listed
+    result = easytrain("previous", str(out))
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == f"{out}: 3 earlier runs moved aside, 0 MiB in all (newest first):"
+    assert [line.split()[0] for line in lines[1:4]] == ["previous-3", "previous-2", "previous-1"]
+    assert "1 file  (mychar.safetensors)" in lines[1]
+    assert lines[-1].endswith(f"previous {out} --keep 2 --apply")
+
+
+def test_previous_keep_is_a_dry_run_until_apply(tmp_path):
+    out = tmp_path / "out"
+    _backups(out, 4)
+    dry = easytrain("previous", str(out), "--keep", "1")
+    assert dry.returncode == 0 and "would remove previous-3, previous-2, previous-1" in dry.stdout
+    assert len(list(out.glob("previous-*"))) == 4
+    done = easytrain("previous", str(out), "--keep", "1", "--apply")
+    assert done.returncode == 0 and "removed previous-3, previous-2, previous-1" in done.stdout
+    assert [p.name for p in out.iterdir()] == ["previous-4"]
+
+
+def test_train_mentions_previous_once_they_pile_up(tmp_path):
+    from easytrain.commands.previous import PILE_UP, pile_up_line
+
+    out = tmp_path / "out"
+    _backups(out, PILE_UP)
+    assert pile_up_line(out) is None
+    _backups(tmp_path / "more", PILE_UP + 1)
+    line = pile_up_line(tmp_path / "more")
+    assert line.startswith(f"{tmp_path / 'more'} holds 4 previous-N folders") and "previous " in line

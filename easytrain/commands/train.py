@@ -202,8 +202,12 @@ def keep_earlier_outputs(plan: TrainPlan, path: str, resume: Optional[str]) -> l
     moved_to = None
     if resume is None and earlier.worth_keeping:
         moved_to = preflight.back_up_earlier_outputs(earlier)
-    return preflight.earlier_outputs_lines(earlier, path, moving=moved_to,
-                                           resuming=resume is not None)
+    lines = preflight.earlier_outputs_lines(earlier, path, moving=moved_to, resuming=resume is not None)
+    if moved_to is not None:
+        from easytrain.commands.previous import pile_up_line
+
+        lines += [f"  {line}" for line in filter(None, [pile_up_line(plan.output_dir)])]
+    return lines
 
 
 def run_train(files: Sequence[str], *, resume: Optional[str] = None, plain: bool = False) -> int:
