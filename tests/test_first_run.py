@@ -260,3 +260,30 @@ def test_train_mentions_previous_once_they_pile_up(tmp_path):
     _backups(tmp_path / "more", PILE_UP + 1)
     line = pile_up_line(tmp_path / "more")
     assert line.startswith(f"{tmp_path / 'more'} holds 4 previous-N folders") and "previous " in line
+
+
+# ---- 9. tags and images pointed at an output folder -----------------------------------------------------
+
+
+@pytest.mark.parametrize("command", ["tags", "images"])
+def test_tags_and_images_say_an_output_folder_is_not_a_dataset(tmp_path, command):
+    from PIL import Image
+
+    out = tmp_path / "output"
+    (out / "sample").mkdir(parents=True)
+    (out / "mychar.safetensors").write_bytes(b"x")
+    Image.new("RGB", (64, 64)).save(out / "loss.png")
+    Image.new("RGB", (64, 64)).save(out / "sample" / "mychar_e000001_00_1.png")
+    (out / "metrics.csv").write_text("step,loss\n")
+    (out / "mychar.answers.json").write_text(json.dumps({"schema_version": 1, "image_folder": "/data/pics"}))
+    result = easytrain(command, str(out))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.startswith(f"easytrain: {out}: this is a training run's output folder (mychar.safetensors, "
+                                    "metrics.csv, loss.png, mychar.answers.json, sample/), not a dataset")
+    assert "this run trained on /data/pics (image_folder in mychar.answers.json)" in result.stderr
+
+
+def test_a_dataset_with_a_stray_safetensors_is_still_a_dataset(tmp_path, demo_images):
+    (demo_images / "5_shapes" / "old.safetensors").write_bytes(b"x")
+    result = easytrain("tags", str(demo_images))
+    assert result.returncode == 0, result.stderr
