@@ -287,3 +287,16 @@ def test_a_dataset_with_a_stray_safetensors_is_still_a_dataset(tmp_path, demo_im
     (demo_images / "5_shapes" / "old.safetensors").write_bytes(b"x")
     result = easytrain("tags", str(demo_images))
     assert result.returncode == 0, result.stderr
+
+
+# ---- 10. an N_name folder given as the image folder ---------------------------------------------------
+
+
+def test_an_n_name_folder_as_image_folder_gets_one_suggestion(tmp_path, demo_images):
+    path = small_answers(tmp_path, demo_images, image_folder="images/5_shapes")
+    out = easytrain("check", str(path), cwd=tmp_path)
+    assert out.returncode == 2
+    problems = [line for line in out.stderr.splitlines() if line.startswith("  - ")]
+    assert problems == [f"  - {demo_images / '5_shapes'}: this looks like one of the N_name subfolders itself (one "
+                        f"level too deep); pick its parent folder {demo_images} as the image folder"]
+    assert "5_shapes/10_5_shapes" not in out.stderr and "5_shapes/10_shapes" not in out.stderr
