@@ -260,7 +260,7 @@ async def test_ctrl_q_asks_before_quitting(workdir):
         assert question_key(app) == "base_model"
         await press(pilot, "escape")  # back from the first question: the start screen
         assert screen_name(app) == "StartScreen"
-        await press(pilot, "ctrl+q", "y")
+        await press(pilot, "ctrl+q")  # nothing answered: nothing to lose, no question
     assert app.return_value == Outcome("quit")
 
 
@@ -369,7 +369,7 @@ async def test_scan_screen_names_problems_and_refuses_an_empty_dataset(workdir):
         await answer(pilot, "empty")
         assert screen_name(app) == "ScanScreen"
         await press(pilot, "enter")
-        assert screen_name(app) == "ScanScreen"  # nothing to train on: cannot go on
+        assert question_key(app) == "image_folder"  # nothing to train on: Enter goes back to choose again
 
 
 def diffusers_folder(root: Path, cross: int, with_scheduler: bool) -> Path:

@@ -9,8 +9,9 @@ from easytrain.catalog import AUTO, TINY_MODEL_ARCH, architecture_label, uses_cl
 from easytrain.errors import UserError
 from easytrain.invocation import command
 from easytrain.memory_estimate import estimate, over_memory_warning, setup_for_plan
-from easytrain.plan import TrainPlan, clip_skip_warning
+from easytrain.plan import TrainPlan, clip_skip_warning, steps_warning
 from easytrain.textsafe import safe_line
+from easytrain.wording import bucket_rounding_note, plural
 
 
 @dataclass(frozen=True)
@@ -52,11 +53,13 @@ def memory_lines(plan: TrainPlan, model: BaseModelInfo) -> tuple[list[str], list
     """The estimated GPU memory of a step (for the full-size architecture), and a warning when it will not fit."""
     from easytrain import machine
 
+    gpu = machine.gpu_info()
+    if model.tiny and gpu is None:  # the tiny test model on a CPU: a full-size model's GPU figure helps no one
+        return [], []
     found = estimate(setup_for_plan(plan, model.arch))
     lines = found.lines()
     if model.tiny:
         lines[0] += "; this file is easytrain's tiny test model, which needs far less"
-    gpu = machine.gpu_info()
     real = gpu is not None and not model.tiny  # the tiny models fit anywhere
     warning = over_memory_warning(found, gpu.name, gpu.memory_gib) if real else None
     return lines, [warning] if warning else []
@@ -98,15 +101,18 @@ def plan_lines(plan: TrainPlan, extra_warnings: Sequence[str] = ()) -> list[str]
             continue
         for s in scan.subsets:
             kind = "reg" if s.is_reg else "train"
-            lines.append(f"    {s.folder.name}: {len(s.images)} images x {s.repeats} repeats"
-                         f" = {len(s.images) * s.repeats} ({kind}, {s.captions} captions)")
+            lines.append(f"    {s.folder.name}: {plural(len(s.images), 'image')} x {plural(s.repeats, 'repeat')}"
+                         f" = {len(s.images) * s.repeats} ({kind}, {plural(s.captions, 'caption')})")
     if plan.validation.images:
         cadence = f" and every {plan.validation.every_n_steps} steps" if plan.validation.every_n_steps else ""
         lines.append(f"    validation: {plan.validation.images} held-out images, never trained on; their loss is "
                      f"measured at each saved file{cadence}")
     step = plan.steps
     lines.append(f"  steps: {step.line()}")
-    lines.append(f"  warmup: {plan.warmup_steps} steps; scheduler {a.scheduler}; optimizer {a.optimizer}")
+    rounding = bucket_rounding_note(step)
+    if rounding:
+        lines.append(f"    ({rounding})")
+    lines.append(f"  warmup: {plural(plan.warmup_steps, 'step')}; scheduler {a.scheduler}; optimizer {a.optimizer}")
     lines.append(f"  network: {a.network_type} dim {a.network_dim} alpha {a.network_alpha:g}"
                  + (f", conv dim {a.conv_dim} alpha {a.conv_alpha:g}" if a.conv_dim else ""))
     parts = ("UNet" if plan.train_unet else "") + (" + text encoder" if plan.train_text_encoder else "")
@@ -130,7 +136,8 @@ def plan_lines(plan: TrainPlan, extra_warnings: Sequence[str] = ()) -> list[str]
     lines += suggestion_lines(plan)
     lines += trigger_lines(plan)
     skip_warning = clip_skip_warning(plan.answers, model.arch)  # the plan knows the architecture only when set
-    warnings = [*plan.warnings, *extra_warnings, *memory_warnings,
+    too_few = steps_warning(plan.total_steps) if model.tiny else None  # a few dozen steps train the tiny model
+    warnings = [*(w for w in plan.warnings if w != too_few), *extra_warnings, *memory_warnings,
                 *([skip_warning] if skip_warning and skip_warning not in plan.warnings else [])]
     if warnings:
         lines.append("  warnings:")
@@ -186,7 +193,11 @@ def run_check(path: str) -> int:
     from easytrain.commands.train import prepare
 
     _, plan = prepare(path)
-    print("\n".join(plan_lines(plan, machine_warnings(plan))))
+    import sys
+
+    from easytrain.wording import terminal_width, wrap_lines
+
+    print("\n".join(wrap_lines(plan_lines(plan, machine_warnings(plan)), terminal_width(sys.stdout))))
     earlier = find_earlier_outputs(plan.output_dir, plan.output_name, plan.total_steps)
     for line in earlier_outputs_lines(earlier, path):
         print("  " + line)

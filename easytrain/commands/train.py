@@ -126,7 +126,9 @@ def train_one(path: str, *, resume: Optional[str] = None, plain: bool = False) -
 
     main = is_main_process()
     if main:  # before the heavy imports, which take seconds: the person sees at once that it started
-        print("\n".join(plan_lines(plan)), flush=True)
+        from easytrain.wording import terminal_width, wrap_lines
+
+        print("\n".join(wrap_lines(plan_lines(plan), terminal_width(sys.stdout))), flush=True)
         for line in keep_earlier_outputs(plan, path, resume):
             print(line, flush=True)
         print("starting: loading PyTorch and diffusers...", flush=True)
@@ -361,6 +363,7 @@ def run_demo(*, plain: bool = False, output: Optional[str] = None) -> int:
 
     from easytrain.cli import DEMO_OUTPUT_VARIABLE
     from easytrain.demo import DEMO_ESTIMATE, demo_answers_in, ensure_demo_dataset
+    from easytrain.wording import plural
 
     if ensure_demo_dataset(DEMO_ANSWERS.parent / "demo" / "images"):
         print("made the demo dataset in answers/demo/images")
@@ -370,6 +373,6 @@ def run_demo(*, plain: bool = False, output: Optional[str] = None) -> int:
         answers_path = demo_answers_in(DEMO_ANSWERS, Path(output))  # the plan's first line names it
     plan = TrainPlan.from_answers(answers_file.load(answers_path))
     width, height = plan.resolution
-    print(f"The demo trains {plan.total_steps} steps at {width}x{height} on the embedded tiny model: "
+    print(f"The demo trains {plural(plan.total_steps, 'step')} at {width}x{height} on the embedded tiny model: "
           f"{DEMO_ESTIMATE}.", flush=True)
     return run_train([str(answers_path)], plain=plain)

@@ -47,7 +47,7 @@ def event_line(event: ev.Event, state: RunState) -> Optional[str]:
     if isinstance(event, ev.RunStarted):
         text = (f"training {event.name} on {event.device}: {plural(event.total_steps, 'step')} "
                 f"({plural(event.epochs, 'epoch')} x {plural(event.steps_per_epoch, 'step')}, batch {event.batch_size}, "
-                f"{event.num_images} images per epoch)")
+                f"{plural(event.num_images, 'image')} per epoch)")
         if event.start_step:
             text += f", resuming after step {event.start_step}"
         return text

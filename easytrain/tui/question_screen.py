@@ -48,6 +48,7 @@ class QuestionView:
     check: Callable[[Q.Question, Any], Optional[str]]
     base_dir: Path
     note: Callable[[Q.Question, Any], Optional[str]] = lambda q, v: None  # e.g. what was detected
+    browse_from: Optional[Path] = None  # where Ctrl+O opens with nothing typed: beside the chosen dataset
 
 
 def choices_of(q: Q.Question) -> tuple[tuple[Any, str], ...]:
@@ -212,6 +213,7 @@ class QuestionScreen(WizardScreen[Move]):
             return
         field = self.query_one("#field", PathInput)
         start = field.value or (Q.format_value(q, self.view.default) if self.view.default else "")
+        start = start or (str(self.view.browse_from) if self.view.browse_from else "")
         self.app.push_screen(PathBrowser(q.kind, q.extensions, start, self.view.base_dir), self._browsed)
 
     def _browsed(self, chosen: Optional[str]) -> None:
