@@ -300,3 +300,93 @@ def test_an_n_name_folder_as_image_folder_gets_one_suggestion(tmp_path, demo_ima
     assert problems == [f"  - {demo_images / '5_shapes'}: this looks like one of the N_name subfolders itself (one "
                         f"level too deep); pick its parent folder {demo_images} as the image folder"]
     assert "5_shapes/10_5_shapes" not in out.stderr and "5_shapes/10_shapes" not in out.stderr
+
+
+# ---- 14. install progress when the output is not a terminal ---------------------------------------------
+
+
+def _launcher_module(name: str):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, REPO / "wizard.py")
+    launcher = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(launcher)
+    return launcher
+
+
+def test_set_up_without_a_terminal_prints_pip_steps_as_lines(tmp_path, capsys, monkeypatch):
+    launcher = _launcher_module("launcher_plain_progress")
+    script = ("import time\n"
+              "for name in ('torch', 'diffusers', 'peft'):\n"
+              "    print('Collecting ' + name); print('  Downloading ' + name + '.whl', flush=True)\n"
+              "    time.sleep(0.3)\n"
+              "print('Installing collected packages: torch, diffusers, peft')\n"
+              "print('Successfully installed torch diffusers peft')\n")
+    monkeypatch.setattr(launcher, "PLAIN_EVERY", 0.2)
+    assert launcher.run_logged([sys.executable, "-c", script], tmp_path / "install.log")
+    out = capsys.readouterr().out
+    assert "\r" not in out and "\x1b" not in out
+    assert out.splitlines() == ["  Collecting torch", "  Collecting diffusers", "  Collecting peft",
+                                "  Installing collected packages: torch, diffusers, peft",
+                                "  Successfully installed torch diffusers peft"]
+
+
+# ---- 13. how long the run will take ---------------------------------------------------------------------
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _timed_steps(view, clock: _Clock, steps: int, total: int = 1000, seconds: float = 2.0) -> None:
+    from easytrain.train import events as ev
+
+    view(ev.RunStarted("mychar", total, 10, total // 10, 2, 200, "cpu", "/o"))
+    for step in range(1, steps + 1):
+        clock.now += seconds
+        view(ev.StepEnded(step, 1, 0.1, (1e-4,), seconds, 2))
+
+
+def test_the_plain_view_says_how_long_the_run_will_take_once():
+    import io
+
+    from easytrain.progress import PlainView
+
+    out, clock = io.StringIO(), _Clock()
+    view = PlainView(out, every=100, clock=clock)
+    _timed_steps(view, clock, 20)
+    estimates = [line for line in out.getvalue().splitlines() if line.startswith("time estimate")]
+    assert len(estimates) == 1
+    assert estimates[0].startswith("time estimate: about 0:33:10 for the 995 steps left at this pace "
+                                   "(2.00 s/it), done around ")
+
+
+def test_the_live_view_says_it_above_the_panel():
+    import io
+
+    from rich.console import Console
+
+    from easytrain.progress.rich_view import RichView
+
+    console = Console(file=io.StringIO(), width=100, record=True, force_terminal=True)
+    clock = _Clock()
+    with RichView(console, clock=clock) as view:
+        _timed_steps(view, clock, 6)
+    assert "time estimate: about 0:33:10 for the 995 steps left" in console.export_text()
+
+
+def test_check_says_plainly_that_a_full_size_model_on_a_cpu_is_very_slow(tmp_path, demo_images):
+    from _model_helpers import write_fake_checkpoint
+
+    write_fake_checkpoint(tmp_path / "sd15.safetensors", "sd1")
+    path = small_answers(tmp_path, demo_images, base_model="sd15.safetensors")
+    out = easytrain("check", str(path), cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert ("! no NVIDIA GPU on this machine: a full-size model trains on the CPU, which is very slow (minutes "
+            "per step, so days for a usual run)") in out.stdout.replace("\n      ", " ")
+    tiny = easytrain("check", str(small_answers(tmp_path, demo_images)), cwd=tmp_path)
+    assert "very slow" not in tiny.stdout

@@ -105,7 +105,8 @@ def test_plain_view_prints_every_n_steps_and_each_event_without_escape_codes():
     lines = text.splitlines()
     step_lines = [line for line in lines if line.startswith("step ")]
     assert [line.split()[1] for line in step_lines] == ["1/23", "5/23", "10/23", "15/23", "20/23", "23/23"]
-    assert len(lines) == len(step_lines) + 4      # run started, message, epoch, checkpoint (the summary: finished)
+    assert len(lines) == len(step_lines) + 5      # run started, message, estimate, epoch, checkpoint (no finished:
+    #                                                the summary after the view says it)
     assert lines[0].startswith("training mylora on cuda:0")
     assert lines[1] == "warning: using AdamW instead of AdamW8bit"
     assert "lr unet=5.00e-04 text_encoder=1.00e-04" in step_lines[0]

@@ -49,6 +49,10 @@ def inspect_base_model(plan: TrainPlan) -> BaseModelInfo:
     return BaseModelInfo(f"{plan.base_model} ({found.description})", found.arch, found.is_tiny)
 
 
+CPU_IS_SLOW = ("no NVIDIA GPU on this machine: a full-size model trains on the CPU, which is very slow (minutes "
+               "per step, so days for a usual run); fine if this file is for a GPU machine")
+
+
 def memory_lines(plan: TrainPlan, model: BaseModelInfo) -> tuple[list[str], list[str]]:
     """The estimated GPU memory of a step (for the full-size architecture), and a warning when it will not fit."""
     from easytrain import machine
@@ -60,6 +64,8 @@ def memory_lines(plan: TrainPlan, model: BaseModelInfo) -> tuple[list[str], list
     lines = found.lines()
     if model.tiny:
         lines[0] += "; this file is easytrain's tiny test model, which needs far less"
+    if gpu is None and not model.tiny and not machine.has_cuda_gpu():
+        return lines, [CPU_IS_SLOW]
     real = gpu is not None and not model.tiny  # the tiny models fit anywhere
     warning = over_memory_warning(found, gpu.name, gpu.memory_gib) if real else None
     return lines, [warning] if warning else []

@@ -29,6 +29,25 @@ def step_line(state: RunState) -> str:
     return " | ".join(parts)
 
 
+ESTIMATE_AFTER_STEPS = 5  # the run-time estimate is said once, when this session has timed this many steps
+
+
+def estimate_line(state: RunState) -> Optional[str]:
+    """Once, after the first few timed steps: how long the rest will take at this pace; None otherwise."""
+    if state.steps_seen != ESTIMATE_AFTER_STEPS or not state.total_steps:
+        return None
+    left = state.total_steps - state.step
+    eta = state.eta()
+    if left <= 0 or eta is None:
+        return None
+    import time
+
+    finish = time.strftime("%H:%M", time.localtime(time.time() + eta))
+    day = "" if eta < 20 * 3600 else f" on {time.strftime('%a %d %b', time.localtime(time.time() + eta))}"
+    return (f"time estimate: about {fmt.duration(eta)} for the {plural(left, 'step')} left at this pace "
+            f"({fmt.speed(state.seconds_per_step)}), done around {finish}{day}")
+
+
 def best_text(state: RunState) -> str:
     """", best 0.1234 at step 300" when an earlier evaluation was lower than the last one."""
     best = state.best_validation

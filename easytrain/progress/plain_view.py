@@ -12,7 +12,7 @@ import sys
 import time
 from typing import Callable, Optional, TextIO
 
-from easytrain.progress.lines import event_line, step_line
+from easytrain.progress.lines import ESTIMATE_AFTER_STEPS, estimate_line, event_line, step_line
 from easytrain.progress.state import RunState
 from easytrain.textsafe import safe_line
 from easytrain.train import events as ev
@@ -45,6 +45,10 @@ class PlainView:
             step = event.step
             if state.steps_seen == 1 or step % self.every == 0 or step == state.total_steps:
                 self._print_step()
+            if state.steps_seen == ESTIMATE_AFTER_STEPS:
+                estimate = estimate_line(state)
+                if estimate:
+                    self._write(estimate)
             return
         if isinstance(event, (ev.RunFinished, ev.RunStopped, ev.RunFailed)):
             if state.steps_seen and self._last_printed_step != state.step:
