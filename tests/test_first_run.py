@@ -390,3 +390,13 @@ def test_check_says_plainly_that_a_full_size_model_on_a_cpu_is_very_slow(tmp_pat
             "per step, so days for a usual run)") in out.stdout.replace("\n      ", " ")
     tiny = easytrain("check", str(small_answers(tmp_path, demo_images)), cwd=tmp_path)
     assert "very slow" not in tiny.stdout
+
+
+def test_the_wizards_help_texts_name_the_launcher_too(monkeypatch):
+    from easytrain import questions as Q
+    from easytrain.tui.question_screen import as_typed
+
+    monkeypatch.setenv("EASYTRAIN_LAUNCHER", json.dumps(["python3", str(REPO / "wizard.py")]))
+    monkeypatch.chdir(REPO)
+    help_text = as_typed(Q.BY_ID["save_state"].help)
+    assert "`python3 wizard.py train FILE --resume`" in help_text and "`easytrain " not in help_text

@@ -51,6 +51,13 @@ class QuestionView:
     browse_from: Optional[Path] = None  # where Ctrl+O opens with nothing typed: beside the chosen dataset
 
 
+def as_typed(text: str) -> str:
+    """Help text with its `easytrain ...` commands in the form that runs as typed (easytrain/invocation.py)."""
+    from easytrain.invocation import prefix, quote
+
+    return text.replace("`easytrain ", "`" + " ".join(quote(word) for word in prefix()) + " ")
+
+
 def choices_of(q: Q.Question) -> tuple[tuple[Any, str], ...]:
     return YES_NO if q.kind == "yesno" else q.choices
 
@@ -82,7 +89,7 @@ class QuestionScreen(WizardScreen[Move]):
         yield Static(view.where, id="where", markup=False)
         with VerticalScroll(id="card"):
             yield Static(q.prompt, id="prompt", markup=False)
-            yield Static(q.help, id="help", markup=False)
+            yield Static(as_typed(q.help), id="help", markup=False)
             hint = default_hint(q, view.default, view.value if view.typed else None)
             if q.kind in PATH_KINDS:
                 hint += " | Tab completes, Ctrl+O browses"
