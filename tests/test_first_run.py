@@ -400,3 +400,13 @@ def test_the_wizards_help_texts_name_the_launcher_too(monkeypatch):
     monkeypatch.chdir(REPO)
     help_text = as_typed(Q.BY_ID["save_state"].help)
     assert "`python3 wizard.py train FILE --resume`" in help_text and "`easytrain " not in help_text
+
+
+# ---- 11. the tiny model on a CPU, in check -----------------------------------------------------------------
+
+
+def test_check_of_the_tiny_model_on_a_cpu_has_no_full_size_figures(tmp_path, demo_images):
+    out = easytrain("check", str(small_answers(tmp_path, demo_images)), cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "16 images x repeats = 80 / batch 2 = 40 steps x 1 epoch = 40 steps" in out.stdout
+    assert "GPU memory" not in out.stdout and "steps is well below the usual" not in out.stdout
