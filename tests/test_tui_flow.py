@@ -209,9 +209,12 @@ async def test_edit_route_keeps_the_opened_file_in_view(workdir):
 
 
 async def test_steps_bar_fits_two_lines_at_80_columns(workdir):
+    from _model_helpers import write_fake_checkpoint
+
+    model = write_fake_checkpoint(workdir / "sd15.safetensors", "sd1")  # the tiny model hears no steps warning
     app = new_app(workdir, route="new")
     async with app.run_test(size=SIZE) as pilot:
-        await start_new(pilot)
+        await start_new(pilot, base_model=str(model))
         bar = app.screen.query_one("#steps")
         count, warning = str(bar.query_one("#steps-count").content), str(bar.query_one("#steps-warning").content)
         assert count == "16 images x repeats = 80 / batch 2 = 40 steps x 10 epochs = 400 steps"
