@@ -44,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="continue from the newest saved state in the output folder (or from STATE, a "
                         "NAME-000004-state folder); `train --resume FILE` works too")
     p.add_argument("--plain", action="store_true", help="plain progress lines even in a terminal")
+    p.set_defaults(usage_error=p.error)  # FILE is checked after --resume has given back a file it took
 
     p = sub.add_parser("queue", help="train every answers file in a folder, in name order")
     p.add_argument("folder")
@@ -102,7 +103,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             from easytrain.commands.train import run_train
             files, resume = train_files(args.files, args.resume)
             if not files:
-                sub_error(parser, "train", "the following arguments are required: FILE")
+                args.usage_error("the following arguments are required: FILE")
             return run_train(files, resume=resume, plain=args.plain)
         if command == "queue":
             from easytrain.commands.train import run_queue
@@ -156,14 +157,6 @@ def _looks_like_answers(word: str) -> bool:
         return path.suffix.lower() in (".json", ".toml") or path.is_file()
     except (OSError, ValueError):
         return False
-
-
-def sub_error(parser: argparse.ArgumentParser, command: str, message: str) -> None:
-    """argparse's usage error for a subcommand (exit 2), as if the subparser had found it."""
-    for action in parser._subparsers._group_actions:  # noqa: SLF001 - argparse keeps its subparsers here
-        if command in getattr(action, "choices", {}):
-            action.choices[command].error(message)
-    parser.error(message)
 
 
 if __name__ == "__main__":

@@ -410,3 +410,17 @@ def test_check_of_the_tiny_model_on_a_cpu_has_no_full_size_figures(tmp_path, dem
     assert out.returncode == 0, out.stderr
     assert "16 images x repeats = 80 / batch 2 = 40 steps x 1 epoch = 40 steps" in out.stdout
     assert "GPU memory" not in out.stdout and "steps is well below the usual" not in out.stdout
+
+
+# ---- 16. a short "train on your own pictures" near the top of the README ---------------------------------
+
+
+def test_the_readme_starts_with_a_short_own_pictures_section():
+    lines = (REPO / "README.md").read_text(encoding="utf-8").splitlines()
+    start = lines.index("## Train on your own pictures")
+    end = next(i for i in range(start + 1, len(lines)) if lines[i].startswith("## "))
+    assert start < 70 and end - start <= 30
+    section = "\n".join(lines[start:end])
+    for needed in ("10_mychar", "python3 wizard.py images data", "python3 wizard.py tags", "python3 wizard.py`",
+                   "<lora:mychar:1>"):
+        assert needed in section, needed
