@@ -121,6 +121,26 @@ def ensure_venv(extras: set[str]) -> None:
                  "Fix the cause and run the same command again")
     MARKER.write_text(install_fingerprint(",".join(wanted)) + "\n")
     say("done")
+    check_torch_sees_gpu()
+
+
+def check_torch_sees_gpu() -> bool:
+    """On an NVIDIA machine, whether the installed torch can use the GPU; if not, say why and the fix.
+
+    A CPU wheel, or a CUDA wheel newer than the driver, sees no GPU and would train on the CPU without a word.
+    easytrain/train/device_checks.py words the fix (the wheel to install, or the driver version needed).
+    """
+    if not has_nvidia_gpu():
+        return True
+    try:
+        done = subprocess.run([str(venv_python()), "-m", "easytrain.train.device_checks"], capture_output=True,
+                              text=True, timeout=300)
+    except (OSError, subprocess.SubprocessError):
+        return True
+    if done.returncode == 0 or not done.stdout.strip():   # fine, or the check itself failed: training will say
+        return True
+    say("WARNING: " + done.stdout.strip())
+    return False
 
 
 PLAIN_EVERY = 5.0  # seconds between progress lines when the output is not a terminal (a log, CI, a pipe)

@@ -1,6 +1,6 @@
 """Benchmark: LoRA training steps on the full-size SD1.5 or SDXL architecture on a GPU.
 
-    .venv/bin/python bench/gpu_step.py [--arch sd1|sdxl] [--steps 20] [--warmup 5] [--no-checkpointing]
+    .venv/bin/python bench/gpu_step.py [--arch sd1|sdxl|tiny] [--steps 20] [--warmup 5] [--no-checkpointing]
                                        [--compile] [--channels-last] [--only all|speed|6gb|12gb]
                                        [--batch 1 4] [--precision fp16 bf16] [--resolution 512|1024]
 
@@ -8,7 +8,7 @@ The models are built from easytrain's shipped configs on the meta device and
 materialised on the GPU with PyTorch's default random initialisation: nothing
 is downloaded. Latents are random 4x(res/8)x(res/8) tensors, as if cached, so
 the VAE is not on the GPU. The step is the trainer's: easytrain's LoRA network
-(dim 16, alpha 8), AdamW8bit from train.optimizers, noise, timesteps and the
+(dim 16, alpha 8), AdamW8bit (``--optimizer`` to change) from train.optimizers, noise, timesteps and the
 min-SNR loss from train.diffusion, all under an accelerate Accelerator with
 the mixed precision (fp16 with its gradient scaler), gradient clipping 1.0.
 
@@ -33,6 +33,9 @@ dense fp16/bf16 tensor FLOP/s from the table below. Then the memory case
 text-encoder outputs for SDXL), gradient checkpointing on, its peak allocated
 memory, PASS/FAIL against 6 or 12 GiB, and easytrain/memory_estimate.py's
 estimate of the same tensors beside it.
+
+`--arch tiny` runs the same code on easytrain's embedded tiny model (the
+tests use it on the CPU; it measures nothing worth recording).
 
 `--device cpu` runs the same code on the CPU as a smoke test (tiny sizes
 only: try --resolution 64 --steps 1 --warmup 0 --precision bf16 --batch 1
@@ -84,6 +87,7 @@ PEAK_TFLOPS = (
 )
 CAPTION = ("a photo of a woman with long red hair standing in a sunlit garden, wearing a blue dress, "
            "detailed face, soft light, shallow depth of field, high quality")
+ESTIMATED = ("sd1", "sdxl")   # the architectures easytrain/memory_estimate.py has figures for
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "no": torch.float32}
 
 
@@ -119,11 +123,13 @@ def build_sd15(device: torch.device):
     from diffusers import UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    from easytrain.model.load import CONFIG_ROOT, load_clip_tokenizer, make_noise_scheduler
+    from easytrain.families.ddpm.schedule import make_noise_scheduler
+    from easytrain.families.registry import config_folder
+    from easytrain.model.load import load_clip_tokenizer
     from easytrain.model.quiet import quiet_model_libraries
 
     quiet_model_libraries()
-    folder = CONFIG_ROOT / "sd1"
+    folder = config_folder("sd1")
     with init_empty_weights():
         unet = UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(folder / "unet"))
         text_encoder = CLIPTextModel(CLIPTextConfig.from_pretrained(str(folder / "text_encoder")))
@@ -148,14 +154,25 @@ class ArchParts:
     attention: str
 
 
+def build_tiny(device: torch.device):
+    """easytrain's embedded tiny SD1-shaped model (fp32, frozen): the CPU smoke test of the same code."""
+    from easytrain.families.ddpm.schedule import make_noise_scheduler
+    from easytrain.families.sd.tiny import build_tiny_components
+
+    parts = build_tiny_components(0)
+    for model in (parts["unet"], parts["text_encoder"]):
+        model.to(device).requires_grad_(False)
+    return parts["unet"], parts["text_encoder"], parts["tokenizer"], make_noise_scheduler("epsilon")
+
+
 def sd15_parts(device: torch.device, weight_dtype: torch.dtype, *, batch: int, resolution: int, dim: int,
-               alpha: float) -> ArchParts:
+               alpha: float, builder: Callable = build_sd15) -> ArchParts:
     """SD1.5 with the network on the UNet and the text encoder, captions encoded in every step."""
-    from easytrain.arch.clip_text import encode_tokens, tokenize_captions
-    from easytrain.network.build import apply_network
+    from easytrain.families.clip_text import encode_tokens, tokenize_captions
+    from easytrain.families.sd.targets import apply_network
     from easytrain.network.spec import NetworkSpec
 
-    unet, text_encoder, tokenizer, noise_scheduler = build_sd15(device)
+    unet, text_encoder, tokenizer, noise_scheduler = builder(device)
     network = apply_network(unet, text_encoder, NetworkSpec("LoRA", dim, alpha), seed=0)
     network.cast_base(weight_dtype)
     captions = [CAPTION] * batch
@@ -172,15 +189,20 @@ def sd15_parts(device: torch.device, weight_dtype: torch.dtype, *, batch: int, r
                      attention=f"{unet_attention(unet)}; text encoder {text_encoder.config._attn_implementation}")
 
 
+def tiny_parts(device: torch.device, weight_dtype: torch.dtype, **kwargs) -> ArchParts:
+    return sd15_parts(device, weight_dtype, builder=build_tiny, **kwargs)
+
+
 def sdxl_parts(device: torch.device, weight_dtype: torch.dtype, *, batch: int, resolution: int, dim: int,
                alpha: float) -> ArchParts:
     """SDXL with kohya's default network (UNet only) and the text encoders' outputs cached, as SDXL trains."""
     from load_full_sdxl import sdxl_meta_models
 
-    from easytrain.arch.registry import adapter_for
-    from easytrain.arch.sdxl_text import encode_sdxl_tokens, time_ids, tokenize_sdxl
+    from easytrain.families.registry import family_for
+    from easytrain.families.sdxl.text import encode_sdxl_tokens, time_ids, tokenize_sdxl
     from easytrain.model.load import CLIP_PAD, load_clip_tokenizer
-    from easytrain.model.load_sdxl import BIGG_PAD, make_sdxl_noise_scheduler
+    from easytrain.families.ddpm.schedule import make_noise_scheduler
+    from easytrain.families.sdxl.load import BIGG_PAD
     from easytrain.model.quiet import quiet_model_libraries
     from easytrain.network.build import build_network
     from easytrain.network.spec import NetworkSpec
@@ -190,7 +212,7 @@ def sdxl_parts(device: torch.device, weight_dtype: torch.dtype, *, batch: int, r
     torch.manual_seed(0)
     unet, *encoders = (materialise(models[part].to(weight_dtype), device).requires_grad_(False)
                        for part in ("unet", "text_encoder", "text_encoder_2"))
-    adapter = adapter_for("sdxl")
+    adapter = family_for("sdxl")
     parts = adapter.network_models(SimpleNamespace(unet=unet, text_encoders=tuple(encoders)))
     spec = NetworkSpec("LoRA", dim, alpha, train_text_encoder=False)
     network = build_network(parts, adapter.network_targets(parts, spec), spec, seed=0)
@@ -213,14 +235,14 @@ def sdxl_parts(device: torch.device, weight_dtype: torch.dtype, *, batch: int, r
     def set_checkpointing(on: bool) -> None:
         unet.enable_gradient_checkpointing() if on else unet.disable_gradient_checkpointing()
 
-    return ArchParts(unet, network, [unet], make_sdxl_noise_scheduler("epsilon", zero_terminal_snr=False),
+    return ArchParts(unet, network, [unet], make_noise_scheduler("epsilon"),
                      float(sdxl_latent_scale()), condition, set_checkpointing, attention=unet_attention(unet))
 
 
 def sdxl_latent_scale() -> float:
     import json
 
-    from easytrain.model.load_sdxl import SDXL_CONFIG_DIR
+    from easytrain.families.sdxl.load import SDXL_CONFIG_DIR
 
     return json.loads((SDXL_CONFIG_DIR / "vae" / "config.json").read_text())["scaling_factor"]
 
@@ -247,6 +269,9 @@ ARCHS = {
     "sdxl": ArchBench("SDXL UNet (text encoders cached, then off the GPU)", sdxl_parts, 1024, 12,
                       "UNet only (kohya's SDXL default), one 225-token caption encoded once",
                       trains_text_encoder=False),
+    # not a benchmark: the same code on a model that runs anywhere in seconds (tests, --device cpu)
+    "tiny": ArchBench("easytrain's tiny SD1-shaped model (smoke test)", tiny_parts, 64, 1,
+                      "UNet and text encoder", trains_text_encoder=True),
 }
 
 
@@ -279,7 +304,7 @@ class Trainer:
         from accelerate import Accelerator
         from accelerate.state import AcceleratorState
 
-        from easytrain.train.diffusion import all_snr
+        from easytrain.families.ddpm.diffusion import all_snr
         from easytrain.train.optimizers import build_optimizer
 
         self.case, self.device = case, device
@@ -297,7 +322,8 @@ class Trainer:
         for module in parts.trained:
             module.train()
         self.attention = parts.attention
-        built = build_optimizer("AdamW8bit", self.network.parameter_groups(1e-4, 5e-5), device=device)
+        built = build_optimizer(getattr(args, "optimizer", "AdamW8bit"), self.network.parameter_groups(1e-4, 5e-5),
+                                device=device)
         self.optimizer_name = built.name
         AcceleratorState._reset_state(reset_partial_state=False)
         self.accelerator = Accelerator(mixed_precision=precision, cpu=on_cpu)
@@ -313,7 +339,7 @@ class Trainer:
 
     def step(self) -> torch.Tensor:
         """The loop's training_step on a cached-latent batch (conditioning as the architecture's trainer does)."""
-        from easytrain.train.diffusion import diffusion_loss, sample_noise, sample_timesteps, training_target
+        from easytrain.families.ddpm.diffusion import diffusion_loss, sample_noise, sample_timesteps, training_target
 
         device, scheduler = self.device, self.noise_scheduler
         latents = self.latents * self.parts.latent_scale
@@ -395,9 +421,22 @@ def run_case(case: Case, device: torch.device, args, *, count_flops: bool = True
     result = Result(case, seconds, case.batch / seconds, peak, reserved, flops, first, trainer.attention,
                     trainer.optimizer_name)
     del trainer
+    release(device)
+    return result
+
+
+def release(device: torch.device) -> None:
+    """Free a finished case's models before the next case builds its own.
+
+    accelerate wraps each prepared model's forward in a method bound to the model (a reference cycle), so
+    ``del trainer`` alone frees nothing until the cyclic collector runs: collect now, then hand the cached
+    blocks back, or the next case's peak would count the last one's weights.
+    """
+    import gc
+
+    gc.collect()
     if device.type == "cuda":
         torch.cuda.empty_cache()
-    return result
 
 
 def describe(case: Case) -> str:
@@ -426,7 +465,8 @@ def memory_estimate(args, bench: ArchBench, precision: str):
 
     return estimate(TrainingSetup(
         arch=args.arch, width=args.resolution, height=args.resolution, batch=1, mixed_precision=precision,
-        optimizer="AdamW8bit", network_type="LoRA", dim=args.dim, conv_dim=None, train_unet=True,
+        optimizer=getattr(args, "optimizer", "AdamW8bit"), network_type="LoRA", dim=args.dim, conv_dim=None,
+        train_unet=True,
         train_text_encoder=bench.trains_text_encoder, checkpointing=True, latents_cached=True,
         text_outputs_cached=not bench.trains_text_encoder))
 
@@ -439,6 +479,8 @@ def main(argv=None) -> int:
     parser.add_argument("--resolution", type=int, help="default: 512 for sd1, 1024 for sdxl")
     parser.add_argument("--batch", type=int, nargs="+", default=[1, 4])
     parser.add_argument("--precision", nargs="+", default=["fp16", "bf16"], choices=["fp16", "bf16"])
+    parser.add_argument("--optimizer", default="AdamW8bit",
+                        help="as easytrain names it: AdamW8bit (default), AdamW (fused on a GPU), Lion8bit, ...")
     parser.add_argument("--dim", type=int, default=16)
     parser.add_argument("--alpha", type=float, default=8.0)
     parser.add_argument("--no-checkpointing", action="store_true", help="gradient checkpointing off")
@@ -469,7 +511,7 @@ def main(argv=None) -> int:
           f"device: {gpu}; torch {torch.__version__}; peak FLOP/s unknown")
     print(f"{bench.label}, random weights, {args.resolution} px (latents 4x{args.resolution // 8}"
           f"x{args.resolution // 8}, cached), LoRA dim {args.dim} alpha {args.alpha} on {bench.network_parts}, "
-          f"AdamW8bit, {args.warmup} warm-up + {args.steps} timed steps")
+          f"{args.optimizer}, {args.warmup} warm-up + {args.steps} timed steps")
 
     if args.only in ("all", "speed"):
         for precision in args.precision:
@@ -500,6 +542,8 @@ def main(argv=None) -> int:
         print(f"[{gpu}] {budget} GB case (fp16, batch 1, AdamW8bit, {cached}, gradient checkpointing): "
               f"peak allocated {result.peak_bytes / GIB:.2f} GiB of {budget} GiB: {verdict} "
               f"(peak reserved {result.reserved_bytes / GIB:.2f} GiB); {result.seconds_per_step:.3f} s/step")
+        if args.arch not in ESTIMATED:
+            return 0
         found = memory_estimate(args, bench, "fp16" if device.type == "cuda" else "no")
         print(f"  easytrain's estimate of the same tensors: {found.tensors / GIB:.2f} GiB "
               f"({found.total_gib:.2f} GiB with its allowance for the CUDA context, workspaces and the allocator)")

@@ -55,7 +55,7 @@ def tiny_cpu(args) -> None:
     from easytrain.data.buckets import BucketSettings
     from easytrain.data.dataset import TrainDataset
     from easytrain.data.scan import scan_image_folder
-    from easytrain.model.load import load_base_model
+    from easytrain.families.load import load_base_model
 
     base = load_base_model("builtin:tiny", "sd1", dtype=torch.float32)
     vae = base.vae
@@ -91,12 +91,12 @@ def sd15_gpu(args) -> None:
     from accelerate import init_empty_weights
     from diffusers import AutoencoderKL
 
-    from easytrain.model.load import CONFIG_ROOT
+    from easytrain.families.registry import config_folder
     from gpu_step import materialise
 
     device = torch.device("cuda")
     gpu = torch.cuda.get_device_name(device)
-    folder = CONFIG_ROOT / "sd1" / "vae"
+    folder = config_folder("sd1") / "vae"
     with init_empty_weights():
         vae = AutoencoderKL.from_config(AutoencoderKL.load_config(folder))
     torch.manual_seed(0)

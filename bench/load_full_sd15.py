@@ -33,10 +33,10 @@ def sd15_original_shapes() -> dict[str, tuple[int, ...]]:
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    from easytrain.model.convert import clip_key_map, unet_key_map, vae_key_map
-    from easytrain.model.load import CONFIG_ROOT
+    from easytrain.families.sd.convert import clip_key_map, unet_key_map, vae_key_map
+    from easytrain.families.registry import config_folder
 
-    folder = CONFIG_ROOT / "sd1"
+    folder = config_folder("sd1")
     with init_empty_weights():
         unet = UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(folder / "unet"))
         vae = AutoencoderKL.from_config(AutoencoderKL.load_config(folder / "vae"))
@@ -61,12 +61,15 @@ def pattern_value(index: int) -> float:
 
 
 def write_random_safetensors(
-    path: Path, shapes: dict[str, tuple[int, ...]], dtype=torch.float16, seed=0, pattern: bool = False
+    path: Path, shapes: dict[str, tuple[int, ...]], dtype=torch.float16, seed=0, pattern: bool = False,
+    header_only: bool = False,
 ) -> int:
     """Stream random tensors into a .safetensors file; returns the file size.
 
     With ``pattern`` each tensor is instead filled with ``pattern_value(its index)``:
     much faster, and a loaded parameter then tells which key it was read from.
+    With ``header_only`` the data is a hole of the right size (a sparse file): what detection and
+    `check` read, no disk space, never loadable.
     """
     itemsize = torch.empty((), dtype=dtype).element_size()
     header, offset = {}, 0
@@ -83,6 +86,9 @@ def write_random_safetensors(
     with open(path, "wb") as fh:
         fh.write(struct.pack("<Q", len(raw)))
         fh.write(raw)
+        if header_only:
+            fh.truncate(8 + len(raw) + offset)
+            return path.stat().st_size
         for index, shape in enumerate(shapes.values()):
             if pattern:
                 tensor = torch.full(shape, pattern_value(index), dtype=dtype)
@@ -124,7 +130,7 @@ def report_counts(counts: dict[str, int], expected: dict[str, int], what: str, r
 def main() -> int:
     dtype, keep = bench_arguments(__doc__.splitlines()[0])
 
-    from easytrain.model.load import load_base_model
+    from easytrain.families.load import load_base_model
 
     with tempfile.TemporaryDirectory() as tmp:
         path = keep or Path(tmp) / "sd15-random.safetensors"

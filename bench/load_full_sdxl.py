@@ -39,7 +39,7 @@ def sdxl_meta_models() -> dict:
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
-    from easytrain.model.load_sdxl import SDXL_CONFIG_DIR as folder
+    from easytrain.families.sdxl.load import SDXL_CONFIG_DIR as folder
 
     with init_empty_weights():
         return dict(
@@ -52,7 +52,7 @@ def sdxl_meta_models() -> dict:
 
 def sdxl_original_shapes(models: dict | None = None) -> dict[str, tuple[int, ...]]:
     """Every key of an SDXL 1.0 single file in Stability's layout, with its shape."""
-    from easytrain.model.convert_sdxl import sdxl_original_state_dict
+    from easytrain.families.sdxl.convert import sdxl_original_state_dict
 
     models = models or sdxl_meta_models()
     state = sdxl_original_state_dict(models["unet"], models["vae"], models["text_encoder"], models["text_encoder_2"])
@@ -60,7 +60,7 @@ def sdxl_original_shapes(models: dict | None = None) -> dict[str, tuple[int, ...
 
 
 def lora_module_counts(unet, text_encoder, text_encoder_2) -> dict[str, int]:
-    from easytrain.network.sdxl_targets import sdxl_text_encoder_targets, sdxl_unet_targets
+    from easytrain.families.sdxl.targets import sdxl_text_encoder_targets, sdxl_unet_targets
 
     return {
         "unet": len(sdxl_unet_targets(unet, with_convs=False)),
@@ -73,7 +73,7 @@ def lora_module_counts(unet, text_encoder, text_encoder_2) -> dict[str, int]:
 def main() -> int:
     dtype, keep = bench_arguments(__doc__.splitlines()[0])
 
-    from easytrain.model.load_sdxl import load_sdxl
+    from easytrain.families.sdxl.load import load_sdxl
 
     with tempfile.TemporaryDirectory() as tmp:
         path = keep or Path(tmp) / "sdxl-random.safetensors"

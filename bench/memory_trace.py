@@ -144,9 +144,9 @@ class LiveBytes(TorchDispatchMode):
 
 def config_folder(arch: str) -> Path:
     from easytrain import catalog
-    from easytrain.model.load import CONFIG_ROOT
+    from easytrain.families.registry import config_folder
 
-    return CONFIG_ROOT / (catalog.architecture(arch).same_models_as or arch)
+    return config_folder(catalog.architecture(arch).same_models_as or arch)
 
 
 def meta_models(arch: str) -> dict:
@@ -175,11 +175,11 @@ def meta_models(arch: str) -> dict:
 def attach_network(arch: str, models: dict, network_type: str = "LoRA", *, conv_dim=None,
                    train_text_encoder: bool = True):
     """easytrain's network on the meta models, through the architecture's adapter (kohya's module set)."""
-    from easytrain.arch.registry import adapter_for
+    from easytrain.families.registry import family_for
     from easytrain.network.build import build_network
     from easytrain.network.spec import NetworkSpec
 
-    adapter = adapter_for(arch)
+    adapter = family_for(arch)
     encoders = tuple(models[p] for p in ("text_encoder", "text_encoder_2") if p in models)
     base = SimpleNamespace(unet=models["unet"], text_encoders=encoders, text_encoder=encoders[0])
     spec = NetworkSpec(network_type, TRACED_DIM, 1.0, conv_dim=conv_dim, conv_alpha=1.0 if conv_dim else None,

@@ -147,7 +147,7 @@ def run_easytrain(plan, clock: PairedClock, profile: cProfile.Profile | None = N
     from easytrain.train.loop import run_training
 
     every = plan.answers.get("log_every_n_steps", 10)
-    metrics = MetricsWriter(plan.output_dir, plan.output_name)
+    metrics = MetricsWriter(plan.saving.output_dir, plan.saving.output_name)
     board = tensorboard_sink(plan, every)
     sinks = [s for s in (metrics, board) if s is not None]
     stream = io.StringIO()
@@ -194,35 +194,35 @@ def bare_setup(plan, *, checkpointing: bool | None = None, adamw: dict | None = 
     instead of the answers' optimizer, the UNet in channels_last.
     """
     from easytrain.data.dataset import TrainDataset
-    from easytrain.model.load import load_base_model
-    from easytrain.network.build import apply_network
+    from easytrain.families.load import load_base_model
+    from easytrain.families.sd.targets import apply_network
     from easytrain.network.spec import NetworkSpec
     from easytrain.train.optimizers import build_optimizer
     from easytrain.train.schedulers import build_scheduler
-    from easytrain.arch.clip_text import tokenize_captions
+    from easytrain.families.clip_text import tokenize_captions
 
     answers = plan.answers
     seed = int(answers.get("seed", 42))
     torch.manual_seed(seed)
-    base = load_base_model(plan.base_model, answers.get("architecture", "auto"), dtype=torch.float32)
+    base = load_base_model(plan.model.base_model, answers.get("architecture", "auto"), dtype=torch.float32)
     for frozen in (base.unet, base.vae, base.text_encoder):
         frozen.requires_grad_(False)
     spec = NetworkSpec(answers.network_type, answers.network_dim, answers.network_alpha,
                        conv_dim=answers.conv_dim, conv_alpha=answers.conv_alpha,
-                       train_unet=plan.train_unet, train_text_encoder=plan.train_text_encoder)
+                       train_unet=plan.network.train_unet, train_text_encoder=plan.network.train_text_encoder)
     network = apply_network(base.unet, base.text_encoder, spec, seed=seed)
     network.cast_base(torch.float32)
     if checkpointing is None:
         checkpointing = answers.get("gradient_checkpointing", True)
     if checkpointing:
         base.unet.enable_gradient_checkpointing()
-        if plan.train_text_encoder:
+        if plan.network.train_text_encoder:
             base.text_encoder.activation_checkpointing_enable(
                 activation_checkpointing_kwargs={"use_reentrant": False})
     if channels_last:
         base.unet.to(memory_format=torch.channels_last)
-    base.unet.train(plan.train_unet)
-    base.text_encoder.train(plan.train_text_encoder)
+    base.unet.train(plan.network.train_unet)
+    base.text_encoder.train(plan.network.train_text_encoder)
 
     dataset = TrainDataset(
         plan.train_scan, plan.reg_scan, plan.bucket_settings,
@@ -252,14 +252,14 @@ def bare_setup(plan, *, checkpointing: bool | None = None, adamw: dict | None = 
         epoch += 1
     batches = batches[: plan.total_steps]
 
-    groups = network.parameter_groups(plan.unet_lr, plan.text_encoder_lr)
+    groups = network.parameter_groups(plan.optimizer.unet_lr, plan.optimizer.text_encoder_lr)
     if adamw is not None:
         optimizer = torch.optim.AdamW(groups, lr=groups[0]["lr"], **adamw)
     else:
         optimizer = build_optimizer(answers.optimizer, groups, args=answers.get("optimizer_args"),
                                     device=torch.device("cpu")).optimizer
     scheduler = build_scheduler(optimizer, answers.scheduler, total_steps=plan.total_steps,
-                                warmup_steps=plan.warmup_steps, restarts=answers.get("scheduler_restarts", 1),
+                                warmup_steps=plan.schedule.warmup_steps, restarts=answers.get("scheduler_restarts", 1),
                                 power=answers.get("scheduler_power", 1.0))
     return base, network, optimizer, scheduler, batches
 
@@ -270,15 +270,15 @@ def bare_loop(plan, *, cached_text: bool = False, **variant):
     cached_text: the text encoder's states are computed once per batch
     beforehand (possible when it is not trained and captions do not change).
     """
-    from easytrain.train.diffusion import all_snr, diffusion_loss, sample_noise, sample_timesteps, training_target
-    from easytrain.arch.clip_text import encode_tokens
+    from easytrain.families.ddpm.diffusion import all_snr, diffusion_loss, sample_noise, sample_timesteps, training_target
+    from easytrain.families.clip_text import encode_tokens
 
     base, network, optimizer, scheduler, batches = bare_setup(plan, **variant)
     if cached_text:
-        if plan.train_text_encoder:
+        if plan.network.train_text_encoder:
             raise ValueError("text states can be cached only when the text encoder is not trained")
         with torch.no_grad():
-            states_of = {id(b): encode_tokens(base.text_encoder, b.input_ids, plan.clip_skip) for b in batches}
+            states_of = {id(b): encode_tokens(base.text_encoder, b.input_ids, plan.model.clip_skip) for b in batches}
     answers = plan.answers
     unet, text_encoder, noise_scheduler = base.unet, base.text_encoder, base.noise_scheduler
     snr = all_snr(noise_scheduler)
@@ -295,8 +295,8 @@ def bare_loop(plan, *, cached_text: bool = False, **variant):
         if cached_text:
             states = states_of[id(batch)]
         else:
-            with torch.set_grad_enabled(plan.train_text_encoder):
-                states = encode_tokens(text_encoder, batch.input_ids, plan.clip_skip)
+            with torch.set_grad_enabled(plan.network.train_text_encoder):
+                states = encode_tokens(text_encoder, batch.input_ids, plan.model.clip_skip)
         pred = unet(noisy, timesteps, states).sample
         target = training_target(noise_scheduler, batch.latents, noise, timesteps, base.prediction_type)
         loss = diffusion_loss(pred, target, timesteps, loss_weights=batch.loss_weights, snr=snr,
@@ -340,27 +340,29 @@ def time_sink_events(plan, events: int = 2000) -> dict[str, float]:
 
 def time_validation(plan, fraction: float = 0.1, reps: int = 3) -> tuple[int, float]:
     """(held-out images, seconds per validation evaluation) on a share of the bench images."""
+    import contextlib
+
     from easytrain.data.validation_split import split_off
-    from easytrain.train.diffusion import all_snr
-    from easytrain.arch.clip_text import encode_tokens, tokenize_captions
+    from easytrain.families.clip_text import encode_tokens, tokenize_captions
+    from easytrain.families.registry import family_for
     from easytrain.train.validation import ValidationSet
 
     base, _, _, _, _ = bare_setup(plan)
+    objective = family_for(base.arch).objective(base, plan.loss, "cpu")
     _, held = split_off(plan.train_scan, fraction, seed=1)
     validation = ValidationSet(held, plan.bucket_settings, batch_size=plan.answers.batch_size, seed=1,
                                encode=lambda pixels: base.vae.encode(pixels).latent_dist.mean,
-                               scaling_factor=float(base.vae.config.scaling_factor), device="cpu")
+                               model_latents=objective.model_latents, device="cpu")
 
-    def predict(noisy, timesteps, batch):
+    def conditioner(batch):
         ids = tokenize_captions(base.tokenizer, batch.captions, int(plan.answers.get("max_token_length", 225)))
-        return base.unet(noisy, timesteps, encode_tokens(base.text_encoder, ids, plan.clip_skip)).sample
+        return {"encoder_hidden_states": encode_tokens(base.text_encoder, ids, plan.model.clip_skip)}
 
     times = []
     for _ in range(reps):
         start = time.perf_counter()
-        validation.loss(predict, noise_scheduler=base.noise_scheduler, prediction_type=base.prediction_type,
-                        modules=(base.unet, base.text_encoder), snr=all_snr(base.noise_scheduler),
-                        min_snr_gamma=float(plan.answers.get("min_snr_gamma", 0.0) or 0.0))
+        validation.loss(objective, base.unet, conditioner, autocast=contextlib.nullcontext,
+                        modules=(base.unet, base.text_encoder))
         times.append(time.perf_counter() - start)
     return validation.images, statistics.median(times)
 

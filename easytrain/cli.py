@@ -76,6 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
     from easytrain.commands.prep import register  # dataset preparation: tags, images
 
     register(sub)
+    from easytrain.lora_tools.commands import register as register_lora  # LoRA file tools
+
+    register_lora(sub)
     return parser
 
 

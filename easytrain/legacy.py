@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Mapping, Optional
 
+from easytrain import catalog
 from easytrain.answers import SCHEMA_VERSION
 from easytrain.questions import KEYS, OPTIMIZERS
 
@@ -29,7 +30,7 @@ IGNORED_SILENTLY = {
     "use_8bit_adam", "use_lion", "sort_tag_occurrence_alphabetically", "cache_latents_to_disk",
     "v_parameterization", "warmup_lr_ratio", "learning_rate", "text_only", "unet_only", "lyco",
     "network_args", "sample_every_n_epoch", "LoRA_type", "lr_warmup", "max_resolution",
-    "network_train_unet_only", "network_train_text_encoder_only", "use_8bit_adam", "sdxl",
+    "network_train_unet_only", "network_train_text_encoder_only", "use_8bit_adam", *catalog.LEGACY_FLAGS,
     # easytrain caches the text encoders' outputs by itself whenever they are frozen and captions are fixed
     "cache_text_encoder_outputs", "cache_text_encoder_outputs_to_disk",
     "gradient_acc_steps", "masked_loss", "dora_wd", "max_train_epochs", "optimizer_type", "resolution",
@@ -331,7 +332,7 @@ def _from_popup(d: Mapping[str, Any]) -> tuple[dict[str, Any], set[str]]:
         out["warmup_ratio"] = _float(d["warmup_lr_ratio"]) or 0.0
     _apply_length(out, _int(d.get("max_steps")))
     _apply_parts(out, _bool(d.get("unet_only")), _bool(d.get("text_only")))
-    _apply_arch(out, _bool(d.get("v2")), _bool(d.get("v_parameterization")), _bool(d.get("sdxl")))
+    _apply_arch(out, d)
     _apply_reg(out, d.get("reg_img_folder"))
     used.update({"max_steps", "v2", "reg_img_folder", "sample_prompts", "tag_occurrence_txt_file"})
     if "tag_occurrence_txt_file" in d:
@@ -440,7 +441,7 @@ def _from_kohya_ss(d: Mapping[str, Any]) -> tuple[dict[str, Any], set[str]]:
         used.add("lr_warmup_steps")
     _apply_length(out, max_steps if isinstance(max_steps, int) and max_steps > 0 else None)
     _apply_parts(out, _bool(d.get("network_train_unet_only")), _bool(d.get("network_train_text_encoder_only")))
-    _apply_arch(out, _bool(d.get("v2")), _bool(d.get("v_parameterization")), _bool(d.get("sdxl")))
+    _apply_arch(out, d)
     _apply_reg(out, d.get("reg_data_dir"))
     _apply_cache(out, d.get("cache_latents"), d.get("cache_latents_to_disk"))
     _apply_samples(out, d.get("sample_prompts"))
@@ -502,11 +503,11 @@ def _apply_parts(out: dict, unet_only: Any, text_only: Any) -> None:
     out["train_parts"] = "unet_only" if unet_only is True else "text_encoder_only" if text_only is True else "both"
 
 
-def _apply_arch(out: dict, v2: Any, v_param: Any, sdxl: Any) -> None:
-    if sdxl is True:
-        out["architecture"] = "sdxl-v" if v_param is True else "sdxl"
-    elif v2 is True:
-        out["architecture"] = "sd2-v" if v_param is True else "sd2"
+def _apply_arch(out: dict, d: Mapping) -> None:
+    """kohya's boolean flags (v2, sdxl, v_parameterization, ...) name the architecture."""
+    arch = catalog.architecture_for_flags({flag for flag in catalog.LEGACY_FLAGS if _bool(d.get(flag)) is True})
+    if arch is not None:
+        out["architecture"] = arch
 
 
 def _apply_reg(out: dict, folder: Any) -> None:

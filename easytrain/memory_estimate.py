@@ -23,9 +23,11 @@ The estimate adds up
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Mapping, Optional
+from typing import Optional
 
 from easytrain.catalog import ARCHITECTURES, architecture_label
+from easytrain.families.registry import family_memory
+from easytrain.families.spec import ArchitectureMemory
 
 GIB = 1024 ** 3
 MARGIN_GIB = 0.75        # CUDA context (~0.3-0.5 GiB) and cuBLAS/cuDNN workspaces, outside PyTorch's own count
@@ -46,85 +48,8 @@ OPTIMIZER_STATE_BYTES: dict[str, float] = {
 NETWORK_SIZE_FACTOR: dict[str, float] = {"LoRA": 1.0, "LoCon": 1.0, "LoHa": 2.0, "LoKr": 1.0}
 
 
-@dataclass(frozen=True)
-class ArchitectureMemory:
-    """What bench/memory_trace.py measured for one architecture (batch 1, 225-token captions)."""
-
-    traced_side: int                                  # the square size the step was traced at
-    parameters: Mapping[str, int]                     # per part: unet, vae, text_encoder(, text_encoder_2)
-    lora_per_dim: Mapping[str, int]                   # kohya's module set at dim 1, per part; unet_convs: LoCon's 3x3
-    text_activation_bytes: Mapping[tuple, int]        # (precision, checkpointing) -> trained text encoders, per caption
-    activation_bytes_per_pixel: Mapping[tuple, float]  # (precision, checkpointing) -> the UNet's step
-    vae_encode_bytes_per_pixel: float                 # one fp32 encode without gradients
-
-    @property
-    def text_encoders(self) -> tuple[str, ...]:
-        return tuple(part for part in self.parameters if part.startswith("text_encoder"))
-
-
-# Printed by `python bench/memory_trace.py` (precision "fp16" stands for bf16 too: the same bytes; "no" is fp32).
-# An architecture built from another's shipped configs shares its entry (catalog same_models_as).
-MEMORY: dict[str, ArchitectureMemory] = {
-    "sd1": ArchitectureMemory(  # traced at 512x512, batch 1
-        traced_side=512,
-        parameters={'text_encoder': 123060480, 'unet': 859520964, 'vae': 83653863},
-        lora_per_dim={'text_encoder': 165888, 'unet': 423936, 'unet_convs': 626880},
-        text_activation_bytes={('fp16', False): 97839660,
-                               ('fp16', True): 4257792,
-                               ('no', False): 156341064,
-                               ('no', True): 8515584},
-        activation_bytes_per_pixel={('fp16', False): 5210.6,
-                                    ('fp16', True): 1316.3,
-                                    ('no', False): 7210.7,
-                                    ('no', True): 1837.1},
-        vae_encode_bytes_per_pixel=2560.0,
-    ),
-    "sd2": ArchitectureMemory(  # traced at 512x512, batch 1
-        traced_side=512,
-        parameters={'text_encoder': 340387840, 'unet': 865910724, 'vae': 83653863},
-        lora_per_dim={'text_encoder': 423936, 'unet': 432128, 'unet_convs': 626880},
-        text_activation_bytes={('fp16', False): 219716912,
-                               ('fp16', True): 10881024,
-                               ('no', False): 333581160,
-                               ('no', True): 21762048},
-        activation_bytes_per_pixel={('fp16', False): 5067.4,
-                                    ('fp16', True): 1160.4,
-                                    ('no', False): 7209.5,
-                                    ('no', True): 1836.6},
-        vae_encode_bytes_per_pixel=2560.0,
-    ),
-    "sd2-v": ArchitectureMemory(  # traced at 768x768, batch 1
-        traced_side=768,
-        parameters={'text_encoder': 340387840, 'unet': 865910724, 'vae': 83653863},
-        lora_per_dim={'text_encoder': 423936, 'unet': 432128, 'unet_convs': 626880},
-        text_activation_bytes={('fp16', False): 219716912,
-                               ('fp16', True): 10881024,
-                               ('no', False): 333581160,
-                               ('no', True): 21762048},
-        activation_bytes_per_pixel={('fp16', False): 5012.6,
-                                    ('fp16', True): 1161.1,
-                                    ('no', False): 7165.0,
-                                    ('no', True): 1839.0},
-        vae_encode_bytes_per_pixel=2560.0,
-    ),
-    "sdxl": ArchitectureMemory(  # traced at 1024x1024, batch 1
-        traced_side=1024,
-        parameters={'text_encoder': 123060480,
-                    'text_encoder_2': 694659840,
-                    'unet': 2567463684,
-                    'vae': 83653863},
-        lora_per_dim={'text_encoder': 165888, 'text_encoder_2': 737280, 'unet': 2659840, 'unet_convs': 414400},
-        text_activation_bytes={('fp16', False): 485041384,
-                               ('fp16', True): 23181312,
-                               ('no', False): 743828400,
-                               ('no', True): 46362624},
-        activation_bytes_per_pixel={('fp16', False): 8599.3,
-                                    ('fp16', True): 757.6,
-                                    ('no', False): 13017.3,
-                                    ('no', True): 1195.1},
-        vae_encode_bytes_per_pixel=2560.0,
-    ),
-}
+# Each family's traced entries (families/<family>/catalog.py); an architecture built from another's configs shares its entry.
+MEMORY: dict[str, ArchitectureMemory] = family_memory()
 MEMORY.update({a.id: MEMORY[a.same_models_as] for a in ARCHITECTURES.values() if a.same_models_as})
 
 
@@ -235,9 +160,9 @@ def setup_for_plan(plan, arch: str) -> TrainingSetup:
     """The memory-relevant settings of a TrainPlan (duck-typed: plan.py imports nothing from here)."""
     width, height = plan.resolution
     return TrainingSetup(
-        arch=arch, width=width, height=height, batch=plan.batch_size, mixed_precision=plan.mixed_precision,
+        arch=arch, width=width, height=height, batch=plan.data.batch_size, mixed_precision=plan.precision.mixed_precision,
         optimizer=plan.optimizer.name, network_type=plan.network.network_type, dim=plan.network.dim,
-        conv_dim=plan.network.conv_dim, train_unet=plan.train_unet, train_text_encoder=plan.train_text_encoder,
+        conv_dim=plan.network.conv_dim, train_unet=plan.network.train_unet, train_text_encoder=plan.network.train_text_encoder,
         checkpointing=plan.precision.gradient_checkpointing,
         latents_cached=plan.data.cache_latents != "off" and not plan.pixels_vary,
         text_outputs_cached=plan.text_outputs_cached,

@@ -103,29 +103,21 @@ def block_args_of(answers: Answers) -> dict:
     return args
 
 
-def block_layout_of(answers: Answers, base_model: str, args: dict) -> tuple[Optional[str], list[str]]:
+def block_layout_of(answers: Answers, base_model: str, args: dict,
+                    resolved=None) -> tuple[Optional[str], list[str]]:
     """The base model's block numbering for block-wise ``args`` (None without them) and warnings about them.
 
-    The architecture is the one the model loader will use: the tiny model's, the answer's (the loader
-    refuses a file of another family), or with 'auto' the one the file's header says, as `check` reads it.
-    The lists per block were checked against the answer; with 'auto' they are checked here.
+    The architecture is the one the loader will use (``resolved``, the plan's reading of the header, or read
+    now). The lists per block were checked against the answer; with 'auto' they are checked here.
     """
-    from easytrain.catalog import AUTO, TINY_MODEL_ARCH, block_layout
-    from easytrain.network.blocks import LAYOUTS, PER_BLOCK_KEYS, cut_lists, per_block
+    from easytrain.catalog import BLOCK_LAYOUTS, block_layout
+    from easytrain.families.detect import resolve_architecture
+    from easytrain.network.blocks import PER_BLOCK_KEYS, cut_lists, per_block
 
     if not args:
         return None, []
-    arch = TINY_MODEL_ARCH if base_model == Q.BUILTIN_TINY else answer(answers, "architecture")
-    if arch == AUTO:
-        from easytrain.model.detect import detect_architecture
-
-        detection = detect_architecture(base_model)
-        if detection.arch is None:
-            raise UserError(f"architecture: block-wise settings ({', '.join(args)}) are numbered per "
-                            f"architecture, and {base_model} does not say which it is ({detection.description}); "
-                            "set architecture in the answers")
-        arch = detection.arch
-    layout = LAYOUTS[block_layout(arch)]
+    arch = (resolved or resolve_architecture(base_model, answer(answers, "architecture"))).arch
+    layout = BLOCK_LAYOUTS[block_layout(arch)]
     problems = []
     for key in PER_BLOCK_KEYS:
         try:
@@ -256,28 +248,11 @@ class TrainPlan:
     total_steps: int
     resolution: tuple[int, int]
     output_files: tuple[str, ...]
-    resume_values: dict             # the answers a saved state must share to continue (RESUME_KEYS)
     warnings: tuple[str, ...] = field(default=())
-
-    # The numbers every view shows, named as before.
-    base_model = property(lambda self: self.model.base_model)
-    clip_skip = property(lambda self: self.model.clip_skip)
-    output_dir = property(lambda self: self.saving.output_dir)
-    output_name = property(lambda self: self.saving.output_name)
-    batch_size = property(lambda self: self.data.batch_size)
-    warmup_steps = property(lambda self: self.schedule.warmup_steps)
-    mixed_precision = property(lambda self: self.precision.mixed_precision)
-    save_precision = property(lambda self: self.precision.save_precision)
-    train_unet = property(lambda self: self.network.train_unet)
-    train_text_encoder = property(lambda self: self.network.train_text_encoder)
-    unet_lr = property(lambda self: self.optimizer.unet_lr)
-    text_encoder_lr = property(lambda self: self.optimizer.text_encoder_lr)
-    sample_prompts = property(lambda self: self.sampling.prompts_file)
-    network_weights = property(lambda self: self.network.initial_weights)
 
     @property
     def steps(self) -> StepCount:
-        return StepCount(self.train_scan.total_images, self.images_per_epoch, self.batch_size,
+        return StepCount(self.train_scan.total_images, self.images_per_epoch, self.data.batch_size,
                          self.steps_per_epoch, self.epochs, self.total_steps, self.answers.length_by == "steps",
                          self.optimizer.gradient_accumulation_steps)
 
@@ -321,14 +296,16 @@ class TrainPlan:
         if answer(answers, "cache_latents") != "off" and (answer(answers, "random_crop") or answer(answers, "color_aug")):
             warnings.append("random_crop/color_aug: latents are not cached (the pixels change every epoch), "
                             "so each step encodes its images: slower")
-        for warning in (steps_warning(count.total_steps), clip_skip_warning(answers, answer(answers, "architecture"))):
-            if warning:
-                warnings.append(warning)
-
         base = answer(answers, "base_model")
         base_model = base if base.startswith("builtin:") else str(answers.path("base_model"))
+        from easytrain.families.detect import resolve_architecture
+
+        resolved = resolve_architecture(base_model, answer(answers, "architecture"))
+        for warning in (steps_warning(count.total_steps), clip_skip_warning(answers, resolved.arch)):
+            if warning:
+                warnings.append(warning)
         block_args = block_args_of(answers)
-        block_layout, block_warnings = block_layout_of(answers, base_model, block_args)
+        block_layout, block_warnings = block_layout_of(answers, base_model, block_args, resolved)
         warnings += block_warnings
         sample_images = bool(answer(answers, "sample_images"))
         prompts_file = answers.path("sample_prompts") if sample_images else None
@@ -336,7 +313,7 @@ class TrainPlan:
             answers=answers,
             model=ModelSettings(
                 base_model=base_model,
-                architecture=answer(answers, "architecture"),
+                resolved=resolved,
                 clip_skip=int(answer(answers, "clip_skip")),
                 max_token_length=int(answer(answers, "max_token_length")),
                 vae=answers.vae if answers.vae in (None, "builtin:tiny") else str(answers.path("vae")),
@@ -446,11 +423,15 @@ class TrainPlan:
             total_steps=count.total_steps,
             resolution=length.bucket_settings.resolution,
             output_files=tuple(str(p) for p in output_files),
-            resume_values={**{key: answers.get(key) for key in RESUME_KEYS},
-                           **{key: answers.get(key) for key in KOHYA_RESUME_KEYS
-                              if answers.get(key) not in (None, Q.BY_ID[key].default_for(answers.values()))}},
             warnings=tuple(warnings),
         )
+
+    def resume_answers(self) -> dict[str, Any]:
+        """The answers a saved state must share to continue (RESUME_KEYS; kohya's further ones when set)."""
+        answers = self.answers
+        return {**{key: answers.get(key) for key in RESUME_KEYS},
+                **{key: answers.get(key) for key in KOHYA_RESUME_KEYS
+                   if answers.get(key) not in (None, Q.BY_ID[key].default_for(answers.values()))}}
 
     def _subsets(self) -> list:
         return [s for scan in (self.train_scan, self.reg_scan) if scan is not None for s in scan.subsets]
@@ -484,37 +465,30 @@ class TrainPlan:
         d, own = self.data, self._own
         return any(own(s.random_crop, d.random_crop) or own(s.color_aug, d.color_aug) for s in self._subsets())
 
-    def epoch_file(self, epoch: int) -> Path:
-        return self.output_dir / f"{self.output_name}-{epoch:06d}.safetensors"
-
-    @property
-    def final_file(self) -> Path:
-        return self.output_dir / f"{self.output_name}.safetensors"
-
     def to_dict(self) -> dict[str, Any]:
         """The resolved plan as plain JSON data (written next to the outputs)."""
         return {
-            "base_model": self.base_model,
-            "output_dir": str(self.output_dir),
-            "output_name": self.output_name,
+            "base_model": self.model.base_model,
+            "output_dir": str(self.saving.output_dir),
+            "output_name": self.saving.output_name,
             "datasets": [
                 {"folder": str(s.folder), "repeats": s.repeats, "images": len(s.images), "is_reg": s.is_reg}
                 for scan in (self.train_scan, self.reg_scan) if scan is not None for s in scan.subsets
             ],
             "buckets": {f"{w}x{h}": n for (w, h), n in sorted(self.bucket_counts.items())},
             "images_per_epoch": self.images_per_epoch,
-            "batch_size": self.batch_size,
+            "batch_size": self.data.batch_size,
             "steps_per_epoch": self.steps_per_epoch,
             "epochs": self.epochs,
             "total_steps": self.total_steps,
-            "warmup_steps": self.warmup_steps,
-            "clip_skip": self.clip_skip,
-            "mixed_precision": self.mixed_precision,
-            "save_precision": self.save_precision,
-            "train_unet": self.train_unet,
-            "train_text_encoder": self.train_text_encoder,
-            "unet_lr": self.unet_lr,
-            "text_encoder_lr": self.text_encoder_lr,
+            "warmup_steps": self.schedule.warmup_steps,
+            "clip_skip": self.model.clip_skip,
+            "mixed_precision": self.precision.mixed_precision,
+            "save_precision": self.precision.save_precision,
+            "train_unet": self.network.train_unet,
+            "train_text_encoder": self.network.train_text_encoder,
+            "unet_lr": self.optimizer.unet_lr,
+            "text_encoder_lr": self.optimizer.text_encoder_lr,
             "resolution": list(self.resolution),
             "output_files": list(self.output_files),
             "warnings": list(self.warnings),

@@ -31,9 +31,10 @@ MODEL_EXTENSIONS = (".safetensors", ".ckpt")
 BUILTIN_TINY = "builtin:tiny"
 
 from easytrain.catalog import (  # noqa: E402  (re-exported: the question table's names)
-    ADAMW_FAMILY, ADAPTIVE_OPTIMIZERS, ARCHITECTURE_IDS, ARCHITECTURES as ARCHITECTURE_CATALOG, AUTO,
+    ADAMW_FAMILY, ADAPTIVE_OPTIMIZERS, ARCHITECTURE_IDS, ARCHITECTURES as ARCHITECTURE_CATALOG, AUTO, BLOCK_LAYOUTS,
     NETWORK_TYPES, OPTIMIZERS, SCHEDULERS, TINY_MODEL_ARCH, always_checkpoint, block_layout, default_bucket_range,
-    default_unet_lr, memory_factor, native_resolution, trains_text_encoder_by_default, uses_clip_skip,
+    default_unet_lr, memory_factor, native_resolution, predicts_velocity, trains_text_encoder_by_default,
+    uses_clip_skip,
 )
 
 ARCHITECTURES = (AUTO,) + ARCHITECTURE_IDS
@@ -304,13 +305,12 @@ def architecture_of(v: Values) -> Optional[str]:
 
 @functools.lru_cache(maxsize=32)
 def _detected_architecture(path: str, mtime_ns: int, size: int) -> Optional[str]:
-    from easytrain.model.detect import detect_architecture
+    from easytrain.families.detect import resolve_architecture
 
     try:
-        found = detect_architecture(path)
+        return resolve_architecture(path).arch
     except (UserError, OSError, ValueError):
-        return None  # the base_model check says what is wrong with the file
-    return found.arch if found.sure else None
+        return None  # unsure, or not a model: the base_model check says what is wrong with the file
 
 
 def _check_path(q: Question, value: str, base_dir: Path) -> Optional[str]:
@@ -549,8 +549,7 @@ def _uncached(value: Any, v: Values) -> Optional[str]:
 
 
 def _warn_ztsnr(value: Any, v: Values) -> Optional[str]:
-    entry = ARCHITECTURE_CATALOG.get(architecture_of(v) or "")
-    if value and not v.get("v_parameterization") and not (entry and entry.prediction_type == "v_prediction"):
+    if value and not v.get("v_parameterization") and not predicts_velocity(architecture_of(v)):
         return ("is meant for v-prediction (v_parameterization yes, or an SD2 768-v model); with noise "
                 "prediction the last timestep has no signal to learn from")
     return None
@@ -564,7 +563,7 @@ def _check_blocks(value: Any, kind: str, v: Values) -> Optional[str]:
     if not str(value).strip():
         return None
     chosen = block_layout(architecture_of(v))
-    layouts = [blocks.LAYOUTS[chosen]] if chosen else list(blocks.LAYOUTS.values())
+    layouts = [BLOCK_LAYOUTS[chosen]] if chosen else list(BLOCK_LAYOUTS.values())
     try:
         if kind == "side":
             blocks.side_weights(str(value), layouts[0])

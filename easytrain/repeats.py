@@ -100,7 +100,7 @@ def suggest_for_plan(plan: TrainPlan) -> Optional[RepeatsSuggestion]:
     """The suggestion for a planned run (None for a dataset TOML: its repeats live in the TOML)."""
     if plan.answers.get("dataset_config"):
         return None
-    return suggest_repeats(plan.train_scan, plan.reg_scan, plan.bucket_settings, plan.batch_size,
+    return suggest_repeats(plan.train_scan, plan.reg_scan, plan.bucket_settings, plan.data.batch_size,
                            epochs_now=plan.epochs, length_by=plan.answers.length_by or "epochs",
                            max_steps=plan.answers.max_steps)
 

@@ -26,15 +26,15 @@ def tag_summary_path(output_dir: Path, name: str) -> Path:
 
 def write_run_files(plan) -> list[Path]:
     """Copy the answers and the resolved plan into the output folder; write the tag summary."""
-    out = Path(plan.output_dir)
+    out = Path(plan.saving.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    written = [answers_file.save(plan.answers, answers_copy_path(out, plan.output_name))]
-    plan_path = plan_copy_path(out, plan.output_name)
+    written = [answers_file.save(plan.answers, answers_copy_path(out, plan.saving.output_name))]
+    plan_path = plan_copy_path(out, plan.saving.output_name)
     atomic_write_text(plan_path, json.dumps(plan.to_dict(), indent=2, ensure_ascii=False) + "\n")
     written.append(plan_path)
     order = plan.data.tag_summary
     if order != "none":
         from easytrain.data.tags import write_tag_summary
 
-        written.append(write_tag_summary(tag_summary_path(out, plan.output_name), plan.train_scan, order))
+        written.append(write_tag_summary(tag_summary_path(out, plan.saving.output_name), plan.train_scan, order))
     return written

@@ -21,10 +21,15 @@ def frozen_mapping(values: Optional[Mapping[str, Any]]) -> Mapping[str, Any]:
 @dataclass(frozen=True)
 class ModelSettings:
     base_model: str                 # "builtin:tiny", or an absolute path
-    architecture: str               # "auto" or a catalog id: the answer, which the file's header can overrule
+    resolved: Any                   # families.detect.Resolved: the architecture, read from the header once
     clip_skip: int
     max_token_length: int           # 75, 150 or 225 caption tokens
     vae: Optional[str] = None       # a separate VAE: "builtin:tiny" or an absolute path; None: the base model's
+
+    @property
+    def architecture(self) -> str:
+        """The catalog id the base model trains as."""
+        return self.resolved.arch
 
 
 @dataclass(frozen=True)
@@ -60,13 +65,14 @@ class NetworkSettings:
     dora: bool
     # kohya's block-wise --network_args as given ("down_lr_weight": "cosine", "block_dims": "4,4,..."); {} for none
     block_args: Mapping[str, Any] = field(default_factory=frozen_mapping)
-    # the base model's block numbering ("sd", "sdxl": the catalog's block_layout), set with block_args
+    # the base model's block numbering (its catalog entry's block_layout), set with block_args
     block_layout: Optional[str] = None
 
     @property
     def blocks(self):
         """network.blocks.BlockSettings from block_args in the base model's numbering, or None."""
-        from easytrain.network.blocks import LAYOUTS, block_settings
+        from easytrain.catalog import BLOCK_LAYOUTS as LAYOUTS
+        from easytrain.network.blocks import block_settings
 
         return block_settings(LAYOUTS[self.block_layout], **self.block_args) if self.block_args else None
 
@@ -113,9 +119,6 @@ class LossSettings:
     huber_c: float
     huber_scale: float
     masked: bool                    # loss masks from alpha channels or a mask folder
-
-    def prediction_type(self, architecture_prediction: str) -> str:
-        return "v_prediction" if self.v_parameterization else architecture_prediction
 
 
 @dataclass(frozen=True)

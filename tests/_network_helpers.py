@@ -52,7 +52,7 @@ def full_sd15_on_meta():
 
 
 def tiny_parts(seed: int = 0) -> dict:
-    from easytrain.model.tiny import build_tiny_components
+    from easytrain.families.sd.tiny import build_tiny_components
 
     quiet()
     return build_tiny_components(seed)

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from easytrain.data.dataset import Batch
-from easytrain.model.tiny_sdxl import PROJECTION_DIM, TEXT_WIDTH_1, TEXT_WIDTH_2, build_tiny_sdxl_components
-from easytrain.arch.sdxl_text import (
+from easytrain.families.sdxl.tiny import PROJECTION_DIM, TEXT_WIDTH_1, TEXT_WIDTH_2, build_tiny_sdxl_components
+from easytrain.families.sdxl.text import (
     SdxlConditioner,
     SdxlTextCache,
     encode_sdxl_tokens,

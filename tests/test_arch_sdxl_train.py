@@ -7,7 +7,7 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from easytrain.model.tiny_sdxl import tiny_sdxl_paths
+from easytrain.families.sdxl.tiny import tiny_sdxl_paths
 
 from _train_helpers import Recorder, tiny_plan
 
@@ -33,7 +33,7 @@ def test_samples_come_from_the_sdxl_pipeline(trained):
     from PIL import Image
 
     plan, _result = trained
-    folder = plan.output_dir / "sample"
+    folder = plan.saving.output_dir / "sample"
     assert sorted(p.name for p in folder.iterdir()) == ["tiny_e000001_00_3.png", "tiny_e000001_sheet.png"]
     with Image.open(folder / "tiny_e000001_00_3.png") as image:
         assert image.size == (64, 64)
@@ -99,7 +99,7 @@ def _noobai_file(tmp_path):
 
 
 def test_noobai_v_pred_loads_with_v_target_and_zero_terminal_snr(tmp_path):
-    from easytrain.model.load import load_base_model
+    from easytrain.families.load import load_base_model
 
     path = _noobai_file(tmp_path)
     base = load_base_model(str(path))
@@ -121,7 +121,7 @@ def test_noobai_v_pred_trains_and_is_marked_v(tmp_path):
     assert metadata["ss_base_model_version"] == "sdxl_base_v1-0"
     assert metadata["ss_zero_terminal_snr"] == "True"  # the file's ztsnr marker, though not asked for
     # "auto" still gets SDXL's defaults from the header: UNet only, buckets 512-2048
-    assert plan.model.architecture == "auto" and not plan.network.train_text_encoder
+    assert plan.model.architecture == "sdxl-v" and not plan.network.train_text_encoder   # resolved once, in the plan
     assert (plan.bucket_settings.min_reso, plan.bucket_settings.max_reso) == (512, 2048)
     assert result.average_loss is not None and result.average_loss == result.average_loss  # not NaN
 
@@ -129,7 +129,7 @@ def test_noobai_v_pred_trains_and_is_marked_v(tmp_path):
 def test_frozen_text_encoders_are_used_only_before_the_first_step_and_for_samples(tmp_path, monkeypatch):
     """UNet only with fixed captions (SDXL's defaults): every caption, held-out ones included, is encoded
     once before training, so the text encoders can wait on the CPU; only sampling brings them back."""
-    from easytrain.arch import sdxl_text
+    from easytrain.families.sdxl import text as sdxl_text
     from easytrain.train import events as ev
 
     recorder = Recorder()

@@ -97,7 +97,7 @@ def test_whole_floats_are_integers_everywhere(tmp_path, demo_images):
     answers = A.load(path)
     assert answers.network_dim == 16 and type(answers.network_dim) is int
     plan = TrainPlan.from_answers(answers)
-    assert plan.epochs == 3 and plan.batch_size == 2 and plan.resolution == (512, 512)
+    assert plan.epochs == 3 and plan.data.batch_size == 2 and plan.resolution == (512, 512)
     assert '"network_dim": 16,' in A.dumps(answers) and '"epochs": 3,' in A.dumps(answers)
     with pytest.raises(UserError, match="network_dim: must be an integer"):
         A.from_dict({"schema_version": 1, "base_model": "builtin:tiny", "image_folder": "x", "network_dim": 16.5},

@@ -55,7 +55,7 @@ def test_check_popup_era_fixture_in_place_gives_clear_errors():
 
 
 def test_check_popup_era_fixture_with_its_data_prints_a_plan(tmp_path, demo_images):
-    from easytrain.model.tiny import tiny_model_paths
+    from easytrain.families.sd.tiny import tiny_model_paths
 
     shutil.copy(FIXTURES / "popup_era.json", tmp_path)
     shutil.copy(tiny_model_paths().single_file, tmp_path / "model.safetensors")
@@ -82,7 +82,7 @@ def test_check_on_a_folder_says_it_is_a_folder_and_points_to_queue(tmp_path):
 
 
 def test_check_warns_about_low_resolution_and_fp16_without_a_gpu(tmp_path, demo_images):
-    from easytrain.model.tiny import tiny_model_paths
+    from easytrain.families.sd.tiny import tiny_model_paths
 
     shutil.copy(tiny_model_paths().single_file, tmp_path / "model.safetensors")
     (tmp_path / "a.json").write_text(json.dumps({"schema_version": 1, "base_model": "model.safetensors",

@@ -19,7 +19,7 @@ PROMPTS = "a red square --s 2 --d 5\na blue square --s 2 --w 128 --h 64\n"
 
 def train(plan, control=None):
     events = Recorder()
-    metrics = MetricsWriter(plan.output_dir, plan.output_name)
+    metrics = MetricsWriter(plan.saving.output_dir, plan.saving.output_name)
     run_training(plan, fan_out(events, metrics), control)
     metrics.close()
     return events
@@ -38,10 +38,10 @@ def finished(tmp_path_factory):
 
 def test_table_lists_every_saved_file_with_its_losses_size_and_samples(finished, capsys):
     plan, events = finished
-    assert main(["compare", str(plan.output_dir)]) == 0
+    assert main(["compare", str(plan.saving.output_dir)]) == 0
     out = capsys.readouterr().out
     lines = out.splitlines()
-    assert lines[0] == f"3 saved files of fast in {plan.output_dir}:"
+    assert lines[0] == f"3 saved files of fast in {plan.saving.output_dir}:"
     assert lines[1].split() == ["file", "epoch", "step", "train", "loss", "val", "loss", "size", "samples"]
     losses = [e.loss for e in events.of(ev.StepEnded)]
     validation = [v.loss for v in events.of(ev.ValidationDone)]
@@ -55,12 +55,12 @@ def test_table_lists_every_saved_file_with_its_losses_size_and_samples(finished,
         assert marked == (epoch - 1 == best)
         assert cells[6 + marked:] == ["KiB", f"sample/fast_e{epoch:06d}_00_5.png", f"sample/fast_e{epoch:06d}_01_1.png"]
     assert lines[5] == f"lowest validation loss (*): {names[best]} ({validation[best]:.4f})"
-    assert f"picture: {plan.output_dir / 'fast_compare.png'}" in out
+    assert f"picture: {plan.saving.output_dir / 'fast_compare.png'}" in out
 
 
 def test_grid_has_a_row_per_file_and_a_column_per_prompt(finished):
     plan, _ = finished
-    with Image.open(plan.output_dir / "fast_compare.png") as picture:
+    with Image.open(plan.saving.output_dir / "fast_compare.png") as picture:
         width, height = picture.size
     # label column + 2 prompt columns of the widest sample (128 px); 3 rows of the tallest cell
     assert width == 220 + 2 * (128 + 8) + 8
@@ -71,7 +71,7 @@ def test_the_grid_frames_the_row_of_the_lowest_validation_loss(finished):
     plan, events = finished
     validation = [v.loss for v in events.of(ev.ValidationDone)]
     best = validation.index(min(validation))
-    review = review_run(plan.output_dir)
+    review = review_run(plan.saving.output_dir)
     assert review.best.validation_loss == min(validation)
     with Image.open(write_grid(review)) as picture:
         rgb = picture.convert("RGB")
@@ -90,16 +90,16 @@ def test_a_stopped_run_compares_its_step_file(tmp_path, capsys):
             control.request_stop("test")
 
     train_events = Recorder()
-    metrics = MetricsWriter(plan.output_dir, plan.output_name)
+    metrics = MetricsWriter(plan.saving.output_dir, plan.saving.output_name)
     run_training(plan, fan_out(train_events, metrics, stop_after_two), control)
     metrics.close()
-    assert main(["compare", str(plan.output_dir)]) == 0
+    assert main(["compare", str(plan.saving.output_dir)]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert [line.split()[:3] for line in lines[2:4]] == [["fast-000001.safetensors", "1", "1"],
                                                          ["fast-step00000002.safetensors", "2", "2"]]
     assert "no sample images to compare" in lines[-1]
     assert not [line for line in lines if "lowest validation loss" in line]   # none measured: nothing said
-    assert not grid_path(review_run(plan.output_dir)).exists()
+    assert not grid_path(review_run(plan.saving.output_dir)).exists()
 
 
 def test_bad_folders_are_one_line_exit_2(tmp_path, capsys):

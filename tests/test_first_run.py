@@ -70,7 +70,7 @@ def test_the_demo_output_folder_can_be_moved(tmp_path):
     path = demo_answers_in(REPO / "answers" / "demo.json", tmp_path / "elsewhere")
     assert path == tmp_path / "elsewhere" / "demo.json"
     plan = TrainPlan.from_answers(answers_file.load(path))
-    assert Path(plan.output_dir) == tmp_path / "elsewhere"
+    assert Path(plan.saving.output_dir) == tmp_path / "elsewhere"
     assert plan.train_scan.subsets[0].folder == (REPO / "answers" / "demo" / "images" / "5_shapes")
 
 

@@ -101,7 +101,7 @@ def test_each_setting_moves_the_estimate_the_way_it_should():
 def sdxl_check_lines(tmp_path, **answers) -> list[str]:
     """`check` on the tiny SDXL file with SDXL's memory-saving settings (plus ``answers``)."""
     from easytrain.commands.check import plan_lines
-    from easytrain.model.tiny_sdxl import tiny_sdxl_paths
+    from easytrain.families.sdxl.tiny import tiny_sdxl_paths
     from _train_helpers import tiny_plan
 
     settings = dict(base_model=str(tiny_sdxl_paths().single_file), architecture="auto", resolution=1024,
@@ -164,7 +164,7 @@ def test_check_shows_clip_skip_and_an_estimate_for_sd1(tmp_path, monkeypatch):
 
 def test_a_clip_skip_set_for_sdxl_by_name_warns_in_the_plan_once(tmp_path):
     from easytrain.commands.check import plan_lines
-    from easytrain.model.tiny_sdxl import tiny_sdxl_paths
+    from easytrain.families.sdxl.tiny import tiny_sdxl_paths
     from _train_helpers import tiny_plan
 
     plan = tiny_plan(tmp_path, base_model=str(tiny_sdxl_paths().single_file), architecture="sdxl", clip_skip=1)

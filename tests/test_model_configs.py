@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from easytrain.model.load import CLIP_TOKENIZER_DIR, CONFIG_ROOT, load_clip_tokenizer
+from easytrain.families.registry import config_folder
+from easytrain.model.load import CLIP_TOKENIZER_DIR, load_clip_tokenizer
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +68,7 @@ def test_config_folders_build_models_of_the_public_sizes(arch):
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
-    folder = CONFIG_ROOT / arch
+    folder = config_folder(arch)
     count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
     with init_empty_weights():
         unet = UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(folder / "unet"))
@@ -83,7 +84,7 @@ def test_config_folders_build_models_of_the_public_sizes(arch):
     ("sdxl", "epsilon", "<|endoftext|>"),
 ])
 def test_scheduler_and_tokenizer_configs(arch, prediction, pad):
-    folder = CONFIG_ROOT / arch
+    folder = config_folder(arch)
     scheduler = json.loads((folder / "scheduler" / "scheduler_config.json").read_text())
     assert scheduler["prediction_type"] == prediction
     assert (scheduler["beta_start"], scheduler["beta_end"], scheduler["beta_schedule"]) == (0.00085, 0.012, "scaled_linear")

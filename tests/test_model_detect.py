@@ -12,13 +12,14 @@ import torch
 from safetensors.torch import save_file
 
 from easytrain.errors import UserError
-from easytrain.model.detect import detect_architecture, read_safetensors_header
+from easytrain.families.detect import detect_architecture
+from easytrain.model.detect import read_safetensors_header
 
 from _model_helpers import write_fake_checkpoint
 
 
 def test_detect_imports_only_the_standard_library():
-    code = "import sys, easytrain.model.detect; print(' '.join(sys.modules))"
+    code = "import sys, easytrain.families.detect; print(' '.join(sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     loaded = set(out.stdout.split())
     assert not loaded & {"torch", "safetensors", "diffusers", "transformers", "numpy"}
@@ -206,7 +207,7 @@ def test_ckpt_keys_are_read_without_unpickling(tmp_path):
 
 
 def test_shipped_tiny_files_are_marked():
-    from easytrain.model.tiny import tiny_model_paths
+    from easytrain.families.sd.tiny import tiny_model_paths
 
     paths = tiny_model_paths()
     for path in paths:
@@ -225,7 +226,7 @@ def test_a_truncated_checkpoint_is_refused_before_loading(tmp_path, capsys):
 
 
 def test_a_diffusers_folder_with_a_truncated_weights_file_is_refused(tmp_path):
-    from easytrain.model.tiny import save_tiny_diffusers
+    from easytrain.families.sd.tiny import save_tiny_diffusers
 
     folder = save_tiny_diffusers(tmp_path / "tiny")
     weights = sorted(folder.glob("unet/*.safetensors"))[0]

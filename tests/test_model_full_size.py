@@ -22,8 +22,8 @@ def _bench_module():
 @pytest.mark.skipif(shutil.disk_usage("/tmp" if Path("/tmp").exists() else ".").free < 8 * 2**30,
                     reason="needs about 2 GiB of free disk for the checkpoint")
 def test_full_size_sd15_single_file(tmp_path):
-    from easytrain.model.convert import clip_key_map, unet_key_map, vae_key_map
-    from easytrain.model.load import load_base_model
+    from easytrain.families.sd.convert import clip_key_map, unet_key_map, vae_key_map
+    from easytrain.families.load import load_base_model
 
     bench = _bench_module()
     shapes = bench.sd15_original_shapes()

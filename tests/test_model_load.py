@@ -11,9 +11,9 @@ import torch
 from safetensors.torch import load_file
 
 from easytrain.errors import UserError
-from easytrain.model.convert import original_state_dict
-from easytrain.model.load import load_base_model
-from easytrain.model.tiny import build_tiny_components, tiny_model_paths
+from easytrain.families.sd.convert import original_state_dict
+from easytrain.families.load import load_base_model
+from easytrain.families.sd.tiny import build_tiny_components, tiny_model_paths
 
 from _model_helpers import rewrite_keys, state_dicts_equal
 
@@ -91,11 +91,11 @@ def test_loading_never_touches_the_network(tiny_paths, monkeypatch):
     load_base_model("builtin:tiny")
     load_base_model(str(tiny_paths.single_file))
     load_base_model(str(tiny_paths.diffusers_dir))
-    from easytrain.arch.registry import adapter_for
+    from easytrain.families.registry import family_for
     from easytrain.model.load import load_clip_tokenizer
 
     for arch in ("sd1", "sd2", "sd2-v"):
-        parts = adapter_for(arch).shipped_parts(arch)
+        parts = family_for(arch).shipped_parts(arch)
         assert len(parts.make_tokenizer()) == 49408
     assert load_clip_tokenizer()("a cat").input_ids == [49406, 320, 2368, 49407]
 
@@ -221,7 +221,8 @@ def test_sd2_openclip_text_encoder_layout_is_split_and_renamed():
     from accelerate import init_empty_weights
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    from easytrain.model.load import _fill, _TensorSource, _text_sources
+    from easytrain.families.sd.load import _text_sources
+    from easytrain.model.load import TensorSource, fill
 
     config = CLIPTextConfig(vocab_size=50, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
                             num_attention_heads=2, max_position_embeddings=77, hidden_act="gelu")
@@ -251,8 +252,8 @@ def test_sd2_openclip_text_encoder_layout_is_split_and_renamed():
     with init_empty_weights():
         loaded = CLIPTextModel(config)
     names = list(loaded.state_dict().keys())
-    source = _TensorSource(original.keys(), original.__getitem__)
-    _fill(Path("sd2.safetensors"), loaded, _text_sources(Path("sd2.safetensors"), source, names, openclip=True),
+    source = TensorSource(original.keys(), original.__getitem__)
+    fill(Path("sd2.safetensors"), loaded, _text_sources(Path("sd2.safetensors"), source, names, openclip=True),
           torch.float32)
     assert state_dicts_equal(loaded, reference)
     ids = torch.tensor([[49 % 50, 3, 7, 2]])
@@ -260,7 +261,7 @@ def test_sd2_openclip_text_encoder_layout_is_split_and_renamed():
 
 
 def test_tiny_cache_race_keeps_the_winner_and_cleans_up(tmp_path, monkeypatch):
-    from easytrain.model import tiny
+    from easytrain.families.sd import tiny
 
     final = tmp_path / f"tiny-v{tiny.TINY_VERSION}"
 
@@ -277,7 +278,7 @@ def test_tiny_cache_race_keeps_the_winner_and_cleans_up(tmp_path, monkeypatch):
 
 
 def test_tiny_cache_failed_build_leaves_nothing(tmp_path, monkeypatch):
-    from easytrain.model import tiny
+    from easytrain.families.sd import tiny
 
     def broken(staging):
         (staging / "half-written").write_text("x")
@@ -293,8 +294,8 @@ def test_a_diffusers_folder_saved_as_fp16_variant_loads(tmp_path):
     import torch
     from diffusers import StableDiffusionPipeline
 
-    from easytrain.model.load import load_base_model
-    from easytrain.model.tiny import tiny_model_paths
+    from easytrain.families.load import load_base_model
+    from easytrain.families.sd.tiny import tiny_model_paths
 
     pipe = StableDiffusionPipeline.from_pretrained(str(tiny_model_paths().diffusers_dir), local_files_only=True)
     pipe.to(torch.float16).save_pretrained(str(tmp_path / "fp16"), variant="fp16")

@@ -27,8 +27,8 @@ def build_other_model(vocab: int = 49408):
 
 
 def test_single_file_of_other_sizes_loads_with_every_weight(tmp_path):
-    from easytrain.model.convert import write_single_file
-    from easytrain.model.load import load_base_model
+    from easytrain.families.sd.convert import write_single_file
+    from easytrain.families.load import load_base_model
 
     unet, vae, text_encoder = build_other_model()
     path = tmp_path / "other.safetensors"
@@ -50,8 +50,8 @@ def test_single_file_of_other_sizes_loads_with_every_weight(tmp_path):
 
 
 def test_a_foreign_vocabulary_is_refused_with_advice(tmp_path):
-    from easytrain.model.convert import write_single_file
-    from easytrain.model.load import load_base_model
+    from easytrain.families.sd.convert import write_single_file
+    from easytrain.families.load import load_base_model
 
     unet, vae, text_encoder = build_other_model(vocab=1000)
     path = tmp_path / "other.safetensors"
@@ -63,7 +63,7 @@ def test_a_foreign_vocabulary_is_refused_with_advice(tmp_path):
 def test_a_diffusers_folder_of_other_sizes_predicting_noise_is_sd1(tmp_path):
     import json
 
-    from easytrain.model.detect import detect_architecture
+    from easytrain.families.detect import detect_architecture
 
     unet, _, _ = build_other_model()
     (tmp_path / "model_index.json").write_text(json.dumps({"_class_name": "StableDiffusionPipeline"}))

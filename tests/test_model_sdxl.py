@@ -10,9 +10,9 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from easytrain.errors import UserError
-from easytrain.model.convert_sdxl import IGNORED_KEYS, TEXT_PROJECTION_KEY, sdxl_source_keys
-from easytrain.model.load_sdxl import SDXL_CONFIG_DIR, load_sdxl
-from easytrain.model.tiny_sdxl import PROJECTION_DIM, TEXT_WIDTH_2, tiny_sdxl_paths
+from easytrain.families.sdxl.convert import IGNORED_KEYS, TEXT_PROJECTION_KEY, sdxl_source_keys
+from easytrain.families.sdxl.load import SDXL_CONFIG_DIR, load_sdxl
+from easytrain.families.sdxl.tiny import PROJECTION_DIM, TEXT_WIDTH_2, tiny_sdxl_paths
 
 from _model_helpers import rewrite_keys, state_dicts_equal
 
@@ -173,7 +173,7 @@ def test_unmarked_files_are_read_with_the_sdxl_1_0_configs(tmp_path, paths):
 
 
 def test_other_architectures_are_refused(tmp_path):
-    from easytrain.model.tiny import tiny_model_paths
+    from easytrain.families.sd.tiny import tiny_model_paths
 
     with pytest.raises(UserError, match=r"tiny-sd1\.safetensors: no conditioner\.embedders\.1\.model\.text_projection key"):
         load_sdxl(tiny_model_paths().single_file)

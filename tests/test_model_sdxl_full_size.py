@@ -61,9 +61,9 @@ def checkpoint_path(tmp_path):
 
 @pytest.mark.skipif(_skip_reason() is not None, reason=_skip_reason() or "")
 def test_full_size_sdxl_single_file(checkpoint_path):
-    from easytrain.model.convert import unet_key_map, vae_key_map
-    from easytrain.model.convert_sdxl import bigg_source, clip_l_key_map
-    from easytrain.model.load_sdxl import load_sdxl
+    from easytrain.families.sd.convert import unet_key_map, vae_key_map
+    from easytrain.families.sdxl.convert import bigg_source, clip_l_key_map
+    from easytrain.families.sdxl.load import load_sdxl
 
     bench = _bench_module()
     sd15 = bench.sys.modules["load_full_sd15"]

@@ -44,7 +44,7 @@ def test_two_processes_train_one_lora_with_kohyas_step_count(tmp_path):
 def test_two_processes_train_sdxl_with_both_text_encoders(tmp_path):
     """CLIP-L's last layer feeds nothing (SDXL conditions on the penultimate one): DDP must accept adapters
     without gradients there, and the processes must still agree on every step."""
-    from easytrain.model.tiny_sdxl import tiny_sdxl_paths
+    from easytrain.families.sdxl.tiny import tiny_sdxl_paths
 
     write_answers(tmp_path, epochs=1, tensorboard=False, base_model=str(tiny_sdxl_paths().single_file),
                   architecture="sdxl", train_parts="both", text_encoder_lr=1e-4)

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from easytrain.errors import UserError
-from easytrain.network.blocks import (
-    SD, SDXL, block_index, block_settings, cut_lists, lr_weights, per_block, side_weights,
-)
+from easytrain.families.sd.blocks import SD
+from easytrain.families.sdxl.blocks import SDXL
+from easytrain.network.blocks import block_index, block_settings, cut_lists, lr_weights, per_block, side_weights
 
 
 @pytest.mark.parametrize("name,index", [
@@ -32,7 +32,7 @@ def test_block_index_is_kohyas(name, index):
 
 
 def test_full_size_sd15_transformers_sit_in_kohyas_blocks():
-    from easytrain.network.targets import unet_targets
+    from easytrain.families.sd.targets import unet_targets
     from tests._network_helpers import full_sd15_on_meta
 
     unet, _ = full_sd15_on_meta()
@@ -61,7 +61,7 @@ def test_presets_and_lists_as_kohya():
 
 
 def test_block_dims_and_zero_lr_blocks_shape_the_network_and_its_file():
-    from easytrain.network.build import apply_network
+    from easytrain.families.sd.targets import apply_network
     from easytrain.network.spec import NetworkSpec
     from tests._network_helpers import tiny_parts
 
@@ -152,8 +152,8 @@ def _left_out(name: str, kind: str) -> bool:
 def test_sdxl_block_dims_shape_the_network_and_its_file(tmp_path):
     from safetensors import safe_open
 
-    from easytrain.arch.registry import adapter_for
-    from easytrain.model.tiny_sdxl import build_tiny_sdxl_components, tiny_sdxl_paths
+    from easytrain.families.registry import family_for
+    from easytrain.families.sdxl.tiny import build_tiny_sdxl_components, tiny_sdxl_paths
     from easytrain.network.build import build_network
     from easytrain.network.export import save_lora
     from easytrain.network.targets import CONV
@@ -171,7 +171,7 @@ def test_sdxl_block_dims_shape_the_network_and_its_file(tmp_path):
     spec = plan.network.spec()
     parts = build_tiny_sdxl_components()
     models = {part: parts[part] for part in ("unet", "text_encoder", "text_encoder_2")}
-    targets = adapter_for("sdxl").network_targets(models, spec)
+    targets = family_for("sdxl").network_targets(models, spec)
     kinds = {t.kohya_name: t.kind for t in targets}
     network = build_network(models, targets, spec, seed=0)
     path = save_lora(network, tmp_path / "blocks.safetensors", dtype="float")
@@ -192,8 +192,8 @@ def test_sdxl_block_dims_shape_the_network_and_its_file(tmp_path):
 
 
 def test_block_settings_numbered_for_another_unet_are_refused():
-    from easytrain.arch.registry import adapter_for
-    from easytrain.model.tiny_sdxl import build_tiny_sdxl_components
+    from easytrain.families.registry import family_for
+    from easytrain.families.sdxl.tiny import build_tiny_sdxl_components
     from easytrain.network.build import build_network
     from easytrain.network.spec import NetworkSpec
 
@@ -202,7 +202,7 @@ def test_block_settings_numbered_for_another_unet_are_refused():
                        blocks=block_settings(SD, block_dims=",".join(["4"] * 25)))
     models = {"unet": parts["unet"]}
     with pytest.raises(UserError, match="not in SD1/SD2's block numbering"):
-        build_network(models, adapter_for("sdxl").network_targets(models, spec), spec)
+        build_network(models, family_for("sdxl").network_targets(models, spec), spec)
 
 
 def test_a_wrong_count_for_sdxl_is_one_line_naming_the_key(tmp_path, capsys):
@@ -210,7 +210,7 @@ def test_a_wrong_count_for_sdxl_is_one_line_naming_the_key(tmp_path, capsys):
 
     from easytrain import questions as Q
     from easytrain.cli import main as cli_main
-    from easytrain.model.tiny_sdxl import tiny_sdxl_paths
+    from easytrain.families.sdxl.tiny import tiny_sdxl_paths
     from easytrain.plan import block_layout_of
     from _train_helpers import tiny_answers
 

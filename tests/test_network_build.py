@@ -17,14 +17,14 @@ def _spec(kind="LoRA", **kw):
 
 
 def _apply(parts, spec, seed=0):
-    from easytrain.network.build import apply_network
+    from easytrain.families.sd.targets import apply_network
 
     return apply_network(parts["unet"], parts["text_encoder"], spec, seed=seed)
 
 
 @pytest.fixture(scope="module")
 def sd15_meta_targets():
-    from easytrain.network.targets import text_encoder_targets, unet_targets
+    from easytrain.families.sd.targets import text_encoder_targets, unet_targets
 
     unet, text_encoder = full_sd15_on_meta()
     return unet_targets(unet, with_convs=False), unet_targets(unet, with_convs=True), text_encoder_targets(text_encoder)

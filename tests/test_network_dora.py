@@ -17,7 +17,7 @@ from tests._network_helpers import (
 
 
 def build(network_type="LoCon", seed=0):
-    from easytrain.network.build import apply_network
+    from easytrain.families.sd.targets import apply_network
     from easytrain.network.spec import NetworkSpec
 
     parts = tiny_parts()
@@ -93,7 +93,7 @@ def test_clients_merges_reproduce_the_trained_network(trained, merge):
 
 
 def test_fresh_dora_changes_nothing_and_trains_its_magnitudes():
-    from easytrain.network.build import apply_network
+    from easytrain.families.sd.targets import apply_network
     from easytrain.network.spec import NetworkSpec
 
     parts, plain = tiny_parts(), tiny_parts()

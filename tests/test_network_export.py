@@ -34,7 +34,7 @@ TE_KEY = re.compile(r"^lora_te_text_model_encoder_layers_\d+_(self_attn_(q|k|v|o
 
 
 def _build(kind: str, seed: int = 0):
-    from easytrain.network.build import apply_network
+    from easytrain.families.sd.targets import apply_network
     from easytrain.network.spec import NetworkSpec
 
     parts = tiny_parts()

@@ -19,7 +19,7 @@ KINDS = {
 
 
 def _network(kind, seed=0, **overrides):
-    from easytrain.network.build import apply_network
+    from easytrain.families.sd.targets import apply_network
     from easytrain.network.spec import NetworkSpec
 
     parts = tiny_parts()

@@ -43,7 +43,7 @@ KEYS = {
 
 @pytest.fixture(scope="module", params=["LoHa", "LoKr"])
 def saved(request, tmp_path_factory):
-    from easytrain.network.build import apply_network
+    from easytrain.families.sd.targets import apply_network
     from easytrain.network.export import save_lora
     from easytrain.network.metadata import build_metadata
     from easytrain.network.spec import NetworkSpec

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from easytrain.network.sdxl_targets import sdxl_text_encoder_targets, sdxl_unet_targets
+from easytrain.families.sdxl.targets import sdxl_text_encoder_targets, sdxl_unet_targets
 from easytrain.network.targets import CONV, CONV_1X1, LINEAR
 
 BENCH = Path(__file__).resolve().parents[1] / "bench" / "load_full_sdxl.py"
@@ -116,8 +116,8 @@ def test_bench_counts_match_kohya(full_size):
 
 
 def test_tiny_sdxl_follows_the_same_rule():
-    from easytrain.model.convert_sdxl import sdxl_original_state_dict
-    from easytrain.model.tiny_sdxl import build_tiny_sdxl_components
+    from easytrain.families.sdxl.convert import sdxl_original_state_dict
+    from easytrain.families.sdxl.tiny import build_tiny_sdxl_components
 
     parts = build_tiny_sdxl_components()
     state = sdxl_original_state_dict(parts["unet"], parts["vae"], parts["text_encoder"], parts["text_encoder_2"])
@@ -143,7 +143,8 @@ def _kohyas_sdxl_block_index(lora_name: str) -> int:
 def test_full_size_blocks_are_kohyas(full_size):
     from collections import Counter
 
-    from easytrain.network.blocks import SDXL, block_index
+    from easytrain.families.sdxl.blocks import SDXL
+    from easytrain.network.blocks import block_index
 
     _bench, models, _shapes = full_size
     targets = sdxl_unet_targets(models["unet"], with_convs=True)

@@ -14,7 +14,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from easytrain.model.tiny_sdxl import tiny_sdxl_paths
+from easytrain.families.sdxl.tiny import tiny_sdxl_paths
 from tests._network_helpers import quiet, randomize_adapters
 from tests.test_network_lycoris import DELTA, KEYS
 
@@ -24,7 +24,7 @@ LOCON_KEYS = {"lora_down.weight", "lora_up.weight", "alpha"}
 
 
 def _load(path=None):
-    from easytrain.model.load import load_base_model
+    from easytrain.families.load import load_base_model
 
     quiet()
     return load_base_model(str(path or tiny_sdxl_paths().single_file), "sdxl")
@@ -37,14 +37,14 @@ def saved(request, tmp_path_factory):
 
 def _saved(kind: str, folder):
     """A randomised network of ``kind`` on the tiny SDXL model (UNet, convs, both text encoders), saved."""
-    from easytrain.arch.registry import adapter_for
+    from easytrain.families.registry import family_for
     from easytrain.network.build import build_network
     from easytrain.network.export import save_lora
     from easytrain.network.metadata import build_metadata
     from easytrain.network.spec import NetworkSpec
 
     base = _load()
-    adapter = adapter_for(base.arch)
+    adapter = family_for(base.arch)
     spec = NetworkSpec(kind, dim=4, alpha=3.0, conv_dim=2, conv_alpha=1.0, train_text_encoder=True)
     models = adapter.network_models(base)
     network = build_network(models, adapter.network_targets(models, spec), spec, seed=0)

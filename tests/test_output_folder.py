@@ -121,7 +121,7 @@ def test_a_disk_that_refuses_a_save_names_both_files_and_keeps_the_saved_one(tmp
 
     path = write_answers(tmp_path, epochs=2, save_every_n_epochs=1)
     prelude = ("import resource, signal\n"
-               "from easytrain.model.tiny import tiny_model_paths\n"
+               "from easytrain.families.sd.tiny import tiny_model_paths\n"
                "tiny_model_paths()\n"
                "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
                "resource.setrlimit(resource.RLIMIT_FSIZE, (300_000, 300_000))\n")

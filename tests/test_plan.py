@@ -41,9 +41,9 @@ def test_plan_of_a_real_folder(tmp_path):
     make_folder(tmp_path / "images", "10_char", 20)
     plan = plan_for(tmp_path, batch_size=2, epochs=10, warmup_ratio=0.05)
     assert (plan.images_per_epoch, plan.steps_per_epoch, plan.epochs, plan.total_steps) == (200, 100, 10, 1000)
-    assert plan.warmup_steps == 50
+    assert plan.schedule.warmup_steps == 50
     assert plan.steps.line() == "20 images x repeats = 200 / batch 2 = 100 steps x 10 epochs = 1000 steps"
-    assert plan.output_name == "char"
+    assert plan.saving.output_name == "char"
     assert plan.output_files[0].endswith("char-000001.safetensors") and plan.output_files[-1].endswith("char.safetensors")
     assert len(plan.output_files) == 10  # nine epoch files + the final one
 
@@ -80,7 +80,7 @@ def test_length_by_steps(tmp_path):
 def test_constant_scheduler_has_no_warmup_and_zero_te_lr_trains_unet_only(tmp_path):
     make_folder(tmp_path / "images", "5_x", 4)
     plan = plan_for(tmp_path, scheduler="constant", text_encoder_lr=0)
-    assert plan.warmup_steps == 0 and plan.train_unet and not plan.train_text_encoder
+    assert plan.schedule.warmup_steps == 0 and plan.network.train_unet and not plan.network.train_text_encoder
     assert any("UNet only" in w for w in plan.warnings)
 
 
@@ -115,7 +115,7 @@ def test_dataset_toml_settings_drive_the_plan(tmp_path):
             "output_name": "toml_run"}
     (tmp_path / "a.json").write_text(json.dumps(data))
     plan = TrainPlan.from_answers(A.load(tmp_path / "a.json"))
-    assert plan.batch_size == 3 and plan.resolution == (768, 768)
+    assert plan.data.batch_size == 3 and plan.resolution == (768, 768)
     assert (plan.images_per_epoch, plan.steps_per_epoch) == (24, 8)
 
 

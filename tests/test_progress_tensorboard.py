@@ -62,10 +62,10 @@ def test_a_real_run_logs_every_step_loss_and_its_samples(tmp_path):
     plan = fast_plan(tmp_path, epochs=2, batch_size=16, sample_images=True, sample_prompts=str(prompts),
                      sample_every_n_epochs=1)                      # one step an epoch
     events = Recorder()
-    writer = TensorBoardWriter(plan.output_dir, plan.output_name, every=1)
+    writer = TensorBoardWriter(plan.saving.output_dir, plan.saving.output_name, every=1)
     run_training(plan, fan_out(events, writer))
 
-    board = read_back(log_dir(plan.output_dir, plan.output_name))
+    board = read_back(log_dir(plan.saving.output_dir, plan.saving.output_name))
     steps = events.of(ev.StepEnded)
     assert [(s.step, s.value) for s in board.Scalars("loss/train")] == [
         (e.step, pytest.approx(e.loss, rel=1e-6)) for e in steps]

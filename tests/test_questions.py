@@ -167,7 +167,7 @@ def test_auto_architecture_takes_the_detected_models_defaults(tmp_path):
     import shutil
 
     from easytrain import answers as answers_file
-    from easytrain.model.tiny_sdxl import tiny_sdxl_paths
+    from easytrain.families.sdxl.tiny import tiny_sdxl_paths
 
     (tmp_path / "img" / "5_x").mkdir(parents=True)
     model = tmp_path / "models" / "xl.safetensors"

@@ -9,9 +9,9 @@ import pytest
 import torch
 from PIL import Image
 
-from easytrain.model.tiny import build_tiny_components
+from easytrain.families.sd.tiny import build_tiny_components
 from easytrain.sampling import SamplePrompt, contact_sheet_path
-from easytrain.sampling.generate import generate_samples
+from easytrain.families.sd.sampling import generate_samples
 from easytrain.sampling.sheet import CAPTION_LINES, caption_font, contact_sheet, wrap_text
 
 STEPS = 2
@@ -149,7 +149,7 @@ def test_contact_sheet_captions_wrap_and_truncate():
 
 def test_mixed_precision_bf16_base_with_fp32_adapters(tmp_path):
     """As in a bf16 run: frozen weights in bf16, easytrain's LoRA in fp32, sampling under autocast."""
-    from easytrain.network.build import apply_network
+    from easytrain.families.sd.targets import apply_network
     from easytrain.network.spec import NetworkSpec
 
     parts = build_tiny_components(0)

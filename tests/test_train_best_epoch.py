@@ -27,7 +27,7 @@ def run(tmp_path_factory):
     (tmp / "prompts.txt").write_text("a red square --s 1 --d 5\n", encoding="utf-8")
     plan = fast_plan(tmp, **SETTINGS, sample_prompts=str(tmp / "prompts.txt"))
     events = Recorder()
-    with MetricsWriter(plan.output_dir, plan.output_name) as metrics:
+    with MetricsWriter(plan.saving.output_dir, plan.saving.output_name) as metrics:
         result = run_training(plan, fan_out(events, metrics))
     return plan, events, result
 
@@ -40,17 +40,17 @@ def metadata(path):
 def test_step_saves_sit_between_the_epoch_saves_with_kohya_names(run):
     plan, events, result = run
     assert plan.total_steps == 6 and plan.validation.images == 1
-    saved = [(e.step, plan.output_dir / e.path) for e in events.of(ev.CheckpointSaved)]
+    saved = [(e.step, plan.saving.output_dir / e.path) for e in events.of(ev.CheckpointSaved)]
     assert [(step, path.name) for step, path in saved] == [
         (2, "fast-step00000002.safetensors"), (3, "fast-000001.safetensors"),
         (4, "fast-step00000004.safetensors"), (6, "fast.safetensors")]
-    assert (plan.output_dir / "fast-step00000002-state").is_dir()       # save_state is on
+    assert (plan.saving.output_dir / "fast-step00000002-state").is_dir()       # save_state is on
     assert [metadata(path)["ss_steps"] for _, path in saved] == ["2", "3", "4", "6"]
 
 
 def test_step_samples_are_named_by_step(run):
     plan, events, _ = run
-    assert sorted(p.name for p in (plan.output_dir / "sample").iterdir()) == [
+    assert sorted(p.name for p in (plan.saving.output_dir / "sample").iterdir()) == [
         "fast_000002_00_5.png", "fast_000002_sheet.png", "fast_000004_00_5.png", "fast_000004_sheet.png"]
     assert [(s.step, s.epoch) for s in events.of(ev.SampleSaved)] == [(2, 1), (4, 2)]
 
@@ -62,7 +62,7 @@ def test_validation_at_every_save_in_the_metadata_and_it_changes_with_training(r
     assert len({v.loss for v in measured}) == 4                        # the weights changed between them
     for v in measured:
         name = {2: "fast-step00000002", 3: "fast-000001", 4: "fast-step00000004", 6: "fast"}[v.step]
-        assert float(metadata(plan.output_dir / f"{name}.safetensors")["ss_validation_loss"]) == v.loss
+        assert float(metadata(plan.saving.output_dir / f"{name}.safetensors")["ss_validation_loss"]) == v.loss
     started = events.of(ev.RunStarted)[0]
     assert started.validation_images == 1
 
@@ -79,7 +79,7 @@ def test_held_out_images_never_reach_a_training_batch(run):
 
 def test_metrics_csv_carries_the_validation_column(run):
     plan, events, _ = run
-    with open(plan.output_dir / "metrics.csv", newline="") as fh:
+    with open(plan.saving.output_dir / "metrics.csv", newline="") as fh:
         rows = list(csv.reader(fh))
     assert rows[0][-1] == "validation_loss"
     assert [(int(r[0]), float(r[-1])) for r in rows[1:] if r[-1]] == [
@@ -88,7 +88,7 @@ def test_metrics_csv_carries_the_validation_column(run):
 
 def test_resume_from_a_step_save_ends_with_the_same_file(run, tmp_path):
     plan, events, _ = run
-    out = plan.output_dir
+    out = plan.saving.output_dir
     whole = load_file(out / "fast.safetensors")
     (out / "fast.safetensors").unlink()
     resumed_events = Recorder()

@@ -102,7 +102,7 @@ def test_lora_loads_into_diffusers_and_changes_the_output(trained):
     import torch
     from diffusers import StableDiffusionPipeline
 
-    from easytrain.model.tiny import tiny_model_paths
+    from easytrain.families.sd.tiny import tiny_model_paths
 
     root, _ = trained
     pipe = StableDiffusionPipeline.from_pretrained(str(tiny_model_paths().diffusers_dir), local_files_only=True,

@@ -68,7 +68,7 @@ def test_ema_file_name():
 def test_ema_file_holds_the_average_and_the_network_keeps_its_weights(tmp_path):
     from safetensors import safe_open
 
-    from easytrain.network.build import apply_network
+    from easytrain.families.sd.targets import apply_network
     from easytrain.network.spec import NetworkSpec
     from easytrain.train.ema import save_ema_lora
     from tests._network_helpers import randomize_adapters, tiny_parts

@@ -29,10 +29,10 @@ def test_accumulated_batches_make_the_large_batch_step_in_fp32():
     from accelerate import Accelerator
 
     from easytrain.data.dataset import Batch
-    from easytrain.network.build import apply_network
+    from easytrain.families.sd.targets import apply_network
     from easytrain.network.spec import NetworkSpec
     from easytrain.settings import LossSettings
-    from easytrain.train.diffusion import diffusion_loss, sample_noise, sample_timesteps, training_target
+    from easytrain.families.ddpm.diffusion import diffusion_loss, sample_noise, sample_timesteps, training_target
     from easytrain.train.step import TrainingStep
     from tests._network_helpers import tiny_parts
 
@@ -63,12 +63,14 @@ def test_accumulated_batches_make_the_large_batch_step_in_fp32():
     parts, network, optimizer = setup()
     noise_rng = torch.Generator().manual_seed(42)
     contexts = iter(context)
+    from easytrain.families.ddpm.objective import DdpmObjective
+
+    objective = DdpmObjective(scheduler, "epsilon", loss_settings, scaling_factor=1.0, device=torch.device("cpu"))
     step = TrainingStep(
         accelerator=Accelerator(cpu=True), conditioner=lambda batch: {"encoder_hidden_states": next(contexts)},
-        encode_latents=None, scaling_factor=1.0, noise_scheduler=scheduler, prediction_type="epsilon",
-        loss=loss_settings, noise_rng=noise_rng, optimizer=optimizer,
+        encode_latents=None, objective=objective, noise_rng=noise_rng, optimizer=optimizer,
         lr_scheduler=torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0),
-        trainable=network.trainable_parameters(), max_grad_norm=0.0, device=torch.device("cpu"), accumulation=2)
+        trainable=network.trainable_parameters(), max_grad_norm=0.0, accumulation=2)
     for lat in latents:
         step.backward(Batch(None, lat, ["x"], torch.ones(1)), parts["unet"])
     step.apply()
@@ -83,7 +85,7 @@ def test_accumulated_batches_make_the_large_batch_step_in_fp32():
         steps.append(sample_timesteps(1, 1000, "cpu", replay))
     lat, noise, t = torch.cat(latents), torch.cat(noises), torch.cat(steps)
     pred = parts["unet"](scheduler.add_noise(lat, noise, t), t, torch.cat(context)).sample
-    from easytrain.train.diffusion import all_snr
+    from easytrain.families.ddpm.diffusion import all_snr
 
     loss = diffusion_loss(pred, training_target(scheduler, lat, noise, t, "epsilon"), t,
                           loss_weights=torch.ones(2), snr=all_snr(scheduler), min_snr_gamma=5.0)
@@ -137,7 +139,7 @@ def test_accumulation_counts_optimizer_steps(combined):
 
 def test_files_metadata_dora_blocks_and_ema(combined):
     plan, events, result = combined
-    out = plan.output_dir
+    out = plan.saving.output_dir
     final, meta = read(result.final_path)
     ema, ema_meta = read(out / "tiny-ema.safetensors")
     assert any(k.endswith(".dora_scale") for k in final)
@@ -175,11 +177,11 @@ def test_resume_inside_a_run_with_accumulation_is_exact(combined, tmp_path):
 
     stopped = run_training(again, sink, control)
     assert stopped.steps == 1
-    assert (again.output_dir / "tiny-step00000001-ema.safetensors").is_file()
+    assert (again.saving.output_dir / "tiny-step00000001-ema.safetensors").is_file()
     resumed = run_training(again, Recorder(), resume="latest")
     assert resumed.steps == 2
     for name in ("tiny.safetensors", "tiny-ema.safetensors"):
-        a, b = load_file(plan.output_dir / name), load_file(again.output_dir / name)
+        a, b = load_file(plan.saving.output_dir / name), load_file(again.saving.output_dir / name)
         assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a), name
 
 
@@ -199,7 +201,7 @@ def test_masked_loss_ignores_what_is_outside_the_mask(tmp_path):
     events = Recorder()
     run_training(plan, events)
     assert all(e.loss == 0.0 for e in events.of(ev.StepEnded))
-    weights, meta = read(plan.output_dir / "tiny.safetensors")
+    weights, meta = read(plan.saving.output_dir / "tiny.safetensors")
     assert all(weights[k].abs().sum() == 0 for k in weights if k.endswith("lora_up.weight"))
     assert meta["modelspec.prediction_type"] == "v" and meta["ss_zero_terminal_snr"] == "True"
     assert meta["ss_debiased_estimation"] == "True"

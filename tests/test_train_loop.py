@@ -29,7 +29,7 @@ def full_run(tmp_path_factory):
 
 def test_writes_epoch_files_final_file_and_run_copies(full_run):
     plan, _, result = full_run
-    out = plan.output_dir
+    out = plan.saving.output_dir
     names = sorted(p.name for p in out.iterdir())
     assert names == ["tiny-000001-state", "tiny-000001.safetensors", "tiny.answers.json", "tiny.plan.json",
                      "tiny.safetensors", "tiny_tags.txt"]
@@ -44,9 +44,9 @@ def test_writes_epoch_files_final_file_and_run_copies(full_run):
 
 def test_saved_files_carry_the_step_epoch_and_run_metadata(full_run):
     plan, _, _ = full_run
-    with safe_open(plan.output_dir / "tiny-000001.safetensors", "pt") as f:
+    with safe_open(plan.saving.output_dir / "tiny-000001.safetensors", "pt") as f:
         first = f.metadata()
-    with safe_open(plan.output_dir / "tiny.safetensors", "pt") as f:
+    with safe_open(plan.saving.output_dir / "tiny.safetensors", "pt") as f:
         final = f.metadata()
         up_keys = [k for k in f.keys() if k.endswith("lora_up.weight")]
         ups = [f.get_tensor(k) for k in up_keys]
@@ -114,7 +114,7 @@ def test_stop_request_saves_and_ends_between_steps(tmp_path):
     result = run_training(plan, sink, control)
     assert result.steps == 5 and isinstance(result.outcome, ev.RunStopped)
     assert result.outcome.reason == "test stop"
-    out = plan.output_dir
+    out = plan.saving.output_dir
     assert result.final_path == out / "fast-step00000005.safetensors"
     assert {e.path for e in events.of(ev.CheckpointSaved)} == {
         str(out / "fast-step00000002.safetensors"), str(out / "fast-000001.safetensors"), str(result.final_path)}
@@ -135,7 +135,7 @@ def test_a_diverging_run_stops_with_advice_and_keeps_the_last_good_file(tmp_path
     failed = events.of(ev.RunFailed)
     assert len(failed) == 1 and failed[0].reason in ("loss became NaN", "loss became infinite")
     assert "learning rate" in failed[0].advice and "learning rate" in str(info.value)
-    assert not (plan.output_dir / "fast.safetensors").exists()
+    assert not (plan.saving.output_dir / "fast.safetensors").exists()
     saved = events.of(ev.CheckpointSaved)
     assert failed[0].last_good_path == (saved[-1].path if saved else None)
 

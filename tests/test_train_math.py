@@ -6,7 +6,7 @@ import pytest
 import torch
 from diffusers import DDPMScheduler
 
-from easytrain.train.diffusion import (
+from easytrain.families.ddpm.diffusion import (
     all_snr, diffusion_loss, min_snr_weights, sample_noise, sample_timesteps, training_target,
 )
 
@@ -93,7 +93,7 @@ def test_latent_caching_encodes_at_most_one_sdxl_sized_picture_per_vae_call():
 def test_the_sample_schedulers_get_sds_steps_offset():
     from diffusers import EulerDiscreteScheduler
 
-    from easytrain.model.load import make_noise_scheduler
+    from easytrain.families.ddpm.schedule import make_noise_scheduler
 
     sampler = EulerDiscreteScheduler.from_config(make_noise_scheduler("epsilon").config)
     assert sampler.config.steps_offset == 1

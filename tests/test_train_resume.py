@@ -53,7 +53,7 @@ def stopped(tmp_path_factory):
 def test_a_stop_saves_the_lora_and_a_state_beside_it(stopped):
     plan, events, result = stopped
     assert isinstance(result.outcome, ev.RunStopped) and result.steps == 5
-    out = plan.output_dir
+    out = plan.saving.output_dir
     assert result.final_path == out / "fast-step00000005.safetensors" and result.final_path.is_file()
     state_dir = out / "fast-step00000005-state"
     assert result.outcome.state_path == str(state_dir)
@@ -99,16 +99,16 @@ def test_resume_ends_with_the_weights_of_an_uninterrupted_run(uninterrupted, sto
         moved += int(key.endswith("lora_up.weight") and value.abs().max() > 0)
     assert moved > 0
     # the file of the epoch before the stop is the uninterrupted run's too
-    for key, value in load_file(whole_plan.output_dir / "fast-000001.safetensors").items():
-        torch.testing.assert_close(load_file(plan.output_dir / "fast-000001.safetensors")[key], value,
+    for key, value in load_file(whole_plan.saving.output_dir / "fast-000001.safetensors").items():
+        torch.testing.assert_close(load_file(plan.saving.output_dir / "fast-000001.safetensors")[key], value,
                                    rtol=1e-5, atol=1e-6)
 
 
 def test_resume_refuses_changed_settings_and_names_them(stopped):
     plan, _, _ = stopped
-    changed = fast_plan(plan.output_dir.parent / "changed", **{**RESUME_SETTINGS, "batch_size": 2,
+    changed = fast_plan(plan.saving.output_dir.parent / "changed", **{**RESUME_SETTINGS, "batch_size": 2,
                                                                "network_dim": 4, "seed": 7})
-    changed = _with_output(changed, plan.output_dir)
+    changed = _with_output(changed, plan.saving.output_dir)
     with pytest.raises(UserError) as info:
         run_training(changed, Recorder(), resume="latest")
     text = str(info.value) + "\n".join(info.value.problems)
@@ -119,7 +119,7 @@ def test_resume_refuses_changed_settings_and_names_them(stopped):
 
 def test_harmless_changes_keep_the_fingerprint(stopped):
     plan, _, _ = stopped
-    other = fast_plan(plan.output_dir.parent / "cosmetic", **{**RESUME_SETTINGS, "output_name": "renamed",
+    other = fast_plan(plan.saving.output_dir.parent / "cosmetic", **{**RESUME_SETTINGS, "output_name": "renamed",
                       "comment": "a new comment", "save_every_n_epochs": 2, "keep_states": 1,
                       "log_every_n_steps": 3})
     assert tr_state.fingerprint_differences(tr_state.fingerprint(plan), tr_state.fingerprint(other)) == []
@@ -136,9 +136,9 @@ def test_resume_without_a_state_says_where_it_looked(tmp_path):
 def test_only_the_newest_states_are_kept(tmp_path):
     plan = fast_plan(tmp_path, epochs=4, batch_size=16, save_every_n_epochs=1, keep_states=2)  # a step an epoch
     run_training(plan, Recorder())
-    states = sorted(p.name for p in plan.output_dir.glob("*-state"))
+    states = sorted(p.name for p in plan.saving.output_dir.glob("*-state"))
     assert states == ["fast-000002-state", "fast-000003-state"]
-    assert not list(plan.output_dir.glob(".*"))          # no temporary folders left behind
+    assert not list(plan.saving.output_dir.glob(".*"))          # no temporary folders left behind
 
 
 def test_pruning_leaves_other_runs_alone_and_resume_takes_the_newest(tmp_path):
@@ -210,7 +210,7 @@ def test_resume_from_a_named_state_folder(uninterrupted, stopped, tmp_path):
     _, _, whole = uninterrupted
     plan, _, _ = stopped
     out = tmp_path / "out"
-    shutil.copytree(plan.output_dir / "fast-000001-state", out / "fast-000001-state")
+    shutil.copytree(plan.saving.output_dir / "fast-000001-state", out / "fast-000001-state")
     events = Recorder()
     result = run_training(_with_output(plan, out), events, resume=str(out / "fast-000001-state"))
     assert [e.step for e in events.of(ev.StepEnded)] == [5, 6, 7, 8]

@@ -30,7 +30,7 @@ def sampled(tmp_path_factory):
 
 def test_samples_are_written_before_training_and_every_n_epochs(sampled):
     plan, _, _ = sampled
-    folder = plan.output_dir / "sample"
+    folder = plan.saving.output_dir / "sample"
     assert sorted(p.name for p in folder.iterdir()) == [
         "fast_e000000_00_5.png", "fast_e000000_01_1.png", "fast_e000000_sheet.png",
         "fast_e000002_00_5.png", "fast_e000002_01_1.png", "fast_e000002_sheet.png",
@@ -46,7 +46,7 @@ def test_sampling_is_told_as_events(sampled):
     saved = events.of(ev.SampleSaved)
     assert [(s.epoch, s.prompt) for s in saved] == [
         (0, "a red square"), (0, "a blue square"), (2, "a red square"), (2, "a blue square")]
-    assert all(s.path.startswith(str(plan.output_dir / "sample")) for s in saved)
+    assert all(s.path.startswith(str(plan.saving.output_dir / "sample")) for s in saved)
     kinds = [(type(e).__name__, getattr(e, "phase", None)) for e in events]
     sampling = [k for k in kinds if k[1] == "sampling"]
     assert sampling == [("PhaseStarted", "sampling"), ("PhaseProgress", "sampling"), ("PhaseProgress", "sampling"),

@@ -144,7 +144,7 @@ def test_kill_9_during_a_save_leaves_the_earlier_files_loadable(tmp_path):
 
 def _inject(monkeypatch, *, after_steps: int, make):
     """From step ``after_steps + 1`` on, the loss function returns make(loss)."""
-    import easytrain.train.step as step
+    import easytrain.families.ddpm.objective as step
 
     real, calls = step.diffusion_loss, []
 
@@ -192,3 +192,20 @@ def test_out_of_memory_is_explained_and_nothing_is_half_written(tmp_path, monkey
     files = sorted(p.name for p in (tmp_path / "out").iterdir() if p.name not in ("run.plan.json", "logs", "run.log"))
     assert files == ["loss.png", "metrics.csv", "run-000001-state", "run-000001.safetensors", "run.answers.json"]
     assert json.loads((tmp_path / "out" / "run-000001-state" / "state.json").read_text())["position"]["epoch"] == 2
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGUSR1"), reason="SIGUSR1 does not exist on this platform")
+def test_sigusr1_asks_for_a_save_and_training_goes_on():
+    """`kill -USR1 PID` reaches the control object as a save request, once, and never as a stop."""
+    import os
+
+    from easytrain.commands.stop_signals import stop_on_signals
+    from easytrain.train.control import TrainControl
+
+    control, said = TrainControl(), []
+    with stop_on_signals(control, say=said.append):
+        os.kill(os.getpid(), signal.SIGUSR1)
+        wait_for(lambda: said, timeout=5)
+    assert control.take_save_request() and not control.take_save_request()
+    assert not control.stop_requested
+    assert said == ["easytrain: SIGUSR1: saving a file after this step; training goes on"]

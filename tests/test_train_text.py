@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from easytrain.model.tiny import _TINY_WORDS, build_tiny_components, build_tiny_tokenizer
-from easytrain.arch.clip_text import chunk_input_ids, encode_tokens, tokenize_captions
+from easytrain.families.sd.tiny import _TINY_WORDS, build_tiny_components, build_tiny_tokenizer
+from easytrain.families.clip_text import chunk_input_ids, encode_tokens, tokenize_captions
 
 
 @pytest.fixture(scope="module")

@@ -7,8 +7,8 @@ from safetensors.torch import load_file
 
 from _train_helpers import Recorder, tiny_plan
 
-from easytrain.arch import clip_text as text
-from easytrain.arch import sd
+from easytrain.families import clip_text as text
+from easytrain.families.sd import family as sd
 from easytrain.plan import TrainPlan
 from easytrain.train import loop
 

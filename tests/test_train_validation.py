@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 import torch
 
@@ -10,9 +12,9 @@ from _train_helpers import make_colour_dataset
 from easytrain.data.buckets import BucketSettings
 from easytrain.data.scan import scan_image_folder
 from easytrain.data.validation_split import split_off
-from easytrain.network.build import apply_network
+from easytrain.families.sd.targets import apply_network
 from easytrain.network.spec import NetworkSpec
-from easytrain.arch.clip_text import encode_tokens, tokenize_captions
+from easytrain.families.clip_text import encode_tokens, tokenize_captions
 from easytrain.train.validation import ValidationSet
 
 
@@ -26,20 +28,21 @@ def setup(tmp_path_factory):
     vae = parts["vae"].eval()
     settings = BucketSettings(resolution=(64, 64), enable_bucket=True, min_reso=64, max_reso=128, step=64,
                               no_upscale=True)
-    validation = ValidationSet(held, settings, batch_size=1, seed=11, scaling_factor=0.18215, device="cpu",
-                               encode=lambda pixels: vae.encode(pixels).latent_dist.mean)
-    network = apply_network(parts["unet"], parts["text_encoder"], NetworkSpec("LoRA", 4, 4.0), seed=1)
-    unet, text_encoder, tokenizer = parts["unet"], parts["text_encoder"], parts["tokenizer"]
-
-    def predict(noisy, timesteps, batch):
-        states = encode_tokens(text_encoder, tokenize_captions(tokenizer, batch.captions, 75), 1)
-        return unet(noisy, timesteps, states).sample
+    from easytrain.families.ddpm.objective import DdpmObjective
 
     scheduler = DDPMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
                               num_train_timesteps=1000)
+    objective = DdpmObjective(scheduler, "epsilon", scaling_factor=0.18215, device="cpu")
+    validation = ValidationSet(held, settings, batch_size=1, seed=11, model_latents=objective.model_latents,
+                               device="cpu", encode=lambda pixels: vae.encode(pixels).latent_dist.mean)
+    network = apply_network(parts["unet"], parts["text_encoder"], NetworkSpec("LoRA", 4, 4.0), seed=1)
+    unet, text_encoder, tokenizer = parts["unet"], parts["text_encoder"], parts["tokenizer"]
+
+    def conditioner(batch):
+        return {"encoder_hidden_states": encode_tokens(text_encoder, tokenize_captions(tokenizer, batch.captions, 75), 1)}
 
     def loss():
-        return validation.loss(predict, noise_scheduler=scheduler, prediction_type="epsilon",
+        return validation.loss(objective, unet, conditioner, autocast=contextlib.nullcontext,
                                modules=(unet, text_encoder))
 
     return validation, network, unet, loss

@@ -6,10 +6,10 @@ import pytest
 import torch
 from diffusers import DDPMScheduler
 
-from easytrain.train.loss_variants import (
-    apply_mask, debiased_weights, elementwise_loss, huber_c_for, v_pred_like_noise_pred_weights, velocity,
+from easytrain.families.ddpm.loss_variants import (
+    apply_mask, debiased_weights, elementwise_loss, huber_c_for, v_pred_like_noise_pred_weights,
 )
-from easytrain.train.noise_variants import offset_noise, perturbed_noise, pyramid_noise, zero_terminal_snr_betas
+from easytrain.families.ddpm.noise_variants import offset_noise, perturbed_noise, pyramid_noise, zero_terminal_snr_betas
 
 
 def sd_scheduler(**extra):
@@ -141,18 +141,10 @@ def test_mask_zeroes_the_loss_outside_it():
     assert apply_mask(loss, half).eq(0.5).all()
 
 
-def test_velocity_matches_diffusers():
-    sched = sd_scheduler()
-    latents, noise = torch.randn(3, 4, 8, 8, generator=gen(1)), torch.randn(3, 4, 8, 8, generator=gen(2))
-    t = torch.tensor([0, 321, 999])
-    assert torch.allclose(velocity(latents, noise, sched.alphas_cumprod, t),
-                          sched.get_velocity(latents, noise, t), atol=1e-6)
-
-
 # ---------------------------------------------------------------- the objective with the variants plugged in
 
 def test_sample_noise_with_offset_draws_as_before_and_adds_the_variants():
-    from easytrain.train.diffusion import sample_noise
+    from easytrain.families.ddpm.diffusion import sample_noise
 
     latents = torch.randn(2, 4, 8, 8, generator=gen(1))
     g = gen(3)
@@ -166,7 +158,7 @@ def test_sample_noise_with_offset_draws_as_before_and_adds_the_variants():
 
 
 def test_diffusion_loss_applies_loss_type_mask_and_snr_weights_in_kohyas_order():
-    from easytrain.train.diffusion import all_snr, diffusion_loss
+    from easytrain.families.ddpm.diffusion import all_snr, diffusion_loss
 
     sched = sd_scheduler()
     snr = all_snr(sched)

@@ -411,7 +411,7 @@ async def test_a_noobai_v_pred_file_gets_sdxl_v_and_the_sdxl_defaults(workdir):
     from safetensors.torch import load_file, save_file
     import torch
 
-    from easytrain.model.tiny_sdxl import tiny_sdxl_paths
+    from easytrain.families.sdxl.tiny import tiny_sdxl_paths
 
     source = tiny_sdxl_paths().single_file
     with safe_open(str(source), framework="pt") as handle:

@@ -12,8 +12,8 @@ from safetensors.torch import save_file
 
 from _tools_helpers import assert_clean_error, run_cli
 from easytrain.errors import UserError
-from easytrain.model import tiny
-from easytrain.model.convert import VAE_PREFIX, vae_key_map
+from easytrain.families.sd import tiny
+from easytrain.families.sd.convert import VAE_PREFIX, vae_key_map
 from easytrain.model.vae_check import check_vae_fits, vae_shape
 from easytrain.model.vae_file import load_vae
 from easytrain.tui.state import vae_problem

@@ -5,11 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
-from easytrain.catalog import AUTO, TINY_MODEL_ARCH, architecture_label, uses_clip_skip
+from easytrain.catalog import architecture_label, uses_clip_skip
 from easytrain.errors import UserError
 from easytrain.invocation import command
 from easytrain.memory_estimate import estimate, over_memory_warning, setup_for_plan
-from easytrain.plan import TrainPlan, clip_skip_warning, steps_warning
+from easytrain.plan import TrainPlan, steps_warning
 from easytrain.textsafe import safe_line
 from easytrain.wording import bucket_rounding_note, plural
 
@@ -22,31 +22,27 @@ class BaseModelInfo:
 
 
 def inspect_base_model(plan: TrainPlan) -> BaseModelInfo:
-    """The base model and its architecture, read from the file's header (no weights loaded).
+    """The base model and the architecture it trains as, as the plan read them from the file's header.
 
-    A file that is not a usable checkpoint (a LoRA, a VAE, random tensors) raises UserError here,
+    A file that is not a usable checkpoint (a LoRA, a VAE, random tensors) was refused by the plan,
     before anyone waits for a model to load.
     """
-    from easytrain.model.detect import detect_architecture
-
-    chosen = plan.answers.architecture or AUTO
-    if plan.base_model.startswith("builtin:"):
-        return BaseModelInfo(f"{plan.base_model} (easytrain's embedded tiny SD1-shaped model)", TINY_MODEL_ARCH, True)
-    found = detect_architecture(plan.base_model)
-    if found.arch is None and str(plan.base_model).lower().endswith(".ckpt"):  # not a zip: is it a pickle?
+    resolved, base_model = plan.model.resolved, plan.model.base_model
+    found = resolved.detection
+    if found is not None and found.arch is None and str(base_model).lower().endswith(".ckpt"):  # not a zip
         from easytrain.commands.file_kind import legacy_ckpt_problem
 
-        problem = legacy_ckpt_problem(plan.base_model)
+        problem = legacy_ckpt_problem(base_model)  # is it a pickle at all? say what it really is
         if problem:
-            raise UserError(f"{plan.base_model}: {problem}; the base model must be a .safetensors or .ckpt "
+            raise UserError(f"{base_model}: {problem}; the base model must be a .safetensors or .ckpt "
                             "checkpoint or a diffusers folder")
-    if chosen not in (AUTO, found.arch):
-        return BaseModelInfo(f"{plan.base_model} ({architecture_label(chosen)}, as set in the answers; the file says: "
-                             f"{found.description})", chosen, found.is_tiny)
-    if not found.sure:
-        raise UserError(f"{plan.base_model}: {found.description}; set architecture in the answers file "
-                        "to 'sd2' (512, epsilon) or 'sd2-v' (768, v-prediction), or 'sd1'")
-    return BaseModelInfo(f"{plan.base_model} ({found.description})", found.arch, found.is_tiny)
+    if found is None:
+        return BaseModelInfo(f"{base_model} (easytrain's embedded tiny {architecture_label(resolved.arch)}-shaped model)",
+                             resolved.arch, True)
+    if found.arch is not None and found.arch != resolved.arch or not found.sure:
+        return BaseModelInfo(f"{base_model} ({architecture_label(resolved.arch)}, as set in the answers; the file "
+                             f"says: {found.description})", resolved.arch, resolved.tiny)
+    return BaseModelInfo(f"{base_model} ({found.description})", resolved.arch, resolved.tiny)
 
 
 CPU_IS_SLOW = ("no NVIDIA GPU on this machine: a full-size model trains on the CPU, which is very slow (minutes "
@@ -75,7 +71,7 @@ def machine_warnings(plan: TrainPlan) -> list[str]:
     """Settings this machine cannot honour (the file may well be meant for another machine)."""
     from easytrain import machine
 
-    if plan.mixed_precision == "fp16" and not machine.has_cuda_gpu():
+    if plan.precision.mixed_precision == "fp16" and not machine.has_cuda_gpu():
         return ["mixed_precision: fp16 needs an NVIDIA GPU and this machine has none; training here would "
                 "run in fp32 (bf16 works on the CPU). Fine if this file is for a GPU machine"]
     return []
@@ -86,12 +82,12 @@ def vae_line(plan: TrainPlan) -> str:
     from easytrain.model.vae_check import check_vae_fits
 
     vae = plan.answers.vae
-    return check_vae_fits(vae if vae == "builtin:tiny" else plan.answers.path("vae"), plan.base_model)
+    return check_vae_fits(vae if vae == "builtin:tiny" else plan.answers.path("vae"), plan.model.base_model)
 
 
 def clip_skip_text(plan: TrainPlan, arch: str) -> str:
     if uses_clip_skip(arch):
-        return f"clip skip {plan.clip_skip}"
+        return f"clip skip {plan.model.clip_skip}"
     return f"clip skip n/a ({architecture_label(arch)} always uses the penultimate layer)"
 
 
@@ -118,15 +114,15 @@ def plan_lines(plan: TrainPlan, extra_warnings: Sequence[str] = ()) -> list[str]
     rounding = bucket_rounding_note(step)
     if rounding:
         lines.append(f"    ({rounding})")
-    lines.append(f"  warmup: {plural(plan.warmup_steps, 'step')}; scheduler {a.scheduler}; optimizer {a.optimizer}")
+    lines.append(f"  warmup: {plural(plan.schedule.warmup_steps, 'step')}; scheduler {a.scheduler}; optimizer {a.optimizer}")
     lines.append(f"  network: {a.network_type} dim {a.network_dim} alpha {a.network_alpha:g}"
                  + (f", conv dim {a.conv_dim} alpha {a.conv_alpha:g}" if a.conv_dim else ""))
-    parts = ("UNet" if plan.train_unet else "") + (" + text encoder" if plan.train_text_encoder else "")
+    parts = ("UNet" if plan.network.train_unet else "") + (" + text encoder" if plan.network.train_text_encoder else "")
     lines.append(f"  training: {parts.strip(' +')} at {plan.resolution[0]}x{plan.resolution[1]}, "
-                 f"unet lr {plan.unet_lr:g}, text encoder lr {plan.text_encoder_lr:g}, {clip_skip_text(plan, model.arch)}")
+                 f"unet lr {plan.optimizer.unet_lr:g}, text encoder lr {plan.optimizer.text_encoder_lr:g}, {clip_skip_text(plan, model.arch)}")
     memory, memory_warnings = memory_lines(plan, model)
     lines += ["  " + line for line in memory]
-    lines.append(f"  output ({plan.output_dir}):")
+    lines.append(f"  output ({plan.saving.output_dir}):")
     shown = list(plan.output_files)
     if len(shown) > 4:
         shown = shown[:2] + [f"... {len(shown) - 3} more"] + shown[-1:]
@@ -136,15 +132,13 @@ def plan_lines(plan: TrainPlan, extra_warnings: Sequence[str] = ()) -> list[str]
 
         lines.append("  dataset:")
         lines += ["    " + line for line in dataset_report_lines(plan.train_scan, plan.reg_scan,
-                                                                 plan.bucket_settings, plan.batch_size)]
+                                                                 plan.bucket_settings, plan.data.batch_size)]
     except ImportError:
         pass
     lines += suggestion_lines(plan)
     lines += trigger_lines(plan)
-    skip_warning = clip_skip_warning(plan.answers, model.arch)  # the plan knows the architecture only when set
     too_few = steps_warning(plan.total_steps) if model.tiny else None  # a few dozen steps train the tiny model
-    warnings = [*(w for w in plan.warnings if w != too_few), *extra_warnings, *memory_warnings,
-                *([skip_warning] if skip_warning and skip_warning not in plan.warnings else [])]
+    warnings = [*(w for w in plan.warnings if w != too_few), *extra_warnings, *memory_warnings]
     if warnings:
         lines.append("  warnings:")
         lines += [f"    ! {w}" for w in warnings]
@@ -204,7 +198,7 @@ def run_check(path: str) -> int:
     from easytrain.wording import terminal_width, wrap_lines
 
     print("\n".join(wrap_lines(plan_lines(plan, machine_warnings(plan)), terminal_width(sys.stdout))))
-    earlier = find_earlier_outputs(plan.output_dir, plan.output_name, plan.total_steps)
+    earlier = find_earlier_outputs(plan.saving.output_dir, plan.saving.output_name, plan.total_steps)
     for line in earlier_outputs_lines(earlier, path):
         print("  " + line)
     print(f"OK: ready to train with `{command('train', path)}`")

@@ -271,14 +271,14 @@ def data_folders(plan) -> list[Path]:
 
 def run_preflight(plan) -> None:
     """Every check of the run's files that needs no model: UserError naming the first problem."""
-    problem = output_place_problem(plan.output_dir, plan.output_name, data_folders(plan))
+    problem = output_place_problem(plan.saving.output_dir, plan.saving.output_name, data_folders(plan))
     if problem:
         raise UserError(safe_line(problem))
-    if plan.sample_prompts is not None:
+    if plan.sampling.prompts_file is not None:
         from easytrain.sampling.prompts import parse_prompts_file
 
-        parse_prompts_file(plan.sample_prompts, default_size=tuple(plan.resolution))
-    if plan.network_weights is not None:
+        parse_prompts_file(plan.sampling.prompts_file, default_size=tuple(plan.resolution))
+    if plan.network.initial_weights is not None:
         from easytrain.model.detect import read_safetensors_header
 
-        read_safetensors_header(plan.network_weights)
+        read_safetensors_header(plan.network.initial_weights)

@@ -2,6 +2,8 @@
 
 The loop polls the control object between steps, finishes the step, saves a
 LoRA file and its state, and returns; the command then prints how to resume.
+SIGUSR1 (``kill -USR1 PID``, e.g. from another SSH session) saves a file now
+and training goes on.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ if hasattr(signal, "SIGHUP"):
     REASONS[signal.SIGHUP] = "SIGHUP (the terminal or SSH connection closed)"
 
 EXIT_AT_ONCE = 130
+SAVE_NOW = getattr(signal, "SIGUSR1", None)  # not on Windows
 
 
 @contextmanager
@@ -44,9 +47,16 @@ def stop_on_signals(control: TrainControl, say: Optional[Callable[[str], None]] 
             say(f"easytrain: {REASONS.get(signum, 'signal')}: finishing this step, then saving{again}")
         control.request_stop(REASONS.get(signum, f"signal {signum}"))
 
-    for signum in REASONS:
+    def save_now(_signum, _frame):
+        say("easytrain: SIGUSR1: saving a file after this step; training goes on")
+        control.request_save()
+
+    handlers = {signum: handle for signum in REASONS}
+    if SAVE_NOW is not None:
+        handlers[SAVE_NOW] = save_now
+    for signum, handler in handlers.items():
         try:
-            previous[signum] = signal.signal(signum, handle)
+            previous[signum] = signal.signal(signum, handler)
         except (ValueError, OSError):  # not the main thread, or not supported here
             pass
     try:

@@ -31,6 +31,22 @@ class JobResult:
 EXIT_STOPPED = 3  # stopped on request, state saved: `--resume` continues
 
 
+def free_job_memory() -> None:
+    """Free what the job just ended held, before the next one loads its model.
+
+    A finished run's models, optimizer and accelerator are garbage only in reference cycles (accelerate wraps
+    each prepared model's forward in a method bound to the model; a failed job's traceback holds its frames),
+    which nothing collects until the cyclic collector happens to run: on a GPU the previous model would stay
+    there while the next loads. Collect them now and give the cached blocks back to the driver.
+    """
+    import gc
+
+    gc.collect()
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
 def resume_command(path: str) -> str:
     return command("train", path, "--resume")
 
@@ -143,11 +159,11 @@ def train_one(path: str, *, resume: Optional[str] = None, plain: bool = False) -
     from easytrain.train.loop import run_training
 
     quiet_model_libraries()
-    log_path = library_log_path(plan.output_dir, plan.output_name)
+    log_path = library_log_path(plan.saving.output_dir, plan.saving.output_name)
     control = TrainControl()
     started = time.monotonic()
-    metrics = MetricsWriter(plan.output_dir, plan.output_name) if main else None
-    every = answers.get("log_every_n_steps", 10)
+    metrics = MetricsWriter(plan.saving.output_dir, plan.saving.output_name) if main else None
+    every = plan.run.log_every_n_steps
     board = tensorboard_sink(plan, every) if main else None
     view_context = (make_view(sys.stdout, plain=True if plain else None, every=every)
                     if main else nullcontext(_quiet_sink))
@@ -192,15 +208,15 @@ def tensorboard_sink(plan: TrainPlan, every: int):
         print("easytrain: the tensorboard package is not installed, so no TensorBoard logs are written "
               "(pip install tensorboard, or set tensorboard: false)", file=sys.stderr, flush=True)
         return None
-    return TensorBoardWriter(plan.output_dir, plan.output_name, every=every)
+    return TensorBoardWriter(plan.saving.output_dir, plan.saving.output_name, every=every)
 
 
 def keep_earlier_outputs(plan: TrainPlan, path: str, resume: Optional[str]) -> list[str]:
     """Clean an interrupted save's temp files; move an earlier run's files aside (not when resuming)."""
     from easytrain.commands import preflight
 
-    preflight.clean_leftovers(plan.output_dir, plan.output_name)
-    earlier = preflight.find_earlier_outputs(plan.output_dir, plan.output_name, plan.total_steps)
+    preflight.clean_leftovers(plan.saving.output_dir, plan.saving.output_name)
+    earlier = preflight.find_earlier_outputs(plan.saving.output_dir, plan.saving.output_name, plan.total_steps)
     moved_to = None
     if resume is None and earlier.worth_keeping:
         moved_to = preflight.back_up_earlier_outputs(earlier)
@@ -208,7 +224,7 @@ def keep_earlier_outputs(plan: TrainPlan, path: str, resume: Optional[str]) -> l
     if moved_to is not None:
         from easytrain.commands.previous import pile_up_line
 
-        lines += [f"  {line}" for line in filter(None, [pile_up_line(plan.output_dir)])]
+        lines += [f"  {line}" for line in filter(None, [pile_up_line(plan.saving.output_dir)])]
     return lines
 
 
@@ -264,6 +280,7 @@ def run_jobs(files: list[str], *, plain: bool, done_folder: Optional[Path] = Non
     results: list[JobResult] = []
     stopped = False
     for index, path in enumerate(files, 1):
+        free_job_memory()   # the previous job's model, before this one loads
         if stopped:
             results.append(JobResult(path, False, 0.0, error="not run (the queue was stopped)", exit_code=-1))
             continue
@@ -301,6 +318,7 @@ def run_jobs(files: list[str], *, plain: bool, done_folder: Optional[Path] = Non
             Path(path).replace(done_folder / Path(path).name)
         if claims:
             _release_job(Path(path))   # after the move: the job is never up for grabs between the two
+    free_job_memory()
     if is_main_process():
         print("\n" + "\n".join(summary_table(results, moved_to=done_folder)), flush=True)
     if stopped:

@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 
 from easytrain.fsutil import atomic_write_text
-from easytrain.model.tiny import _byte_unicode
+from easytrain.families.sd.tiny import _byte_unicode
 
 CLIP_VOCAB_SIZE = 49408
 _MERGE_COUNT = CLIP_VOCAB_SIZE - 2 * 256 - 2  # 48894

@@ -57,7 +57,7 @@ def vae_shape(path: Path) -> VaeShape:
 def base_vae_shape(base_model: str) -> Optional[VaeShape]:
     """The shape of the base model's own VAE; None when only loading can tell (a .ckpt)."""
     if base_model == BUILTIN_TINY:
-        from easytrain.model import tiny
+        from easytrain.families.sd import tiny
 
         return VaeShape(tiny.VAE_CONFIG["latent_channels"], tuple(tiny.VAE_CONFIG["block_out_channels"]),
                         "easytrain's tiny model")

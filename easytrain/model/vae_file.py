@@ -16,7 +16,7 @@ from typing import Any, Mapping
 import torch
 
 from easytrain.errors import UserError
-from easytrain.model.convert import VAE_PREFIX, vae_key_map
+from easytrain.families.sd.convert import VAE_PREFIX, vae_key_map
 from easytrain.model.vae_check import BUILTIN_TINY, PREFIXES
 
 
@@ -29,7 +29,7 @@ def load_vae(spec: str, like: Mapping[str, Any], dtype: torch.dtype = torch.floa
     quiet_model_libraries()
     config = {k: v for k, v in dict(like).items() if not k.startswith("_")}
     if spec == BUILTIN_TINY:
-        from easytrain.model import tiny
+        from easytrain.families.sd import tiny
 
         vae = AutoencoderKL.from_pretrained(tiny.tiny_model_paths().diffusers_dir, subfolder="vae",
                                             local_files_only=True, torch_dtype=dtype)

@@ -1,13 +1,8 @@
 """Block-wise learning rates and dims, as kohya's networks/lora.py sets them.
 
-The block numbering depends on the UNet (the catalog entry names its layout):
-
-- SD1/SD2 (``sd``): 25 blocks, 0-11 down (IN00-IN11), 12 the middle block,
-  13-24 up (OUT00-OUT11), from the diffusers-style kohya name
-  (``lora_unet_down_blocks_1_attentions_0_...`` -> 1 + 3*1 + 0 = 4).
-- SDXL (``sdxl``): 23 blocks, 0 the time/label embedding, 1-9 input_blocks 0-8,
-  10-12 middle_block 0-2, 13-21 output_blocks 0-8, 22 the output layers, from
-  the Stability-style name (``lora_unet_input_blocks_4_1_...`` -> 5).
+The block numbering depends on the denoiser: each family declares its
+BlockLayout (families/<family>/blocks.py; the catalog entry names it, and
+``catalog.BLOCK_LAYOUTS`` lists them), e.g. 25 blocks on SD1/SD2, 23 on SDXL.
 
 Settings are kohya's --network_args strings:
 
@@ -32,8 +27,6 @@ from typing import Callable, Optional, Sequence
 
 PRESETS = ("cosine", "sine", "linear", "reverse_linear", "zeros")
 PER_BLOCK_KEYS = ("block_dims", "block_alphas", "conv_block_dims", "conv_block_alphas")
-_UPDOWN = re.compile(r"(up|down)_blocks_(\d+)_(resnets|upsamplers|downsamplers|attentions)_(\d+)_")
-_SDXL = re.compile(r"lora_unet_(input_blocks|middle_block|output_blocks)_(\d+)_")
 
 
 @dataclass(frozen=True)
@@ -54,37 +47,6 @@ class BlockLayout:
 
     def per_block_text(self) -> str:
         return f"{self.total} values on {self.label} ({self.parts})"
-
-
-def _sd_index(kohya_name: str) -> int:
-    match = _UPDOWN.search(kohya_name)
-    if match:
-        side, outer, kind, inner = match.groups()
-        index = 3 * int(outer) + (2 if kind in ("upsamplers", "downsamplers") else int(inner))
-        return 1 + index if side == "down" else SD.side + 1 + index
-    if "mid_block_" in kohya_name:
-        return SD.side
-    return -1
-
-
-def _sdxl_index(kohya_name: str) -> int:
-    match = _SDXL.match(kohya_name)
-    if match:
-        part, number = match.group(1), int(match.group(2))
-        first = {"input_blocks": SDXL.edge, "middle_block": SDXL.edge + SDXL.side,
-                 "output_blocks": SDXL.edge + SDXL.side + SDXL.mid}[part]
-        return first + number
-    if kohya_name.startswith(("lora_unet_time_embed_", "lora_unet_label_emb_")):
-        return 0
-    if kohya_name.startswith("lora_unet_out_"):
-        return SDXL.total - 1
-    return -1
-
-
-SD = BlockLayout("sd", "SD1/SD2", side=12, mid=1, edge=0, parts="12 down, 1 middle, 12 up", index=_sd_index)
-SDXL = BlockLayout("sdxl", "SDXL", side=9, mid=3, edge=1,
-                   parts="1 time embedding, 9 input, 3 middle, 9 output, 1 out", index=_sdxl_index)
-LAYOUTS = {layout.name: layout for layout in (SD, SDXL)}
 
 
 def block_index(kohya_name: str, layout: BlockLayout) -> int:

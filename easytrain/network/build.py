@@ -15,7 +15,7 @@ from torch import nn
 
 from easytrain.errors import UserError
 from easytrain.network.spec import NetworkSpec
-from easytrain.network.targets import Target, find_targets
+from easytrain.network.targets import Target
 
 ADAPTER_NAME = "default"
 
@@ -177,13 +177,6 @@ def _seeded(seed: int | None):
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
         yield
-
-
-def apply_network(unet: nn.Module | None, text_encoder: nn.Module | None, spec: NetworkSpec,
-                  seed: int | None = None) -> Network:
-    """An SD1/SD2-layout network (one text encoder, kohya's default targets) on these modules."""
-    return build_network({"unet": unet, "text_encoder": text_encoder}, find_targets(unet, text_encoder, spec),
-                         spec, seed=seed)
 
 
 def _check_block_layout(targets: list[Target], spec: NetworkSpec) -> None:

@@ -82,7 +82,7 @@ def build_metadata(
     spec: NetworkSpec,
     output_name: str,
     arch: str = catalog.TINY_MODEL_ARCH,
-    prediction_type: str = "epsilon",
+    prediction_type: str = catalog.architecture(catalog.TINY_MODEL_ARCH).prediction_type,
     training_started_at: float | None = None,
     comment: str = "",
     tag_frequency: dict | None = None,
@@ -152,8 +152,9 @@ def build_metadata(
 ) -> dict[str, str]:
     """The metadata dict for save_lora(). ``extra`` adds further keys verbatim (stringified)."""
     entry = catalog.architecture(arch)
-    if prediction_type not in ("epsilon", "v_prediction", "v"):
-        raise ValueError(f"prediction_type must be 'epsilon' or 'v_prediction', got {prediction_type!r}")
+    if prediction_type not in catalog.MODELSPEC_PREDICTION_TYPES:
+        raise ValueError(f"prediction_type must be one of {', '.join(catalog.MODELSPEC_PREDICTION_TYPES)}, "
+                         f"got {prediction_type!r}")
     base_version, v2, default_side = entry.base_model_version, entry.v2, entry.resolution
     started = time.time() if training_started_at is None else float(training_started_at)
     if resolution is None:
@@ -256,7 +257,7 @@ def modelspec(*, arch: str, title: str, resolution: tuple[int, int], prediction_
         "modelspec.title": title,
         "modelspec.resolution": f"{resolution[0]}x{resolution[1]}",
         "modelspec.date": datetime.datetime.fromtimestamp(int(timestamp)).isoformat(),
-        "modelspec.prediction_type": "v" if prediction_type in ("v", "v_prediction") else "epsilon",
+        "modelspec.prediction_type": catalog.MODELSPEC_PREDICTION_TYPES[prediction_type],
     }
     if clip_skip is not None:
         out["modelspec.encoder_layer"] = str(clip_skip)

@@ -75,7 +75,10 @@ def event_line(event: ev.Event, state: RunState) -> Optional[str]:
     if isinstance(event, ev.PhaseProgress):
         return f"{event.phase} {event.done}/{event.total}" if event.total else f"{event.phase} {event.done}"
     if isinstance(event, ev.PhaseEnded):
-        return f"{event.phase} done in {event.seconds:.1f} s"
+        text = f"{event.phase} done in {event.seconds:.1f} s"
+        if event.peak_memory_bytes is not None:
+            text += f", peak GPU {fmt.memory(event.peak_memory_bytes)}"
+        return text
     if isinstance(event, ev.EpochEnded):
         of = f"/{state.epochs}" if state.epochs else ""
         return f"epoch {event.epoch}{of} done at step {event.step}, average loss {fmt.loss(event.average_loss)}"

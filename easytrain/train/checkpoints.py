@@ -40,7 +40,7 @@ class Position:
 
 def resume_state(plan, which: str, current: dict) -> tr_state.SavedState:
     """The state to continue from, after checking it was made with compatible answers."""
-    state = tr_state.find_state(plan.output_dir, which)
+    state = tr_state.find_state(plan.saving.output_dir, which)
     problems = tr_state.fingerprint_differences(state.info.get("fingerprint", {}), current)
     if problems:
         raise UserError(f"--resume: {state.folder} was saved with other settings; resuming needs the same "
@@ -143,9 +143,9 @@ class Checkpointer:
         if state is not None:
             state_path = tr_state.write_state(
                 tr_state.state_folder_for(path), position=position.resume_point(epoch_done),
-                fingerprint=self.fingerprint, training=state, run_name=plan.output_name, run_id=self.run_id,
+                fingerprint=self.fingerprint, training=state, run_name=plan.saving.output_name, run_id=self.run_id,
                 lora_file=str(path))
-            tr_state.prune_states(plan.output_dir, plan.output_name, self.run_id, plan.saving.keep_states)
+            tr_state.prune_states(plan.saving.output_dir, plan.saving.output_name, self.run_id, plan.saving.keep_states)
         self.emit(ev.CheckpointSaved(str(path), position.epoch, position.global_step,
                                      str(state_path) if state_path else None, epoch_finished=epoch_done))
         return Path(path), state_path

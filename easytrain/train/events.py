@@ -44,6 +44,7 @@ class PhaseProgress:
 class PhaseEnded:
     phase: str
     seconds: float = 0.0
+    peak_memory_bytes: Optional[int] = None   # GPU only: the phase's own peak (train/memory_peaks.py)
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Sample images during training, from the live modules, through the architecture's adapter."""
+"""Sample images during training, from the live modules, through the family's pipeline."""
 
 from __future__ import annotations
 
@@ -26,13 +26,13 @@ def sample_prompts(plan) -> list:
 class SampleMaker:
     """Renders the prompts at a given epoch (main process only; the others wait), as events."""
 
-    def __init__(self, *, plan, prompts, adapter, base, accelerator, unet, text_encoders, device, dtype,
-                 vae_home, emit, text_home=None) -> None:
+    def __init__(self, *, plan, prompts, family, base, accelerator, unet, text_encoders, device, dtype,
+                 vae_home, emit, text_home=None, peaks=None) -> None:
         """``vae_home`` / ``text_home``: where the VAE and text encoders wait between samples (the CPU
         when latents / text outputs are cached); they come to ``device`` for each round of samples."""
         self.plan = plan
         self.prompts = prompts
-        self.adapter = adapter
+        self.family = family
         self.base = base
         self.accelerator = accelerator
         self.unet = unet
@@ -42,6 +42,7 @@ class SampleMaker:
         self.vae_home = vae_home
         self.text_home = text_home or device
         self.emit = emit
+        self.peaks = peaks      # train/memory_peaks.PeakMemory: sampling's peak apart from the steps'
 
     def __call__(self, epoch: int, step: Optional[int] = None) -> None:
         """Samples of this epoch, or (``step`` given) of this step inside it."""
@@ -53,16 +54,17 @@ class SampleMaker:
         """One image per prompt; a failure is reported and training goes on."""
         emit, plan, base, device, vae = self.emit, self.plan, self.base, self.device, self.base.vae
         emit(ev.PhaseStarted("sampling", len(self.prompts)))
+        if self.peaks is not None:
+            self.peaks.phase_started()
         started = time.monotonic()
         unwrap = self.accelerator.unwrap_model
         for part in (vae, *self.text_encoders):
             part.to(device)
         try:
-            paths = self.adapter.render_samples(
-                unet=unwrap(self.unet), vae=vae, text_encoders=[unwrap(t) for t in self.text_encoders],
-                tokenizers=base.tokenizers, prompts=self.prompts, output_dir=plan.output_dir, name=plan.output_name,
-                epoch=epoch, step=step, device=device, dtype=self.dtype, clip_skip=plan.model.clip_skip,
-                prediction_type=base.prediction_type, scheduler_config=base.noise_scheduler.config,
+            paths = self.family.render_samples(
+                base=base, unet=unwrap(self.unet), text_encoders=[unwrap(t) for t in self.text_encoders],
+                prompts=self.prompts, output_dir=plan.saving.output_dir, name=plan.saving.output_name, epoch=epoch, step=step,
+                device=device, dtype=self.dtype, clip_skip=plan.model.clip_skip,
                 max_token_length=plan.model.max_token_length,
                 on_progress=lambda done, total: emit(ev.PhaseProgress("sampling", done, total)),
             )
@@ -85,7 +87,8 @@ class SampleMaker:
             empty_device_cache(device)
         for path, prompt in zip(paths, self.prompts):
             emit(ev.SampleSaved(str(path), epoch, prompt.prompt, step=step))
-        emit(ev.PhaseEnded("sampling", time.monotonic() - started))
+        peak = self.peaks.phase_ended("sampling") if self.peaks is not None else None
+        emit(ev.PhaseEnded("sampling", time.monotonic() - started, peak))
 
 
 def no_samples(epoch: int, step: Optional[int] = None) -> None:

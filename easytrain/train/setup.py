@@ -7,6 +7,7 @@ import math
 
 import torch
 
+from easytrain.train import device_checks
 from easytrain.train import events as ev
 
 log = logging.getLogger(__name__)
@@ -23,8 +24,16 @@ def make_accelerator(mixed_precision: str, emit, unused_parameters: bool = False
     from accelerate.utils import DistributedDataParallelKwargs, parse_flag_from_env
 
     # Without a GPU, a distributed launch (torchrun, accelerate launch) runs on CPU processes over gloo.
-    cpu = parse_flag_from_env("ACCELERATE_USE_CPU") or not torch.cuda.is_available()
+    asked_for_cpu = parse_flag_from_env("ACCELERATE_USE_CPU")
+    cpu = asked_for_cpu or not torch.cuda.is_available()
+    if cpu and not asked_for_cpu:
+        # nvidia-smi sees a GPU that this torch cannot use (a CPU wheel, a wheel newer than the driver): say so
+        mismatch = device_checks.cuda_mismatch()
+        if mismatch:
+            emit(ev.Message(mismatch, "warning"))
     device = PartialState(cpu=cpu).device
+    if device_checks.enable_tf32(device):
+        log.info("TF32 matmuls enabled on %s", device)
     if mixed_precision == "fp16" and device.type == "cpu":
         emit(ev.Message("fp16 mixed precision needs a GPU; training in fp32 on the CPU "
                         "(bf16 also works on the CPU)", "warning"))
@@ -76,10 +85,6 @@ def empty_device_cache(device: torch.device) -> None:
         torch.cuda.empty_cache()
 
 
-def peak_memory(device: torch.device):
-    return torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
-
-
 def gather_objects(obj) -> list:
     from accelerate.utils import gather_object
 
@@ -109,8 +114,13 @@ def compiled(unet, emit):
         return unet
 
 
-def first_compiled_step(training_step, batch, compiled_unet, unet, emit, optimizer, generators):
-    """The first step with the compiled UNet (compilation happens here); on failure, redo it uncompiled."""
+def compiled_step(training_step, batch, compiled_unet, unet, emit, optimizer, generators):
+    """A step with the compiled UNet; on a compiler failure, redo it uncompiled and train uncompiled from then on.
+
+    Compilation happens at the first step, and again at any later step that brings a shape the compiled graph
+    has not seen (another bucket, a last smaller batch): every compiled step is guarded, not only the first.
+    A compiler error is raised before the graph runs, so the failed attempt left no gradients behind.
+    """
     saved = [g.get_state() for g in generators]
     try:
         return training_step(batch, compiled_unet), compiled_unet
@@ -122,5 +132,5 @@ def first_compiled_step(training_step, batch, compiled_unet, unet, emit, optimiz
                         "training uncompiled", "warning"))
     for generator, state in zip(generators, saved):
         generator.set_state(state)
-    optimizer.zero_grad(set_to_none=True)
+    # no zero_grad: with gradient accumulation it would drop the window's earlier batches
     return training_step(batch, unet), unet

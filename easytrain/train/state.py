@@ -60,10 +60,10 @@ def _dataset_fingerprint(scan) -> Optional[dict]:
 
 def fingerprint(plan, num_processes: int = 1) -> dict[str, Any]:
     """What must be equal for a state to continue under ``plan`` (JSON-plain values)."""
-    values = dict(plan.resume_values)
+    values = plan.resume_answers()
     values.update(
         total_steps=plan.total_steps, steps_per_epoch=plan.steps_per_epoch, epochs=plan.epochs,
-        images_per_epoch=plan.images_per_epoch, warmup_steps=plan.warmup_steps,
+        images_per_epoch=plan.images_per_epoch, warmup_steps=plan.schedule.warmup_steps,
         dataset=_dataset_fingerprint(plan.train_scan), reg_dataset=_dataset_fingerprint(plan.reg_scan),
         processes=num_processes,
     )

@@ -21,23 +21,20 @@ import torch
 from easytrain.data.buckets import BucketSettings
 from easytrain.data.dataset import TrainDataset
 from easytrain.data.scan import DatasetScan
-from easytrain.train.diffusion import diffusion_loss, training_target
+from easytrain.families.base import Conditioner, Objective, denoising_loss
 
 # Where in the noise schedule each image is evaluated, as fractions of its length.
 TIMESTEP_FRACTIONS = (0.1, 0.35, 0.6, 0.85)
-
-# (noisy latents, timesteps, the data.dataset.Batch they came from) -> the model's prediction;
-# the batch carries what the architecture conditions on (captions, original sizes, crops).
-Predict = Callable[[torch.Tensor, torch.Tensor, Any], torch.Tensor]
 
 
 class ValidationSet:
     """The held-out images, encoded once; ``loss`` evaluates the network on them."""
 
     def __init__(self, scan: DatasetScan, settings: BucketSettings, *, batch_size: int, seed: int,
-                 encode: Callable[[torch.Tensor], torch.Tensor], scaling_factor: float,
-                 device: torch.device | str) -> None:
-        """``encode`` turns a pixel batch in [-1, 1] into latents (deterministically: the VAE's mean)."""
+                 encode: Callable[[torch.Tensor], torch.Tensor],
+                 model_latents: Callable[[torch.Tensor], torch.Tensor], device: torch.device | str) -> None:
+        """``encode`` turns a pixel batch in [-1, 1] into latents (deterministically: the VAE's mean);
+        ``model_latents`` (the objective's) turns those into what the denoiser sees."""
         self.seed = int(seed)
         self.device = torch.device(device)
         self.images = scan.total_images
@@ -46,14 +43,13 @@ class ValidationSet:
         with torch.no_grad():
             for spec in dataset.epoch_batches(1, batch_size):
                 batch = dataset.load_batch(spec, 1)
-                latents = encode(batch.pixel_values.to(self.device)).float() * scaling_factor
+                latents = model_latents(encode(batch.pixel_values.to(self.device)).float())
                 batch.pixel_values = None                 # the latents stand in for the pixels from now on
                 self.batches.append((latents, batch))
 
-    def loss(self, predict: Predict, *, noise_scheduler, prediction_type: str, modules: Iterable[torch.nn.Module] = (),
-             snr: Optional[torch.Tensor] = None, min_snr_gamma: float = 0.0) -> float:
-        """The mean loss over every held-out image and fixed timestep (the training loss's weighting)."""
-        steps = int(noise_scheduler.config.num_train_timesteps)
+    def loss(self, objective: Objective, forward, conditioner: Conditioner, *, autocast,
+             modules: Iterable[torch.nn.Module] = ()) -> float:
+        """The mean loss over every held-out image and fixed timestep (the training loss's main weighting)."""
         generator = torch.Generator("cpu").manual_seed(self.seed)
         total = torch.zeros((), device=self.device)
         count = 0
@@ -61,13 +57,9 @@ class ValidationSet:
             for latents, batch in self.batches:
                 for fraction in TIMESTEP_FRACTIONS:
                     size = latents.shape[0]
-                    timesteps = torch.full((size,), int(fraction * steps), dtype=torch.long, device=self.device)
-                    noise = torch.randn(latents.shape, generator=generator).to(self.device)
-                    noisy = noise_scheduler.add_noise(latents, noise, timesteps)
-                    prediction = predict(noisy, timesteps, batch)
-                    target = training_target(noise_scheduler, latents, noise, timesteps, prediction_type)
-                    loss = diffusion_loss(prediction, target, timesteps, snr=snr, min_snr_gamma=min_snr_gamma,
-                                          prediction_type=prediction_type)
+                    draw = objective.fixed_draw(latents, fraction, generator)
+                    loss = denoising_loss(objective, forward, conditioner, batch, latents, draw, autocast,
+                                          variants=False)
                     total += loss * size
                     count += size
         return total.item() / max(1, count)
@@ -93,21 +85,19 @@ class Validator:
     gives the loss already measured at a step (for a save that must not wait).
     """
 
-    def __init__(self, validation_set: ValidationSet, predict: Predict, *, every_n_steps: int, emit,
-                 noise_scheduler, prediction_type: str, modules: tuple, snr: Optional[torch.Tensor],
-                 min_snr_gamma: float, precache_text: Optional[Callable] = None) -> None:
+    def __init__(self, validation_set: ValidationSet, *, objective: Objective, forward, conditioner, autocast,
+                 modules: tuple, every_n_steps: int, emit) -> None:
         self.validation_set = validation_set
-        self._precache_text = precache_text
-        self.predict = predict
+        self.conditioner = conditioner
         self.every_n_steps = every_n_steps
         self.emit = emit
-        self.options = dict(noise_scheduler=noise_scheduler, prediction_type=prediction_type, modules=modules,
-                            snr=snr, min_snr_gamma=min_snr_gamma)
+        self.options = dict(objective=objective, forward=forward, conditioner=conditioner, autocast=autocast,
+                            modules=modules)
         self._last: Optional[tuple[int, float]] = None
 
     def precache_text(self) -> None:
         """The held-out captions encoded now (the validator was built with a text cache)."""
-        self._precache_text([c for _, batch in self.validation_set.batches for c in batch.captions])
+        self.conditioner.precache([c for _, batch in self.validation_set.batches for c in batch.captions])
 
     def due(self, step: int) -> bool:
         return bool(self.every_n_steps) and step % self.every_n_steps == 0
@@ -121,7 +111,7 @@ class Validator:
         if self.known(step) is not None:
             return self.known(step)
         started = time.monotonic()
-        loss = self.validation_set.loss(self.predict, **self.options)
+        loss = self.validation_set.loss(**self.options)
         self._last = (step, loss)
         self.emit(ev.ValidationDone(step=step, epoch=epoch, loss=loss, seconds=time.monotonic() - started))
         return loss
@@ -143,35 +133,25 @@ class NoValidation:
         return None
 
 
-def build_validator(plan, *, adapter, base, unet, text_encoders, vae, vae_dtype, device, autocast, emit,
-                    cache_text: bool = False):
+def build_validator(plan, *, family, objective: Objective, base, unet, text_encoders, vae, vae_dtype, device,
+                    autocast, emit, cache_text: bool = False):
     """The run's validator: the held-out images encoded now (the VAE must be on ``device``), or NoValidation.
 
-    It conditions through its own conditioner of the adapter (no gradients) on
+    It conditions through its own conditioner of the family (no gradients) on
     the same modules the loop trains; with ``cache_text`` (frozen text encoders)
     its captions can be encoded ahead by ``precache_text``.
     """
     if plan.validation_scan is None:
         return NoValidation()
-    from easytrain.train.diffusion import all_snr
 
     def encode(pixels: torch.Tensor) -> torch.Tensor:
         return vae.encode(pixels.to(device, dtype=vae_dtype)).latent_dist.mean
 
     validation_set = ValidationSet(plan.validation_scan, plan.bucket_settings, batch_size=plan.data.batch_size,
-                                   seed=plan.validation.seed, encode=encode,
-                                   scaling_factor=float(vae.config.scaling_factor), device=device)
-    conditioner = adapter.conditioner(
+                                   seed=plan.validation.seed, encode=encode, model_latents=objective.model_latents,
+                                   device=device)
+    conditioner = family.conditioner(
         text_encoders, base.tokenizers, clip_skip=plan.model.clip_skip, max_token_length=plan.model.max_token_length,
         device=device, train_text_encoder=False, cache_text=cache_text)
-
-    def predict(noisy: torch.Tensor, timesteps: torch.Tensor, batch) -> torch.Tensor:
-        with autocast():
-            return unet(noisy, timesteps, **conditioner(batch)).sample
-
-    return Validator(validation_set, predict, every_n_steps=plan.validation.every_n_steps, emit=emit,
-                     precache_text=conditioner.precache,
-                     noise_scheduler=base.noise_scheduler,
-                     prediction_type=plan.loss.prediction_type(base.prediction_type),
-                     modules=(unet, *text_encoders), snr=all_snr(base.noise_scheduler).to(device),
-                     min_snr_gamma=plan.loss.min_snr_gamma)
+    return Validator(validation_set, objective=objective, forward=unet, conditioner=conditioner, autocast=autocast,
+                     modules=(unet, *text_encoders), every_n_steps=plan.validation.every_n_steps, emit=emit)

@@ -415,8 +415,8 @@ class Wizard:
         more = f" and {plural(len(files) - 1, 'epoch file')}" if len(files) > 1 else ""
         summary.append(f"Output: {files[-1]}{more}")
         accumulation = plan.optimizer.gradient_accumulation_steps
-        per_step = plan.batch_size * accumulation
-        how = f" ({plan.batch_size} x {accumulation} accumulated)" if accumulation > 1 else ""
+        per_step = plan.data.batch_size * accumulation
+        how = f" ({plan.data.batch_size} x {accumulation} accumulated)" if accumulation > 1 else ""
         from easytrain import machine
 
         several = " (times the GPUs of a multi-GPU launch)" if machine.gpu_info() is not None else ""

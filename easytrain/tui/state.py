@@ -36,7 +36,7 @@ def inspect_model(value: str, base_dir: Path) -> ModelInfo:
     """Detect the architecture of a base-model answer; raises UserError for a file that is not one."""
     if value == Q.BUILTIN_TINY:
         return ModelInfo(TINY_MODEL_ARCH, True, "easytrain's tiny demo model (SD1-shaped)", tiny=True)
-    from easytrain.model.detect import detect_architecture
+    from easytrain.families.detect import detect_architecture
 
     path = Q.resolve(value, base_dir)
     detection = detect_architecture(path)
