@@ -43,12 +43,12 @@ class PlainView:
         state.apply(event)
         if type(event) is ev.StepEnded:
             step = event.step
-            if state.steps_seen == 1 or step % self.every == 0 or step == state.total_steps:
-                self._print_step()
-            if state.steps_seen == ESTIMATE_AFTER_STEPS:
-                estimate = estimate_line(state)
+            if state.steps_seen == ESTIMATE_AFTER_STEPS:  # before this step's line: a save at this step
+                estimate = estimate_line(state)         # must follow the line of the step it was made at
                 if estimate:
                     self._write(estimate)
+            if state.steps_seen == 1 or step % self.every == 0 or step == state.total_steps:
+                self._print_step()
             return
         if isinstance(event, (ev.RunFinished, ev.RunStopped, ev.RunFailed)):
             if state.steps_seen and self._last_printed_step != state.step:
