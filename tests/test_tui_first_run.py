@@ -106,15 +106,6 @@ async def test_the_tiny_model_gets_no_full_size_figures(workdir):
         assert "well below" not in str(app.screen.query_one("#steps-warning").content)
 
 
-async def test_a_gpu_machine_still_hears_about_multi_gpu_launches(workdir, monkeypatch):
-    monkeypatch.setattr(machine, "gpu_info", lambda: machine.GpuInfo("Test GPU", 24.0))
-    app = new_app(workdir, route="new")
-    async with app.run_test(size=SIZE) as pilot:
-        await start_new(pilot)
-        await to_review(pilot)
-        assert "(times the GPUs of a multi-GPU launch)" in shown_text(app, "#summary")
-
-
 # ---- 12. the wizard's small stumbles ---------------------------------------------------------------------
 
 
@@ -134,20 +125,6 @@ async def test_ctrl_q_after_an_answer_still_asks(workdir):
         await press(pilot, "ctrl+q")
         assert screen_name(app) == "ConfirmScreen"
         assert "Answers that are not saved are lost" in str(app.screen.query_one("#confirm-question").content)
-
-
-async def test_a_folder_without_images_offers_choose_again_on_enter(workdir):
-    (workdir / "empty").mkdir()
-    app = new_app(workdir, route="new")
-    async with app.run_test(size=SIZE) as pilot:
-        await answer(pilot, "builtin:tiny")
-        await answer(pilot, "empty")
-        assert screen_name(app) == "ScanScreen"
-        shown = [b.binding.description for b in app.screen.active_bindings.values()
-                 if b.binding.key == "enter" and b.enabled]
-        assert shown == ["Choose another folder"]
-        await press(pilot, "enter")
-        assert question_key(app) == "image_folder"
 
 
 async def test_ctrl_o_opens_beside_the_chosen_dataset(tmp_path, monkeypatch):

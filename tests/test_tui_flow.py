@@ -371,6 +371,9 @@ async def test_scan_screen_names_problems_and_refuses_an_empty_dataset(workdir):
         assert question_key(app) == "image_folder"
         await answer(pilot, "empty")
         assert screen_name(app) == "ScanScreen"
+        enter = [b.binding.description for b in app.screen.active_bindings.values()
+                 if b.binding.key == "enter" and b.enabled]
+        assert enter == ["Choose another folder"]     # not "Continue", which would do nothing (issue 26)
         await press(pilot, "enter")
         assert question_key(app) == "image_folder"  # nothing to train on: Enter goes back to choose again
 
