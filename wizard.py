@@ -143,20 +143,36 @@ def check_torch_sees_gpu() -> bool:
     return False
 
 
+PLAIN_EVERY = 5.0  # seconds between progress lines when the output is not a terminal (a log, CI, a pipe)
+PLAIN_ALWAYS = ("Installing collected packages", "Successfully installed")  # said whatever the interval
+
+
 def run_logged(command: list[str], log_path: Path) -> bool:
     """Run ``command`` with all its output in ``log_path``; a terminal sees one line that updates.
 
+    Without a terminal (a log file, CI, `| tee`) pip's own step lines are printed as lines, at most one
+    every PLAIN_EVERY seconds, so a first install never sits a minute in silence.
     On failure the log's last lines are shown too, so the reason is on screen as well.
     """
+    import time
+
     live = sys.stdout.isatty()
     width = max(20, shutil.get_terminal_size((80, 24)).columns - 1)
+    last_plain = None
     with open(log_path, "w", encoding="utf-8", errors="replace") as log:
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                    errors="replace")
         for line in process.stdout:
             log.write(line)
-            if live and line.strip() and not line.startswith(" "):
+            if not line.strip() or line.startswith(" "):
+                continue
+            if live:
                 print("\r" + f"  {line.strip()}"[:width].ljust(width), end="", flush=True)
+                continue
+            now = time.monotonic()
+            if last_plain is None or now - last_plain >= PLAIN_EVERY or line.startswith(PLAIN_ALWAYS):
+                print(f"  {line.strip()}"[:200], flush=True)
+                last_plain = now
         ok = process.wait() == 0
     if live:
         print("\r" + " " * width + "\r", end="", flush=True)

@@ -63,3 +63,20 @@ def ensure_demo_dataset(root: Path) -> bool:
         return False
     make_demo_dataset(root)
     return True
+
+
+def demo_answers_in(demo_answers: Path, output: Path) -> Path:
+    """A copy of the demo's answers writing into ``output`` (saved there as demo.json); returns its path.
+
+    The copy's data paths are absolute, so it trains the same images from any folder.
+    """
+    from easytrain import answers as answers_file
+    from easytrain.errors import UserError
+
+    target = Path(output).expanduser().absolute()
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"--output: {target}: cannot make this folder ({exc.strerror or exc})") from None
+    answers = answers_file.load(demo_answers).absolute().replace(output_folder=str(target))
+    return answers_file.save(answers, target / "demo.json")

@@ -43,3 +43,29 @@ def demo_images(tmp_path: Path) -> Path:
 
 # Defaults that follow the GPU (batch size, checkpointing) must not depend on the machine running the tests.
 os.environ.setdefault("EASYTRAIN_GPU_MEMORY", "none")
+
+
+def _user_folders_snapshot() -> dict[str, tuple[int, int]]:
+    """Every file under the checkout's output/ and answers/ with its size and modification time."""
+    found: dict[str, tuple[int, int]] = {}
+    for top in ("output", "answers"):
+        root = REPO / top
+        if not root.is_dir():
+            continue
+        for path in root.rglob("*"):
+            try:
+                stat = path.lstat()
+            except OSError:
+                continue
+            found[str(path.relative_to(REPO))] = (stat.st_size, stat.st_mtime_ns) if path.is_file() else (-1, 0)
+    return found
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _user_folders_untouched():
+    """Tests never write into the checkout's output/ or answers/ (a user's demo run lives there)."""
+    before = _user_folders_snapshot()
+    yield
+    after = _user_folders_snapshot()
+    changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
+    assert not changed, f"the tests changed the checkout's own files: {changed[:10]}"

@@ -135,9 +135,12 @@ def test_check_refuses_a_lora_given_as_the_base_model(tmp_path, demo_images):
     assert "LoRA" in out.stderr and "my_lora.safetensors" in out.stderr
 
 
-def test_demo_says_what_it_will_do_before_the_slow_imports():
-    """The estimate and the plan come first; only then PyTorch and diffusers load (seconds of silence before)."""
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+def test_demo_says_what_it_will_do_before_the_slow_imports(tmp_path):
+    """The estimate and the plan come first; only then PyTorch and diffusers load (seconds of silence before).
+
+    The demo writes into tmp_path (EASYTRAIN_DEMO_OUTPUT): a test never moves the user's output/demo aside.
+    """
+    env = {**os.environ, "PYTHONPATH": str(REPO), "EASYTRAIN_DEMO_OUTPUT": str(tmp_path / "demo_out")}
     process = subprocess.Popen([sys.executable, "-m", "easytrain", "demo", "--plain"], cwd=REPO, env=env,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True)
     lines = []
@@ -151,4 +154,5 @@ def test_demo_says_what_it_will_do_before_the_slow_imports():
         process.wait(timeout=60)
     assert lines[0] == ("The demo trains 40 steps at 128x128 on the embedded tiny model: about half a minute "
                         "on two CPU cores (longer while other programs keep them busy).")
-    assert lines[1].startswith("Plan for ") and lines[-1] == "starting: loading PyTorch and diffusers..."
+    assert lines[1] == f"Plan for {tmp_path / 'demo_out' / 'demo.json'}"
+    assert lines[-1] == "starting: loading PyTorch and diffusers..."

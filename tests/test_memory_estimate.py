@@ -113,7 +113,15 @@ def sdxl_check_lines(tmp_path, **answers) -> list[str]:
     return plan_lines(plan)
 
 
-def test_check_shows_the_sdxl_estimate_and_no_clip_skip(tmp_path):
+def with_a_gpu(monkeypatch, memory_gib: float = 10.0) -> None:
+    """A GPU for `check` to estimate against: on a CPU the tiny test model gets no GPU estimate at all."""
+    from easytrain import machine
+
+    monkeypatch.setattr(machine, "gpu_info", lambda: machine.GpuInfo("NVIDIA RTX A5000", memory_gib))
+
+
+def test_check_shows_the_sdxl_estimate_and_no_clip_skip(tmp_path, monkeypatch):
+    with_a_gpu(monkeypatch)
     lines = sdxl_check_lines(tmp_path)
     text = "\n".join(lines)
     memory = [line for line in lines if "GPU memory:" in line]
@@ -122,7 +130,7 @@ def test_check_shows_the_sdxl_estimate_and_no_clip_skip(tmp_path):
                       "which needs far less"]
     assert "no GPU has confirmed yet" in text and "CUDA context" in text
     assert "clip skip 2" not in text and "clip skip n/a (SDXL always uses the penultimate layer)" in text
-    assert "more than the" not in text  # no GPU in the tests (EASYTRAIN_GPU_MEMORY=none)
+    assert "more than the" not in text  # 10 GiB is enough
 
 
 def test_check_warns_when_the_estimate_exceeds_the_gpu(tmp_path, monkeypatch):
@@ -146,10 +154,11 @@ def test_check_says_a_clip_skip_set_for_sdxl_is_ignored(tmp_path):
     assert "! clip_skip 1 is ignored: SDXL always uses the penultimate layer of both text encoders" in text
 
 
-def test_check_shows_clip_skip_and_an_estimate_for_sd1(tmp_path):
+def test_check_shows_clip_skip_and_an_estimate_for_sd1(tmp_path, monkeypatch):
     from easytrain.commands.check import plan_lines
     from _train_helpers import tiny_plan
 
+    with_a_gpu(monkeypatch, 4.0)  # a small card: checkpointing stays on at 256 px
     text = "\n".join(plan_lines(tiny_plan(tmp_path)))
     assert "clip skip 2" in text
     assert "GPU memory: about" in text and "SD1.x at 256x256, batch 2, fp32, AdamW, checkpointing" in text

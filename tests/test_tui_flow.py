@@ -209,9 +209,12 @@ async def test_edit_route_keeps_the_opened_file_in_view(workdir):
 
 
 async def test_steps_bar_fits_two_lines_at_80_columns(workdir):
+    from _model_helpers import write_fake_checkpoint
+
+    model = write_fake_checkpoint(workdir / "sd15.safetensors", "sd1")  # the tiny model hears no steps warning
     app = new_app(workdir, route="new")
     async with app.run_test(size=SIZE) as pilot:
-        await start_new(pilot)
+        await start_new(pilot, base_model=str(model))
         bar = app.screen.query_one("#steps")
         count, warning = str(bar.query_one("#steps-count").content), str(bar.query_one("#steps-warning").content)
         assert count == "16 images x repeats = 80 / batch 2 = 40 steps x 10 epochs = 400 steps"
@@ -260,7 +263,7 @@ async def test_ctrl_q_asks_before_quitting(workdir):
         assert question_key(app) == "base_model"
         await press(pilot, "escape")  # back from the first question: the start screen
         assert screen_name(app) == "StartScreen"
-        await press(pilot, "ctrl+q", "y")
+        await press(pilot, "ctrl+q")  # nothing answered: nothing to lose, no question
     assert app.return_value == Outcome("quit")
 
 
@@ -368,8 +371,11 @@ async def test_scan_screen_names_problems_and_refuses_an_empty_dataset(workdir):
         assert question_key(app) == "image_folder"
         await answer(pilot, "empty")
         assert screen_name(app) == "ScanScreen"
+        enter = [b.binding.description for b in app.screen.active_bindings.values()
+                 if b.binding.key == "enter" and b.enabled]
+        assert enter == ["Choose another folder"]     # not "Continue", which would do nothing (issue 26)
         await press(pilot, "enter")
-        assert screen_name(app) == "ScanScreen"  # nothing to train on: cannot go on
+        assert question_key(app) == "image_folder"  # nothing to train on: Enter goes back to choose again
 
 
 def diffusers_folder(root: Path, cross: int, with_scheduler: bool) -> Path:

@@ -146,3 +146,4 @@ async def test_the_tiny_model_never_warns_about_memory(workdir, monkeypatch):
         await to_review(pilot)
         summary = shown_text(app, "#summary")
     assert "GPU memory: about" in summary and "tiny test model" in summary and "more than the" not in summary
+    assert "(times the GPUs of a multi-GPU launch)" in summary   # with a GPU only (issue 26)

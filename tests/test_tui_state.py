@@ -98,7 +98,9 @@ def test_steps_preview_matches_the_plan(workdir):
     line = StepsPreview().line(state.values(), workdir)
     plan = TrainPlan.from_answers(state.answers())
     assert line.text == plan.steps.line()
-    assert line.level == "warn" and "below the usual" in line.warning
+    assert line.level == "ok" and line.warning.startswith("28 steps per epoch, not 27")  # tiny: no steps warning
+    full_size = StepsPreview().line({**state.values(), "base_model": "sd15.safetensors"}, workdir)
+    assert full_size.level == "warn" and "below the usual" in full_size.warning
     assert StepsPreview().line({"image_folder": None}, workdir) is None
     state.set_answer(Q.BY_ID["validation_split"], 0.25, typed=True)        # 4 of the 16 images held out
     line = StepsPreview().line(state.values(), workdir)

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Optional, Sequence
 
 from easytrain.catalog import architecture_label, uses_clip_skip
 from easytrain.errors import UserError
 from easytrain.invocation import command
 from easytrain.memory_estimate import estimate_extra_lines, estimate_plan, over_memory_warning
-from easytrain.plan import TrainPlan
+from easytrain.plan import TrainPlan, steps_warning
 from easytrain.textsafe import safe_line
+from easytrain.wording import bucket_rounding_note, plural
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,13 @@ def inspect_base_model(plan: TrainPlan) -> BaseModelInfo:
     """
     resolved, base_model = plan.model.resolved, plan.model.base_model
     found = resolved.detection
+    if found is not None and found.arch is None and str(base_model).lower().endswith(".ckpt"):  # not a zip
+        from easytrain.commands.file_kind import legacy_ckpt_problem
+
+        problem = legacy_ckpt_problem(base_model)  # is it a pickle at all? say what it really is
+        if problem:
+            raise UserError(f"{base_model}: {problem}; the base model must be a .safetensors or .ckpt "
+                            "checkpoint or a diffusers folder")
     if found is None:
         return BaseModelInfo(f"{base_model} (easytrain's embedded tiny {architecture_label(resolved.arch)}-shaped model)",
                              resolved.arch, True)
@@ -37,6 +45,10 @@ def inspect_base_model(plan: TrainPlan) -> BaseModelInfo:
     return BaseModelInfo(f"{base_model} ({found.description})", resolved.arch, resolved.tiny)
 
 
+CPU_IS_SLOW = ("no NVIDIA GPU on this machine: a full-size model trains on the CPU, which is very slow (minutes "
+               "per step, so days for a usual run); fine if this file is for a GPU machine")
+
+
 def memory_lines(plan: TrainPlan, model: BaseModelInfo, *, extra: bool = True) -> tuple[list[str], list[str]]:
     """The estimated GPU memory of a step (for the full-size architecture), and a warning when it will not fit.
 
@@ -44,13 +56,17 @@ def memory_lines(plan: TrainPlan, model: BaseModelInfo, *, extra: bool = True) -
     the family adds (its memory levers at the plan's size, marked against this machine's GPU)."""
     from easytrain import machine
 
+    gpu = machine.gpu_info()
+    if model.tiny and gpu is None:  # the tiny test model on a CPU: a full-size model's GPU figure helps no one
+        return [], []
     found = estimate_plan(plan, model.arch)
     lines = found.lines()
     if model.tiny:
         lines[0] += "; this file is easytrain's tiny test model, which needs far less"
-    gpu = machine.gpu_info()
     more = estimate_extra_lines(plan, model.arch, gpu.memory_gib if gpu is not None else None) if extra else []
     lines += more
+    if gpu is None and not model.tiny and not machine.has_cuda_gpu():
+        return lines, [CPU_IS_SLOW]
     real = gpu is not None and not model.tiny  # the tiny models fit anywhere
     warning = over_memory_warning(found, gpu.name, gpu.memory_gib) if real else None
     if warning and more:
@@ -102,15 +118,18 @@ def plan_lines(plan: TrainPlan, extra_warnings: Sequence[str] = ()) -> list[str]
             continue
         for s in scan.subsets:
             kind = "reg" if s.is_reg else "train"
-            lines.append(f"    {s.folder.name}: {len(s.images)} images x {s.repeats} repeats"
-                         f" = {len(s.images) * s.repeats} ({kind}, {s.captions} captions)")
+            lines.append(f"    {s.folder.name}: {plural(len(s.images), 'image')} x {plural(s.repeats, 'repeat')}"
+                         f" = {len(s.images) * s.repeats} ({kind}, {plural(s.captions, 'caption')})")
     if plan.validation.images:
         cadence = f" and every {plan.validation.every_n_steps} steps" if plan.validation.every_n_steps else ""
         lines.append(f"    validation: {plan.validation.images} held-out images, never trained on; their loss is "
                      f"measured at each saved file{cadence}")
     step = plan.steps
     lines.append(f"  steps: {step.line()}")
-    lines.append(f"  warmup: {plan.schedule.warmup_steps} steps; scheduler {a.scheduler}; optimizer {a.optimizer}")
+    rounding = bucket_rounding_note(step)
+    if rounding:
+        lines.append(f"    ({rounding})")
+    lines.append(f"  warmup: {plural(plan.schedule.warmup_steps, 'step')}; scheduler {a.scheduler}; optimizer {a.optimizer}")
     lines.append(f"  network: {a.network_type} dim {a.network_dim} alpha {a.network_alpha:g}"
                  + (f", conv dim {a.conv_dim} alpha {a.conv_alpha:g}" if a.conv_dim else ""))
     parts = ("UNet" if plan.network.train_unet else "") + (" + text encoder" if plan.network.train_text_encoder else "")
@@ -133,7 +152,8 @@ def plan_lines(plan: TrainPlan, extra_warnings: Sequence[str] = ()) -> list[str]
         pass
     lines += suggestion_lines(plan)
     lines += trigger_lines(plan)
-    warnings = [*plan.warnings, *extra_warnings, *memory_warnings]
+    too_few = steps_warning(plan.total_steps) if model.tiny else None  # a few dozen steps train the tiny model
+    warnings = [*(w for w in plan.warnings if w != too_few), *extra_warnings, *memory_warnings]
     if warnings:
         lines.append("  warnings:")
         lines += [f"    ! {w}" for w in warnings]
@@ -154,6 +174,17 @@ def suggestion_lines(plan: TrainPlan) -> list[str]:
              "or accept them in the wizard):"]
     lines += ["    " + line for line in suggestion.lines()]
     return lines
+
+
+def usual_trigger(plan: TrainPlan) -> Optional[str]:
+    """The tag more than half of the captions start with (what to type in a prompt), or None."""
+    from easytrain.data.captions import split_tags
+    from easytrain.tools.trigger_check import likely_trigger
+
+    captions = [split_tags(image.caption) for image in plan.train_scan.all_images]
+    trigger = likely_trigger(captions)
+    starting = sum(1 for tags in captions if tags and tags[0] == trigger)
+    return trigger if trigger and starting * 2 > len(captions) else None
 
 
 def trigger_lines(plan: TrainPlan) -> list[str]:
@@ -177,7 +208,11 @@ def run_check(path: str) -> int:
     from easytrain.commands.train import prepare
 
     _, plan = prepare(path)
-    print("\n".join(plan_lines(plan, machine_warnings(plan))))
+    import sys
+
+    from easytrain.wording import terminal_width, wrap_lines
+
+    print("\n".join(wrap_lines(plan_lines(plan, machine_warnings(plan)), terminal_width(sys.stdout))))
     earlier = find_earlier_outputs(plan.saving.output_dir, plan.saving.output_name, plan.total_steps)
     for line in earlier_outputs_lines(earlier, path):
         print("  " + line)

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-LIBRARY_LOGGERS = ("py.warnings", "diffusers", "transformers", "accelerate", "torch", "bitsandbytes", "PIL")
+LIBRARY_LOGGERS = ("py.warnings", "diffusers", "transformers", "accelerate", "torch", "bitsandbytes", "kernels", "PIL")
 
 
 def library_log_path(output_dir: Path, output_name: str) -> Path:

@@ -124,6 +124,39 @@ def run_undo(folder) -> int:
     return 0
 
 
+def refuse_output_folder(folder) -> None:
+    """UserError when ``folder`` is a training run's output folder (LoRA files, loss.png, samples), not a dataset.
+
+    Its loss.png and sample images would otherwise be reported (and edited) as training pictures.
+    """
+    import json
+    import re
+    from pathlib import Path
+
+    root = Path(folder).expanduser()
+    try:
+        names = {p.name for p in root.iterdir()} if root.is_dir() else set()
+    except OSError:
+        return
+    answers = sorted(n for n in names if n.endswith(".answers.json"))
+    loras = sorted(n for n in names if n.endswith(".safetensors"))
+    signs = loras[:2] + [n for n in ("metrics.csv", "loss.png") if n in names] + answers[:1]
+    signs += [n + "/" for n in sorted(names) if n == "sample" or re.fullmatch(r"previous-\d+", n)][:2]
+    if not (answers or (loras and ("loss.png" in names or "metrics.csv" in names))):
+        return
+    hint = "give the image folder above the N_name folders"
+    for name in answers:
+        try:
+            image_folder = json.loads((root / name).read_text(encoding="utf-8")).get("image_folder")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if isinstance(image_folder, str) and image_folder:
+            hint += f"; this run trained on {image_folder} (image_folder in {name})"
+            break
+    raise UserError(f"{root}: this is a training run's output folder ({', '.join(signs)}), not a dataset: its "
+                    f"loss.png and sample images are not training pictures; {hint}")
+
+
 def run_tags(args) -> int:
     edits_given = bool(args.add_trigger or args.remove or args.replace or args.merge or args.underscores
                        or args.dedupe)
@@ -131,6 +164,7 @@ def run_tags(args) -> int:
         if edits_given or args.apply or args.tagger:
             raise UserError("--undo works alone: run it without edit options, --apply or --tagger")
         return run_undo(args.folder)
+    refuse_output_folder(args.folder)
     if args.tagger:
         if edits_given:
             raise UserError("--tagger runs on its own; edit the new captions in a second run "
@@ -248,6 +282,7 @@ def run_images(args) -> int:
         if args.apply:
             raise UserError("--undo works alone: run it without fixes or --apply")
         return run_undo(args.folder)
+    refuse_output_folder(args.folder)
     from easytrain.tools.image_fixes import FixOptions, apply_fixes, describe_plan, parse_colour, plan_fixes
     from easytrain.tools.image_report import DEFAULT_THRESHOLD, format_report, image_report
     from easytrain.tools.progress_lines import progress

@@ -41,7 +41,10 @@ def stop_on_signals(control: TrainControl, say: Optional[Callable[[str], None]] 
             say("easytrain: second Ctrl+C: stopping now without saving")
             os._exit(EXIT_AT_ONCE)
         if not control.stop_requested:
-            say(f"easytrain: {REASONS.get(signum, 'signal')}: finishing this step, then saving (Ctrl+C again to quit at once)")
+            # Only a Ctrl+C is typed at a terminal that is still there: after SIGHUP or SIGTERM no one can
+            # press it again, and "kill -INT" is not what to tell a person.
+            again = " (Ctrl+C again to quit at once)" if signum == signal.SIGINT else ""
+            say(f"easytrain: {REASONS.get(signum, 'signal')}: finishing this step, then saving{again}")
         control.request_stop(REASONS.get(signum, f"signal {signum}"))
 
     def save_now(_signum, _frame):

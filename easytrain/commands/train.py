@@ -62,15 +62,35 @@ def printable_events(view):
 
 
 class SavedFiles:
-    """A sink that remembers the last file saved, for the message when a later save fails."""
+    """A sink that remembers the files saved (for the summary) and the last one (when a later save fails)."""
 
     def __init__(self) -> None:
         self.last: Optional[str] = None
+        self.checkpoints: list[str] = []      # the epoch and step files, in the order they were saved
+        self.samples: list[str] = []
+        self.start_step = 0                   # > 0 when this session resumed a run
 
     def __call__(self, event) -> None:
+        kind = type(event).__name__
         path = getattr(event, "path", None)
-        if type(event).__name__ == "CheckpointSaved" and path:
+        if kind == "CheckpointSaved" and path:
             self.last = path
+            self.checkpoints.append(path)
+        elif kind == "SampleSaved" and path:
+            self.samples.append(path)
+        elif kind == "RunStarted":
+            self.start_step = event.start_step
+
+    def summary_files(self) -> list[str]:
+        """The saved files for the summary: each epoch and step file, and the sample folder as one line."""
+        from easytrain.wording import plural
+
+        files = list(self.checkpoints)
+        folders: dict[str, int] = {}
+        for sample in self.samples:
+            folders[str(Path(sample).parent)] = folders.get(str(Path(sample).parent), 0) + 1
+        files += [f"{folder}/ ({plural(count, 'sample image')})" for folder, count in folders.items()]
+        return files
 
     def disk_refused(self, exc: BaseException, resume_hint: Optional[str], restart_hint: str = "",
                      ) -> Optional[UserError]:
@@ -124,7 +144,9 @@ def _train_planned(path: str, answers: answers_file.Answers, plan: TrainPlan, *,
 
     main = is_main_process()
     if main:  # before the heavy imports, which take seconds: the person sees at once that it started
-        print("\n".join(plan_lines(plan)), flush=True)
+        from easytrain.wording import terminal_width, wrap_lines
+
+        print("\n".join(wrap_lines(plan_lines(plan), terminal_width(sys.stdout))), flush=True)
         for line in keep_earlier_outputs(plan, path, resume):
             print(line, flush=True)
         print("starting: loading PyTorch and diffusers...", flush=True)
@@ -163,10 +185,12 @@ def _train_planned(path: str, answers: answers_file.Answers, plan: TrainPlan, *,
             if sink is not None:
                 sink.close()
     if main:
-        extra = ((metrics.csv_path, metrics.png_path) + ((board.folder,) if board is not None else ())
-                 + ((log_path,) if log_path.is_file() else ()))
-        lines = summary_lines(result.outcome, extra_files=extra,
-                              resume_command=resume_command(path))
+        from easytrain.commands.check import usual_trigger
+
+        extra = ((*saved.summary_files(), metrics.csv_path, metrics.png_path)
+                 + ((board.folder,) if board is not None else ()) + ((log_path,) if log_path.is_file() else ()))
+        lines = summary_lines(result.outcome, extra_files=extra, resume_command=resume_command(path),
+                              start_step=saved.start_step, trigger=usual_trigger(plan))
         try:
             print("\n".join(lines), flush=True)
         except OSError:  # the terminal is gone (SIGHUP after an SSH drop); the files are saved all the same
@@ -210,8 +234,12 @@ def keep_earlier_outputs(plan: TrainPlan, path: str, resume: Optional[str]) -> l
     moved_to = None
     if resume is None and earlier.worth_keeping:
         moved_to = preflight.back_up_earlier_outputs(earlier)
-    return preflight.earlier_outputs_lines(earlier, path, moving=moved_to,
-                                           resuming=resume is not None)
+    lines = preflight.earlier_outputs_lines(earlier, path, moving=moved_to, resuming=resume is not None)
+    if moved_to is not None:
+        from easytrain.commands.previous import pile_up_line
+
+        lines += [f"  {line}" for line in filter(None, [pile_up_line(plan.saving.output_dir)])]
+    return lines
 
 
 def run_train(files: Sequence[str], *, resume: Optional[str] = None, plain: bool = False) -> int:
@@ -360,13 +388,22 @@ def run_queue(folder: str, *, plain: bool = False) -> int:
         return run_jobs(files, plain=plain, done_folder=root / "complete", claims=True)
 
 
-def run_demo(*, plain: bool = False) -> int:
-    from easytrain.demo import DEMO_ESTIMATE, ensure_demo_dataset
+def run_demo(*, plain: bool = False, output: Optional[str] = None) -> int:
+    """Train answers/demo.json; ``output`` (or $EASYTRAIN_DEMO_OUTPUT) moves its files out of output/demo."""
+    import os
+
+    from easytrain.cli import DEMO_OUTPUT_VARIABLE
+    from easytrain.demo import DEMO_ESTIMATE, demo_answers_in, ensure_demo_dataset
+    from easytrain.wording import plural
 
     if ensure_demo_dataset(DEMO_ANSWERS.parent / "demo" / "images"):
         print("made the demo dataset in answers/demo/images")
-    plan = TrainPlan.from_answers(answers_file.load(DEMO_ANSWERS))
+    answers_path = DEMO_ANSWERS
+    output = output or os.environ.get(DEMO_OUTPUT_VARIABLE, "").strip() or None
+    if output:
+        answers_path = demo_answers_in(DEMO_ANSWERS, Path(output))  # the plan's first line names it
+    plan = TrainPlan.from_answers(answers_file.load(answers_path))
     width, height = plan.resolution
-    print(f"The demo trains {plan.total_steps} steps at {width}x{height} on the embedded tiny model: "
+    print(f"The demo trains {plural(plan.total_steps, 'step')} at {width}x{height} on the embedded tiny model: "
           f"{DEMO_ESTIMATE}.", flush=True)
-    return run_train([str(DEMO_ANSWERS)], plain=plain)
+    return run_train([str(answers_path)], plain=plain)

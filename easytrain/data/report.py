@@ -6,6 +6,7 @@ from typing import Optional
 
 from easytrain.data.buckets import BucketSettings, assign_bucket, count_epoch, epoch_repeats, make_buckets
 from easytrain.data.scan import MISSING_CAPTION_PHRASE, UNREADABLE_PHRASE, DatasetScan
+from easytrain.wording import plural
 
 LISTED = 5
 
@@ -19,7 +20,7 @@ def dataset_report_lines(train_scan: DatasetScan, reg_scan: Optional[DatasetScan
         lines.append(f"{label} images: {scan.root}")
         for subset in scan.subsets:
             lines.append(
-                f"  {subset.folder.name}: {len(subset.images)} images x {subset.repeats} repeats"
+                f"  {subset.folder.name}: {plural(len(subset.images), 'image')} x {plural(subset.repeats, 'repeat')}"
                 f" = {subset.images_per_epoch}, {subset.captions} with captions")
 
     masked = [(label, scan) for label, scan in (("training", train_scan), ("regularization", reg_scan))
@@ -31,7 +32,8 @@ def dataset_report_lines(train_scan: DatasetScan, reg_scan: Optional[DatasetScan
                      for subset in scan.subsets if subset.images)
 
     epoch = count_epoch(train_scan, reg_scan, settings, batch_size)
-    line = f"per epoch: {epoch.images_per_epoch} images in {epoch.steps_per_epoch} steps of batch {batch_size}"
+    line = (f"per epoch: {plural(epoch.images_per_epoch, 'image')} in {plural(epoch.steps_per_epoch, 'step')} "
+            f"of batch {batch_size}")
     if reg_scan is not None:
         used = epoch.images_per_epoch - train_scan.images_per_epoch
         line += f" ({train_scan.images_per_epoch} training + {used} regularization, balanced)"
@@ -42,18 +44,18 @@ def dataset_report_lines(train_scan: DatasetScan, reg_scan: Optional[DatasetScan
                      f"{settings.resolution[0]}x{settings.resolution[1]}")
     lines.append(f"buckets ({len(epoch.bucket_counts)} used):")
     for (width, height), count in epoch.bucket_counts.items():
-        lines.append(f"  {width}x{height}: {count} images per epoch")
+        lines.append(f"  {width}x{height}: {plural(count, 'image')} per epoch")
 
     unreadable = [u for scan in (train_scan, reg_scan) if scan is not None for u in scan.unreadable]
     if unreadable:
-        lines.append(f"left out ({len(unreadable)} images that cannot be read):")
+        lines.append(f"left out ({plural(len(unreadable), 'image')} that cannot be read):")
         lines.extend(f"  {u}" for u in unreadable)
 
     small = _smaller_than_training(train_scan, reg_scan, settings)
     if small:
         how = ("kept at their own size (no-upscale), in smaller buckets" if settings.no_upscale and
                settings.enable_bucket else "upscaled to fit their bucket, which softens them")
-        lines.append(f"smaller than the training resolution ({len(small)} images, {how}):")
+        lines.append(f"smaller than the training resolution ({plural(len(small), 'image')}, {how}):")
         lines.extend(f"  {path} ({w}x{h})" for path, w, h in small[:LISTED])
         if len(small) > LISTED:
             lines.append(f"  and {len(small) - LISTED} more")
@@ -61,7 +63,8 @@ def dataset_report_lines(train_scan: DatasetScan, reg_scan: Optional[DatasetScan
     missing = [image.path for scan in (train_scan, reg_scan) if scan is not None
                for subset in scan.subsets for image in subset.images if image.caption_path is None]
     if missing:
-        lines.append(f"missing captions ({len(missing)} images use their folder's name instead):")
+        lines.append(f"missing captions ({plural(len(missing), 'image')} use{'s' if len(missing) == 1 else ''} "
+                     "their folder's name instead):")
         lines.extend(f"  {path}" for path in missing[:LISTED])
         if len(missing) > LISTED:
             lines.append(f"  and {len(missing) - LISTED} more")

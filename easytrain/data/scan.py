@@ -143,8 +143,9 @@ def scan_image_folder(path, caption_extension: str = ".txt", is_reg: bool = Fals
     unreadable: list[UnreadableImage] = []
 
     folders, loose_images = _list_root(root)
+    too_deep = bool(loose_images) and bool(SUBSET_NAME.match(root.name)) and root.parent != root
     if loose_images:
-        if SUBSET_NAME.match(root.name) and root.parent != root:
+        if too_deep:
             problems.append(
                 f"{root}: this looks like one of the N_name subfolders itself (one level too deep); "
                 f"pick its parent folder {root.parent} as the {kind}")
@@ -180,7 +181,7 @@ def scan_image_folder(path, caption_extension: str = ".txt", is_reg: bool = Fals
             "next to each image's name); every image trains unmasked")
     elif alpha_mask and not mask_folder and not any(s.masks for s in subsets):
         warnings.append(f"{root}: alpha masks are on but no image has an alpha channel; every image trains unmasked")
-    if not any(s.images for s in subsets):
+    if not any(s.images for s in subsets) and not too_deep:  # too deep: the line above names the right folder
         problems.append(
             f"{root}: no usable N_name subfolders with images (png, jpg, jpeg, webp, bmp); put the images in "
             f"a subfolder such as {root / ('10_' + _suggested_name(root))}")

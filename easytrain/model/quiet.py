@@ -7,8 +7,9 @@ import logging
 
 def quiet_model_libraries() -> None:
     """Errors still show and exceptions still raise; only info/warning noise and bars go."""
-    # bitsandbytes warns at import about optional CPU kernels it cannot fetch (offline by design).
-    for name in ("diffusers", "transformers", "accelerate", "bitsandbytes"):
+    # bitsandbytes warns at import about optional CPU kernels it cannot fetch (offline by design), and on CPUs
+    # with AVX512-BF16 the `kernels` package it asks says "Skipping publisher trust check ..." offline.
+    for name in ("diffusers", "transformers", "accelerate", "bitsandbytes", "kernels"):
         logging.getLogger(name).setLevel(logging.ERROR)
     from diffusers.utils import logging as diffusers_logging
     from transformers.utils import logging as transformers_logging

@@ -29,6 +29,25 @@ def step_line(state: RunState) -> str:
     return " | ".join(parts)
 
 
+ESTIMATE_AFTER_STEPS = 5  # the run-time estimate is said once, when this session has timed this many steps
+
+
+def estimate_line(state: RunState) -> Optional[str]:
+    """Once, after the first few timed steps: how long the rest will take at this pace; None otherwise."""
+    if state.steps_seen != ESTIMATE_AFTER_STEPS or not state.total_steps:
+        return None
+    left = state.total_steps - state.step
+    eta = state.eta()
+    if left <= 0 or eta is None:
+        return None
+    import time
+
+    finish = time.strftime("%H:%M", time.localtime(time.time() + eta))
+    day = "" if eta < 20 * 3600 else f" on {time.strftime('%a %d %b', time.localtime(time.time() + eta))}"
+    return (f"time estimate: about {fmt.duration(eta)} for the {plural(left, 'step')} left at this pace "
+            f"({fmt.speed(state.seconds_per_step)}), done around {finish}{day}")
+
+
 def best_text(state: RunState) -> str:
     """", best 0.1234 at step 300" when an earlier evaluation was lower than the last one."""
     best = state.best_validation
@@ -47,7 +66,7 @@ def event_line(event: ev.Event, state: RunState) -> Optional[str]:
     if isinstance(event, ev.RunStarted):
         text = (f"training {event.name} on {event.device}: {plural(event.total_steps, 'step')} "
                 f"({plural(event.epochs, 'epoch')} x {plural(event.steps_per_epoch, 'step')}, batch {event.batch_size}, "
-                f"{event.num_images} images per epoch)")
+                f"{plural(event.num_images, 'image')} per epoch)")
         if event.start_step:
             text += f", resuming after step {event.start_step}"
         return text
@@ -80,8 +99,7 @@ def event_line(event: ev.Event, state: RunState) -> Optional[str]:
     if isinstance(event, ev.Message):
         return f"warning: {event.text}" if event.level == "warning" else event.text
     if isinstance(event, ev.RunFinished):
-        return (f"finished: {event.step} steps in {fmt.duration(event.seconds)}, "
-                f"final average loss {fmt.loss(event.average_loss)}, saved {event.final_path}")
+        return None  # the summary printed after the view (progress/summary.py) says it, once
     if isinstance(event, ev.RunStopped):
         text = f"stopped at step {event.step}: {event.reason}"
         if event.saved_path:

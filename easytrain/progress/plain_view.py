@@ -12,7 +12,7 @@ import sys
 import time
 from typing import Callable, Optional, TextIO
 
-from easytrain.progress.lines import event_line, step_line
+from easytrain.progress.lines import ESTIMATE_AFTER_STEPS, estimate_line, event_line, step_line
 from easytrain.progress.state import RunState
 from easytrain.textsafe import safe_line
 from easytrain.train import events as ev
@@ -43,6 +43,10 @@ class PlainView:
         state.apply(event)
         if type(event) is ev.StepEnded:
             step = event.step
+            if state.steps_seen == ESTIMATE_AFTER_STEPS:  # before this step's line: a save at this step
+                estimate = estimate_line(state)         # must follow the line of the step it was made at
+                if estimate:
+                    self._write(estimate)
             if state.steps_seen == 1 or step % self.every == 0 or step == state.total_steps:
                 self._print_step()
             return

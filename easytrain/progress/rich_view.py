@@ -20,7 +20,7 @@ from rich.table import Table
 from rich.text import Text
 
 from easytrain.progress import format as fmt
-from easytrain.progress.lines import best_text, event_line, lr_pairs
+from easytrain.progress.lines import ESTIMATE_AFTER_STEPS, best_text, estimate_line, event_line, lr_pairs
 from easytrain.progress.state import RunState
 from easytrain.train import events as ev
 
@@ -153,8 +153,14 @@ class RichView:
 
     def __call__(self, event: ev.Event) -> None:
         self.state.apply(event)
-        if type(event) is ev.StepEnded or isinstance(event, (ev.PhaseStarted, ev.PhaseProgress)):
+        if type(event) is ev.StepEnded:
+            if self.state.steps_seen == ESTIMATE_AFTER_STEPS:    # once: the run's length at the pace measured
+                estimate = estimate_line(self.state)
+                if estimate:
+                    self.console.print(Text(estimate, style="bold"), overflow="fold")
             return      # shown by the live panel, not as lines
+        if isinstance(event, (ev.PhaseStarted, ev.PhaseProgress)):
+            return
         line = event_line(event, self.state)
         if line is None:
             return

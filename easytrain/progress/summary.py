@@ -8,21 +8,24 @@ from typing import Iterable, Optional
 from easytrain.invocation import command
 from easytrain.progress import format as fmt
 from easytrain.train import events as ev
+from easytrain.wording import plural
 
 MAX_FILES_LISTED = 12
 
 
 def summary_lines(event: ev.RunFinished | ev.RunStopped | ev.RunFailed, *,
                   extra_files: Iterable[str | Path] = (),
-                  resume_command: Optional[str] = None) -> list[str]:
+                  resume_command: Optional[str] = None, start_step: int = 0,
+                  trigger: Optional[str] = None) -> list[str]:
     """Plain text lines (no markup) summing up a finished, stopped or failed run.
 
-    `extra_files` adds files written beside the run's own (metrics.csv,
-    loss.png); `resume_command` is shown for a stopped run, e.g.
-    "easytrain train answers/mylora.json --resume".
+    `extra_files` adds files written beside the run's own (the epoch and step
+    files, the sample folder, metrics.csv, loss.png); `resume_command` is shown for a stopped run, e.g.
+    "easytrain train answers/mylora.json --resume". `start_step` is the step a resumed session began
+    after (its time covers only the steps after it); `trigger` is the word the captions start with.
     """
     if isinstance(event, ev.RunFinished):
-        return _finished(event, extra_files)
+        return _finished(event, extra_files, start_step, trigger)
     if isinstance(event, ev.RunStopped):
         return _stopped(event, resume_command)
     if isinstance(event, ev.RunFailed):
@@ -30,12 +33,18 @@ def summary_lines(event: ev.RunFinished | ev.RunStopped | ev.RunFailed, *,
     raise TypeError(f"summary_lines takes RunFinished, RunStopped or RunFailed, not {type(event).__name__}")
 
 
-def _finished(event: ev.RunFinished, extra_files: Iterable[str | Path]) -> list[str]:
+def _finished(event: ev.RunFinished, extra_files: Iterable[str | Path], start_step: int,
+              trigger: Optional[str]) -> list[str]:
     final = Path(event.final_path)
     name = final.stem
-    lines = [f"Training finished: {event.step} steps in {fmt.duration(event.seconds)}, "
-             f"final average loss {fmt.loss(event.average_loss)}."]
-    files = _unique([str(final), *event.files, *(str(f) for f in extra_files)])
+    if 0 < start_step < event.step:
+        ran = (f"steps {start_step + 1}-{event.step} (resumed after step {start_step}; "
+               f"{plural(event.step, 'step')} in all) in {fmt.duration(event.seconds)}")
+    else:
+        ran = f"{plural(event.step, 'step')} in {fmt.duration(event.seconds)}"
+    lines = [f"Training finished: {ran}, final average loss {fmt.loss(event.average_loss)}."]
+    files = _unique([str(final), *(str(f) for f in extra_files if str(f).endswith(".safetensors")),
+                     *event.files, *(str(f) for f in extra_files)])
     lines.append("Files written:")
     lines += [f"  {f}" for f in files[:MAX_FILES_LISTED]]
     if len(files) > MAX_FILES_LISTED:
@@ -43,7 +52,8 @@ def _finished(event: ev.RunFinished, extra_files: Iterable[str | Path]) -> list[
     lines += [
         "",
         f"To use it in AUTOMATIC1111: copy {final.name} into stable-diffusion-webui/models/Lora,",
-        f"then add <lora:{name}:1> to a prompt (lower the 1, e.g. 0.7, if it overpowers the image).",
+        (f"then add {trigger} and <lora:{name}:1> to a prompt" if trigger else f"then add <lora:{name}:1> to a prompt")
+        + " (lower the 1, e.g. 0.7, if it overpowers the image).",
         "In ComfyUI: copy it into ComfyUI/models/loras and pick it in a LoraLoader node.",
     ]
     if sum(1 for f in files if f.endswith(".safetensors")) > 1:

@@ -10,6 +10,7 @@ from easytrain.tools.caption_files import load_captions
 from easytrain.tools.dataset_files import relative_name, resolve_root
 from easytrain.tools.tag_ops import repeated_tags
 from easytrain.tools.token_count import count_tokens
+from easytrain.wording import plural
 
 TOKEN_LIMITS = (75, 225)  # one CLIP chunk; the longest max_token_length
 
@@ -89,8 +90,9 @@ def format_report(report: CaptionReport, listed: int = 5) -> list[str]:
     """The report as plain lines; each list of files shows `listed` paths and a count of the rest."""
     name = lambda p: relative_name(report.root, p)  # noqa: E731
     lines = [f"Captions in {report.root}",
-             f"  {report.images} images, {report.captions} caption files, "
-             f"{len(report.without_caption)} images without a caption, {report.distinct_tags} different tags"]
+             f"  {plural(report.images, 'image')}, {plural(report.captions, 'caption file')}, "
+             f"{plural(len(report.without_caption), 'image')} without a caption, "
+             f"{plural(report.distinct_tags, 'different tag')}"]
     if report.without_caption:
         lines.append("  Without a caption (they train on the folder name; `--tagger` can write them):")
         lines += _paths([name(p) for p in report.without_caption], listed)
@@ -104,7 +106,7 @@ def format_report(report: CaptionReport, listed: int = 5) -> list[str]:
     if len(report.folders) > 1:
         for folder in report.folders:
             lines.append("")
-            lines.append(f"{name(folder.folder)}: {folder.images} images, {folder.captions} captions")
+            lines.append(f"{name(folder.folder)}: {plural(folder.images, 'image')}, {plural(folder.captions, 'caption')}")
             lines += [f"  {count:6d}  {tag}" for tag, count in folder.top]
     lines.append("")
     kept = (f" (besides {', '.join(report.kept_in_front)}, kept in front by --keep-tokens)"

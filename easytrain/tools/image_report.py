@@ -19,6 +19,7 @@ import numpy as np
 from easytrain.data.buckets import BucketSettings, assign_bucket, make_buckets
 from easytrain.tools.dataset_files import DatasetFolder, dataset_folders, relative_name, resolve_root
 from easytrain.tools.image_inspect import ImageInfo, inspect_image
+from easytrain.wording import plural
 
 DEFAULT_THRESHOLD = 6  # bits of 64; resized or re-compressed copies land at 0-4
 POOL_MIN_IMAGES = 32  # below this, starting worker processes costs more than it saves
@@ -158,9 +159,20 @@ def near_duplicate_groups(infos: list[ImageInfo], threshold: int,
     return tuple(sorted(result, key=lambda g: str(g[0].path)))
 
 
+GROUP_WIDTH = 78  # a group of copies wraps at this width, one "= name" per line after the first
+
+
+def group_text(names: list[str], width: int = GROUP_WIDTH) -> list[str]:
+    """``a.png  =  b.png`` when it fits in ``width``; else the first name, then ``= name`` lines under it."""
+    one_line = "    " + "  =  ".join(names)
+    if len(one_line) <= width:
+        return [one_line]
+    return ["    " + names[0]] + [f"      = {other}" for other in names[1:]]
+
+
 def format_report(report: ImageReport, listed: int = 5) -> list[str]:
     name = lambda info: relative_name(report.root, info.path)  # noqa: E731
-    lines = [f"Images in {report.root}: {len(report.infos)} files",
+    lines = [f"Images in {report.root}: {plural(len(report.infos), 'file')}",
              "  " + ", ".join(f"{fmt} {count}" for fmt, count in report.formats.items())]
 
     def section(title: str, items, describe=name, hint: str = ""):
@@ -189,11 +201,11 @@ def format_report(report: ImageReport, listed: int = 5) -> list[str]:
         if not groups:
             lines.append(f"No {title.lower()}.")
             return
-        lines.append(f"{title} ({len(groups)} groups): {hint}")
+        lines.append(f"{title} ({plural(len(groups), 'group')}): {hint}")
         for group in groups[:listed]:
-            lines.append("    " + "  =  ".join(name(i) for i in group))
+            lines.extend(group_text([name(i) for i in group]))
         if len(groups) > listed:
-            lines.append(f"    ... and {len(groups) - listed} more groups")
+            lines.append(f"    ... and {plural(len(groups) - listed, 'more group')}")
 
     group_lines("Exact duplicates", report.exact_duplicates, "same bytes; --exclude-duplicates keeps one")
     group_lines("Near duplicates", report.near_duplicates,

@@ -17,6 +17,7 @@ from typing import Iterable, Optional, Sequence
 
 from easytrain.errors import UserError
 from easytrain.tools.token_count import TOKENIZER_DIR, clip_tokenizer
+from easytrain.wording import plural
 
 # CLIP's vocabulary is in merge order, so a low id is a frequent piece of text: whole words
 # below this id are everyday English (cat 2368, girl 1611, sword 19957 is past it).
@@ -52,9 +53,9 @@ class TriggerReport:
             if self.with_trigger == self.captions and self.first == self.captions:
                 lines.append(f"  first tag of every caption ({self.captions})")
             elif self.with_trigger == 0:
-                lines.append(f"  in none of the {self.captions} captions yet (put it first in each)")
+                lines.append(f"  in none of the {plural(self.captions, 'caption')} yet (put it first in each)")
             else:
-                lines.append(f"  a tag in {self.with_trigger} of {self.captions} captions, first in {self.first}"
+                lines.append(f"  a tag in {self.with_trigger} of {plural(self.captions, 'caption')}, first in {self.first}"
                              + ("; it is in every caption" if self.with_trigger == self.captions else "")
                              + (": an existing tag, so it already means something else here"
                                 if self.first < self.with_trigger else ""))

@@ -42,6 +42,11 @@ class WizardApp(App[Optional[Outcome]]):
     async def action_quit(self) -> None:
         if isinstance(self.screen, ConfirmScreen):
             return
+        from easytrain.tui.start_screen import StartScreen
+
+        if isinstance(self.screen, StartScreen) and not self.wizard.changed:  # nothing answered: nothing to lose
+            self.exit(Outcome("quit"))
+            return
 
         def decided(quit_now: Optional[bool]) -> None:
             if quit_now:

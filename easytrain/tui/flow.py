@@ -195,9 +195,16 @@ class Wizard:
             where=self.where(f"{q.group} - question {index} of {total}"),
             steps=self.steps_line() if _at_or_after(q.id, STEPS_FROM) else None,
             check=lambda question, v: state.check(question, v) if question.stored else None,
-            base_dir=self.base_dir, note=self.note,
+            base_dir=self.base_dir, note=self.note, browse_from=self.beside_dataset(),
         )
         return await self.app.push_screen_wait(QuestionScreen(view))
+
+    def beside_dataset(self) -> Optional[Path]:
+        """The folder holding the chosen image folder (where its prompts and reg images usually are)."""
+        folder = self.state.values().get("image_folder")
+        if not folder:
+            return None
+        return Q.resolve(str(folder), self.base_dir).resolve().parent
 
     async def ask_one(self, key: str) -> None:
         """Ask one question (a jump from the review); Esc comes back unchanged."""
@@ -375,7 +382,9 @@ class Wizard:
     def review_view(self) -> ReviewView:
         state = self.state
         values = state.values()
-        rows = [ReviewRow(q.id, values[q.id], state.origin(q.id)) for q in Q.QUESTIONS if q.id in values]
+        missing = state.missing()
+        rows = [ReviewRow(q.id, values.get(q.id), "missing" if q.id in missing else state.origin(q.id))
+                for q in Q.QUESTIONS if q.id in values or q.id in missing]
         summary, warnings = self.plan_summary()
         for key in state.missing():
             warnings.insert(0, f"{key}: still needs an answer (Enter on its row)")
@@ -390,6 +399,10 @@ class Wizard:
         arch = state.value("architecture")
         if model is not None and model.sure:
             summary = [f"Architecture: {model.label} (detected)"]
+        elif not state.values().get("base_model"):
+            summary = ["Architecture: read from the base model once you give one"]
+        elif model is None or arch in (None, "auto"):
+            summary = [f"Architecture: {arch or 'auto'} (detection could not tell; set it on its row)"]
         else:
             summary = [f"Architecture: {arch} (chosen; detection was not sure)"]
         if state.missing():
@@ -404,7 +417,10 @@ class Wizard:
         accumulation = plan.optimizer.gradient_accumulation_steps
         per_step = plan.data.batch_size * accumulation
         how = f" ({plan.data.batch_size} x {accumulation} accumulated)" if accumulation > 1 else ""
-        summary.append(f"Effective batch: {per_step} images per step{how} (times the GPUs of a multi-GPU launch)")
+        from easytrain import machine
+
+        several = " (times the GPUs of a multi-GPU launch)" if machine.gpu_info() is not None else ""
+        summary.append(f"Effective batch: {per_step} images per step{how}{several}")
         memory, memory_warnings = self.gpu_memory(plan, arch)
         summary += memory
         shown_in_bar = steps_warning(plan.total_steps)
@@ -427,7 +443,8 @@ class Wizard:
         return f"easytrain - {ROUTE_LABELS.get(self.route, self.route)} - {detail}"
 
     def steps_line(self):
-        return self.preview.line(self.state.values(), self.base_dir)
+        model = self.state.model
+        return self.preview.line(self.state.values(), self.base_dir, tiny=model is not None and model.tiny)
 
     def note(self, q: Q.Question, value: Any) -> Optional[str]:
         if q.id == "base_model":
@@ -441,6 +458,9 @@ class Wizard:
             warning = q.warn(value, self.state.values())
             if warning:
                 return warning
+        if q.id == "network_dim" and self.state.model is not None and self.state.model.tiny:
+            return ("The 18 MB above is for a full-size SD1.5 model; easytrain's tiny test model makes a file "
+                    "of well under 1 MB at any of these dims.")
         preset = self.state.preset
         if preset is not None and preset.values.get(q.id, ...) == value:
             return f"From the {preset.name} preset."

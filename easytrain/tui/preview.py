@@ -17,6 +17,7 @@ from easytrain.answers import Answers
 from easytrain.data.scan import DatasetScan, apply_repeats, scan_image_folder
 from easytrain.errors import UserError
 from easytrain.plan import SURELY_TOO_MANY, answer, run_length, steps_warning
+from easytrain.wording import bucket_rounding_note
 
 
 @dataclass(frozen=True)
@@ -55,8 +56,12 @@ class StepsPreview:
         self._scans.clear()
         self._toml_scans.clear()
 
-    def line(self, values: Mapping[str, Any], base_dir: Path) -> Optional[StepsLine]:
-        """The preview for ``values``; None until the image folder is answered and scans."""
+    def line(self, values: Mapping[str, Any], base_dir: Path, *, tiny: bool = False) -> Optional[StepsLine]:
+        """The preview for ``values``; None until the image folder is answered and scans.
+
+        ``tiny``: the base model is one of easytrain's tiny test models, which a few dozen steps train
+        (the demo's 40), so the usual-range warning stays away.
+        """
         folder, toml = values.get("image_folder"), values.get("dataset_config")
         if not folder and not toml:
             return None
@@ -80,9 +85,9 @@ class StepsPreview:
             count = run_length(answers, train, reg).steps
         except (ValueError, TypeError, UserError):  # half-typed bucket or batch settings
             return None
-        warning = steps_warning(count.total_steps)
+        warning = None if tiny or values.get("base_model") == Q.BUILTIN_TINY else steps_warning(count.total_steps)
         level = "ok" if warning is None else ("bad" if count.total_steps > SURELY_TOO_MANY else "warn")
-        return StepsLine(count.line(), level, warning)
+        return StepsLine(count.line(), level, warning or bucket_rounding_note(count))
 
 
 def held_out_of(answers: Answers, train):

@@ -48,6 +48,14 @@ class QuestionView:
     check: Callable[[Q.Question, Any], Optional[str]]
     base_dir: Path
     note: Callable[[Q.Question, Any], Optional[str]] = lambda q, v: None  # e.g. what was detected
+    browse_from: Optional[Path] = None  # where Ctrl+O opens with nothing typed: beside the chosen dataset
+
+
+def as_typed(text: str) -> str:
+    """Help text with its `easytrain ...` commands in the form that runs as typed (easytrain/invocation.py)."""
+    from easytrain.invocation import prefix, quote
+
+    return text.replace("`easytrain ", "`" + " ".join(quote(word) for word in prefix()) + " ")
 
 
 def choices_of(q: Q.Question) -> tuple[tuple[Any, str], ...]:
@@ -81,7 +89,7 @@ class QuestionScreen(WizardScreen[Move]):
         yield Static(view.where, id="where", markup=False)
         with VerticalScroll(id="card"):
             yield Static(q.prompt, id="prompt", markup=False)
-            yield Static(q.help, id="help", markup=False)
+            yield Static(as_typed(q.help), id="help", markup=False)
             hint = default_hint(q, view.default, view.value if view.typed else None)
             if q.kind in PATH_KINDS:
                 hint += " | Tab completes, Ctrl+O browses"
@@ -212,6 +220,7 @@ class QuestionScreen(WizardScreen[Move]):
             return
         field = self.query_one("#field", PathInput)
         start = field.value or (Q.format_value(q, self.view.default) if self.view.default else "")
+        start = start or (str(self.view.browse_from) if self.view.browse_from else "")
         self.app.push_screen(PathBrowser(q.kind, q.extensions, start, self.view.base_dir), self._browsed)
 
     def _browsed(self, chosen: Optional[str]) -> None:

@@ -13,6 +13,7 @@ from typing import Any, Mapping, Optional
 from easytrain.answers import Answers
 from easytrain.data.scan import DatasetScan, apply_repeats
 from easytrain.errors import UserError
+from easytrain.invocation import command
 from easytrain.plan import bucket_settings
 from easytrain.repeats import RepeatsSuggestion, suggest_repeats
 from easytrain.tools import repeats_rename
@@ -48,7 +49,7 @@ class RenameStep:
         latest = latest_entry(self.folder)
         if latest is None or latest.name != self.applied[-1]:
             raise UserError(f"{self.folder}: the last change there was not made here; "
-                            f"use `easytrain images {self.folder} --undo` to go back step by step")
+                            f"use `{command('images', str(self.folder), '--undo')}` to go back step by step")
         result = repeats_rename.undo_renames(self.folder)
         self.applied.pop()
         return result

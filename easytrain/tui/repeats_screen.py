@@ -19,6 +19,7 @@ from textual.widgets import DataTable, Footer, Static
 from easytrain.errors import UserError
 from easytrain.repeats import TARGET_STEPS, RepeatsSuggestion
 from easytrain.tools.repeats_rename import plan_renames
+from easytrain.invocation import command
 from easytrain.tui.base import WizardScreen
 from easytrain.tui.confirm_screen import ConfirmScreen
 from easytrain.tui.preview import StepsLine
@@ -111,7 +112,7 @@ class RepeatsScreen(WizardScreen[str]):
 
         listing = ", ".join(r.line() for r in renames)
         self.app.push_screen(ConfirmScreen(f"Rename {listing}? The old names are kept in the undo record "
-                                           "(Ctrl+Z here, or `easytrain images DIR --undo`).",
+                                           f"(Ctrl+Z here, or `{command('images', 'DIR', '--undo')}`).",
                                            yes="Rename", no="Don't"), decided)
 
     def action_undo(self) -> None:

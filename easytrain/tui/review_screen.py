@@ -47,12 +47,19 @@ def shorten(text: str, width: int) -> str:
 
 
 def row_text(row: ReviewRow) -> Text:
+    """``  key   value  origin``; a key as long as its column or longer keeps one space before its value,
+    which gives up the columns the key takes (the row still fits 80 columns)."""
     q = Q.BY_ID[row.key]
+    key = f"  {row.key:<{KEY_WIDTH}}" + (" " if len(row.key) >= KEY_WIDTH else "")
+    overflow = max(0, len(row.key) + 1 - KEY_WIDTH)
+    text = Text(key, style="bold")
+    if row.origin == "missing":
+        text.append("(needs an answer: Enter)", style="bold red")
+        return text
     shown = Q.format_value(q, row.value)
     if shown == "":
         shown = "(empty)"
-    text = Text(f"  {row.key:<{KEY_WIDTH}}", style="bold")
-    text.append(shorten(shown, VALUE_WIDTH))
+    text.append(shorten(shown, VALUE_WIDTH - overflow))
     if row.origin:
         text.append(f"  {row.origin}", style="dim")
     return text
@@ -94,6 +101,9 @@ class ReviewScreen(WizardScreen[tuple]):
         rows = self.query_one("#rows", OptionList)
         rows.focus()
         rows.highlighted = 1 if rows.option_count > 1 else None
+        missing = [row.key for row in self.view.rows if row.origin == "missing"]
+        if missing:  # the first answer still needed is where Enter goes
+            self.select_key(missing[0])
 
     def select_key(self, key: str) -> None:
         rows = self.query_one("#rows", OptionList)

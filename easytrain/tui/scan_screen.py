@@ -30,6 +30,7 @@ def scan_problems(scan: DatasetScan) -> list[str]:
 class ScanScreen(WizardScreen[str]):
     BINDINGS = [
         Binding("enter", "accept", "Continue"),
+        Binding("enter", "choose_again", "Choose another folder"),  # instead of Continue: nothing to train on
         Binding("escape,backspace", "back", "Back"),
     ]
 
@@ -61,7 +62,7 @@ class ScanScreen(WizardScreen[str]):
             text = "\n".join(problems) if problems else "No problems found."
             yield Static(text, id="scan-problems", classes="bad" if scan.problems else "", markup=False)
             if total == 0:
-                yield Static("Nothing to train on here: Esc to choose another folder.", id="error",
+                yield Static("Nothing to train on here: Enter or Esc to choose another folder.", id="error",
                              markup=False)
             else:
                 yield Static("Enter continues; Esc goes back to the folder question.", id="hint", markup=False)
@@ -70,11 +71,19 @@ class ScanScreen(WizardScreen[str]):
         yield bar
         yield Footer()
 
+    def check_action(self, action: str, parameters: tuple) -> bool | None:
+        """Enter continues when there are images to train on, and goes back to the folder question when not."""
+        if action == "accept":
+            return self.scan.total_images > 0
+        if action == "choose_again":
+            return self.scan.total_images == 0
+        return True
+
     def action_accept(self) -> None:
-        if self.scan.total_images == 0:
-            self.app.bell()
-            return
         self.finish("continue")
+
+    def action_choose_again(self) -> None:
+        self.finish("back")
 
     def action_back(self) -> None:
         self.finish("back")
