@@ -43,8 +43,8 @@ class StepCount:
 
     def line(self) -> str:
         """The arithmetic in one line of at most 78 characters for usual datasets (the wizard's bar at 80)."""
-        batch = f"batch {self.data.batch_size}" if self.accumulation == 1 else \
-            f"batch {self.data.batch_size} x {self.accumulation} accumulated"
+        batch = f"batch {self.batch_size}" if self.accumulation == 1 else \
+            f"batch {self.batch_size} x {self.accumulation} accumulated"
         per_epoch = (f"{plural(self.images, 'image')} x repeats = {self.images_per_epoch} / {batch}"
                      f" = {plural(self.steps_per_epoch, 'step')}")
         if self.by_steps:
