@@ -24,9 +24,12 @@ def flux_plan(tmp_path, paths, chroma=False, **answers):
     return tiny_plan(tmp_path, **{**settings, **answers})
 
 
-def test_check_estimates_flux_with_its_own_levers(tmp_path, flux_paths):
+def test_check_estimates_flux_with_its_own_levers(tmp_path, flux_paths, monkeypatch):
+    """With a GPU known (the tiny model on a CPU gets no full-size figures at all)."""
+    from easytrain import machine
     from easytrain.commands.check import plan_lines
 
+    monkeypatch.setattr(machine, "gpu_info", lambda: machine.GpuInfo("a 48 GB card", 48.0))
     text = "\n".join(plan_lines(flux_plan(tmp_path, flux_paths)))
     assert "GPU memory: about" in text and "Flux.1 [dev] at 512x512" in text and "bf16 base" in text
     assert "tiny test model" in text

@@ -87,7 +87,8 @@ def test_fixed_rank_gives_kohyas_per_module_product(tmp_path):
     assert 0 < report.mean_kept < 1 and report.worst.kept <= report.mean_kept
     before, after = modules(read(source)[0]), modules(read(out)[0])
     for name, found in before.items():
-        torch.testing.assert_close(product(after[name]), _kohya_resize(found, 2), rtol=1e-4, atol=1e-6)
+        # to fp16 rounding, as the issue asks: the SVD differs in its last bits between thread counts
+        torch.testing.assert_close(product(after[name]), _kohya_resize(found, 2), rtol=1e-3, atol=1e-5)
     metadata = read(out)[1]
     args = json.loads(metadata["ss_network_args"])
     assert args["conv_dim"] == "2" and float(args["conv_alpha"]) == pytest.approx(5.0 / 3 * 2, rel=1e-5)

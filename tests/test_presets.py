@@ -71,10 +71,13 @@ def test_the_flux_preset_is_kohyas_documented_flux_command():
     assert not set(flux) & {"fp8_base", "blocks_to_swap"}  # left to the GPU the run is on
 
 
-def test_the_flux_preset_checks_on_the_tiny_flux_model(tmp_path):
+def test_the_flux_preset_checks_on_the_tiny_flux_model(tmp_path, monkeypatch):
     """The preset with a Flux model and a folder added: the plan `check` prints (the text encoders' outputs
-    cached, the flow settings reaching the family, nothing refused or ignored)."""
+    cached, the flow settings reaching the family, nothing refused or ignored), with a GPU known."""
+    from easytrain import machine
     from easytrain.commands.check import plan_lines
+
+    monkeypatch.setattr(machine, "gpu_info", lambda: machine.GpuInfo("a 24 GB card", 24.0))
     from easytrain.families.flux.tiny import tiny_flux_paths
     from easytrain.plan import TrainPlan
 

@@ -28,8 +28,8 @@ async def test_the_prodigy_preset_fills_the_answers_and_the_file(workdir):
         assert screen_name(app) == "PresetScreen"
         options = app.screen.query_one("#field")
         assert [options.get_option_at_index(i).id for i in range(options.option_count)] == \
-            ["character", "outfit", "prodigy", "style"]
-        await press(pilot, "down", "down", "enter")
+            ["character", "flux_character", "outfit", "prodigy", "style"]
+        await press(pilot, "down", "down", "down", "enter")
         assert question_key(app) == "base_model"
         await answer(pilot, "builtin:tiny")
         await answer(pilot, "images")

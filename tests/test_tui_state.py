@@ -83,7 +83,7 @@ def test_a_loaded_file_keeps_its_choices_and_lets_defaults_follow(workdir):
 def test_wizard_checks_name_the_problem_with_short_paths(workdir):
     state = started(workdir)
     assert state.check(Q.BY_ID["image_folder"], "nope") == "folder not found: nope"
-    assert "must end in .safetensors or .ckpt" in state.check(Q.BY_ID["base_model"], "model.bin")
+    assert "must end in .safetensors or .sft or .ckpt" in state.check(Q.BY_ID["base_model"], "model.bin")
     lora = workdir / "lora.safetensors"
     from safetensors.numpy import save_file
     import numpy as np

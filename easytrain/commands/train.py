@@ -32,6 +32,22 @@ EXIT_STOPPED = 3  # stopped on request, state saved: `--resume` continues
 EXIT_FAILED = 2   # a job failed: a mistake in its answers, or an error inside easytrain (as for one file)
 
 
+def free_job_memory() -> None:
+    """Free what the job just ended held, before the next one loads its model.
+
+    A finished run's models, optimizer and accelerator are garbage only in reference cycles (accelerate wraps
+    each prepared model's forward in a method bound to the model; a failed job's traceback holds its frames),
+    which nothing collects until the cyclic collector happens to run: on a GPU the previous model would stay
+    there while the next loads. Collect them now and give the cached blocks back to the driver.
+    """
+    import gc
+
+    gc.collect()
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
 def resume_command(path: str) -> str:
     return command("train", path, "--resume")
 
@@ -294,6 +310,7 @@ def run_jobs(files: list[str], *, plain: bool, done_folder: Optional[Path] = Non
     results: list[JobResult] = []
     stopped = False
     for index, path in enumerate(files, 1):
+        free_job_memory()   # the previous job's model, before this one loads
         if stopped:
             results.append(JobResult(path, False, 0.0, error="not run (the queue was stopped)", exit_code=-1))
             continue
@@ -332,6 +349,7 @@ def run_jobs(files: list[str], *, plain: bool, done_folder: Optional[Path] = Non
             Path(path).replace(done_folder / Path(path).name)
         if claims:
             _release_job(Path(path))   # after the move: the job is never up for grabs between the two
+    free_job_memory()
     if is_main_process():
         print("\n" + "\n".join(summary_table(results, moved_to=done_folder)), flush=True)
     if stopped:

@@ -28,7 +28,7 @@ def _architecture(v: Values) -> Optional[str]:
 
 def _is_flux(v: Values) -> bool:
     arch = _architecture(v)
-    return arch in catalog.ARCHITECTURES and catalog.architecture(arch).family == FAMILY
+    return isinstance(arch, str) and arch in catalog.ARCHITECTURES and catalog.architecture(arch).family == FAMILY
 
 
 def _has_clip_l(v: Values) -> bool:

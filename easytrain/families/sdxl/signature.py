@@ -15,6 +15,7 @@ TEXT_PREFIX = "conditioner.embedders."
 REFINER_TEXT_PREFIX = "conditioner.embedders.0.model."  # the refiner has bigG alone
 _CROSS_ATTN_KEY = UNET_PREFIX + "input_blocks.4.1.transformer_blocks.0.attn2.to_k.weight"
 _CROSS_WIDTH = 2048
+_DESCRIPTION = "SDXL (two text encoders)"
 # Its diffusers folders have a UNet like SD1/SD2's, whose signature takes any UNet folder: ask this one first.
 PRIORITY = 1
 
@@ -22,7 +23,8 @@ PRIORITY = 1
 def from_keys(path: Path, shapes: Shapes, metadata: dict[str, str]) -> Optional[Detection]:
     keys = shapes.keys()
     if metadata.get(TINY_MARKER_KEY) == TINY_MARKER:
-        return replace(_detection(keys, metadata), description=TINY_DESCRIPTION, is_tiny=True)
+        found = _detection(keys, metadata)
+        return replace(found, description=found.description.replace(_DESCRIPTION, TINY_DESCRIPTION), is_tiny=True)
     if not any(k.startswith(TEXT_PREFIX) for k in keys):
         return None
     if any(k.startswith(REFINER_TEXT_PREFIX) for k in keys):
@@ -64,7 +66,7 @@ def _detection(keys, metadata: dict[str, str]) -> Detection:
     """NoobAI-style v-prediction files carry empty ``v_pred`` and often ``ztsnr`` keys."""
     v_pred = "v_pred" in keys or metadata.get("modelspec.prediction_type", "").lower().startswith("v")
     ztsnr = "ztsnr" in keys or metadata.get("ss_zero_terminal_snr", "").lower() == "true"
-    description = "SDXL (two text encoders)"
+    description = _DESCRIPTION
     if v_pred:
         description += ", v-prediction"
     if ztsnr:
