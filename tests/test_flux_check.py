@@ -120,3 +120,22 @@ def test_chroma_warns_that_train_t5_is_its_text_encoder(tmp_path, flux_paths):
     from easytrain.memory_estimate import estimate_plan
 
     assert dict(estimate_plan(plan, "chroma").parts)["T5-XXL"] > 0
+
+
+def test_check_and_the_summary_name_the_transformer_and_a_web_ui_that_runs_flux(tmp_path, flux_paths):
+    """A Flux run trains a transformer, not a UNet, and AUTOMATIC1111 runs no Flux: Forge is named instead."""
+    from easytrain import catalog
+    from easytrain.commands.check import plan_lines
+    from easytrain.progress.summary import summary_lines
+    from easytrain.train import events as ev
+
+    plan = flux_plan(tmp_path, flux_paths)
+    text = "\n".join(plan_lines(plan))
+    assert "training: transformer at " in text and "UNet" not in text.split("training:")[1].split("\n")[0]
+    final = tmp_path / "out" / "mine.safetensors"
+    finished = ev.RunFinished(10, 12.0, str(final), 0.1, (str(final),))
+    lines = summary_lines(finished, webui=catalog.architecture(plan.model.architecture).webui)
+    assert "To use it in Forge: copy mine.safetensors into stable-diffusion-webui-forge/models/Lora," in lines
+    assert not any("AUTOMATIC1111" in line for line in lines)
+    sd = summary_lines(finished)
+    assert "To use it in AUTOMATIC1111: copy mine.safetensors into stable-diffusion-webui/models/Lora," in sd

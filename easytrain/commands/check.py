@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
+from easytrain import catalog
 from easytrain.catalog import architecture_label, uses_clip_skip
 from easytrain.errors import UserError
 from easytrain.invocation import command
@@ -132,7 +133,8 @@ def plan_lines(plan: TrainPlan, extra_warnings: Sequence[str] = ()) -> list[str]
     lines.append(f"  warmup: {plural(plan.schedule.warmup_steps, 'step')}; scheduler {a.scheduler}; optimizer {a.optimizer}")
     lines.append(f"  network: {a.network_type} dim {a.network_dim} alpha {a.network_alpha:g}"
                  + (f", conv dim {a.conv_dim} alpha {a.conv_alpha:g}" if a.conv_dim else ""))
-    parts = ("UNet" if plan.network.train_unet else "") + (" + text encoder" if plan.network.train_text_encoder else "")
+    denoiser = catalog.architecture(plan.model.architecture).denoiser
+    parts = (denoiser if plan.network.train_unet else "") + (" + text encoder" if plan.network.train_text_encoder else "")
     lines.append(f"  training: {parts.strip(' +')} at {plan.resolution[0]}x{plan.resolution[1]}, "
                  f"unet lr {plan.optimizer.unet_lr:g}, text encoder lr {plan.optimizer.text_encoder_lr:g}, {clip_skip_text(plan, model.arch)}")
     memory, memory_warnings = memory_lines(plan, model)

@@ -205,8 +205,11 @@ def _train_planned(path: str, answers: answers_file.Answers, plan: TrainPlan, *,
 
         extra = ((*saved.summary_files(), metrics.csv_path, metrics.png_path)
                  + ((board.folder,) if board is not None else ()) + ((log_path,) if log_path.is_file() else ()))
+        from easytrain import catalog
+
         lines = summary_lines(result.outcome, extra_files=extra, resume_command=resume_command(path),
-                              start_step=saved.start_step, trigger=usual_trigger(plan))
+                              start_step=saved.start_step, trigger=usual_trigger(plan),
+                              webui=catalog.architecture(plan.model.architecture).webui)
         try:
             print("\n".join(lines), flush=True)
         except OSError:  # the terminal is gone (SIGHUP after an SSH drop); the files are saved all the same

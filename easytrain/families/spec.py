@@ -32,6 +32,8 @@ class Architecture:
     uses_clip_skip: bool = True  # SDXL always conditions on both encoders' penultimate layer
     same_models_as: str | None = None  # built from that architecture's shipped configs (only the target differs)
     legacy_flags: frozenset = frozenset()  # kohya's boolean flags that name it ("v2", "sdxl", "v_parameterization")
+    denoiser: str = "UNet"  # what messages call the model the LoRA's lora_unet_ modules adapt
+    webui: tuple[str, str] = ("AUTOMATIC1111", "stable-diffusion-webui/models/Lora")  # a web UI that applies it
     # (question id, value): its own defaults for shared questions (Flux: min_snr_gamma 0, a DDPM-only weighting)
     question_defaults: tuple = ()
 

@@ -16,16 +16,18 @@ MAX_FILES_LISTED = 12
 def summary_lines(event: ev.RunFinished | ev.RunStopped | ev.RunFailed, *,
                   extra_files: Iterable[str | Path] = (),
                   resume_command: Optional[str] = None, start_step: int = 0,
-                  trigger: Optional[str] = None) -> list[str]:
+                  trigger: Optional[str] = None,
+                  webui: tuple[str, str] = ("AUTOMATIC1111", "stable-diffusion-webui/models/Lora")) -> list[str]:
     """Plain text lines (no markup) summing up a finished, stopped or failed run.
 
     `extra_files` adds files written beside the run's own (the epoch and step
     files, the sample folder, metrics.csv, loss.png); `resume_command` is shown for a stopped run, e.g.
     "easytrain train answers/mylora.json --resume". `start_step` is the step a resumed session began
-    after (its time covers only the steps after it); `trigger` is the word the captions start with.
+    after (its time covers only the steps after it); `trigger` is the word the captions start with;
+    `webui` the web UI that applies the file and its LoRA folder (the architecture's catalog entry).
     """
     if isinstance(event, ev.RunFinished):
-        return _finished(event, extra_files, start_step, trigger)
+        return _finished(event, extra_files, start_step, trigger, webui)
     if isinstance(event, ev.RunStopped):
         return _stopped(event, resume_command)
     if isinstance(event, ev.RunFailed):
@@ -34,7 +36,7 @@ def summary_lines(event: ev.RunFinished | ev.RunStopped | ev.RunFailed, *,
 
 
 def _finished(event: ev.RunFinished, extra_files: Iterable[str | Path], start_step: int,
-              trigger: Optional[str]) -> list[str]:
+              trigger: Optional[str], webui: tuple[str, str]) -> list[str]:
     final = Path(event.final_path)
     name = final.stem
     if 0 < start_step < event.step:
@@ -51,7 +53,7 @@ def _finished(event: ev.RunFinished, extra_files: Iterable[str | Path], start_st
         lines.append(f"  ... and {len(files) - MAX_FILES_LISTED} more in {final.parent}")
     lines += [
         "",
-        f"To use it in AUTOMATIC1111: copy {final.name} into stable-diffusion-webui/models/Lora,",
+        f"To use it in {webui[0]}: copy {final.name} into {webui[1]},",
         (f"then add {trigger} and <lora:{name}:1> to a prompt" if trigger else f"then add <lora:{name}:1> to a prompt")
         + " (lower the 1, e.g. 0.7, if it overpowers the image).",
         "In ComfyUI: copy it into ComfyUI/models/loras and pick it in a LoraLoader node.",

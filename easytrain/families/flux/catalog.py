@@ -11,7 +11,8 @@ FLUX_BLOCKS = BlockLayout("flux", "Flux.1 / Chroma", side=0, mid=0, edge=0,
                           parts="no block-wise settings on Flux", index=lambda kohya_name: -1)
 
 _FLUX = dict(memory_factor=6.0, always_checkpoint=True, bucket_range=(256, 2048), trains_text_encoder=False,
-             unet_lr=1e-4, block_layout="flux", uses_clip_skip=False,
+             unet_lr=1e-4, block_layout="flux", uses_clip_skip=False, denoiser="transformer",
+             webui=("Forge", "stable-diffusion-webui-forge/models/Lora"),   # AUTOMATIC1111 runs no Flux
              # min-SNR weighs by a DDPM schedule's SNR and Huber's snr schedule reads its alphas: off on Flux
              question_defaults=(("min_snr_gamma", 0.0), ("huber_schedule", "constant")))
 ARCHITECTURES = (
