@@ -19,16 +19,14 @@ tokenizer is the real one for both.
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import NamedTuple
 
 from easytrain.families.flux.detect import CHROMA, FLUX_DEV, FLUX_SCHNELL, TINY_MARKERS
+from easytrain.model.tiny_cache import build_once
 
 TINY_FLUX_VERSION = 2
 TINY_SEED = 0
-COMPLETE = "complete"  # written last into a finished cache folder
 MARKERS = TINY_MARKERS
 
 T5_CONFIG = dict(vocab_size=96, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4,
@@ -123,27 +121,8 @@ class TinyFluxPaths(NamedTuple):
 
 
 def tiny_flux_paths(cache_dir: str | os.PathLike | None = None) -> TinyFluxPaths:
-    """The cached tiny models, built once per TINY_FLUX_VERSION (staged, then renamed into place)."""
-    root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    final = root / f"tiny-flux-v{TINY_FLUX_VERSION}"
-    if not (final / COMPLETE).is_file():
-        root.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=".tiny-flux-building-", dir=root))
-        try:
-            write_tiny_flux(staging)
-            (staging / COMPLETE).write_text("ok\n", encoding="utf-8")
-            try:
-                os.rename(staging, final)
-            except OSError:
-                if not (final / COMPLETE).is_file():
-                    raise  # not a concurrent build that got there first
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-    return _paths(final)
-
-
-def default_cache_dir() -> Path:
-    return Path(os.environ.get("EASYTRAIN_CACHE") or Path.home() / ".cache" / "easytrain")
+    """The cached tiny models, built once per TINY_FLUX_VERSION (model/tiny_cache.py)."""
+    return _paths(build_once(f"tiny-flux-v{TINY_FLUX_VERSION}", write_tiny_flux, cache_dir))
 
 
 def _paths(root: Path) -> TinyFluxPaths:

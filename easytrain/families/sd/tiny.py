@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import NamedTuple
+
+from easytrain.model.tiny_cache import build_once
 
 TINY_SEED = 0
 TINY_VERSION = 1  # bump when the architecture below changes; invalidates caches
@@ -167,10 +167,6 @@ class TinyPaths(NamedTuple):
     single_file: Path
 
 
-def default_cache_dir() -> Path:
-    return Path(os.environ.get("EASYTRAIN_CACHE") or Path.home() / ".cache" / "easytrain")
-
-
 def tiny_model_paths(cache_dir: str | os.PathLike | None = None) -> TinyPaths:
     """The cached tiny model as a diffusers folder and as an original-layout single file.
 
@@ -180,30 +176,6 @@ def tiny_model_paths(cache_dir: str | os.PathLike | None = None) -> TinyPaths:
     """
     final = build_once(f"tiny-v{TINY_VERSION}", _build_tiny_cache, cache_dir)
     return TinyPaths(final / "diffusers", final / "tiny-sd1.safetensors")
-
-
-_COMPLETE_MARKER = "complete"
-
-
-def build_once(name: str, build, cache_dir: str | os.PathLike | None = None) -> Path:
-    """The cache folder ``name``, made by ``build(folder)`` the first time (staged, then renamed into place)."""
-    root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    final = root / name
-    if (final / _COMPLETE_MARKER).is_file():
-        return final
-    root.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".tiny-building-", dir=root))
-    try:
-        build(staging)
-        (staging / _COMPLETE_MARKER).write_text("ok\n", encoding="utf-8")
-        try:
-            os.rename(staging, final)
-        except OSError:
-            if not (final / _COMPLETE_MARKER).is_file():
-                raise  # not a concurrent build that won: a real failure
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return final
 
 
 def mark_tiny(diffusers_dir: Path, marker: str, version: int) -> dict[str, str]:
