@@ -174,6 +174,40 @@ def family_options(answers: Answers) -> Mapping[str, Any]:
     return MappingProxyType(options)
 
 
+def trained_parts(answers: Answers, warnings: list[str]) -> tuple[bool, bool]:
+    """(UNet trains, text encoder trains) by train_parts and the learning rates; UserError when nothing
+    would train; the warnings about them are added to ``warnings``."""
+    parts = answer(answers, "train_parts")
+    text_encoder_lr = answer(answers, "text_encoder_lr")
+    train_unet = parts in ("both", "unet_only")
+    train_te = parts in ("both", "text_encoder_only") and (text_encoder_lr or 0) > 0
+    if parts == "both" and not train_te:
+        warnings.append("text encoder learning rate is 0: training the UNet only")
+    if parts == "text_encoder_only" and not train_te:
+        raise UserError("train_parts is text_encoder_only but text_encoder_lr is 0: nothing would train")
+    if not train_te and not (train_unet and float(answer(answers, "unet_lr")) > 0):
+        raise UserError(f"unet_lr is 0 and the text encoder is not trained (train_parts {parts}, "
+                        f"text_encoder_lr {text_encoder_lr or 0:g}): nothing would train")
+    if answer(answers, "cache_latents") != "off" and (answer(answers, "random_crop") or answer(answers, "color_aug")):
+        warnings.append("random_crop/color_aug: latents are not cached (the pixels change every epoch), "
+                        "so each step encodes its images: slower")
+    return train_unet, train_te
+
+
+def planned_block_layout(answers: Answers, base_model: str, block_args: dict, resolved,
+                         warnings: list[str]) -> Optional[str]:
+    """The block numbering block-wise settings use (None without them); their warnings go to ``warnings``.
+    A layout without blocks (Flux): its family's ``refused`` hook says why, with the other refusals."""
+    from easytrain.catalog import BLOCK_LAYOUTS
+    from easytrain.catalog import block_layout as block_layout_name
+
+    if block_args and BLOCK_LAYOUTS[block_layout_name(resolved.arch)].total == 0:
+        return None
+    layout, block_warnings = block_layout_of(answers, base_model, block_args, resolved)
+    warnings += block_warnings
+    return layout
+
+
 def answer(answers: Answers, key: str) -> Any:
     """The answer to ``key``, or its question's default (the one place defaults live)."""
     value = answers.get(key)
@@ -324,27 +358,12 @@ class TrainPlan:
         save_every_steps = int(answer(answers, "save_every_n_steps") or 0)
         output_files = _planned_files(output_dir, name, count.epochs, save_every, save_every_steps, count.total_steps)
 
-        parts = answer(answers, "train_parts")
-        text_encoder_lr = answer(answers, "text_encoder_lr")
-        train_unet = parts in ("both", "unet_only")
-        train_te = parts in ("both", "text_encoder_only") and (text_encoder_lr or 0) > 0
         warnings = list(answers.warnings) + list(train_scan.warnings)
         if reg_scan is not None:
             warnings += list(reg_scan.warnings)
-        if parts == "both" and not train_te:
-            warnings.append("text encoder learning rate is 0: training the UNet only")
-        if parts == "text_encoder_only" and not train_te:
-            raise UserError("train_parts is text_encoder_only but text_encoder_lr is 0: nothing would train")
-        if not train_te and not (train_unet and float(answer(answers, "unet_lr")) > 0):
-            raise UserError(f"unet_lr is 0 and the text encoder is not trained (train_parts {parts}, "
-                            f"text_encoder_lr {text_encoder_lr or 0:g}): nothing would train")
-        if answer(answers, "cache_latents") != "off" and (answer(answers, "random_crop") or answer(answers, "color_aug")):
-            warnings.append("random_crop/color_aug: latents are not cached (the pixels change every epoch), "
-                            "so each step encodes its images: slower")
+        train_unet, train_te = trained_parts(answers, warnings)
         base = answer(answers, "base_model")
         base_model = base if base.startswith("builtin:") else str(answers.path("base_model"))
-        from easytrain.catalog import BLOCK_LAYOUTS
-        from easytrain.catalog import block_layout as block_layout_name
         from easytrain.families.detect import resolve_architecture
 
         resolved = resolve_architecture(base_model, answer(answers, "architecture"))
@@ -352,11 +371,7 @@ class TrainPlan:
             if warning:
                 warnings.append(warning)
         block_args = block_args_of(answers)
-        # A layout without blocks (Flux): its family's ``refused`` hook says why, with the other refusals.
-        no_blocks = block_args and BLOCK_LAYOUTS[block_layout_name(resolved.arch)].total == 0
-        block_layout, block_warnings = (None, []) if no_blocks else block_layout_of(answers, base_model, block_args,
-                                                                                    resolved)
-        warnings += block_warnings
+        block_layout = planned_block_layout(answers, base_model, block_args, resolved, warnings)
         sample_images = bool(answer(answers, "sample_images"))
         prompts_file = answers.path("sample_prompts") if sample_images else None
         return family_checks(cls(
@@ -404,7 +419,7 @@ class TrainPlan:
                 name=answer(answers, "optimizer"),
                 args=frozen_mapping(answer(answers, "optimizer_args")),
                 unet_lr=float(answer(answers, "unet_lr")),
-                text_encoder_lr=float(text_encoder_lr) if train_te else 0.0,
+                text_encoder_lr=float(answer(answers, "text_encoder_lr")) if train_te else 0.0,
                 max_grad_norm=float(answer(answers, "max_grad_norm") or 0.0),
                 gradient_accumulation_steps=int(answer(answers, "gradient_accumulation_steps")),
             ),
