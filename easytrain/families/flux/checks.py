@@ -7,20 +7,9 @@ names the settings that would be silently ignored. Both are reached through the 
 
 from __future__ import annotations
 
-from easytrain.families.flux.options import FlowSettings, defaults_for, ignored_settings, refused_settings, variant_of
+from easytrain.families.flux.options import flow_settings, ignored_settings, refused_settings
 
 CHROMA = "chroma"
-FLOW_OPTIONS = ("timestep_sampling", "sigmoid_scale", "discrete_flow_shift", "model_prediction_type",
-                "weighting_scheme", "guidance_scale", "apply_t5_attn_mask")
-
-
-def flow_settings_of(plan, arch: str) -> FlowSettings:
-    """The flow settings the objective will train with (family.flow_settings, without torch)."""
-    import dataclasses
-
-    options = plan.model.options
-    chosen = {key: options[key] for key in FLOW_OPTIONS if options.get(key) is not None}
-    return dataclasses.replace(defaults_for(variant_of(arch)), **chosen)
 
 
 def refused(plan, arch: str) -> list[str]:
@@ -106,7 +95,7 @@ def model_lines(plan, arch: str) -> list[str]:
 
 def plan_warnings(plan, arch: str) -> list[str]:
     """The settings a Flux run would silently not use."""
-    warnings = [f"{name} is ignored: {reason}" for name, reason in ignored_settings(flow_settings_of(plan, arch))]
+    warnings = [f"{name} is ignored: {reason}" for name, reason in ignored_settings(flow_settings(arch, plan.model.options))]
     if options_t5(plan) and arch == CHROMA:
         warnings.append("train_t5 is ignored: Chroma's only text encoder is T5-XXL, which trains whenever the "
                         "text encoder does")

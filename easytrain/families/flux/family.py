@@ -16,21 +16,9 @@ from typing import Optional
 import torch
 
 from easytrain.families.base import Family, fill_text_cache
-from easytrain.families.flux.options import FlowSettings, T5_TOKENS, defaults_for, variant_of
+from easytrain.families.flux.options import T5_TOKENS, flow_settings, variant_of
 
 CHROMA = "chroma"
-FLOW_OPTIONS = ("timestep_sampling", "sigmoid_scale", "discrete_flow_shift", "model_prediction_type",
-                "weighting_scheme", "guidance_scale", "apply_t5_attn_mask")
-
-
-def flow_settings(arch: str, options) -> FlowSettings:
-    """The objective's settings: the variant's defaults, with what the answers set."""
-    import dataclasses
-
-    chosen = {key: options[key] for key in FLOW_OPTIONS if options.get(key) is not None}
-    return dataclasses.replace(defaults_for(variant_of(arch)), **chosen)
-
-
 class FluxConditioner:
     """Captions -> the transformer's text arguments, text.FluxText.transformer_kwargs: ``txt``, ``txt_attention_mask``
     (None unless the T5 mask applies) and ``y`` (CLIP-L's pooled output; not for Chroma), as

@@ -92,6 +92,19 @@ def variant_of(kind: str) -> str:
         raise ValueError(f"not a Flux kind: {kind!r}") from None
 
 
+# The answers (the family's own questions) that set a FlowSettings field of the same name.
+FLOW_OPTIONS = ("timestep_sampling", "sigmoid_scale", "discrete_flow_shift", "model_prediction_type",
+                "weighting_scheme", "guidance_scale", "apply_t5_attn_mask")
+
+
+def flow_settings(arch: str, options) -> FlowSettings:
+    """The objective's settings for ``arch``: the variant's defaults, with what the answers set."""
+    import dataclasses
+
+    chosen = {key: options[key] for key in FLOW_OPTIONS if options.get(key) is not None}
+    return dataclasses.replace(defaults_for(variant_of(arch)), **chosen)
+
+
 def defaults_for(variant: str) -> FlowSettings:
     """The default settings of a variant: Chroma masks the T5 padding (it was trained so)."""
     return FlowSettings(apply_t5_attn_mask=variant == "chroma")

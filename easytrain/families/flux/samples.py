@@ -23,7 +23,8 @@ SAMPLER = "euler_a"  # the PNG's "Sampler" field names A1111's closest sampler
 def render_flux_samples(*, base, transformer, text_encoders, prompts, output_dir, name: str, epoch: int, device,
                         dtype: torch.dtype, on_progress=None, step: Optional[int] = None) -> list[Path]:
     """One PNG per prompt and the contact sheet; returns the PNG paths in prompt order."""
-    from easytrain.families.flux.family import FluxConditioner, flow_settings
+    from easytrain.families.flux.family import FluxConditioner
+    from easytrain.families.flux.options import flow_settings
 
     device = torch.device(device)
     variant = variant_of(base.arch)
