@@ -1,8 +1,7 @@
 """Where the T5 v1.1 tokenizer is found: the answer, a diffusers Flux folder, the ComfyUI install holding the
 model, the Hugging Face cache; a missing one is one line naming where it looked, raised by the plan.
 
-The real tokenizer is copied into a ComfyUI-shaped tmp_path from the one easytrain ships (or
-/work/wt/shared-data/t5_tokenizer); the test that needs it skips when neither is there."""
+The real tokenizer is copied into a ComfyUI-shaped tmp_path from the one easytrain ships."""
 
 from __future__ import annotations
 
@@ -15,7 +14,6 @@ from easytrain.errors import UserError
 from easytrain.families.flux import tokenizer as tok
 
 SHIPPED = Path(tok.__file__).parent / "t5_tokenizer"
-SHARED = Path("/work/wt/shared-data/t5_tokenizer")
 
 
 @pytest.fixture(autouse=True)
@@ -81,11 +79,8 @@ def test_none_found_is_one_line_naming_the_places(tmp_path):
 
 
 def test_the_real_tokenizer_from_a_comfyui_install(tmp_path):
-    source = next((folder for folder in (SHIPPED, SHARED) if (folder / "tokenizer.json").is_file()), None)
-    if source is None:
-        pytest.skip(f"the T5 v1.1 tokenizer files are not on this machine ({SHIPPED}, {SHARED})")
     comfy = tmp_path / "ComfyUI"
-    shutil.copytree(source, comfy / "comfy" / "text_encoders" / "t5_tokenizer")
+    shutil.copytree(SHIPPED, comfy / "comfy" / "text_encoders" / "t5_tokenizer")
     model = comfy / "models" / "unet" / "flux1-dev.safetensors"
     model.parent.mkdir(parents=True)
     model.write_bytes(b"")
