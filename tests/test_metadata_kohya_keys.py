@@ -10,7 +10,8 @@ import pytest
 from easytrain.data.buckets import BucketSettings, make_buckets
 from easytrain.data.kohya_metadata import bucket_info, datasets_entry, reg_dataset_dirs
 from easytrain.data.scan import scan_image_folder
-from easytrain.network.metadata import base_model_hashes, build_metadata, network_args, new_session_id
+from easytrain.network.base_hashes import base_model_hashes
+from easytrain.network.metadata import build_metadata, network_args, new_session_id
 from easytrain.network.spec import NetworkSpec
 from tests._data_helpers import make_subset
 

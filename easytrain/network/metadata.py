@@ -7,11 +7,9 @@ left out rather than written as "None".
 from __future__ import annotations
 
 import datetime
-import hashlib
 import json
 import random
 import time
-from pathlib import Path
 
 from easytrain import catalog
 from easytrain.network.spec import NetworkSpec
@@ -45,24 +43,6 @@ def network_args(spec: NetworkSpec, extra: dict | None = None) -> dict[str, str]
 def new_session_id(rng: random.Random | None = None) -> int:
     """ss_session_id: a random integer naming the run its files came from (kohya: 0..2**32)."""
     return (rng or random.SystemRandom()).randint(0, 2 ** 32)
-
-
-def base_model_hashes(path: str | Path) -> dict[str, str]:
-    """ss_sd_model_hash (A1111's old 8-digit hash) and ss_new_sd_model_hash (sha256) of a model file.
-
-    Empty for what is not a file (a diffusers folder, the built-in tiny model), as kohya writes none.
-    """
-    path = Path(path)
-    if not path.is_file():
-        return {}
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        fh.seek(0x100000)
-        legacy = hashlib.sha256(fh.read(0x10000)).hexdigest()[:8]
-        fh.seek(0)
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return {"ss_sd_model_hash": legacy, "ss_new_sd_model_hash": digest.hexdigest()}
 
 
 def _num(value) -> str:

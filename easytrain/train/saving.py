@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 STATE_SUFFIX = "-state"  # a LoRA file's training state: name-000001.safetensors -> name-000001-state/
 STATE_JSON = "state.json"
@@ -38,17 +38,22 @@ class MetadataBase:
         """The metadata of a file saved at this step; ``ss_validation_loss`` when one was measured."""
         from easytrain.network.metadata import build_metadata
 
+        if callable(self.fields.get("base_model_hashes")):  # hashed on a thread since the run started
+            self.fields["base_model_hashes"] = self.fields["base_model_hashes"]()
         return build_metadata(**self.fields, steps=steps, epoch=epoch, validation_loss=validation_loss,
                               training_finished_at=time.time())
 
 
 def run_metadata(plan, *, spec, arch: str, prediction_type: str, optimizer_name: str,
                  mixed_precision: str, total_steps: int, steps_per_epoch: int, zero_terminal_snr: bool,
-                 processes: int = 1, extra: Optional[dict] = None) -> MetadataBase:
-    """kohya's metadata of the run; ``zero_terminal_snr``: the schedule trained with (asked for, or the file's)."""
+                 processes: int = 1, extra: Optional[dict] = None,
+                 base_model_hashes: Optional[Callable[[], dict]] = None) -> MetadataBase:
+    """kohya's metadata of the run; ``zero_terminal_snr``: the schedule trained with (asked for, or the file's);
+    ``base_model_hashes``: waits for the base model file's hashes (network/base_hashes.py), called at the
+    first save."""
     from easytrain.data.kohya_metadata import bucket_info, datasets_entry, reg_dataset_dirs
     from easytrain.data.tags import dataset_dirs, tag_frequency
-    from easytrain.network.metadata import base_model_hashes, new_session_id
+    from easytrain.network.metadata import new_session_id
     from easytrain.train.accumulation import effective_batch
 
     args = plan.optimizer.args
@@ -101,7 +106,7 @@ def run_metadata(plan, *, spec, arch: str, prediction_type: str, optimizer_name:
         sd_model_name=base if base.startswith("builtin:") else Path(base).name,
         vae_name=None if plan.model.vae is None else Path(plan.model.vae).name,
         session_id=new_session_id(),
-        base_model_hashes=base_model_hashes(base) if not base.startswith("builtin:") else None,
+        base_model_hashes=base_model_hashes,
         gradient_accumulation_steps=accumulation,
         total_batch_size=effective_batch(plan.data.batch_size, accumulation, processes),
         multires_noise_iterations=loss.multires_noise_iterations or None,

@@ -45,6 +45,7 @@ class Run:
     world: int = 1
     rank: int = 0
     fingerprint: dict = field(default_factory=dict)
+    base_model_hashes: Optional[Callable[[], dict]] = None  # the base file's hashes, read on a thread
     resumed: Optional[tr_state.SavedState] = None
     run_id: str = ""
     files: list[Path] = field(default_factory=list)
@@ -84,6 +85,10 @@ def set_up(plan, emit, resume: Optional[str]) -> Run:
     accelerator, run.mixed_precision = setup.make_accelerator(plan.precision.mixed_precision, emit,
                                                               network_settings.train_text_encoder)
     run.accelerator, run.device = accelerator, accelerator.device
+    if run.device.type == "cpu":
+        from easytrain.train.host_memory import keep_freed_memory
+
+        keep_freed_memory()
     run.peaks = PeakMemory(run.device)
     run.weight_dtype = setup.DTYPES[run.mixed_precision]
     from accelerate.utils import set_seed
@@ -96,6 +101,10 @@ def set_up(plan, emit, resume: Optional[str]) -> Run:
     from easytrain.run_files import write_run_files
 
     run.files = write_run_files(plan) if accelerator.is_main_process else []
+    if accelerator.is_main_process and not plan.model.base_model.startswith("builtin:"):
+        from easytrain.network.base_hashes import hashes_in_background
+
+        run.base_model_hashes = hashes_in_background(plan.model.base_model)
     load_model(run)
     build_network_on(run)
     return run
@@ -239,7 +248,7 @@ def prepare_training(run: Run) -> None:
     run.sync_every = 1 if device.type == "cpu" else plan.run.log_every_n_steps
     metadata = run_metadata(plan, spec=run.spec, arch=run.base.arch, prediction_type=run.objective.prediction_type,
                             zero_terminal_snr=run.objective.zero_terminal_snr, extra=run.objective.metadata(),
-                            processes=world,
+                            processes=world, base_model_hashes=run.base_model_hashes,
                             optimizer_name=built.name, mixed_precision=run.mixed_precision,
                             total_steps=run.total_steps, steps_per_epoch=run.steps_per_epoch)
     run.checkpoints = Checkpointer(
