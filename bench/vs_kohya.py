@@ -196,6 +196,8 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--only", choices=("both", "easytrain", "kohya"), default="both")
     parser.add_argument("--keep", type=Path, help="work here and keep the logs and outputs")
+    parser.add_argument("--warm-cache", action="store_true",
+                        help="let easytrain remember the base model's hash between runs (a re-run's start-up)")
     args = parser.parse_args()
 
     work = args.keep or Path(tempfile.mkdtemp(prefix="vs_kohya_"))
@@ -219,7 +221,11 @@ def main() -> int:
         for name in order:
             command, cwd, pattern, csv_path = sides[name]
             shutil.rmtree(work / name, ignore_errors=True)
-            timing = run_timed(command, cwd, env, work / f"{name}-{round_number}.log", pattern, csv_path)
+            side_env = dict(env)
+            if name == "easytrain" and not args.warm_cache:
+                # a cache folder of its own each run: the base model's hash is computed, not remembered
+                side_env["EASYTRAIN_CACHE"] = str(work / f"cache-{round_number}")
+            timing = run_timed(command, cwd, side_env, work / f"{name}-{round_number}.log", pattern, csv_path)
             timings[name].append(timing)
             print(f"round {round_number}  {describe(name, timing)}", flush=True)
 

@@ -142,8 +142,15 @@ def plain_sources(source: TensorSource, key_map: dict[str, str], ema: bool = Fal
     return result
 
 
-def fill(path: Path, model, sources: dict, dtype: torch.dtype) -> None:
-    """Materialise a meta-device model from the file, one tensor at a time."""
+def fill(path: Path, model, sources: dict, dtype: torch.dtype, *, may_finish_later: bool = False) -> None:
+    """Materialise a meta-device model from the file, one tensor at a time.
+
+    ``may_finish_later``: inside ``deferred_copies.copying_on_a_thread()``, tensors that need converting
+    to ``dtype`` are allocated now and written on a thread (the caller waits before reading them).
+    """
+    from easytrain.model import deferred_copies
+
+    later = deferred_copies.current() if may_finish_later else None
     expected = model.state_dict()
     missing = [key for _name, (src, (key, _)) in sources.items() if key not in src.keys]
     if missing:
@@ -165,7 +172,11 @@ def fill(path: Path, model, sources: dict, dtype: torch.dtype) -> None:
                     "is the architecture answer right?"
                 )
             tensor = tensor.reshape(want)  # 1x1 conv <-> linear (VAE attention, SD2 proj_in/out)
-        state[name] = tensor.to(dtype).contiguous()
+        if later is not None and tensor.dtype != dtype:
+            state[name] = torch.empty(want, dtype=dtype)
+            later.add(state[name], tensor)
+        else:
+            state[name] = tensor.to(dtype).contiguous()
     model.load_state_dict(state, strict=True, assign=True)
 
 

@@ -46,6 +46,7 @@ class Run:
     rank: int = 0
     fingerprint: dict = field(default_factory=dict)
     base_model_hashes: Optional[Callable[[], dict]] = None  # the base file's hashes, read on a thread
+    weights_ready: Callable[[], None] = lambda: None  # waits for the base weights still being converted
     resumed: Optional[tr_state.SavedState] = None
     run_id: str = ""
     files: list[Path] = field(default_factory=list)
@@ -118,8 +119,12 @@ def load_model(run: Run) -> None:
     from easytrain.families.load import load_base_model
     from easytrain.families.registry import family_for
 
-    base = load_base_model(plan.model.base_model, dtype=run.weight_dtype, resolved=plan.model.resolved,
-                           options=plan.model.options, vae=plan.model.vae)
+    from easytrain.model.deferred_copies import copying_on_a_thread
+
+    with copying_on_a_thread() as copies:  # the denoiser's and text encoders' values arrive on a thread
+        base = load_base_model(plan.model.base_model, dtype=run.weight_dtype, resolved=plan.model.resolved,
+                               options=plan.model.options, vae=plan.model.vae)
+    run.weights_ready = copies.wait
     run.base, run.family = base, family_for(base.arch)
     run.objective = run.family.objective(base, plan.loss, run.device)
     for frozen in (base.unet, base.vae, *base.text_encoders):
@@ -133,6 +138,8 @@ def build_network_on(run: Run) -> None:
     from easytrain.network.build import build_network
 
     run.spec = settings.spec()
+    if run.spec.dora:
+        run.weights_ready()  # DoRA starts from the base weights' norms
     models = run.family.network_models(base)
     run.network = build_network(models, run.family.network_targets(models, run.spec), run.spec, seed=plan.run.seed)
     if settings.initial_weights is not None and run.resumed is None:
@@ -193,6 +200,7 @@ def prepare_data(run: Run) -> None:
                            run.peaks.phase_ended("caching latents")))
         vae.to("cpu")
         setup.empty_device_cache(device)
+    run.weights_ready()
     run.placed_by_accelerate = run.family.to_device(run.base, device)
     for text_encoder in run.text_encoders:
         text_encoder.to(device)

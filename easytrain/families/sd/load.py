@@ -127,9 +127,11 @@ def load_single_file(path: Path, parts: _Parts, arch: str, prediction: str, dtyp
             unet = UNet2DConditionModel.from_config(parts.unet_config)
             vae = AutoencoderKL.from_config(parts.vae_config)
             text_encoder = CLIPTextModel(parts.text_encoder_config)
-        fill(path, unet, plain_sources(source, unet_key_map(unet.config, names(unet)), ema=True), dtype)
+        fill(path, unet, plain_sources(source, unet_key_map(unet.config, names(unet)), ema=True), dtype,
+             may_finish_later=True)
         fill(path, vae, plain_sources(source, vae_key_map(vae.config, names(vae))), dtype)
-        fill(path, text_encoder, _text_sources(path, source, names(text_encoder), parts.openclip_text), dtype)
+        fill(path, text_encoder, _text_sources(path, source, names(text_encoder), parts.openclip_text), dtype,
+             may_finish_later=True)
     return _finish(arch, prediction, unet, vae, text_encoder, parts.make_tokenizer(), str(path))
 
 

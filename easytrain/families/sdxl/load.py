@@ -121,10 +121,13 @@ def _load_single_file(path: Path, detection: Detection, dtype: torch.dtype) -> d
             vae = AutoencoderKL.from_config(vae_config)
             text_encoder = CLIPTextModel(config_1)
             text_encoder_2 = CLIPTextModelWithProjection(config_2)
-        fill(path, unet, plain_sources(source, unet_key_map(unet.config, names(unet)), ema=True), dtype)
+        fill(path, unet, plain_sources(source, unet_key_map(unet.config, names(unet)), ema=True), dtype,
+             may_finish_later=True)
         fill(path, vae, plain_sources(source, vae_key_map(vae.config, names(vae))), dtype)
-        fill(path, text_encoder, plain_sources(source, clip_l_key_map(names(text_encoder))), dtype)
-        fill(path, text_encoder_2, _bigg_sources(source, names(text_encoder_2)), dtype)
+        fill(path, text_encoder, plain_sources(source, clip_l_key_map(names(text_encoder))), dtype,
+             may_finish_later=True)
+        fill(path, text_encoder_2, _bigg_sources(source, names(text_encoder_2)), dtype,
+             may_finish_later=True)
     if detection.is_tiny:
         tokenizers = tiny_sdxl.build_tiny_sdxl_tokenizers()
     else:

@@ -1,0 +1,114 @@
+"""Base weights converted on a thread while the run goes on (model/deferred_copies.py)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from easytrain.families.load import load_base_model
+from easytrain.families.sd.tiny import tiny_model_paths
+from easytrain.model.deferred_copies import DeferredCopies, copying_on_a_thread
+
+
+@pytest.fixture(scope="module")
+def half_file(tmp_path_factory):
+    """The tiny SD1 single file stored in fp16, as full-size checkpoints are: fp32 training converts it."""
+    from safetensors import safe_open
+
+    source = tiny_model_paths().single_file
+    with safe_open(str(source), "pt") as handle:
+        metadata = handle.metadata()  # marks the tiny model's own vocabulary
+    path = tmp_path_factory.mktemp("half") / "tiny_fp16.safetensors"
+    save_file({k: v.half() for k, v in load_file(str(source)).items()}, str(path), metadata=metadata)
+    return path
+
+
+def _state(model):
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def test_the_thread_writes_the_same_weights_as_loading_at_once(half_file):
+    at_once = load_base_model(str(half_file), dtype=torch.float32)
+    with copying_on_a_thread() as copies:
+        later = load_base_model(str(half_file), dtype=torch.float32)
+    assert copies.count == len(later.unet.state_dict()) + len(later.text_encoder.state_dict())
+    copies.wait()
+    copies.wait()  # a second wait is free
+    for part in ("unet", "vae", "text_encoder"):
+        expected, got = _state(getattr(at_once, part)), _state(getattr(later, part))
+        assert expected.keys() == got.keys()
+        assert all(torch.equal(expected[k], got[k]) and got[k].dtype == torch.float32 for k in expected), part
+
+
+def test_the_vae_is_ready_at_once_for_latent_caching(half_file):
+    """Latents are cached before the wait: the VAE's weights are never left to the thread."""
+    with copying_on_a_thread() as copies:
+        later = load_base_model(str(half_file), dtype=torch.float32)
+    at_once = load_base_model(str(half_file), dtype=torch.float32)
+    assert all(torch.equal(a, b) for a, b in zip(_state(at_once.vae).values(), _state(later.vae).values()))
+    copies.wait()
+
+
+def test_without_the_context_or_a_conversion_nothing_is_deferred(half_file):
+    with copying_on_a_thread() as copies:
+        load_base_model(str(half_file), dtype=torch.float16)  # the file's own dtype: nothing to convert
+    assert copies.count == 0
+    base = load_base_model(str(half_file), dtype=torch.float32)  # outside: converted at once
+    assert base.unet.conv_in.weight.dtype == torch.float32
+
+
+def test_an_error_on_the_thread_is_raised_by_wait():
+    copies = DeferredCopies()
+    copies.add(torch.empty(3), torch.ones(4))  # shapes that do not match
+    copies.add(torch.empty(2), torch.ones(2))
+    with pytest.raises(RuntimeError):
+        copies.wait()
+    copies.wait()  # reported once
+
+
+def test_a_failing_load_finishes_the_thread_before_the_error_goes_on():
+    target = torch.zeros(1000)
+    with pytest.raises(ValueError):
+        with copying_on_a_thread() as copies:
+            copies.add(target, torch.ones(1000))
+            raise ValueError("the loader failed")
+    assert copies._thread is None and torch.equal(target, torch.ones(1000))
+
+
+def test_a_run_waits_for_the_weights_before_they_go_to_the_device(half_file, tmp_path, monkeypatch):
+    """The copy thread is held back until the run has built its network and cached its latents: the
+    trained LoRA is still the one a run that loads everything at once trains."""
+    import threading
+
+    from _train_helpers import Recorder, tiny_plan
+    from easytrain.model import deferred_copies
+    from easytrain.train.loop import run_training
+
+    def train(folder):
+        result = run_training(tiny_plan(folder, base_model=str(half_file), epochs=1), Recorder())
+        return load_file(str(result.final_path))
+
+    expected = train(tmp_path / "at_once")
+
+    released = threading.Event()
+    work, wait = DeferredCopies._work, DeferredCopies.wait
+
+    def held_back(self):
+        released.wait(timeout=60)
+        work(self)
+
+    def release_then_wait(self):
+        released.set()
+        wait(self)
+
+    monkeypatch.setattr(DeferredCopies, "_work", held_back)
+    monkeypatch.setattr(DeferredCopies, "wait", release_then_wait)
+    started = []
+    original = deferred_copies.copying_on_a_thread
+    monkeypatch.setattr(deferred_copies, "copying_on_a_thread",
+                        lambda: started.append(True) or original())
+    got = train(tmp_path / "later")
+    assert started, "the run did not load through copying_on_a_thread"
+    assert expected.keys() == got.keys()
+    assert all(torch.equal(expected[k], got[k]) for k in expected)
