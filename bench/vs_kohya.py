@@ -14,12 +14,14 @@ The settings are the same on both sides: LoRA dim 16 alpha 8, AdamW, constant lr
 CPU, gradient checkpointing, latents cached in memory, SDPA attention; SD1.5 trains the UNet and the text
 encoder, SDXL the UNet alone with the text encoders' outputs cached (kohya's usual SDXL set-up).
 
-The two run in turn, --rounds times, so load on a shared machine hits both alike. For each run this
-prints the whole process's wall time and when each step ended (read from the progress each prints as it
-goes): ``start-up`` is the time before the first step began (imports, loading, caching, the network,
-the optimizer), ``step`` the median time between the ends of consecutive steps. Then the medians over
-rounds and the ratios easytrain/kohya; issue 29's goals: a 2-step run (``total``) at most 0.50x
-kohya's, the step at most 0.80x.
+The sides run in turn (the order rotates each round), --rounds times, so load on a shared machine hits
+them alike. For each run this prints the whole process's wall time and when each step ended (read from the
+progress each prints as it goes): ``start-up`` is the time before the first step began (imports, loading,
+caching, the network, the optimizer: when the line each prints just before its first step appeared),
+``step`` the median time between the ends of consecutive steps. Then the medians over rounds and the ratios to kohya; issue 29's
+goals: start-up at most 0.50x kohya's, the step at most 0.80x. Each easytrain run gets a cache folder of
+its own (the base model's hash is computed, as on a first run) unless --warm-cache. ``--baseline DIR``
+adds an earlier easytrain checkout (a git worktree) as a third side, "before".
 """
 
 from __future__ import annotations
@@ -34,7 +36,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,19 +49,13 @@ class Timing:
     """One run of one side: wall time, and when each step ended (seconds from the process start)."""
 
     total: float
+    startup: float  # when the first step began
     step_ends: list[float] = field(default_factory=list)
 
     @property
     def step(self) -> float:
         gaps = [b - a for a, b in zip(self.step_ends, self.step_ends[1:])]
         return statistics.median(gaps) if gaps else float("nan")
-
-    @property
-    def startup(self) -> float:
-        """Time before the first step began: the first step's end less one steady step."""
-        if not self.step_ends:
-            return float("nan")
-        return self.step_ends[0] - (self.step if len(self.step_ends) > 1 else 0.0)
 
 
 def write_images(folder: Path, count: int, size: int) -> Path:
@@ -78,13 +73,13 @@ def write_images(folder: Path, count: int, size: int) -> Path:
     return folder
 
 
-def easytrain_command(args, work: Path, data: Path) -> list[str]:
+def easytrain_command(args, work: Path, data: Path, output: str = "easytrain") -> list[str]:
     answers = {
         "schema_version": 1,
         "base_model": str(args.checkpoint),
         "architecture": "sdxl" if args.arch == "sdxl" else "sd1",
         "image_folder": str(data),
-        "output_folder": str(work / "easytrain"),
+        "output_folder": str(work / output),
         "output_name": "bench",
         "use_regularization": False,
         "optimizer": "AdamW",
@@ -111,7 +106,7 @@ def easytrain_command(args, work: Path, data: Path) -> list[str]:
         "save_every_n_epochs": 0,  # kohya saves the last file only, and no state
         "save_state": False,
     }
-    path = work / "answers.json"
+    path = work / f"{output}.json"
     path.write_text(json.dumps(answers, indent=2), encoding="utf-8")
     return [sys.executable, "-m", "easytrain", "train", str(path)]
 
@@ -135,8 +130,9 @@ def kohya_command(args, work: Path, data: Path) -> list[str]:
     return command
 
 
-# easytrain's plain view prints "step 3/10 | ..."; kohya's tqdm bar "steps:  30%|...| 3/10 [...".
-EASYTRAIN_STEP = re.compile(r"^step (\d+)/(\d+) ")
+# easytrain's plain view prints "training NAME on cpu: ..." before its first step, then "step 3/10 | ...";
+# kohya's tqdm bar "steps:   0%|...| 0/10 [..." before its first step, then "steps:  30%|...| 3/10 [...".
+EASYTRAIN_STEP = re.compile(r"^(?:step (\d+)/(\d+) |training .* on \w+: )")
 KOHYA_STEP = re.compile(r"steps:\s+\d+%\|[^|]*\|\s*(\d+)/(\d+)")
 
 
@@ -159,11 +155,12 @@ def run_timed(command: list[str], cwd: Path, env: dict, log: Path, step_pattern:
             for piece in pieces:
                 found = step_pattern.search(piece.decode("utf-8", "replace"))
                 if found:
-                    ends.setdefault(int(found.group(1)), now)
+                    ends.setdefault(int(found.group(1) or 0), now)  # 0: the first step begins
     code = process.wait()
     total = time.monotonic() - start
     if code != 0:
         raise SystemExit(f"{command[1]} failed with exit status {code}; its output is in {log}")
+    began = ends.get(0, float("nan"))
     step_ends = [ends[k] for k in sorted(ends) if k > 0]
     if every_step_csv is not None and every_step_csv.exists() and step_ends:
         # easytrain prints every tenth step; its metrics file has each step's own duration
@@ -175,7 +172,7 @@ def run_timed(command: list[str], cwd: Path, env: dict, log: Path, step_pattern:
         step_ends = [first]
         for duration in seconds[1:]:
             step_ends.append(step_ends[-1] + duration)
-    return Timing(total, step_ends)
+    return Timing(total, began, step_ends)
 
 
 def describe(name: str, timing: Timing) -> str:
@@ -195,6 +192,8 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--only", choices=("both", "easytrain", "kohya"), default="both")
+    parser.add_argument("--baseline", type=Path,
+                        help="also run an earlier easytrain checkout (a git worktree), as the side 'before'")
     parser.add_argument("--keep", type=Path, help="work here and keep the logs and outputs")
     parser.add_argument("--warm-cache", action="store_true",
                         help="let easytrain remember the base model's hash between runs (a re-run's start-up)")
@@ -210,19 +209,26 @@ def main() -> int:
                       work / "easytrain" / "bench.metrics.csv"),
         "kohya": (kohya_command(args, work, data), args.kohya, KOHYA_STEP, None),
     }
+    if args.baseline:
+        sides["before"] = (easytrain_command(args, work, data, "before"), args.baseline, EASYTRAIN_STEP,
+                           work / "before" / "bench.metrics.csv")
     if args.only != "both":
-        sides = {args.only: sides[args.only]}
+        sides = {name: side for name, side in sides.items() if name != ("kohya" if args.only == "easytrain" else "easytrain")}
     print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {args.threads} threads; "
           f"{args.arch} {args.checkpoint.name}, {args.images} image(s) at {args.resolution} px, {args.steps} steps, "
           f"{args.rounds} rounds", flush=True)
     timings: dict[str, list[Timing]] = {name: [] for name in sides}
+    rotation = list(sides)
     for round_number in range(1, args.rounds + 1):
-        order = list(sides) if round_number % 2 else list(reversed(sides))
+        shift = (round_number - 1) % len(rotation)
+        order = rotation[shift:] + rotation[:shift]
         for name in order:
             command, cwd, pattern, csv_path = sides[name]
             shutil.rmtree(work / name, ignore_errors=True)
             side_env = dict(env)
-            if name == "easytrain" and not args.warm_cache:
+            if name == "before":
+                side_env["PYTHONPATH"] = str(args.baseline)
+            if name in ("easytrain", "before") and not args.warm_cache:
                 # a cache folder of its own each run: the base model's hash is computed, not remembered
                 side_env["EASYTRAIN_CACHE"] = str(work / f"cache-{round_number}")
             timing = run_timed(command, cwd, side_env, work / f"{name}-{round_number}.log", pattern, csv_path)
@@ -232,15 +238,14 @@ def main() -> int:
     print("medians:")
     medians = {}
     for name, runs in timings.items():
-        medians[name] = Timing(statistics.median(t.total for t in runs))
-        startup = statistics.median(t.startup for t in runs)
-        step = statistics.median(t.step for t in runs)
-        medians[name] = (medians[name].total, startup, step)
-        print(f"  {name:9s} total {medians[name][0]:7.1f} s   start-up {startup:6.1f} s   step {step:6.2f} s")
-    if len(medians) == 2:
-        (e_total, e_start, e_step), (k_total, k_start, k_step) = medians["easytrain"], medians["kohya"]
-        print(f"ratio easytrain/kohya: total {e_total / k_total:.2f}x (goal <= 0.50)   start-up "
-              f"{e_start / k_start:.2f}x   step {e_step / k_step:.2f}x (goal <= 0.80)")
+        medians[name] = tuple(statistics.median(getattr(t, what) for t in runs) for what in ("total", "startup", "step"))
+        total, startup, step = medians[name]
+        print(f"  {name:9s} total {total:7.1f} s   start-up {startup:6.1f} s   step {step:6.2f} s")
+    for name in ("easytrain", "before"):
+        if name in medians and "kohya" in medians:
+            (total, startup, step), (k_total, k_startup, k_step) = medians[name], medians["kohya"]
+            print(f"ratio {name}/kohya: total {total / k_total:.2f}x   start-up {startup / k_startup:.2f}x "
+                  f"(goal <= 0.50)   step {step / k_step:.2f}x (goal <= 0.80)")
     if not args.keep:
         shutil.rmtree(work, ignore_errors=True)
     return 0

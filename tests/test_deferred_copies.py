@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
@@ -112,3 +114,24 @@ def test_a_run_waits_for_the_weights_before_they_go_to_the_device(half_file, tmp
     assert started, "the run did not load through copying_on_a_thread"
     assert expected.keys() == got.keys()
     assert all(torch.equal(expected[k], got[k]) for k in expected)
+
+
+@pytest.mark.skipif(not hasattr(os, "setpriority"), reason="per-thread nice values: Linux")
+def test_the_copy_thread_runs_at_the_lowest_priority_and_the_caller_does_not():
+    """Its copies take only idle cores; the thread that called it keeps its own priority."""
+    import threading
+
+    from easytrain.model.deferred_copies import lowest_priority
+
+    seen = {}
+
+    def probe():
+        lowest_priority()
+        seen["thread"] = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    before = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    worker = threading.Thread(target=probe)
+    worker.start()
+    worker.join()
+    assert seen["thread"] == 19
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == before

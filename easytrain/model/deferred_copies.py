@@ -6,7 +6,8 @@ Nothing needs the UNet's or the text encoders' values until they go to the train
 run still builds the network, scans the dataset and caches the latents with the VAE. Inside
 ``copying_on_a_thread()``, ``model.load.fill(..., may_finish_later=True)`` gives those models their
 tensors at once (allocated, not yet written) and queues the copies here; a thread does them (torch lets
-other threads run while it copies) and ``wait()`` returns once every value is in place.
+other threads run while it copies) at the lowest priority, so that on a machine with no idle core it
+takes nothing from the latent caching in front of it, and ``wait()`` returns once every value is in place.
 
 The caller must call ``wait()`` before anything reads those weights: moving them to a device, DoRA's norms
 of the base weights, a forward pass. train/wiring.py does it before the denoiser goes to the device.
@@ -14,6 +15,7 @@ of the base weights, a forward pass. train/wiring.py does it before the denoiser
 
 from __future__ import annotations
 
+import os
 import queue
 import threading
 from contextlib import contextmanager
@@ -42,6 +44,7 @@ class DeferredCopies:
         self.count += 1
 
     def _work(self) -> None:
+        lowest_priority()
         with torch.no_grad():
             while (item := self._queue.get()) is not None:
                 if self._error is None:
@@ -59,6 +62,16 @@ class DeferredCopies:
         if self._error is not None:
             error, self._error = self._error, None
             raise error
+
+
+def lowest_priority() -> None:
+    """The calling thread runs only on cores the rest of the run leaves idle (Linux gives each thread its
+    own nice value, and the threads it starts inherit it). A thread the run waits for then has the
+    machine to itself; until then it takes nothing from the work in front of it."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+    except (AttributeError, OSError):
+        pass
 
 
 def current() -> Optional[DeferredCopies]:

@@ -2,10 +2,9 @@
 8-digit hash) and ``ss_new_sd_model_hash`` (sha256 of the whole file).
 
 The sha256 reads every byte: 2 GiB for SD1.5, 6.5 GiB for SDXL, 23 GiB for Flux.1, seconds on a fast disk
-and a minute or more on a slow one. A run therefore starts it on a thread before it loads the model
+and a minute or more on a slow one. A run therefore starts it on a thread once the model is loaded
 (hashlib lets other threads run while it hashes), at the lowest priority so that it takes only what the
-training leaves idle, and waits for it only when it saves its first file. The
-result is remembered per file, by its size and modification time, in easytrain's cache folder, so a re-run
+training leaves idle, and waits for it only when it saves its first file. The result is remembered per file, by its size and modification time, in easytrain's cache folder, so a re-run
 or the next job of a queue on the same base model reads nothing.
 """
 
@@ -19,6 +18,7 @@ import threading
 from pathlib import Path
 from typing import Callable
 
+from easytrain.model.deferred_copies import lowest_priority
 from easytrain.model.tiny_cache import default_cache_dir
 
 CACHE_FILE = "base_model_hashes.json"
@@ -71,7 +71,7 @@ def hashes_in_background(path: str | Path) -> Callable[[], dict[str, str]]:
     result: dict = {}
 
     def work() -> None:
-        _lowest_priority()
+        lowest_priority()
         try:
             result["hashes"] = remembered_hashes(path)
         except BaseException as exc:  # handed to the waiting caller
@@ -87,15 +87,6 @@ def hashes_in_background(path: str | Path) -> Callable[[], dict[str, str]]:
         return result["hashes"]
 
     return wait
-
-
-def _lowest_priority() -> None:
-    """This thread runs only on cores the training leaves idle (Linux: a thread has its own nice value).
-    On a GPU machine that is nearly always; on a CPU-only run the hash waits for the first save."""
-    try:
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
-    except (AttributeError, OSError):
-        pass
 
 
 def _valid(hashes) -> bool:

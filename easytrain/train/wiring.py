@@ -102,10 +102,6 @@ def set_up(plan, emit, resume: Optional[str]) -> Run:
     from easytrain.run_files import write_run_files
 
     run.files = write_run_files(plan) if accelerator.is_main_process else []
-    if accelerator.is_main_process and not plan.model.base_model.startswith("builtin:"):
-        from easytrain.network.base_hashes import hashes_in_background
-
-        run.base_model_hashes = hashes_in_background(plan.model.base_model)
     load_model(run)
     build_network_on(run)
     return run
@@ -201,6 +197,11 @@ def prepare_data(run: Run) -> None:
         vae.to("cpu")
         setup.empty_device_cache(device)
     run.weights_ready()
+    if run.accelerator.is_main_process and not plan.model.base_model.startswith("builtin:"):
+        from easytrain.network.base_hashes import hashes_in_background
+
+        # after the weights: reading the file again would slow the copies the run waits for
+        run.base_model_hashes = hashes_in_background(plan.model.base_model)
     run.placed_by_accelerate = run.family.to_device(run.base, device)
     for text_encoder in run.text_encoders:
         text_encoder.to(device)
