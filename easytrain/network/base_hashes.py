@@ -1,11 +1,12 @@
 """The base model file's hashes that kohya writes into every LoRA file: ``ss_sd_model_hash`` (A1111's old
 8-digit hash) and ``ss_new_sd_model_hash`` (sha256 of the whole file).
 
-The sha256 reads every byte: 2 GiB for SD1.5, 6.5 GiB for SDXL, 23 GiB for Flux.1, seconds on a fast disk
-and a minute or more on a slow one. A run therefore starts it on a thread once the model is loaded
-(hashlib lets other threads run while it hashes), at the lowest priority so that it takes only what the
-training leaves idle, and waits for it only when it saves its first file. The result is remembered per file, by its size and modification time, in easytrain's cache folder, so a re-run
-or the next job of a queue on the same base model reads nothing.
+The sha256 reads every byte: 2 GiB for SD1.5, 6.5 GiB for SDXL, 23 GiB for Flux.1, seconds on a fast
+disk and a minute or more on a slow one. A run therefore starts it on a thread before it imports the model
+libraries and loads the model (hashlib lets other threads run while it hashes), at the lowest priority so
+that it takes only what the imports, the loading and the training leave idle, and waits for it only when
+it saves its first file. The result is remembered per file, by its size and modification time, in
+easytrain's cache folder, so a re-run or the next job of a queue on the same base model reads nothing.
 """
 
 from __future__ import annotations

@@ -92,6 +92,11 @@ def set_up(plan, emit, resume: Optional[str]) -> Run:
         keep_freed_memory()
     run.peaks = PeakMemory(run.device)
     run.weight_dtype = setup.DTYPES[run.mixed_precision]
+    if accelerator.is_main_process and not plan.model.base_model.startswith("builtin:"):
+        from easytrain.network.base_hashes import hashes_in_background
+
+        # on a core the imports and the loading leave idle, at the lowest priority
+        run.base_model_hashes = hashes_in_background(plan.model.base_model)
     from accelerate.utils import set_seed
 
     set_seed(plan.run.seed)
@@ -197,11 +202,6 @@ def prepare_data(run: Run) -> None:
         vae.to("cpu")
         setup.empty_device_cache(device)
     run.weights_ready()
-    if run.accelerator.is_main_process and not plan.model.base_model.startswith("builtin:"):
-        from easytrain.network.base_hashes import hashes_in_background
-
-        # after the weights: reading the file again would slow the copies the run waits for
-        run.base_model_hashes = hashes_in_background(plan.model.base_model)
     run.placed_by_accelerate = run.family.to_device(run.base, device)
     for text_encoder in run.text_encoders:
         text_encoder.to(device)
