@@ -105,7 +105,12 @@ def easytrain_command(args, work: Path, data: Path, output: str = "easytrain") -
         "flip_aug": False,
         "save_every_n_epochs": 0,  # kohya saves the last file only, and no state
         "save_state": False,
+        "max_token_length": 75,    # kohya's default (easytrain's is 225: three windows of the text encoder)
+        "realistic_model": True,
+        "tensorboard": False,      # kohya logs nothing unless asked
     }
+    if args.arch != "sdxl":
+        answers["clip_skip"] = 1   # kohya's default (SDXL has none)
     path = work / f"{output}.json"
     path.write_text(json.dumps(answers, indent=2), encoding="utf-8")
     return [sys.executable, "-m", "easytrain", "train", str(path)]

@@ -45,23 +45,51 @@ class DeferredCopies:
 
     def _work(self) -> None:
         lowest_priority()
-        with torch.no_grad():
-            while (item := self._queue.get()) is not None:
-                if self._error is None:
-                    try:
-                        item[0].copy_(item[1])
-                    except BaseException as exc:  # raised by wait(), in the caller's thread
-                        self._error = exc
+        while (item := self._queue.get()) is not None:
+            self._copy(item)
+
+    def _copy(self, item) -> None:
+        if self._error is None:
+            try:
+                copy_on_this_core(*item)
+            except BaseException as exc:  # raised by wait(), in the caller's thread
+                self._error = exc
 
     def wait(self) -> None:
-        """Every queued copy done; an error from the thread is raised here. Calling it again is free."""
+        """Every queued copy done; an error from the thread is raised here. Calling it again is free.
+
+        The caller does what is left itself, beside the thread: a thread at the lowest priority can be
+        slow on a busy machine, and a process may not raise a thread's priority again."""
         if self._thread is not None:
+            while True:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                self._copy(item)
             self._queue.put(None)
             self._thread.join()
             self._thread = None
         if self._error is not None:
             error, self._error = self._error, None
             raise error
+
+
+_NUMPY_DTYPES = (torch.float16, torch.float32, torch.float64)
+
+
+def copy_on_this_core(target: torch.Tensor, source: torch.Tensor) -> None:
+    """``target.copy_(source)`` on the calling thread alone. torch would copy a large tensor with its
+    OpenMP team, and a team thread starved by the lowest priority holds the whole copy at the team's
+    barrier; numpy's cast runs on this thread only (without the GIL). bfloat16, which numpy lacks, goes
+    through torch."""
+    if target.dtype in _NUMPY_DTYPES and source.dtype in _NUMPY_DTYPES:
+        import numpy as np
+
+        np.copyto(target.numpy(), source.numpy(), casting="unsafe")
+    else:
+        with torch.no_grad():
+            target.copy_(source)
 
 
 def lowest_priority() -> None:
