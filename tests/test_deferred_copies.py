@@ -135,3 +135,25 @@ def test_the_copy_thread_runs_at_the_lowest_priority_and_the_caller_does_not():
     worker.join()
     assert seen["thread"] == 19
     assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == before
+
+
+def test_the_waiting_caller_copies_what_the_starved_thread_has_not():
+    """A lowest-priority thread may get no core on a busy machine: wait() does the queued copies itself."""
+    import threading
+
+    held, done_before_release = threading.Event(), []
+    copies = DeferredCopies()
+    work = DeferredCopies._work
+    copies._work = lambda: (held.wait(30), work(copies))
+    targets = [torch.zeros(100) for _ in range(5)]
+    for target in targets:
+        copies.add(target, torch.ones(100))
+
+    def release():
+        done_before_release.append(all(torch.equal(t, torch.ones(100)) for t in targets))
+        held.set()
+
+    assert copies._thread is not None
+    threading.Timer(1.0, release).start()
+    copies.wait()
+    assert done_before_release == [True]
