@@ -31,7 +31,7 @@ _cache_lock = threading.Lock()
 def base_model_hashes(path: str | Path) -> dict[str, str]:
     """Both hashes of a model file; empty for what is not a file (a diffusers folder, the built-in tiny
     model), as kohya writes none."""
-    path = Path(path)
+    path = Path(path).expanduser()
     if not path.is_file():
         return {}
     with open(path, "rb") as fh:
@@ -52,7 +52,7 @@ def _sha256(fh):
 def remembered_hashes(path: str | Path, cache_dir: Path | None = None) -> dict[str, str]:
     """``base_model_hashes``, read from the cache when the file's size and modification time are the ones
     hashed before; hashed and remembered otherwise. A cache that cannot be read or written is only slower."""
-    path = Path(path)
+    path = Path(path).expanduser()
     if not path.is_file():
         return {}
     cache = (cache_dir or default_cache_dir()) / CACHE_FILE
@@ -67,14 +67,17 @@ def remembered_hashes(path: str | Path, cache_dir: Path | None = None) -> dict[s
 
 
 def hashes_in_background(path: str | Path) -> Callable[[], dict[str, str]]:
-    """Start ``remembered_hashes(path)`` on a thread; the returned call waits for it and gives the hashes
-    (an error while hashing is raised there, by the caller's thread)."""
+    """Start ``remembered_hashes(path)`` on a thread; the returned call waits for it and gives the hashes.
+    A file that cannot be read to the end (moved, a failing disk) gives none: the LoRA file is saved
+    without those two keys rather than not at all. Any other error is raised by the caller's thread."""
     result: dict = {}
 
     def work() -> None:
         lowest_priority()
         try:
             result["hashes"] = remembered_hashes(path)
+        except OSError:
+            result["hashes"] = {}
         except BaseException as exc:  # handed to the waiting caller
             result["error"] = exc
 
