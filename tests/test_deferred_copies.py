@@ -121,7 +121,7 @@ def test_the_copy_thread_runs_at_the_lowest_priority_and_the_caller_does_not():
     """Its copies take only idle cores; the thread that called it keeps its own priority."""
     import threading
 
-    from easytrain.model.deferred_copies import lowest_priority
+    from easytrain.background import lowest_priority
 
     seen = {}
 

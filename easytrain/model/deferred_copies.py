@@ -15,7 +15,6 @@ of the base weights, a forward pass. train/wiring.py does it before the denoiser
 
 from __future__ import annotations
 
-import os
 import queue
 import threading
 from contextlib import contextmanager
@@ -23,6 +22,8 @@ from contextvars import ContextVar
 from typing import Iterator, Optional
 
 import torch
+
+from easytrain.background import lowest_priority
 
 _current: ContextVar[Optional["DeferredCopies"]] = ContextVar("deferred_weight_copies", default=None)
 
@@ -90,16 +91,6 @@ def copy_on_this_core(target: torch.Tensor, source: torch.Tensor) -> None:
     else:
         with torch.no_grad():
             target.copy_(source)
-
-
-def lowest_priority() -> None:
-    """The calling thread runs only on cores the rest of the run leaves idle (Linux gives each thread its
-    own nice value, and the threads it starts inherit it). A thread the run waits for then has the
-    machine to itself; until then it takes nothing from the work in front of it."""
-    try:
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
-    except (AttributeError, OSError):
-        pass
 
 
 def current() -> Optional[DeferredCopies]:

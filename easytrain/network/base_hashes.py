@@ -19,7 +19,7 @@ import threading
 from pathlib import Path
 from typing import Callable
 
-from easytrain.model.deferred_copies import lowest_priority
+from easytrain.background import lowest_priority
 from easytrain.model.tiny_cache import default_cache_dir
 
 CACHE_FILE = "base_model_hashes.json"
