@@ -47,27 +47,28 @@ class DeferredCopies:
     def _work(self) -> None:
         lowest_priority()
         while (item := self._queue.get()) is not None:
-            self._copy(item)
+            self._copy(item, copy_on_this_core)
 
-    def _copy(self, item) -> None:
+    def _copy(self, item, copy) -> None:
         if self._error is None:
             try:
-                copy_on_this_core(*item)
+                copy(*item)
             except BaseException as exc:  # raised by wait(), in the caller's thread
                 self._error = exc
 
     def wait(self) -> None:
         """Every queued copy done; an error from the thread is raised here. Calling it again is free.
 
-        The caller does what is left itself, beside the thread: a thread at the lowest priority can be
-        slow on a busy machine, and a process may not raise a thread's priority again."""
+        The caller does what is left itself, beside the thread and with torch's whole thread pool: a thread
+        at the lowest priority can be slow on a busy machine, and a process may not raise a thread's
+        priority again."""
         if self._thread is not None:
             while True:
                 try:
                     item = self._queue.get_nowait()
                 except queue.Empty:
                     break
-                self._copy(item)
+                self._copy(item, _copy_with_all_cores)
             self._queue.put(None)
             self._thread.join()
             self._thread = None
@@ -89,8 +90,12 @@ def copy_on_this_core(target: torch.Tensor, source: torch.Tensor) -> None:
 
         np.copyto(target.numpy(), source.numpy(), casting="unsafe")
     else:
-        with torch.no_grad():
-            target.copy_(source)
+        _copy_with_all_cores(target, source)
+
+
+def _copy_with_all_cores(target: torch.Tensor, source: torch.Tensor) -> None:
+    with torch.no_grad():
+        target.copy_(source)
 
 
 def current() -> Optional[DeferredCopies]:
