@@ -157,3 +157,72 @@ def test_the_waiting_caller_copies_what_the_starved_thread_has_not():
     threading.Timer(1.0, release).start()
     copies.wait()
     assert done_before_release == [True]
+
+
+def _half_copy(source, path):
+    from safetensors import safe_open
+
+    with safe_open(str(source), "pt") as handle:
+        metadata = handle.metadata()
+    save_file({k: v.half() for k, v in load_file(str(source)).items()}, str(path), metadata=metadata)
+    return path
+
+
+def test_kept_text_encoders_stay_in_the_files_precision_and_encode_exactly_as_converted_ones(tmp_path):
+    """SDXL's pair, kept in fp16 and computing in fp32 layer by layer: the same context and pooled
+    output, bit for bit, as the pair converted to fp32 up front; the UNet is still converted."""
+    from easytrain.families.sdxl.text import encode_sdxl_tokens
+    from easytrain.families.sdxl.tiny import tiny_sdxl_paths
+    from easytrain.model.cast_on_use import compute_in
+
+    half = _half_copy(tiny_sdxl_paths().single_file, tmp_path / "tiny_sdxl_fp16.safetensors")
+    converted = load_base_model(str(half), dtype=torch.float32)
+    with copying_on_a_thread() as copies:
+        kept = load_base_model(str(half), dtype=torch.float32)
+    for text_encoder in kept.text_encoders:
+        assert copies.keep_stored(text_encoder) == torch.float32
+        assert compute_in(text_encoder, torch.float32) > 0
+    copies.wait()
+    ids = torch.randint(0, 100, (2, 1, 77), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = encode_sdxl_tokens(converted.text_encoders, ids, ids)
+        got = encode_sdxl_tokens(kept.text_encoders, ids, ids)
+    assert all(torch.equal(e, g) and g.dtype == torch.float32 for e, g in zip(expected, got))
+    for text_encoder in kept.text_encoders:
+        assert {p.dtype for p in text_encoder.parameters()} == {torch.float16}, "put back after the forward"
+    assert {p.dtype for p in kept.unet.parameters()} == {torch.float32}
+    assert all(torch.equal(a, b) for a, b in zip(_state(converted.unet).values(), _state(kept.unet).values()))
+
+
+def test_a_unet_only_run_keeps_its_frozen_text_encoder_stored_and_trains_the_same_lora(half_file, tmp_path,
+                                                                                     monkeypatch):
+    """Text-encoder outputs cached (UNet only): the encoder stays in fp16 through the run (the held-out
+    captions and the sample prompts encoded with it too), and the LoRA is the one a run that converts the
+    encoder to fp32 trains."""
+    from _train_helpers import Recorder, tiny_plan
+    from easytrain.train import wiring
+    from easytrain.train.loop import run_training
+
+    def train(folder):
+        prompts = folder / "prompts.txt"
+        folder.mkdir(parents=True)
+        prompts.write_text("a red square --s 2 --w 64 --h 64\n", encoding="utf-8")
+        plan = tiny_plan(folder, base_model=str(half_file), epochs=1, train_parts="unet_only",
+                         shuffle_captions=False, validation_split=0.25, sample_images=True,
+                         sample_prompts=str(prompts), sample_every_n_epochs=1)
+        assert plan.text_outputs_cached
+        events = Recorder()
+        lora = load_file(str(run_training(plan, events).final_path))
+        assert not [e for e in events if "failed" in str(getattr(e, "text", ""))]
+        assert list((folder / "out" / "sample").glob("*.png")), "no sample images"
+        return lora
+
+    kept_encoders, original = [], wiring._cast_on_use
+    monkeypatch.setattr(wiring, "_cast_on_use", lambda *a: kept_encoders.extend(original(*a)) or kept_encoders)
+    kept = train(tmp_path / "kept")
+    assert len(kept_encoders) == 1
+    assert {p.dtype for p in kept_encoders[0].parameters()} == {torch.float16}
+    monkeypatch.setattr(wiring, "_cast_on_use", lambda *a: [])
+    converted = train(tmp_path / "converted")
+    assert kept.keys() == converted.keys()
+    assert all(torch.equal(kept[k], converted[k]) for k in kept)

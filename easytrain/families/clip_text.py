@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import torch
 
+from easytrain.model.cast_on_use import computing_dtype
+
 CHUNK = 75          # caption tokens per CLIP window
 MAX_TOKEN_LENGTHS = (75, 150, 225)
 
@@ -77,7 +79,7 @@ def encode_tokens(text_encoder, input_ids: torch.Tensor, clip_skip: int = 1) -> 
     out = text_encoder(flat, output_hidden_states=True, return_dict=True)
     norm = final_layer_norm(text_encoder)
     # The hidden states may be fp32 while a frozen bf16/fp16 norm is not (autocast leaves layer norm alone on the CPU).
-    states = norm(out.hidden_states[-clip_skip].to(norm.weight.dtype))
+    states = norm(out.hidden_states[-clip_skip].to(computing_dtype(norm)))
     states = states.reshape(batch, n_chunks * width, states.shape[-1])
     return join_chunk_states(states, n_chunks)
 

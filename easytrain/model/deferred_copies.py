@@ -11,6 +11,11 @@ takes nothing from the latent caching in front of it, and ``wait()`` returns onc
 
 The caller must call ``wait()`` before anything reads those weights: moving them to a device, DoRA's norms
 of the base weights, a forward pass. train/wiring.py does it before the denoiser goes to the device.
+
+``keep_stored(module)`` takes a module's weights off the list before they are copied: they stay in the
+file's precision, and the module computes in the training precision one layer at a time
+(``model/cast_on_use.py``). Frozen text encoders whose outputs are cached run once: converting them would
+write 3.3 GB for SDXL's pair in fp32, for a single pass.
 """
 
 from __future__ import annotations
@@ -35,14 +40,33 @@ class DeferredCopies:
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._thread: Optional[threading.Thread] = None
         self._error: Optional[BaseException] = None
+        self._sources: dict[int, torch.Tensor] = {}   # target's data_ptr -> its source, until kept or done
+        self._kept: set[int] = set()
         self.count = 0
 
     def add(self, target: torch.Tensor, source: torch.Tensor) -> None:
         if self._thread is None:
             self._thread = threading.Thread(target=self._work, name="weight-copies", daemon=True)
             self._thread.start()
+        if target.numel():
+            self._sources[target.data_ptr()] = source
         self._queue.put((target, source))
         self.count += 1
+
+    def keep_stored(self, module: torch.nn.Module) -> torch.dtype | None:
+        """Give ``module``'s parameters whose copies are queued their sources instead (the file's values,
+        in the file's precision); copies not yet made are skipped, a target already written is dropped.
+        Returns the precision the copies were to have (the module should compute in it), or None where
+        none of its parameters was queued here."""
+        wanted = None
+        for param in module.parameters():
+            source = self._sources.get(param.data_ptr()) if param.numel() else None
+            if source is None or source.shape != param.shape:
+                continue
+            self._kept.add(param.data_ptr())
+            wanted = param.dtype
+            param.data = source.contiguous()  # as a converted weight is: matmul kernels follow the layout
+        return wanted
 
     def _work(self) -> None:
         lowest_priority()
@@ -50,7 +74,7 @@ class DeferredCopies:
             self._copy(item, copy_on_this_core)
 
     def _copy(self, item, copy) -> None:
-        if self._error is None:
+        if self._error is None and item[0].data_ptr() not in self._kept:
             try:
                 copy(*item)
             except BaseException as exc:  # raised by wait(), in the caller's thread
@@ -72,6 +96,7 @@ class DeferredCopies:
             self._queue.put(None)
             self._thread.join()
             self._thread = None
+        self._sources.clear()
         if self._error is not None:
             error, self._error = self._error, None
             raise error

@@ -83,8 +83,9 @@ class Network:
         return [{"params": params, "lr": unet_lr * self.spec.blocks.lr_weight(index), "name": f"unet_block{index}"}
                 for index, params in sorted(by_block.items())]
 
-    def cast_base(self, dtype: torch.dtype) -> None:
-        """Cast the frozen base weights of both models to ``dtype``; adapters stay fp32.
+    def cast_base(self, dtype: torch.dtype, leave=()) -> None:
+        """Cast the frozen base weights of the models to ``dtype``; adapters stay fp32; the models in
+        ``leave`` (computing in ``dtype`` from weights stored otherwise: model/cast_on_use.py) stay as they are.
 
         Use this instead of ``model.to(dtype)``, which would also round the
         adapter weights. Parameters are cast in place (``.data``), so existing
@@ -92,7 +93,7 @@ class Network:
         """
         adapter_ids = {id(p) for p in self.trainable_parameters()}
         for model in self.models.values():
-            if model is None:
+            if model is None or any(model is left for left in leave):
                 continue
             for module in model.modules():
                 for param in module._parameters.values():

@@ -47,6 +47,7 @@ class Run:
     fingerprint: dict = field(default_factory=dict)
     base_model_hashes: Optional[Callable[[], dict]] = None  # the base file's hashes, read on a thread
     weights_ready: Callable[[], None] = lambda: None  # waits for the base weights still being converted
+    encoders_cast_on_use: list = field(default_factory=list)  # frozen text encoders kept in the file's precision
     resumed: Optional[tr_state.SavedState] = None
     run_id: str = ""
     files: list[Path] = field(default_factory=list)
@@ -126,11 +127,28 @@ def load_model(run: Run) -> None:
         base = load_base_model(plan.model.base_model, dtype=run.weight_dtype, resolved=plan.model.resolved,
                                options=plan.model.options, vae=plan.model.vae)
     run.weights_ready = copies.wait
+    if plan.text_outputs_cached:
+        run.encoders_cast_on_use = _cast_on_use(copies, base.text_encoders)
     run.base, run.family = base, family_for(base.arch)
     run.objective = run.family.objective(base, plan.loss, run.device)
     for frozen in (base.unet, base.vae, *base.text_encoders):
         frozen.requires_grad_(False)
     emit(ev.PhaseEnded("loading model", time.monotonic() - phase_start))
+
+
+def _cast_on_use(copies, text_encoders) -> list:
+    """Frozen text encoders that run once (their outputs cached) stay in the file's precision when it is not
+    the training one, and compute in the training one layer by layer: SDXL's pair would be 3.3 GB of fp32
+    written for one pass. Returns those encoders."""
+    from easytrain.model.cast_on_use import compute_in
+
+    kept = []
+    for text_encoder in text_encoders:
+        dtype = copies.keep_stored(text_encoder)
+        if dtype is not None:
+            compute_in(text_encoder, dtype)
+            kept.append(text_encoder)
+    return kept
 
 
 def build_network_on(run: Run) -> None:
@@ -148,7 +166,7 @@ def build_network_on(run: Run) -> None:
 
         report = load_lora_into(run.network, settings.initial_weights)
         run.emit(ev.Message(f"continuing from {settings.initial_weights}: {report.modules_loaded} modules loaded"))
-    run.network.cast_base(run.weight_dtype)
+    run.network.cast_base(run.weight_dtype, leave=run.encoders_cast_on_use)
     run.family.store_base(base, run.weight_dtype)
     run.unet, run.text_encoders = base.unet, list(base.text_encoders)
     if plan.precision.gradient_checkpointing:

@@ -37,11 +37,11 @@ def generate_samples(*, unet, vae, text_encoder, tokenizer, prompts: Sequence[Sa
     (``step`` given) are named by the step instead, as kohya names them.
     """
     device = torch.device(device)
-    pipe = build_pipeline(unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer,
+    pipe = build_pipeline(unet=unet, vae=vae, tokenizer=tokenizer,
                           scheduler=build_sample_scheduler(sampler, scheduler_config, prediction_type))
 
     def one(prompt: SamplePrompt, seed: int, width: int, height: int) -> Image.Image:
-        return _generate_one(pipe, prompt, seed=seed, width=width, height=height, device=device,
+        return _generate_one(pipe, text_encoder, prompt, seed=seed, width=width, height=height, device=device,
                              clip_skip=clip_skip, max_token_length=max_token_length)
 
     return render_prompts(one, modules=(unet, vae, text_encoder), prompts=prompts, output_dir=output_dir,
@@ -49,15 +49,19 @@ def generate_samples(*, unet, vae, text_encoder, tokenizer, prompts: Sequence[Sa
                           default_size=native_size(pipe), sampler=sampler, clip_skip=clip_skip, on_progress=on_progress)
 
 
-def build_pipeline(*, unet, vae, text_encoder, tokenizer, scheduler):
-    """A StableDiffusionPipeline that holds the given module objects themselves (nothing is copied)."""
+def build_pipeline(*, unet, vae, tokenizer, scheduler):
+    """A StableDiffusionPipeline that holds the given module objects themselves (nothing is copied).
+
+    Without the text encoder: prompts are encoded as training encodes them and given as embeddings, which
+    the pipeline then casts to the UNet's precision (it would take the encoder's own, and a frozen encoder
+    may keep the file's precision: model/cast_on_use.py)."""
     from easytrain.model.quiet import quiet_model_libraries
 
     quiet_model_libraries()  # before the import: importing the pipelines logs about optional image processors
     from diffusers import StableDiffusionPipeline
 
     pipe = StableDiffusionPipeline(
-        vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
+        vae=vae, text_encoder=None, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
         safety_checker=None, feature_extractor=None, requires_safety_checker=False,
     )
     pipe.set_progress_bar_config(disable=True)
@@ -72,11 +76,11 @@ def encode_prompt(text_encoder, tokenizer, text: str, *, device, clip_skip: int,
     return encode_tokens(text_encoder, ids, clip_skip=clip_skip)
 
 
-def _generate_one(pipe, prompt: SamplePrompt, *, seed: int, width: int, height: int, device: torch.device,
+def _generate_one(pipe, text_encoder, prompt: SamplePrompt, *, seed: int, width: int, height: int, device: torch.device,
                   clip_skip: int, max_token_length: int) -> Image.Image:
     encode = dict(device=device, clip_skip=clip_skip, max_token_length=max_token_length)
-    positive = encode_prompt(pipe.text_encoder, pipe.tokenizer, prompt.prompt, **encode)
-    negative = encode_prompt(pipe.text_encoder, pipe.tokenizer, prompt.negative, **encode)
+    positive = encode_prompt(text_encoder, pipe.tokenizer, prompt.prompt, **encode)
+    negative = encode_prompt(text_encoder, pipe.tokenizer, prompt.negative, **encode)
     generator = torch.Generator(device=device).manual_seed(seed)
     result = pipe(
         prompt_embeds=positive, negative_prompt_embeds=negative,
