@@ -226,3 +226,22 @@ def test_a_unet_only_run_keeps_its_frozen_text_encoder_stored_and_trains_the_sam
     converted = train(tmp_path / "converted")
     assert kept.keys() == converted.keys()
     assert all(torch.equal(kept[k], converted[k]) for k in kept)
+
+
+def test_an_sdxl_run_samples_with_its_pair_kept_in_fp16(tmp_path):
+    """SDXL's pipeline gets the prompts' embeddings in the UNet's fp32 from a pair kept in fp16."""
+    from _train_helpers import Recorder, tiny_plan
+    from easytrain.families.sdxl.tiny import tiny_sdxl_paths
+    from easytrain.train.loop import run_training
+
+    half = _half_copy(tiny_sdxl_paths().single_file, tmp_path / "tiny_sdxl_fp16.safetensors")
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a red square --n green --s 2 --w 64 --h 64\n", encoding="utf-8")
+    plan = tiny_plan(tmp_path, base_model=str(half), architecture="sdxl", epochs=1, train_parts="unet_only",
+                     shuffle_captions=False, sample_images=True, sample_prompts=str(prompts),
+                     sample_every_n_epochs=1)
+    assert plan.text_outputs_cached
+    events = Recorder()
+    run_training(plan, events)
+    assert not [e for e in events if "failed" in str(getattr(e, "text", ""))]
+    assert list((plan.saving.output_dir / "sample").glob("*_00_*.png")), "no sample image"
