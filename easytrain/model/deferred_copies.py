@@ -97,6 +97,7 @@ class DeferredCopies:
             self._thread.join()
             self._thread = None
         self._sources.clear()
+        self._kept.clear()
         if self._error is not None:
             error, self._error = self._error, None
             raise error
