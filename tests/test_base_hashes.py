@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 
 import pytest
 
@@ -69,19 +70,39 @@ def test_the_background_hash_gives_the_result_or_raises_in_the_caller(tmp_path, 
     model = _model(tmp_path)
     assert hashes_in_background(model)() == _expected(model)
 
-    def unreadable(path, cache_dir=None):
+    def unreadable(path, cache_dir=None, before_reading=None):
         raise OSError("disk gone")
 
     monkeypatch.setattr(base_hashes, "remembered_hashes", unreadable)
     assert hashes_in_background(model)() == {}  # the LoRA file is saved, without the two hashes
 
-    def bug(path, cache_dir=None):
+    def bug(path, cache_dir=None, before_reading=None):
         raise ValueError("a bug")
 
     monkeypatch.setattr(base_hashes, "remembered_hashes", bug)
     wait = hashes_in_background(model)
     with pytest.raises(ValueError, match="a bug"):
         wait()
+
+
+def test_the_background_hash_reads_the_file_only_after_what_it_is_told_to_wait_for(tmp_path, monkeypatch):
+    """The early conversion's helper needs the idle core first; a hash already remembered waits for nothing."""
+    import threading
+
+    model, cache = _model(tmp_path), tmp_path / "cache"
+    monkeypatch.setattr(base_hashes, "default_cache_dir", lambda: cache)
+    released, read = threading.Event(), []
+    real = base_hashes.base_model_hashes
+    monkeypatch.setattr(base_hashes, "base_model_hashes", lambda path: read.append(path) or real(path))
+    wait = hashes_in_background(model, after=lambda: released.wait(timeout=60))
+    time.sleep(0.2)
+    assert read == []
+    released.set()
+    assert wait() == _expected(model) and len(read) == 1
+
+    never = threading.Event()
+    assert hashes_in_background(model, after=lambda: never.wait(timeout=60))() == _expected(model)  # remembered
+    assert len(read) == 1
 
 
 def test_the_saved_lora_carries_the_base_files_hashes(tmp_path):

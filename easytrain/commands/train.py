@@ -156,6 +156,14 @@ def train_one(path: str, *, resume: Optional[str] = None, plain: bool = False) -
 
 def _train_planned(path: str, answers: answers_file.Answers, plan: TrainPlan, *, resume: Optional[str],
                    plain: bool) -> JobResult:
+    from easytrain.model.early_conversion import converting
+
+    with converting(plan):  # the denoiser's weights converted on an idle core while the libraries import
+        return _train_converting(path, answers, plan, resume=resume, plain=plain)
+
+
+def _train_converting(path: str, answers: answers_file.Answers, plan: TrainPlan, *, resume: Optional[str],
+                      plain: bool) -> JobResult:
     from easytrain.commands.check import plan_lines
 
     main = is_main_process()

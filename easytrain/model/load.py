@@ -146,11 +146,13 @@ def fill(path: Path, model, sources: dict, dtype: torch.dtype, *, may_finish_lat
     """Materialise a meta-device model from the file, one tensor at a time.
 
     ``may_finish_later``: inside ``deferred_copies.copying_on_a_thread()``, tensors that need converting
-    to ``dtype`` are allocated now and written on a thread (the caller waits before reading them).
+    to ``dtype`` are allocated now and written on a thread (the caller waits before reading them), or taken
+    from the run's early conversion (model/early_conversion.py) where it holds them.
     """
-    from easytrain.model import deferred_copies
+    from easytrain.model import deferred_copies, early_conversion
 
     later = deferred_copies.current() if may_finish_later else None
+    early = early_conversion.current()
     expected = model.state_dict()
     missing = [key for _name, (src, (key, _)) in sources.items() if key not in src.keys]
     if missing:
@@ -172,7 +174,10 @@ def fill(path: Path, model, sources: dict, dtype: torch.dtype, *, may_finish_lat
                     "is the architecture answer right?"
                 )
             tensor = tensor.reshape(want)  # 1x1 conv <-> linear (VAE attention, SD2 proj_in/out)
-        if later is not None and tensor.dtype != dtype:
+        converted = early.claim(path, key, dtype) if early is not None and third is None else None
+        if converted is not None and converted.numel() == _numel(want):
+            state[name] = converted.view(want)
+        elif later is not None and tensor.dtype != dtype:
             state[name] = torch.empty(want, dtype=dtype)
             later.add(state[name], tensor)
         else:

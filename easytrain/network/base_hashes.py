@@ -49,9 +49,11 @@ def _sha256(fh):
     return digest
 
 
-def remembered_hashes(path: str | Path, cache_dir: Path | None = None) -> dict[str, str]:
+def remembered_hashes(path: str | Path, cache_dir: Path | None = None,
+                      before_reading: Callable[[], None] | None = None) -> dict[str, str]:
     """``base_model_hashes``, read from the cache when the file's size and modification time are the ones
-    hashed before; hashed and remembered otherwise. A cache that cannot be read or written is only slower."""
+    hashed before; hashed and remembered otherwise (``before_reading`` is called first: it may wait). A cache
+    that cannot be read or written is only slower."""
     path = Path(path).expanduser()
     if not path.is_file():
         return {}
@@ -61,13 +63,16 @@ def remembered_hashes(path: str | Path, cache_dir: Path | None = None) -> dict[s
     entry = _read_cache(cache).get(key)
     if isinstance(entry, dict) and {k: entry.get(k) for k in stamp} == stamp and _valid(entry.get("hashes")):
         return dict(entry["hashes"])
+    if before_reading is not None:
+        before_reading()
     hashes = base_model_hashes(path)
     _remember(cache, key, {**stamp, "hashes": hashes})
     return hashes
 
 
-def hashes_in_background(path: str | Path) -> Callable[[], dict[str, str]]:
+def hashes_in_background(path: str | Path, after: Callable[[], None] | None = None) -> Callable[[], dict[str, str]]:
     """Start ``remembered_hashes(path)`` on a thread; the returned call waits for it and gives the hashes.
+    ``after``: what the reading waits for (the early conversion's helper, which needs the idle core more).
     A file that cannot be read to the end (moved, a failing disk) gives none: the LoRA file is saved
     without those two keys rather than not at all. Any other error is raised by the caller's thread."""
     result: dict = {}
@@ -75,7 +80,7 @@ def hashes_in_background(path: str | Path) -> Callable[[], dict[str, str]]:
     def work() -> None:
         lowest_priority()
         try:
-            result["hashes"] = remembered_hashes(path)
+            result["hashes"] = remembered_hashes(path, before_reading=after)
         except OSError:
             result["hashes"] = {}
         except BaseException as exc:  # handed to the waiting caller

@@ -94,10 +94,14 @@ def set_up(plan, emit, resume: Optional[str]) -> Run:
     run.peaks = PeakMemory(run.device)
     run.weight_dtype = setup.DTYPES[run.mixed_precision]
     if accelerator.is_main_process and not plan.model.base_model.startswith("builtin:"):
+        from easytrain.model import early_conversion
         from easytrain.network.base_hashes import hashes_in_background
 
-        # on a core the imports and the loading leave idle, at the lowest priority
-        run.base_model_hashes = hashes_in_background(plan.model.base_model)
+        # on a core the imports and the loading leave idle, at the lowest priority, once the early conversion's
+        # helper, which the first step waits for, has left it
+        early = early_conversion.current()
+        run.base_model_hashes = hashes_in_background(plan.model.base_model,
+                                                     after=early.wait_for_helper if early is not None else None)
     from accelerate.utils import set_seed
 
     set_seed(plan.run.seed)

@@ -16,6 +16,9 @@ ARCHITECTURES = (
 
 BLOCK_LAYOUTS = (SD,)   # kohya's block numbering of its denoiser (block-wise settings)
 
+# Where the UNet's weights are in a single-file checkpoint (model/early_conversion.py converts them early).
+SINGLE_FILE_DENOISER_PREFIX = "model.diffusion_model."
+
 # Printed by `python bench/memory_trace.py` (precision "fp16" stands for bf16 too: the same bytes; "no" is fp32).
 MEMORY = {
     "sd1": ArchitectureMemory(  # traced at 512x512, batch 1

@@ -20,6 +20,9 @@ ARCHITECTURES = (
 
 BLOCK_LAYOUTS = (SDXL,)   # kohya's block numbering of its denoiser (block-wise settings)
 
+# Where the UNet's weights are in a single-file checkpoint (model/early_conversion.py converts them early).
+SINGLE_FILE_DENOISER_PREFIX = "model.diffusion_model."
+
 # Printed by `python bench/memory_trace.py` (precision "fp16" stands for bf16 too: the same bytes; "no" is fp32).
 # An architecture built from another's shipped configs shares its entry (same_models_as).
 MEMORY = {

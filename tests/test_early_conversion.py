@@ -1,0 +1,243 @@
+"""The denoiser converted to fp32 by a helper process while the run imports (model/early_conversion.py)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from types import SimpleNamespace
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from easytrain.families.load import load_base_model
+from easytrain.families.sd.tiny import tiny_model_paths
+from easytrain.model import early_conversion
+from easytrain.model.early_conversion import EarlyConversion, converting, plan_items, start, weights_will_be_fp32
+
+pytestmark = pytest.mark.skipif(not hasattr(os, "memfd_create"), reason="shared memory by memfd_create: Linux")
+
+PREFIX = "model.diffusion_model."
+
+
+def _tiny_file_in(dtype, folder):
+    """The tiny SD1 single file with every tensor stored in ``dtype``, as full-size checkpoints are."""
+    from safetensors import safe_open
+
+    source = tiny_model_paths().single_file
+    with safe_open(str(source), "pt") as handle:
+        metadata = handle.metadata()  # marks the tiny model's own vocabulary
+    path = folder / f"tiny_{str(dtype).removeprefix('torch.')}.safetensors"
+    save_file({k: v.to(dtype) for k, v in load_file(str(source)).items()}, str(path), metadata=metadata)
+    return path
+
+
+@pytest.fixture(scope="module")
+def half_file(tmp_path_factory):
+    return _tiny_file_in(torch.float16, tmp_path_factory.mktemp("half"))
+
+
+@pytest.fixture(scope="module")
+def bf16_file(tmp_path_factory):
+    return _tiny_file_in(torch.bfloat16, tmp_path_factory.mktemp("bf16"))
+
+
+def _plan(path, mixed_precision="no", arch="sd1"):
+    return SimpleNamespace(precision=SimpleNamespace(mixed_precision=mixed_precision),
+                           model=SimpleNamespace(base_model=str(path), architecture=arch))
+
+
+def _finished(conversion: EarlyConversion) -> EarlyConversion:
+    conversion.wait_for_helper()
+    return conversion
+
+
+def test_items_are_the_half_precision_tensors_under_the_prefix_in_file_order_on_cache_lines():
+    header = {
+        "model.diffusion_model.b": {"dtype": "F16", "shape": [3], "data_offsets": [40, 46]},
+        "model.diffusion_model.a": {"dtype": "BF16", "shape": [2, 2], "data_offsets": [0, 8]},
+        "model.diffusion_model.f32": {"dtype": "F32", "shape": [2], "data_offsets": [8, 16]},
+        "cond_stage_model.c": {"dtype": "F16", "shape": [4], "data_offsets": [16, 24]},
+        "__metadata__": {"format": "pt"},
+    }
+    items = plan_items(header, PREFIX)
+    assert [it.key for it in items] == ["model.diffusion_model.a", "model.diffusion_model.b"]
+    assert [(it.src_offset, it.nbytes, it.dtype, it.shape) for it in items] == [(0, 8, "BF16", (2, 2)),
+                                                                                (40, 6, "F16", (3,))]
+    assert [it.dst_offset for it in items] == [0, 64]  # 16 bytes of fp32, then the next cache line
+
+
+@pytest.mark.parametrize("file_fixture", ["half_file", "bf16_file"])
+def test_the_helper_converts_each_tensor_exactly(file_fixture, request):
+    path = request.getfixturevalue(file_fixture)
+    stored = load_file(str(path))
+    conversion = _finished(start(path, PREFIX))
+    try:
+        keys = [key for key in stored if key.startswith(PREFIX)]
+        for key in keys:
+            got = conversion.claim(path, key, torch.float32)
+            assert got is not None and got.dtype == torch.float32, key
+            assert torch.equal(got, stored[key].float()), key
+        assert conversion.done == len(keys)
+        assert conversion.claim(path, "first_stage_model.encoder.conv_in.weight", torch.float32) is None
+        assert conversion.claim(path.with_name("other.safetensors"), keys[0], torch.float32) is None
+    finally:
+        conversion.close()
+
+
+def test_a_run_in_another_precision_after_all_lets_the_helper_and_its_memory_go(half_file):
+    conversion = start(half_file, PREFIX)
+    try:
+        key = conversion._items[0].key
+        assert conversion.claim(half_file, key, torch.bfloat16) is None
+        assert conversion._process.poll() is not None and conversion._fd == -1
+        assert conversion.claim(half_file, key, torch.float32) is None
+    finally:
+        conversion.close()
+
+
+def test_nothing_to_convert_starts_nothing(tmp_path):
+    full = tmp_path / "fp32.safetensors"
+    save_file({PREFIX + "w": torch.ones(4)}, str(full))
+    assert start(full, PREFIX) is None  # already fp32
+    assert start(tmp_path / "missing.safetensors", PREFIX) is None
+    broken = tmp_path / "broken.safetensors"
+    broken.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json")
+    assert start(broken, PREFIX) is None  # the loader reads it and says what is wrong
+    ckpt = tmp_path / "model.ckpt"
+    ckpt.write_bytes(b"x")
+    assert start(ckpt, PREFIX) is None
+
+
+def test_loading_under_an_early_conversion_gives_the_same_model_bit_for_bit(half_file):
+    alone = load_base_model(str(half_file), dtype=torch.float32)
+    with converting(_plan(half_file)) as conversion:
+        assert conversion is not None
+        conversion.wait_for_helper()  # the helper had the whole import time: every UNet tensor is done
+        early = load_base_model(str(half_file), dtype=torch.float32)
+        assert conversion.done == len(conversion._items) > 0
+        memory = conversion._memory
+        first, last = memory.data_ptr(), memory.data_ptr() + memory.numel()
+    shared = [p for p in early.unet.parameters() if first <= p.data_ptr() < last]
+    assert len(shared) == len(list(early.unet.parameters()))  # the UNet's weights are the helper's
+    for part in ("unet", "vae", "text_encoder"):
+        expected, got = getattr(alone, part).state_dict(), getattr(early, part).state_dict()
+        assert expected.keys() == got.keys()
+        assert all(torch.equal(expected[k], got[k]) and got[k].dtype == torch.float32 for k in expected), part
+
+
+def test_a_helper_stopped_part_way_leaves_the_rest_to_the_loader(half_file, monkeypatch):
+    """The loader's first claim stops the helper wherever it is; what it had not done is converted as
+    without it, so the model is the same whatever the timing."""
+    alone = load_base_model(str(half_file), dtype=torch.float32)
+    real_start = early_conversion.start
+    items_done = {}
+
+    def started_and_stopped_at_three(path, prefix):
+        conversion = real_start(path, prefix)
+        conversion.wait_for_helper()
+        conversion._stop_helper = lambda: 3  # as if it had been stopped after its third tensor
+        items_done["all"] = len(conversion._items)
+        return conversion
+
+    monkeypatch.setattr(early_conversion, "start", started_and_stopped_at_three)
+    with converting(_plan(half_file)) as conversion:
+        early = load_base_model(str(half_file), dtype=torch.float32)
+        assert conversion.done == 3 < items_done["all"]
+        memory = conversion._memory
+        first, last = memory.data_ptr(), memory.data_ptr() + memory.numel()
+    assert sum(first <= p.data_ptr() < last for p in early.unet.parameters()) == 3
+    expected, got = alone.unet.state_dict(), early.unet.state_dict()
+    assert all(torch.equal(expected[k], got[k]) for k in expected)
+
+
+def test_the_first_claim_stops_a_running_helper(half_file):
+    conversion = start(half_file, PREFIX)
+    try:
+        key = conversion._items[0].key
+        conversion.claim(half_file, key, torch.float32)
+        assert conversion._process.poll() is not None  # exited: it no longer takes a core
+        assert 0 <= conversion.done <= len(conversion._items)
+    finally:
+        conversion.close()
+
+
+def test_the_helper_runs_at_the_lowest_priority_and_goes_when_the_run_goes(half_file):
+    conversion = start(half_file, PREFIX)
+    try:
+        pid = conversion._process.pid
+        if hasattr(os, "getpriority"):
+            for _ in range(100):  # it lowers its own priority as it starts
+                if os.getpriority(os.PRIO_PROCESS, pid) == 19 or conversion._process.poll() is not None:
+                    break
+                time.sleep(0.01)
+            assert conversion._process.poll() is not None or os.getpriority(os.PRIO_PROCESS, pid) == 19
+        conversion._process.stdin.close()  # what the run's death looks like from the helper
+        conversion._process.wait(timeout=30)
+    finally:
+        conversion.close()
+
+
+def test_a_helper_that_fails_leaves_everything_to_the_loader(half_file, monkeypatch):
+    monkeypatch.setattr(early_conversion, "_WORKER", early_conversion._WORKER.with_name("no_such_worker.py"))
+    alone = load_base_model(str(half_file), dtype=torch.float32)
+    with converting(_plan(half_file)) as conversion:
+        early = load_base_model(str(half_file), dtype=torch.float32)
+        assert conversion is None or conversion.done == 0  # gone before or after it was given its job
+    expected, got = alone.unet.state_dict(), early.unet.state_dict()
+    assert all(torch.equal(expected[k], got[k]) for k in expected)
+
+
+def test_runs_that_will_not_train_in_fp32_or_families_without_a_prefix_start_nothing(half_file, monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    with converting(_plan(half_file, mixed_precision="bf16")) as conversion:
+        assert conversion is None
+    with converting(_plan("builtin:tiny")) as conversion:
+        assert conversion is None
+    with converting(_plan(half_file, arch="flux-dev")) as conversion:
+        assert conversion is None  # Flux names no single-file prefix
+    with converting(_plan(half_file, mixed_precision="fp16")) as conversion:
+        assert conversion is not None  # fp16 with no GPU to be seen: the run trains in fp32
+    assert early_conversion.current() is None
+
+
+def test_the_fp32_guess_follows_the_visible_devices(monkeypatch):
+    assert weights_will_be_fp32("no")
+    assert not weights_will_be_fp32("bf16")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    assert weights_will_be_fp32("fp16")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
+    monkeypatch.setenv("ACCELERATE_USE_CPU", "true")
+    assert weights_will_be_fp32("fp16")
+
+
+def test_the_worker_imports_neither_torch_nor_easytrain():
+    """It starts while the run imports torch: it must not import it a second time."""
+    code = ("import runpy, sys; sys.argv = ['w']; sys.stdin = open(__import__('os').devnull)\n"
+            f"g = runpy.run_path({str(early_conversion._WORKER)!r}, run_name='not_main')\n"
+            "import json; print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'easytrain'))))")
+    out = subprocess.run([sys.executable, "-I", "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+
+
+def test_a_run_from_a_half_precision_file_trains_the_same_lora_with_the_early_conversion(half_file, tmp_path):
+    from _train_helpers import Recorder, tiny_plan
+    from easytrain.train.loop import run_training
+
+    def train(folder, early: bool):
+        plan = tiny_plan(folder, base_model=str(half_file), epochs=1)
+        if not early:
+            return load_file(str(run_training(plan, Recorder()).final_path))
+        with converting(plan) as conversion:
+            assert conversion is not None
+            conversion.wait_for_helper()
+            result = run_training(plan, Recorder())
+            assert conversion.done == len(conversion._items)
+        return load_file(str(result.final_path))
+
+    expected, got = train(tmp_path / "alone", False), train(tmp_path / "early", True)
+    assert expected.keys() == got.keys()
+    assert all(torch.equal(expected[k], got[k]) for k in expected)
