@@ -44,6 +44,7 @@ class Detection:
 class SafetensorsHeader:
     tensors: dict[str, dict]  # key -> {"dtype", "shape", "data_offsets"}
     metadata: dict[str, str]
+    data_start: int = 0  # where the tensors' bytes begin in the file ("data_offsets" count from here)
 
 
 def read_safetensors_header(path: str | Path) -> SafetensorsHeader:
@@ -71,7 +72,8 @@ def read_safetensors_header(path: str | Path) -> SafetensorsHeader:
     if needed > size:
         raise UserError(f"{path}: the file is incomplete: its header needs {needed:,} bytes, the file has "
                         f"{size:,} (a download or copy that stopped early); get the file again")
-    return SafetensorsHeader(tensors=header, metadata={str(k): str(v) for k, v in metadata.items()})
+    return SafetensorsHeader(tensors=header, metadata={str(k): str(v) for k, v in metadata.items()},
+                             data_start=8 + header_len)
 
 
 def _data_end(tensors: dict) -> int:

@@ -24,7 +24,6 @@ import json
 import logging
 import os
 import select
-import struct
 import subprocess
 import sys
 import time
@@ -198,15 +197,16 @@ def start(path: str | Path, prefix: str) -> Optional[EarlyConversion]:
     path = Path(path)
     if not hasattr(os, "memfd_create") or path.suffix.lower() != ".safetensors" or not path.is_file():
         return None
+    from easytrain.errors import UserError
+    from easytrain.model.detect import read_safetensors_header
+
     try:
-        with open(path, "rb") as fh:
-            (header_len,) = struct.unpack("<Q", fh.read(8))
-            header = json.loads(fh.read(header_len))
-        items = plan_items(header, prefix)
+        header = read_safetensors_header(path)
+        items = plan_items(header.tensors, prefix)
         if not items:
             return None
-        return EarlyConversion(path.resolve(), 8 + header_len, items)
-    except (OSError, ValueError, KeyError, TypeError, struct.error):
+        return EarlyConversion(path.resolve(), header.data_start, items)
+    except (UserError, OSError, ValueError, KeyError, TypeError):
         return None  # the loader reads the file itself and says what is wrong with it
 
 
