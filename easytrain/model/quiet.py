@@ -1,8 +1,11 @@
-"""Turn down diffusers/transformers chatter (info logs, progress bars) while easytrain loads models."""
+"""Turn down diffusers/transformers chatter (info logs, progress bars) while easytrain loads models, and
+keep diffusers from importing what easytrain does not use (model/lean_imports.py)."""
 
 from __future__ import annotations
 
 import logging
+
+from easytrain.model.lean_imports import diffusers_without_bitsandbytes
 
 
 def quiet_model_libraries() -> None:
@@ -17,3 +20,4 @@ def quiet_model_libraries() -> None:
     diffusers_logging.set_verbosity_error()
     transformers_logging.set_verbosity_error()
     transformers_logging.disable_progress_bar()
+    diffusers_without_bitsandbytes()

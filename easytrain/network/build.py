@@ -155,6 +155,9 @@ def _inject(model: nn.Module, spec: NetworkSpec, targets: list[Target]) -> list[
     from peft import inject_adapter_in_model
     from peft.tuners.tuners_utils import BaseTunerLayer
 
+    from easytrain.model.lean_imports import peft_without_bitsandbytes
+
+    peft_without_bitsandbytes()
     if any(isinstance(m, BaseTunerLayer) for m in model.modules()):
         raise ValueError(f"{type(model).__name__} already carries adapters; build the network on a fresh model")
     inject_adapter_in_model(_peft_config(spec, targets), model, adapter_name=ADAPTER_NAME)
