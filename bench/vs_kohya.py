@@ -235,7 +235,7 @@ def main() -> int:
                 side_env["PYTHONPATH"] = str(args.baseline)
             if name in ("easytrain", "before") and not args.warm_cache:
                 # a cache folder of its own each run: the base model's hash is computed, not remembered
-                side_env["EASYTRAIN_CACHE"] = str(work / f"cache-{round_number}")
+                side_env["EASYTRAIN_CACHE"] = str(work / f"cache-{name}-{round_number}")
             timing = run_timed(command, cwd, side_env, work / f"{name}-{round_number}.log", pattern, csv_path)
             timings[name].append(timing)
             print(f"round {round_number}  {describe(name, timing)}", flush=True)
