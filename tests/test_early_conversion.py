@@ -15,18 +15,21 @@ from safetensors.torch import load_file, save_file
 from easytrain.families.load import load_base_model
 from easytrain.families.sd.tiny import tiny_model_paths
 from easytrain.model import early_conversion
-from easytrain.model.early_conversion import EarlyConversion, converting, plan_items, start, weights_will_be_fp32
+from easytrain.model.early_conversion import (EarlyConversion, converting, parts_to_convert, plan_items, start,
+                                              weights_will_be_fp32)
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "memfd_create"), reason="shared memory by memfd_create: Linux")
 
 PREFIX = "model.diffusion_model."
+VAE, TEXT = "first_stage_model.", "cond_stage_model."
 
 
-def _tiny_file_in(dtype, folder):
-    """The tiny SD1 single file with every tensor stored in ``dtype``, as full-size checkpoints are."""
+def _tiny_file_in(dtype, folder, source=None):
+    """The tiny SD1 single file (or ``source``) with every tensor stored in ``dtype``, as full-size
+    checkpoints are."""
     from safetensors import safe_open
 
-    source = tiny_model_paths().single_file
+    source = source or tiny_model_paths().single_file
     with safe_open(str(source), "pt") as handle:
         metadata = handle.metadata()  # marks the tiny model's own vocabulary
     path = folder / f"tiny_{str(dtype).removeprefix('torch.')}.safetensors"
@@ -44,9 +47,16 @@ def bf16_file(tmp_path_factory):
     return _tiny_file_in(torch.bfloat16, tmp_path_factory.mktemp("bf16"))
 
 
-def _plan(path, mixed_precision="no", arch="sd1"):
+def _plan(path, mixed_precision="no", arch="sd1", text_outputs_cached=False, vae=None):
     return SimpleNamespace(precision=SimpleNamespace(mixed_precision=mixed_precision),
-                           model=SimpleNamespace(base_model=str(path), architecture=arch))
+                           model=SimpleNamespace(base_model=str(path), architecture=arch, vae=vae),
+                           text_outputs_cached=text_outputs_cached)
+
+
+def _in_shared_memory(conversion: EarlyConversion, model) -> list[bool]:
+    memory = conversion._memory
+    first, last = memory.data_ptr(), memory.data_ptr() + memory.numel()
+    return [first <= p.data_ptr() < last for p in model.parameters()]
 
 
 def _finished(conversion: EarlyConversion) -> EarlyConversion:
@@ -67,6 +77,30 @@ def test_items_are_the_half_precision_tensors_under_the_prefix_in_file_order_on_
     assert [(it.src_offset, it.nbytes, it.dtype, it.shape) for it in items] == [(0, 8, "BF16", (2, 2)),
                                                                                 (40, 6, "F16", (3,))]
     assert [it.dst_offset for it in items] == [0, 64]  # 16 bytes of fp32, then the next cache line
+
+
+def test_items_follow_the_order_of_the_prefixes_each_in_file_order():
+    header = {
+        "first_stage_model.v2": {"dtype": "F16", "shape": [1], "data_offsets": [0, 2]},
+        "model.diffusion_model.u2": {"dtype": "F16", "shape": [1], "data_offsets": [2, 4]},
+        "first_stage_model.v1": {"dtype": "F16", "shape": [1], "data_offsets": [4, 6]},
+        "model.diffusion_model.u1": {"dtype": "F16", "shape": [1], "data_offsets": [6, 8]},
+        "cond_stage_model.t": {"dtype": "F16", "shape": [1], "data_offsets": [8, 10]},
+    }
+    items = plan_items(header, (PREFIX, VAE))
+    assert [it.key for it in items] == ["model.diffusion_model.u2", "model.diffusion_model.u1",
+                                        "first_stage_model.v2", "first_stage_model.v1"]
+    assert [it.dst_offset for it in items] == [0, 64, 128, 192]
+
+
+def test_the_parts_converted_are_those_the_run_holds_in_fp32():
+    assert parts_to_convert(_plan("x.safetensors")) == (PREFIX, VAE, TEXT)
+    # frozen encoders whose outputs are cached stay in the file's precision (model/cast_on_use.py)
+    assert parts_to_convert(_plan("x.safetensors", text_outputs_cached=True)) == (PREFIX, VAE)
+    # a VAE of its own comes from its own file
+    assert parts_to_convert(_plan("x.safetensors", vae="/models/vae.safetensors")) == (PREFIX, TEXT)
+    assert parts_to_convert(_plan("x.safetensors", arch="sdxl")) == (PREFIX, VAE, "conditioner.embedders.")
+    assert parts_to_convert(_plan("x.safetensors", arch="flux-dev")) == ()
 
 
 @pytest.mark.parametrize("file_fixture", ["half_file", "bf16_file"])
@@ -118,10 +152,8 @@ def test_loading_under_an_early_conversion_gives_the_same_model_bit_for_bit(half
         conversion.wait_for_helper()  # the helper had the whole import time: every UNet tensor is done
         early = load_base_model(str(half_file), dtype=torch.float32)
         assert conversion.done == len(conversion._items) > 0
-        memory = conversion._memory
-        first, last = memory.data_ptr(), memory.data_ptr() + memory.numel()
-    shared = [p for p in early.unet.parameters() if first <= p.data_ptr() < last]
-    assert len(shared) == len(list(early.unet.parameters()))  # the UNet's weights are the helper's
+        for part in ("unet", "vae", "text_encoder"):  # every weight is the helper's
+            assert all(_in_shared_memory(conversion, getattr(early, part))), part
     for part in ("unet", "vae", "text_encoder"):
         expected, got = getattr(alone, part).state_dict(), getattr(early, part).state_dict()
         assert expected.keys() == got.keys()
@@ -241,3 +273,31 @@ def test_a_run_from_a_half_precision_file_trains_the_same_lora_with_the_early_co
     expected, got = train(tmp_path / "alone", False), train(tmp_path / "early", True)
     assert expected.keys() == got.keys()
     assert all(torch.equal(expected[k], got[k]) for k in expected)
+
+
+def test_sdxl_fused_text_attention_is_taken_from_the_helper_in_thirds(tmp_path):
+    """OpenCLIP keeps q, k and v in one tensor; each third becomes a weight of its own, a view of the
+    helper's conversion, and the model is the one the loader alone makes."""
+    from easytrain.families.sdxl.tiny import tiny_sdxl_paths
+
+    path = _tiny_file_in(torch.float16, tmp_path, source=tiny_sdxl_paths().single_file)
+    alone = load_base_model(str(path), dtype=torch.float32)
+    with converting(_plan(path, arch="sdxl")) as conversion:
+        conversion.wait_for_helper()
+        early = load_base_model(str(path), dtype=torch.float32)
+        assert conversion.done == len(conversion._items)
+        bigg = early.text_encoders[1]
+        attention = bigg.text_model.encoder.layers[0].self_attn
+        assert all(_in_shared_memory(conversion, attention))
+        for part in (early.unet, early.vae, early.text_encoders[0]):
+            assert all(_in_shared_memory(conversion, part))
+        # the projection is stored transposed: the loader makes it contiguous, a copy of its own
+        names = [name for name, _ in bigg.named_parameters()]
+        outside = [name for name, shared in zip(names, _in_shared_memory(conversion, bigg)) if not shared]
+        assert outside == ["text_projection.weight"]
+    parts = lambda model: {"unet": model.unet, "vae": model.vae, "text_1": model.text_encoders[0],
+                           "text_2": model.text_encoders[1]}
+    for name, expected_part in parts(alone).items():
+        expected, got = expected_part.state_dict(), parts(early)[name].state_dict()
+        assert expected.keys() == got.keys()
+        assert all(torch.equal(expected[k], got[k]) and got[k].dtype == torch.float32 for k in expected), name

@@ -1,19 +1,22 @@
-"""The denoiser's weights converted to fp32 by a helper process while the run imports its libraries.
+"""The base model's weights converted to fp32 by a helper process while the run imports its libraries.
 
 Training in fp32 from an fp16 or bf16 file (every CPU run, and GPU runs without mixed precision) writes
 each weight once more in fp32: 3.2 GiB for SD1.5's UNet, 10 GiB for SDXL's, most of it the kernel handing
 out fresh pages. The run's first seconds are imports (torch, diffusers, transformers: one core busy, the
 others idle), so a process started before them (model/conversion_worker.py: numpy only, lowest priority)
-converts on an idle core, into shared memory, in file order. When the loader reaches the denoiser, its
-first ``claim`` stops the helper after the tensor in hand; the tensors done by then become the model's
-weights as they are (views of the shared memory), and the loader converts the others as it would have
-(model/deferred_copies.py). A thread cannot do this: the importing thread holds the GIL between every
+converts on an idle core, into shared memory: the denoiser first, then the VAE and the text encoders
+where the run uses them in fp32 (not a VAE given as a file of its own, not frozen encoders whose outputs
+are cached: those stay in the file's precision, model/cast_on_use.py), each part in file order. The
+loader's first ``claim`` stops the helper after the tensor in hand; the tensors done by then become the
+models' weights as they are (views of the shared memory), and the loader converts the others as it would
+have (model/deferred_copies.py). A thread cannot do this: the importing thread holds the GIL between every
 small step, and the two starve each other (measured: a conversion of 3 s took 12-51 s beside the imports).
 
 Only where it cannot go wrong: a single .safetensors file, Linux (``memfd_create``), a run whose weights
 will be fp32 (guessed before torch is imported: no mixed precision, or fp16 asked on a machine with no GPU
 device), and a family that names where its denoiser's keys are in a single file
-(``SINGLE_FILE_DENOISER_PREFIX`` in its catalog). What the loader does not take (another precision after
+(``SINGLE_FILE_DENOISER_PREFIX`` in its catalog; ``SINGLE_FILE_VAE_PREFIX`` and
+``SINGLE_FILE_TEXT_ENCODER_PREFIX`` add those parts). What the loader does not take (another precision after
 all, a file it reads elsewhere) is let go of unused. Values are exact (fp16 and bf16 convert to fp32
 without rounding), so the model is bit for bit the one the loader alone would have made.
 """
@@ -50,12 +53,16 @@ class _Item:
     dst_offset: int  # bytes into the shared memory
 
 
-def plan_items(header: dict, prefix: str) -> list[_Item]:
-    """The fp16/bf16 tensors under ``prefix``, in file order, laid out in fp32 one after another."""
-    entries = sorted(
-        ((key, value) for key, value in header.items()
-         if key.startswith(prefix) and isinstance(value, dict) and value.get("dtype") in ("F16", "BF16")),
-        key=lambda kv: kv[1]["data_offsets"][0])
+def plan_items(header: dict, prefixes: str | tuple[str, ...]) -> list[_Item]:
+    """The fp16/bf16 tensors under ``prefixes`` (the first prefix's first), each prefix's in file order, laid
+    out in fp32 one after another."""
+    prefixes = (prefixes,) if isinstance(prefixes, str) else tuple(prefixes)
+    entries = []
+    for prefix in prefixes:
+        entries += sorted(
+            ((key, value) for key, value in header.items()
+             if key.startswith(prefix) and isinstance(value, dict) and value.get("dtype") in ("F16", "BF16")),
+            key=lambda kv: kv[1]["data_offsets"][0])
     items, offset = [], 0
     for key, value in entries:
         start, end = value["data_offsets"]
@@ -191,8 +198,8 @@ def _lines_until(stream, deadline: float) -> Iterator[str]:
         yield line
 
 
-def start(path: str | Path, prefix: str) -> Optional[EarlyConversion]:
-    """A helper converting the fp16/bf16 tensors under ``prefix`` of the .safetensors file ``path``, or None
+def start(path: str | Path, prefixes: str | tuple[str, ...]) -> Optional[EarlyConversion]:
+    """A helper converting the fp16/bf16 tensors under ``prefixes`` of the .safetensors file ``path``, or None
     where there is nothing to convert or this system cannot (no ``memfd_create``)."""
     path = Path(path)
     if not hasattr(os, "memfd_create") or path.suffix.lower() != ".safetensors" or not path.is_file():
@@ -202,12 +209,27 @@ def start(path: str | Path, prefix: str) -> Optional[EarlyConversion]:
 
     try:
         header = read_safetensors_header(path)
-        items = plan_items(header.tensors, prefix)
+        items = plan_items(header.tensors, prefixes)
         if not items:
             return None
         return EarlyConversion(path.resolve(), header.data_start, items)
     except (UserError, OSError, ValueError, KeyError, TypeError):
         return None  # the loader reads the file itself and says what is wrong with it
+
+
+def parts_to_convert(plan) -> tuple[str, ...]:
+    """The key prefixes of the parts of the run's single file that it will hold in fp32, the denoiser first;
+    none where its family names no denoiser prefix."""
+    from easytrain.families.registry import catalog_hook
+
+    arch = plan.model.architecture
+    denoiser = catalog_hook(arch, "SINGLE_FILE_DENOISER_PREFIX")
+    if not denoiser:
+        return ()
+    wanted = [denoiser,
+              None if plan.model.vae else catalog_hook(arch, "SINGLE_FILE_VAE_PREFIX"),
+              None if plan.text_outputs_cached else catalog_hook(arch, "SINGLE_FILE_TEXT_ENCODER_PREFIX")]
+    return tuple(prefix for prefix in wanted if prefix)
 
 
 @contextmanager
@@ -216,11 +238,9 @@ def converting(plan) -> Iterator[Optional[EarlyConversion]]:
     doc), available to the loader through ``current()``; stopped and let go of when the block ends."""
     conversion = None
     if weights_will_be_fp32(plan.precision.mixed_precision):
-        from easytrain.families.registry import catalog_hook
-
-        prefix = catalog_hook(plan.model.architecture, "SINGLE_FILE_DENOISER_PREFIX")
-        if prefix:
-            conversion = start(plan.model.base_model, prefix)
+        prefixes = parts_to_convert(plan)
+        if prefixes:
+            conversion = start(plan.model.base_model, prefixes)
     token = _current.set(conversion)
     try:
         yield conversion

@@ -75,11 +75,17 @@ def names(model) -> list[str]:
 
 
 class TensorSource:
-    """Key lookup over a safetensors file (memory-mapped) or a weights-only .ckpt state dict."""
+    """Key lookup over a safetensors file (memory-mapped) or a weights-only .ckpt state dict. ``adapt(key,
+    tensor)`` turns a stored tensor into the model's (a transpose); it applies to what ``get`` reads and to
+    what the early conversion holds alike."""
 
-    def __init__(self, keys, get):
+    def __init__(self, keys, get, adapt=None):
         self.keys = set(keys)
-        self.get = get
+        self._read = get
+        self.adapt = adapt or (lambda _key, tensor: tensor)
+
+    def get(self, key: str):
+        return self.adapt(key, self._read(key))
 
 
 class open_tensors:
@@ -162,7 +168,8 @@ def fill(path: Path, model, sources: dict, dtype: torch.dtype, *, may_finish_lat
         )
     state = {}
     for name, (src, (key, third)) in sources.items():
-        tensor = src.get(key)
+        converted = early.claim(path, key, dtype) if early is not None else None
+        tensor = src.adapt(key, converted) if converted is not None else src.get(key)
         if third is not None:
             size = tensor.shape[0] // 3
             tensor = tensor[third * size:(third + 1) * size]
@@ -174,9 +181,8 @@ def fill(path: Path, model, sources: dict, dtype: torch.dtype, *, may_finish_lat
                     "is the architecture answer right?"
                 )
             tensor = tensor.reshape(want)  # 1x1 conv <-> linear (VAE attention, SD2 proj_in/out)
-        converted = early.claim(path, key, dtype) if early is not None and third is None else None
-        if converted is not None and converted.numel() == _numel(want):
-            state[name] = converted.view(want)
+        if converted is not None:  # fp32 already: a view of the early conversion's shared memory
+            state[name] = tensor if tensor.is_contiguous() else tensor.contiguous()
         elif later is not None and tensor.dtype != dtype:
             state[name] = torch.empty(want, dtype=dtype)
             later.add(state[name], tensor)

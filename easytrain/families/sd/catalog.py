@@ -16,8 +16,11 @@ ARCHITECTURES = (
 
 BLOCK_LAYOUTS = (SD,)   # kohya's block numbering of its denoiser (block-wise settings)
 
-# Where the UNet's weights are in a single-file checkpoint (model/early_conversion.py converts them early).
+# Where the UNet's, the VAE's and the text encoders' weights are in a single-file checkpoint
+# (model/early_conversion.py converts those the run holds in fp32 early).
 SINGLE_FILE_DENOISER_PREFIX = "model.diffusion_model."
+SINGLE_FILE_VAE_PREFIX = "first_stage_model."
+SINGLE_FILE_TEXT_ENCODER_PREFIX = "cond_stage_model."
 
 # Printed by `python bench/memory_trace.py` (precision "fp16" stands for bf16 too: the same bytes; "no" is fp32).
 MEMORY = {

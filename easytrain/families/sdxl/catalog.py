@@ -20,8 +20,11 @@ ARCHITECTURES = (
 
 BLOCK_LAYOUTS = (SDXL,)   # kohya's block numbering of its denoiser (block-wise settings)
 
-# Where the UNet's weights are in a single-file checkpoint (model/early_conversion.py converts them early).
+# Where the UNet's, the VAE's and the text encoders' weights are in a single-file checkpoint
+# (model/early_conversion.py converts those the run holds in fp32 early).
 SINGLE_FILE_DENOISER_PREFIX = "model.diffusion_model."
+SINGLE_FILE_VAE_PREFIX = "first_stage_model."
+SINGLE_FILE_TEXT_ENCODER_PREFIX = "conditioner.embedders."
 
 # Printed by `python bench/memory_trace.py` (precision "fp16" stands for bf16 too: the same bytes; "no" is fp32).
 # An architecture built from another's shipped configs shares its entry (same_models_as).

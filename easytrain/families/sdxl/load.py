@@ -145,9 +145,8 @@ def _require_sdxl_layout(path: Path, source: TensorSource) -> None:
 
 def _bigg_sources(source: TensorSource, names: list[str]) -> dict:
     """Sources of the bigG encoder; its text projection is stored transposed."""
-    def get(key: str):
-        tensor = source.get(key)
+    def adapt(key: str, tensor):
         return tensor.T if key == TEXT_PROJECTION_KEY else tensor
 
-    transposing = TensorSource(source.keys, get)
+    transposing = TensorSource(source.keys, source.get, adapt)
     return {name: (transposing, bigg_source(name)) for name in names}
