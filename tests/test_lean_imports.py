@@ -89,3 +89,17 @@ def test_peft_still_wraps_plain_layers_after_being_told(tmp_path):
     assert "SAID True" in stdout
     assert "WRAPPED Linear Conv2d" in stdout
     assert "bitsandbytes" not in loaded(stdout)
+
+
+def test_releases_without_the_flags_are_left_as_they_are(tmp_path, monkeypatch):
+    """Another diffusers or peft may read other flags: then nothing is changed and the run goes on."""
+    stdout = python(
+        "import diffusers.utils.import_utils as flags\n"
+        "del flags._bitsandbytes_available\n"
+        "from easytrain.model.lean_imports import diffusers_without_bitsandbytes\n"
+        "print('SAID', diffusers_without_bitsandbytes(), hasattr(flags, '_bitsandbytes_available'))\n", cwd=tmp_path)
+    assert "SAID False False" in stdout
+    from easytrain.model.lean_imports import peft_without_bitsandbytes
+
+    monkeypatch.setitem(sys.modules, "peft.tuners.lora.model", None)  # a peft without that module
+    assert peft_without_bitsandbytes() is False

@@ -24,8 +24,10 @@ def diffusers_without_bitsandbytes() -> bool:
     """Before diffusers' model code is first imported. True when diffusers will not import bitsandbytes."""
     if "diffusers.quantizers" in sys.modules:   # too late: diffusers has decided
         return "bitsandbytes" not in sys.modules
-    import diffusers.utils.import_utils as availability
-
+    try:
+        import diffusers.utils.import_utils as availability
+    except ImportError:
+        return False
     if not hasattr(availability, "_bitsandbytes_available"):
         return False
     availability._bitsandbytes_available = False
@@ -34,8 +36,10 @@ def diffusers_without_bitsandbytes() -> bool:
 
 def peft_without_bitsandbytes() -> bool:
     """Before peft wraps a layer. True when peft's LoRA will not import bitsandbytes to wrap one."""
-    import peft.tuners.lora.model as lora_model
-
+    try:
+        import peft.tuners.lora.model as lora_model
+    except ImportError:
+        return False
     names = ("is_bnb_available", "is_bnb_4bit_available")
     if not all(callable(getattr(lora_model, name, None)) for name in names):
         return False
