@@ -18,7 +18,8 @@ import pytest
 from _train_helpers import make_colour_dataset
 
 REPO = Path(__file__).resolve().parents[1]
-REPORT = "import sys; print('LOADED', ' '.join(m for m in ('bitsandbytes', 'torch._inductor.compile_fx') if m in sys.modules))"
+WATCHED = ("bitsandbytes", "torch._inductor.compile_fx")
+REPORT = f"import sys; print('LOADED', ' '.join(m for m in {WATCHED!r} if m in sys.modules))"
 
 
 def python(code: str, cwd: Path) -> str:
