@@ -158,7 +158,7 @@ def _train_planned(path: str, answers: answers_file.Answers, plan: TrainPlan, *,
                    plain: bool) -> JobResult:
     from easytrain.model.early_conversion import converting
 
-    with converting(plan):  # the denoiser's weights converted on an idle core while the libraries import
+    with converting(plan):  # the base model's weights converted on an idle core while the libraries import
         return _train_converting(path, answers, plan, resume=resume, plain=plain)
 
 

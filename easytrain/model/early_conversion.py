@@ -234,7 +234,7 @@ def parts_to_convert(plan) -> tuple[str, ...]:
 
 @contextmanager
 def converting(plan) -> Iterator[Optional[EarlyConversion]]:
-    """Around a run: the early conversion of its base model's denoiser where it applies (see the module's
+    """Around a run: the early conversion of its base model's weights where it applies (see the module's
     doc), available to the loader through ``current()``; stopped and let go of when the block ends."""
     conversion = None
     if weights_will_be_fp32(plan.precision.mixed_precision):

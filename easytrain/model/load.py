@@ -182,7 +182,7 @@ def fill(path: Path, model, sources: dict, dtype: torch.dtype, *, may_finish_lat
                 )
             tensor = tensor.reshape(want)  # 1x1 conv <-> linear (VAE attention, SD2 proj_in/out)
         if converted is not None:  # fp32 already: a view of the early conversion's shared memory
-            state[name] = tensor if tensor.is_contiguous() else tensor.contiguous()
+            state[name] = tensor.contiguous()  # a copy only where adapt transposed it
         elif later is not None and tensor.dtype != dtype:
             state[name] = torch.empty(want, dtype=dtype)
             later.add(state[name], tensor)
