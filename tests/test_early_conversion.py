@@ -94,18 +94,26 @@ def test_items_follow_the_order_of_the_prefixes_each_in_file_order():
 
 
 def test_the_parts_converted_are_those_the_run_holds_in_fp32():
-    assert parts_to_convert(_plan("x.safetensors")) == (PREFIX, VAE, TEXT)
+    # in the order the run reads them: the VAE encodes the latents before the first step
+    assert parts_to_convert(_plan("x.safetensors")) == (VAE, PREFIX, TEXT)
     # frozen encoders whose outputs are cached stay in the file's precision (model/cast_on_use.py)
-    assert parts_to_convert(_plan("x.safetensors", text_outputs_cached=True)) == (PREFIX, VAE)
+    assert parts_to_convert(_plan("x.safetensors", text_outputs_cached=True)) == (VAE, PREFIX)
     # a VAE of its own comes from its own file
     assert parts_to_convert(_plan("x.safetensors", vae="/models/vae.safetensors")) == (PREFIX, TEXT)
-    assert parts_to_convert(_plan("x.safetensors", arch="sdxl")) == (PREFIX, VAE, "conditioner.embedders.")
+    assert parts_to_convert(_plan("x.safetensors", arch="sdxl")) == (VAE, PREFIX, "conditioner.embedders.")
     assert parts_to_convert(_plan("x.safetensors", arch="flux-dev")) == ()
 
 
+@pytest.mark.parametrize("cast", ["torch", "numpy"])
 @pytest.mark.parametrize("file_fixture", ["half_file", "bf16_file"])
-def test_the_helper_converts_each_tensor_exactly(file_fixture, request):
+def test_the_helper_converts_each_tensor_exactly(file_fixture, cast, request, tmp_path, monkeypatch):
+    """With torch's cast, and numpy's where torch does not import."""
     path = request.getfixturevalue(file_fixture)
+    if cast == "numpy":
+        script = tmp_path / "worker_without_torch.py"
+        script.write_text(f"import runpy, sys\nsys.modules['torch'] = None\n"
+                          f"runpy.run_path({str(early_conversion._WORKER)!r}, run_name='__main__')\n", encoding="utf-8")
+        monkeypatch.setattr(early_conversion, "_WORKER", script)
     stored = load_file(str(path))
     conversion = _finished(start(path, PREFIX))
     try:
@@ -160,38 +168,116 @@ def test_loading_under_an_early_conversion_gives_the_same_model_bit_for_bit(half
         assert all(torch.equal(expected[k], got[k]) and got[k].dtype == torch.float32 for k in expected), part
 
 
-def test_a_helper_stopped_part_way_leaves_the_rest_to_the_loader(half_file, monkeypatch):
-    """The loader's first claim stops the helper wherever it is; what it had not done is converted as
-    without it, so the model is the same whatever the timing."""
+# A stand-in for the helper: the real worker, held back at its item number HELD_BACK_AT. "slow": it converts
+# that item only once told to stop (a helper far behind); "die": it exits there (a helper that failed).
+_HELD_BACK_WORKER = """
+import importlib.util, os, sys, time
+spec = importlib.util.spec_from_file_location("worker", {real!r})
+worker = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(worker)
+limit, mode, seen = int(os.environ["HELD_BACK_AT"]), os.environ["HELD_BACK_MODE"], [0]
+caster = worker._caster
+def held_back_caster():
+    convert = caster()
+    def held_back(source, out, item):
+        if seen[0] == limit:
+            if mode == "die":
+                os._exit(3)
+            while not worker._told_to_stop():
+                time.sleep(0.005)
+        seen[0] += 1
+        convert(source, out, item)
+    return held_back
+worker._caster = held_back_caster
+sys.exit(worker.main())
+"""
+
+
+@pytest.fixture
+def held_back_helper(tmp_path, monkeypatch):
+    """``hold(at, mode)``: the helpers started from now on stop converting at item ``at`` (see above)."""
+    script = tmp_path / "held_back_worker.py"
+    script.write_text(_HELD_BACK_WORKER.format(real=str(early_conversion._WORKER)), encoding="utf-8")
+
+    def hold(at: int, mode: str = "slow") -> None:
+        monkeypatch.setattr(early_conversion, "_WORKER", script)
+        monkeypatch.setenv("HELD_BACK_AT", str(at))
+        monkeypatch.setenv("HELD_BACK_MODE", mode)
+
+    return hold
+
+
+def _held_back_at(conversion: EarlyConversion, at: int) -> None:
+    """Until the held-back helper has reported its ``at`` items (it starts beside the test)."""
+    deadline = time.monotonic() + 60
+    while conversion._heard() < at and conversion._process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert conversion._heard() == at
+
+
+def _load_waiting_for_the_weights(path):
+    """Loaded as a run loads it: the weights may arrive later, and are waited for before they are read."""
+    from easytrain.model.deferred_copies import copying_on_a_thread
+
+    with copying_on_a_thread() as copies:
+        model = load_base_model(str(path), dtype=torch.float32)
+    copies.wait()
+    return model
+
+
+def _same_models(expected_model, got_model, parts=("unet", "vae", "text_encoder")) -> None:
+    for part in parts:
+        expected, got = getattr(expected_model, part).state_dict(), getattr(got_model, part).state_dict()
+        assert expected.keys() == got.keys()
+        assert all(torch.equal(expected[k], got[k]) and got[k].dtype == torch.float32 for k in expected), part
+
+
+@pytest.mark.parametrize("mode", ["slow", "die"])
+def test_tensors_the_helper_has_not_reached_are_handed_out_and_completed_before_they_are_read(
+        half_file, held_back_helper, mode):
+    """The loader takes the views of what the helper has not converted yet; the wait before the first step
+    converts them (from the last back) and stops the helper, which had done 3: the model is the one the
+    loader alone makes, whether the helper was far behind or gone."""
     alone = load_base_model(str(half_file), dtype=torch.float32)
-    real_start = early_conversion.start
-    items_done = {}
-
-    def started_and_stopped_at_three(path, prefix):
-        conversion = real_start(path, prefix)
-        conversion.wait_for_helper()
-        conversion._stop_helper = lambda: 3  # as if it had been stopped after its third tensor
-        items_done["all"] = len(conversion._items)
-        return conversion
-
-    monkeypatch.setattr(early_conversion, "start", started_and_stopped_at_three)
+    held_back_helper(3, mode)
     with converting(_plan(half_file)) as conversion:
-        early = load_base_model(str(half_file), dtype=torch.float32)
-        assert conversion.done == 3 < items_done["all"]
-        memory = conversion._memory
-        first, last = memory.data_ptr(), memory.data_ptr() + memory.numel()
-    assert sum(first <= p.data_ptr() < last for p in early.unet.parameters()) == 3
-    expected, got = alone.unet.state_dict(), early.unet.state_dict()
-    assert all(torch.equal(expected[k], got[k]) for k in expected)
+        _held_back_at(conversion, 3)
+        early = _load_waiting_for_the_weights(half_file)
+        conversion.wait_for_helper()  # told to stop by the wait (or gone): it exits
+        assert conversion._heard() == (4 if mode == "slow" else 3)  # it finishes the item in hand
+        shared = {part: _in_shared_memory(conversion, getattr(early, part)) for part in ("unet", "text_encoder")}
+        vae_shared = _in_shared_memory(conversion, early.vae)
+    assert all(all(flags) for flags in shared.values())  # handed out, then completed in place
+    assert sum(vae_shared) == 3  # the VAE comes first, and is read before the wait: only what was done
+    _same_models(alone, early)
 
 
-def test_the_first_claim_stops_a_running_helper(half_file):
+def test_without_a_later_wait_only_converted_tensors_are_taken(half_file, held_back_helper):
+    alone = load_base_model(str(half_file), dtype=torch.float32)
+    held_back_helper(3)
+    with converting(_plan(half_file)) as conversion:
+        _held_back_at(conversion, 3)
+        early = load_base_model(str(half_file), dtype=torch.float32)  # outside copying_on_a_thread()
+        taken = sum(sum(_in_shared_memory(conversion, getattr(early, part)))
+                    for part in ("unet", "vae", "text_encoder"))
+        assert taken == 3
+        assert conversion._process.poll() is None  # still held back: nothing waited for it
+    assert conversion._process.poll() is not None  # the run's end lets it go
+    _same_models(alone, early)
+
+
+def test_the_helper_goes_on_after_the_first_claim_until_the_wait_stops_it(half_file, held_back_helper):
+    held_back_helper(3)
     conversion = start(half_file, PREFIX)
     try:
-        key = conversion._items[0].key
-        conversion.claim(half_file, key, torch.float32)
-        assert conversion._process.poll() is not None  # exited: it no longer takes a core
-        assert 0 <= conversion.done <= len(conversion._items)
+        key = conversion._items[-1].key
+        view = conversion.claim(half_file, key, torch.float32, can_wait=True)
+        assert view is not None and conversion._process.poll() is None  # still converting
+        assert conversion.claim(half_file, key, torch.float32) is None  # not there yet: only for who can wait
+        assert not conversion.holds_values(key)
+        conversion.complete()
+        assert torch.equal(view, load_file(str(half_file))[key].float())
+        conversion.wait_for_helper()  # told to stop: it exits
     finally:
         conversion.close()
 
@@ -245,11 +331,12 @@ def test_the_fp32_guess_follows_the_visible_devices(monkeypatch):
     assert weights_will_be_fp32("fp16")
 
 
-def test_the_worker_imports_neither_torch_nor_easytrain():
-    """It starts while the run imports torch: it must not import it a second time."""
+def test_the_worker_imports_nothing_of_easytrain():
+    """It starts before the run has imported anything: it is a script of the standard library, numpy and
+    (for its cast) torch."""
     code = ("import runpy, sys; sys.argv = ['w']; sys.stdin = open(__import__('os').devnull)\n"
             f"g = runpy.run_path({str(early_conversion._WORKER)!r}, run_name='not_main')\n"
-            "import json; print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'easytrain'))))")
+            "import json; print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] == 'easytrain')))")
     out = subprocess.run([sys.executable, "-I", "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
@@ -275,6 +362,24 @@ def test_a_run_from_a_half_precision_file_trains_the_same_lora_with_the_early_co
     assert all(torch.equal(expected[k], got[k]) for k in expected)
 
 
+def test_a_run_trains_the_same_lora_with_a_helper_far_behind(half_file, tmp_path, held_back_helper):
+    """The run's own wait converts what the helper has not reached, before the first step reads it."""
+    from _train_helpers import Recorder, tiny_plan
+    from easytrain.train.loop import run_training
+
+    expected = load_file(str(run_training(tiny_plan(tmp_path / "alone", base_model=str(half_file), epochs=1),
+                                          Recorder()).final_path))
+    held_back_helper(5)
+    plan = tiny_plan(tmp_path / "early", base_model=str(half_file), epochs=1)
+    with converting(plan) as conversion:
+        _held_back_at(conversion, 5)
+        got = load_file(str(run_training(plan, Recorder()).final_path))
+        conversion.wait_for_helper()
+        assert conversion._heard() == 6 < len(conversion._items)
+    assert expected.keys() == got.keys()
+    assert all(torch.equal(expected[k], got[k]) for k in expected)
+
+
 def test_sdxl_fused_text_attention_is_taken_from_the_helper_in_thirds(tmp_path):
     """OpenCLIP keeps q, k and v in one tensor; each third becomes a weight of its own, a view of the
     helper's conversion, and the model is the one the loader alone makes."""
@@ -295,9 +400,34 @@ def test_sdxl_fused_text_attention_is_taken_from_the_helper_in_thirds(tmp_path):
         names = [name for name, _ in bigg.named_parameters()]
         outside = [name for name, shared in zip(names, _in_shared_memory(conversion, bigg)) if not shared]
         assert outside == ["text_projection.weight"]
+    _same_sdxl(alone, early)
+
+
+def _same_sdxl(alone, early) -> None:
     parts = lambda model: {"unet": model.unet, "vae": model.vae, "text_1": model.text_encoders[0],
                            "text_2": model.text_encoders[1]}
     for name, expected_part in parts(alone).items():
         expected, got = expected_part.state_dict(), parts(early)[name].state_dict()
         assert expected.keys() == got.keys()
         assert all(torch.equal(expected[k], got[k]) and got[k].dtype == torch.float32 for k in expected), name
+
+
+def test_sdxl_with_the_helper_behind_reads_the_transposed_projection_from_the_file(tmp_path, held_back_helper):
+    """A tensor stored transposed cannot be a view of values still to come (its copy would read them now):
+    it is read from the file, as without the helper; the rest is completed before the wait returns."""
+    from easytrain.families.sdxl.tiny import tiny_sdxl_paths
+
+    path = _tiny_file_in(torch.float16, tmp_path, source=tiny_sdxl_paths().single_file)
+    alone = load_base_model(str(path), dtype=torch.float32)
+    held_back_helper(2)
+    with converting(_plan(path, arch="sdxl")) as conversion:
+        _held_back_at(conversion, 2)
+        early = _load_waiting_for_the_weights(path)
+        conversion.wait_for_helper()
+        assert conversion._heard() == 3
+        assert all(_in_shared_memory(conversion, early.unet))
+        bigg = early.text_encoders[1]
+        names = [name for name, _ in bigg.named_parameters()]
+        outside = [name for name, shared in zip(names, _in_shared_memory(conversion, bigg)) if not shared]
+        assert outside == ["text_projection.weight"]
+    _same_sdxl(alone, early)

@@ -42,7 +42,14 @@ class DeferredCopies:
         self._error: Optional[BaseException] = None
         self._sources: dict[int, torch.Tensor] = {}   # target's data_ptr -> its source, until kept or done
         self._kept: set[int] = set()
+        self._before_wait: list = []
         self.count = 0
+
+    def before_waiting(self, finish) -> None:
+        """``finish()`` runs first in ``wait()``, once: it puts values in tensors handed out by another way (the
+        early conversion's, model/early_conversion.py)."""
+        if finish not in self._before_wait:
+            self._before_wait.append(finish)
 
     def add(self, target: torch.Tensor, source: torch.Tensor) -> None:
         if self._thread is None:
@@ -86,6 +93,8 @@ class DeferredCopies:
         The caller does what is left itself, beside the thread and with torch's whole thread pool: a thread
         at the lowest priority can be slow on a busy machine, and a process may not raise a thread's
         priority again."""
+        while self._before_wait:
+            self._before_wait.pop(0)()
         if self._thread is not None:
             while True:
                 try:
@@ -138,6 +147,7 @@ def copying_on_a_thread() -> Iterator[DeferredCopies]:
     try:
         yield copies
     except BaseException:
+        copies._before_wait.clear()  # nothing will read those tensors
         try:
             copies.wait()
         except BaseException:

@@ -1,16 +1,25 @@
-"""The base model's weights converted to fp32 by a helper process while the run imports its libraries.
+"""The base model's weights converted to fp32 by a helper process from the run's first second until the
+first step needs them.
 
 Training in fp32 from an fp16 or bf16 file (every CPU run, and GPU runs without mixed precision) writes
 each weight once more in fp32: 3.2 GiB for SD1.5's UNet, 10 GiB for SDXL's, most of it the kernel handing
 out fresh pages. The run's first seconds are imports (torch, diffusers, transformers: one core busy, the
-others idle), so a process started before them (model/conversion_worker.py: numpy only, lowest priority)
-converts on an idle core, into shared memory: the denoiser first, then the VAE and the text encoders
-where the run uses them in fp32 (not a VAE given as a file of its own, not frozen encoders whose outputs
-are cached: those stay in the file's precision, model/cast_on_use.py), each part in file order. The
-loader's first ``claim`` stops the helper after the tensor in hand; the tensors done by then become the
-models' weights as they are (views of the shared memory), and the loader converts the others as it would
-have (model/deferred_copies.py). A thread cannot do this: the importing thread holds the GIL between every
-small step, and the two starve each other (measured: a conversion of 3 s took 12-51 s beside the imports).
+others idle), then building the models and the network (one core again), so a process started before them
+(model/conversion_worker.py: numpy only, lowest priority) converts on an idle core, into shared memory, the
+parts in the order the run reads them: the VAE (the latents are encoded before the first step), then the
+denoiser, then the text encoders where the run uses them in fp32 (not a VAE given as a file of its own, not
+frozen encoders whose outputs are cached: those stay in the file's precision, model/cast_on_use.py), each
+part in file order.
+
+The loader ``claim``s each tensor: one the helper has converted is a view of the shared memory, and becomes
+the model's weight as it is. One it has not reached yet is handed out too, as the view its values will be
+written to, where the loader may finish later (model/deferred_copies.py: the denoiser and the text
+encoders, whose values nothing reads before the first step); the loader converts the others itself (the
+VAE, should the helper be behind). ``complete()``, called by the deferred copies' ``wait()`` before the
+first step, converts what the helper has still not reached, from the last item back, with every core,
+while the helper goes on from the front; where they meet it stops the helper. A thread could not be the
+helper: the importing thread holds the GIL between every small step, and the two starve each other
+(measured: a conversion of 3 s took 12-51 s beside the imports).
 
 Only where it cannot go wrong: a single .safetensors file, Linux (``memfd_create``), a run whose weights
 will be fp32 (guessed before torch is imported: no mixed precision, or fp16 asked on a machine with no GPU
@@ -18,7 +27,8 @@ device), and a family that names where its denoiser's keys are in a single file
 (``SINGLE_FILE_DENOISER_PREFIX`` in its catalog; ``SINGLE_FILE_VAE_PREFIX`` and
 ``SINGLE_FILE_TEXT_ENCODER_PREFIX`` add those parts). What the loader does not take (another precision after
 all, a file it reads elsewhere) is let go of unused. Values are exact (fp16 and bf16 convert to fp32
-without rounding), so the model is bit for bit the one the loader alone would have made.
+without rounding, and the helper and ``complete()`` write the same values wherever both reach an item), so
+the model is bit for bit the one the loader alone would have made.
 """
 
 from __future__ import annotations
@@ -38,7 +48,6 @@ from typing import Iterator, Optional
 
 log = logging.getLogger(__name__)
 _ALIGN = 64  # each tensor starts on a cache line, as an allocator's would
-_STOP_TIMEOUT_S = 60.0
 _WORKER = Path(__file__).with_name("conversion_worker.py")  # a script: numpy and the standard library only
 _current: ContextVar[Optional["EarlyConversion"]] = ContextVar("early_conversion", default=None)
 
@@ -83,6 +92,9 @@ def weights_will_be_fp32(mixed_precision: str) -> bool:
     return hidden or asked_for_cpu or not any(Path(p).exists() for p in ("/dev/nvidia0", "/dev/kfd", "/dev/dxg"))
 
 
+_HALF = {"F16": "float16", "BF16": "bfloat16"}
+
+
 class EarlyConversion:
     """A helper process converting ``items`` of ``path`` into shared memory; see the module's doc."""
 
@@ -93,8 +105,12 @@ class EarlyConversion:
         self._index = {item.key: i for i, item in enumerate(items)}
         self._size = max(1, items[-1].dst_offset + 2 * items[-1].nbytes)
         self._fd = os.memfd_create("easytrain-weights", os.MFD_CLOEXEC)
-        self._memory = None  # the torch view of the whole shared memory, made when the loader first asks
-        self.done = 0  # items converted (in order) when the helper was stopped
+        self._shared = None  # the shared memory, mapped when the loader first asks
+        self._memory = None  # and its torch view
+        self.done = 0  # items the helper has converted (in order), as far as it has said
+        self._pending: set[int] = set()  # items handed out before the helper had converted them
+        self._unread = b""  # the helper's output after its last whole line
+        self._heard_all = False
         self._asked, self._asked_is_ours = None, False
         self._process: Optional[subprocess.Popen] = None
         try:
@@ -110,27 +126,39 @@ class EarlyConversion:
             self.close()
             raise
 
-    def claim(self, path: Path, key: str, dtype) -> Optional["object"]:
-        """The fp32 tensor for ``key`` of ``path``, converted, in shared memory; or None when this conversion
-        does not hold it (another file or key, another precision, or the helper had not reached it). The first
-        call stops the helper: what it has not done by then, the loader converts as it would have."""
+    def claim(self, path: Path, key: str, dtype, *, can_wait: bool = False) -> Optional["object"]:
+        """The fp32 tensor for ``key`` of ``path``, a view of the shared memory; or None when this conversion
+        does not hold it (another file or key, another precision). A tensor the helper has not converted yet
+        is None too, unless ``can_wait``: then its view is handed out, and ``complete()`` must run before
+        anything reads it."""
         import torch
 
         i = self._index.get(key)
         if i is None or self._fd < 0 or not self._same_file(path):
             return None
         if dtype != torch.float32:  # the run trains in another precision after all: the helper's work goes
-            self.close()
+            if not self._pending:  # (unless tensors handed out wait for it)
+                self.close()
             return None
         if self._memory is None:
             import mmap
 
-            self.done = self._stop_helper()
-            log.info("early conversion: the helper had converted %d of the %d tensors", self.done, len(self._items))
-            shared = mmap.mmap(self._fd, self._size, flags=mmap.MAP_SHARED)
-            self._memory = torch.frombuffer(shared, dtype=torch.uint8)
-        if i >= self.done:
-            return None
+            self._shared = mmap.mmap(self._fd, self._size, flags=mmap.MAP_SHARED)
+            self._memory = torch.frombuffer(self._shared, dtype=torch.uint8)
+        if i >= self._heard():
+            if not can_wait:
+                return None
+            self._pending.add(i)
+        return self._view(i)
+
+    def holds_values(self, key: str) -> bool:
+        """Whether the helper has converted ``key`` (its claimed view holds the values now)."""
+        i = self._index.get(key)
+        return i is not None and i < self._heard()
+
+    def _view(self, i: int):
+        import torch
+
         item = self._items[i]
         start = item.dst_offset
         return self._memory[start:start + 2 * item.nbytes].view(torch.float32).view(item.shape)
@@ -140,8 +168,36 @@ class EarlyConversion:
             self._asked, self._asked_is_ours = path, Path(path).resolve() == self.path
         return self._asked_is_ours
 
+    def complete(self) -> None:
+        """Every tensor handed out holds its values. What the helper has not
+        reached is converted here, the last item first, with torch's whole thread pool, while the helper
+        goes on from the front; an item both reach gets the same values twice. The helper is told to stop."""
+        pending = sorted(self._pending, reverse=True)
+        if pending and self._memory is not None:
+            import mmap
+
+            import torch
+
+            with open(self.path, "rb") as fh:  # a private mapping: writable for torch, nothing written back
+                source = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_COPY)
+            converted = 0
+            with torch.no_grad():
+                for i in pending:
+                    if i < self._heard():
+                        break
+                    item = self._items[i]
+                    if item.nbytes:
+                        half = torch.frombuffer(source, dtype=getattr(torch, _HALF[item.dtype]),
+                                                count=item.nbytes // 2, offset=self._data_start + item.src_offset)
+                        self._view(i).view(-1).copy_(half)
+                    converted += 1
+            log.info("early conversion: %d of the %d tensors converted by the run, the rest by the helper",
+                     converted, len(self._items))
+        self._pending.clear()
+        self._tell_helper_to_stop()
+
     def wait_for_helper(self) -> None:
-        """Until the helper has exited (done, stopped by the loader's first ``claim`` or gone)."""
+        """Until the helper has exited (done, stopped by ``complete()`` or gone)."""
         process = self._process
         if process is not None:
             try:
@@ -149,26 +205,37 @@ class EarlyConversion:
             except (OSError, ValueError):
                 pass
 
-    def _stop_helper(self) -> int:
-        """How many items the helper finished, in order; it has exited (or been killed) on return."""
-        process, done = self._process, 0
-        if process is None:
-            return 0
+    def _heard(self) -> int:
+        """The helper's count of items done, from what it has written so far (without waiting)."""
+        process = self._process
+        if process is None or self._heard_all or process.stdout.closed:
+            return self.done
+        stream = process.stdout.fileno()
+        while True:
+            readable, _, _ = select.select([stream], [], [], 0)
+            if not readable:
+                break
+            chunk = os.read(stream, 1 << 16)
+            if not chunk:
+                self._heard_all = True
+                break
+            self._unread += chunk
+        *lines, self._unread = self._unread.split(b"\n")
+        for line in lines:  # each count is written once its item is complete: a helper that died left no half
+            if line.strip().isdigit():
+                self.done = max(self.done, int(line))
+        return self.done
+
+    def _tell_helper_to_stop(self) -> None:
+        """It exits after the item in hand, which is done by then or written here with the same values: nothing
+        waits for it (its exit, with its mappings, takes a second that the run goes on beside)."""
+        process = self._process
         try:
-            process.stdin.write("stop\n")
-            process.stdin.close()
+            if process is not None and not process.stdin.closed:
+                process.stdin.write("stop\n")
+                process.stdin.close()
         except OSError:  # it has exited already
             pass
-        deadline = time.monotonic() + _STOP_TIMEOUT_S
-        for line in _lines_until(process.stdout, deadline):
-            if line.strip().isdigit():
-                done = int(line)
-        try:
-            process.wait(timeout=max(0.0, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        return done  # each count is written once its item is complete, so a helper that died left no half
 
     def close(self) -> None:
         """Stop the helper if it runs and let go of the shared memory (tensors already claimed keep theirs)."""
@@ -184,18 +251,8 @@ class EarlyConversion:
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
-        self._memory = None
-
-
-def _lines_until(stream, deadline: float) -> Iterator[str]:
-    while (left := deadline - time.monotonic()) > 0:
-        readable, _, _ = select.select([stream], [], [], left)
-        if not readable:
-            return
-        line = stream.readline()
-        if not line:
-            return
-        yield line
+        self._memory = self._shared = None
+        self._pending.clear()
 
 
 def start(path: str | Path, prefixes: str | tuple[str, ...]) -> Optional[EarlyConversion]:
@@ -218,16 +275,17 @@ def start(path: str | Path, prefixes: str | tuple[str, ...]) -> Optional[EarlyCo
 
 
 def parts_to_convert(plan) -> tuple[str, ...]:
-    """The key prefixes of the parts of the run's single file that it will hold in fp32, the denoiser first;
-    none where its family names no denoiser prefix."""
+    """The key prefixes of the parts of the run's single file that it will hold in fp32, in the order the run
+    reads their values: the VAE (it encodes the latents before the first step), the denoiser, the text
+    encoders. None where the family names no denoiser prefix."""
     from easytrain.families.registry import catalog_hook
 
     arch = plan.model.architecture
     denoiser = catalog_hook(arch, "SINGLE_FILE_DENOISER_PREFIX")
     if not denoiser:
         return ()
-    wanted = [denoiser,
-              None if plan.model.vae else catalog_hook(arch, "SINGLE_FILE_VAE_PREFIX"),
+    wanted = [None if plan.model.vae else catalog_hook(arch, "SINGLE_FILE_VAE_PREFIX"),
+              denoiser,
               None if plan.text_outputs_cached else catalog_hook(arch, "SINGLE_FILE_TEXT_ENCODER_PREFIX")]
     return tuple(prefix for prefix in wanted if prefix)
 

@@ -152,8 +152,9 @@ def fill(path: Path, model, sources: dict, dtype: torch.dtype, *, may_finish_lat
     """Materialise a meta-device model from the file, one tensor at a time.
 
     ``may_finish_later``: inside ``deferred_copies.copying_on_a_thread()``, tensors that need converting
-    to ``dtype`` are allocated now and written on a thread (the caller waits before reading them), or taken
-    from the run's early conversion (model/early_conversion.py) where it holds them.
+    to ``dtype`` are allocated now and written on a thread, or taken from the run's early conversion
+    (model/early_conversion.py), converted or not yet; the caller waits (the copies' ``wait()``) before
+    reading them. Without it, the early conversion gives only what it has converted.
     """
     from easytrain.model import deferred_copies, early_conversion
 
@@ -166,29 +167,43 @@ def fill(path: Path, model, sources: dict, dtype: torch.dtype, *, may_finish_lat
             f"{path}: {len(missing)} weights of the {type(model).__name__} are missing from the file "
             f"(first: {missing[0]}); is it a complete Stable Diffusion checkpoint of this architecture?"
         )
+    if early is not None and later is not None:
+        later.before_waiting(early.complete)
     state = {}
     for name, (src, (key, third)) in sources.items():
-        converted = early.claim(path, key, dtype) if early is not None else None
-        tensor = src.adapt(key, converted) if converted is not None else src.get(key)
-        if third is not None:
-            size = tensor.shape[0] // 3
-            tensor = tensor[third * size:(third + 1) * size]
         want = tuple(expected[name].shape)
-        if tuple(tensor.shape) != want:
-            if tensor.numel() != _numel(want):
-                raise UserError(
-                    f"{path}: {key} has shape {tuple(tensor.shape)} but this architecture expects {want}; "
-                    "is the architecture answer right?"
-                )
-            tensor = tensor.reshape(want)  # 1x1 conv <-> linear (VAE attention, SD2 proj_in/out)
-        if converted is not None:  # fp32 already: a view of the early conversion's shared memory
-            state[name] = tensor.contiguous()  # a copy only where adapt transposed it
-        elif later is not None and tensor.dtype != dtype:
+        converted = early.claim(path, key, dtype, can_wait=later is not None) if early is not None else None
+        if converted is not None:  # fp32: a view of the early conversion's shared memory, its values there or due
+            converted = _shaped(path, key, src.adapt(key, converted), third, want)
+            if converted.is_contiguous():
+                state[name] = converted
+                continue
+            if early.holds_values(key):  # transposed by adapt: a copy of its own
+                state[name] = converted.contiguous()
+                continue
+            # a transposed view of values not there yet: the file's, as without the early conversion
+        tensor = _shaped(path, key, src.get(key), third, want)
+        if later is not None and tensor.dtype != dtype:
             state[name] = torch.empty(want, dtype=dtype)
             later.add(state[name], tensor)
         else:
             state[name] = tensor.to(dtype).contiguous()
     model.load_state_dict(state, strict=True, assign=True)
+
+
+def _shaped(path: Path, key: str, tensor: torch.Tensor, third: int | None, want: tuple[int, ...]) -> torch.Tensor:
+    """A stored tensor as the model's parameter ``want``: one third of a fused q/k/v, or reshaped."""
+    if third is not None:
+        size = tensor.shape[0] // 3
+        tensor = tensor[third * size:(third + 1) * size]
+    if tuple(tensor.shape) != want:
+        if tensor.numel() != _numel(want):
+            raise UserError(
+                f"{path}: {key} has shape {tuple(tensor.shape)} but this architecture expects {want}; "
+                "is the architecture answer right?"
+            )
+        tensor = tensor.reshape(want)  # 1x1 conv <-> linear (VAE attention, SD2 proj_in/out)
+    return tensor
 
 
 def _numel(shape: tuple[int, ...]) -> int:
