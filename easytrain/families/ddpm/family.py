@@ -27,9 +27,9 @@ class DdpmFamily(Family):
             from easytrain.model.vae_file import load_vae
 
             base.vae = load_vae(vae, base.vae.config, dtype=dtype)
-        from diffusers.models.attention_processor import AttnProcessor2_0
+        from easytrain.families.ddpm.text_keys import install
 
-        base.unet.set_attn_processor(AttnProcessor2_0())      # PyTorch SDPA (flash / memory-efficient kernels)
+        install(base.unet)  # PyTorch SDPA (flash / memory-efficient kernels), the text's keys made once a step
         return base
 
     def objective(self, base, loss, device) -> DdpmObjective:
