@@ -117,3 +117,23 @@ def test_what_a_step_made_is_not_used_by_a_later_forward_that_makes_none():
         finally:
             text_keys.ENABLED = True
     assert weight.grad is not None
+
+
+def test_adapters_given_dropout_after_a_step_are_left_out_from_the_next():
+    """Which attentions may share is remembered between steps, and worked out again when a to_k or to_v is
+    replaced (as adapters are injected)."""
+    from easytrain.families.load import load_base_model
+
+    base = load_base_model("builtin:tiny", dtype=torch.float32)
+    unet = base.unet
+    unet.enable_gradient_checkpointing()
+    unet.train(True)
+    processor = unet.attn_processors[next(iter(unet.attn_processors))]
+    text = torch.randn(1, 77, unet.config.cross_attention_dim)
+    unet(torch.randn(1, 4, 8, 8), torch.tensor([10]), encoder_hidden_states=text)
+    attn = processor._attentions[0]
+    assert id(attn) in processor._held[id(text)][1]
+    attn.to_k = torch.nn.Sequential(attn.to_k, torch.nn.Dropout(0.5))
+    unet(torch.randn(1, 4, 8, 8), torch.tensor([10]), encoder_hidden_states=text)
+    held = processor._held[id(text)][1]
+    assert id(attn) not in held and len(held) == len(processor._attentions) - 1

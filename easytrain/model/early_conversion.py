@@ -5,11 +5,11 @@ Training in fp32 from an fp16 or bf16 file (every CPU run, and GPU runs without 
 each weight once more in fp32: 3.2 GiB for SD1.5's UNet, 10 GiB for SDXL's, most of it the kernel handing
 out fresh pages. The run's first seconds are imports (torch, diffusers, transformers: one core busy, the
 others idle), then building the models and the network (one core again), so a process started before them
-(model/conversion_worker.py: numpy only, lowest priority) converts on an idle core, into shared memory, the
-parts in the order the run reads them: the VAE (the latents are encoded before the first step), then the
-denoiser, then the text encoders where the run uses them in fp32 (not a VAE given as a file of its own, not
-frozen encoders whose outputs are cached: those stay in the file's precision, model/cast_on_use.py), each
-part in file order.
+(model/conversion_worker.py: torch's cast on one thread, lowest priority) converts on an idle core, into
+shared memory, the parts in the order the run reads them: the VAE (the latents are encoded before the
+first step), then the denoiser, then the text encoders where the run uses them in fp32 (not a VAE given as
+a file of its own, not frozen encoders whose outputs are cached: those stay in the file's precision,
+model/cast_on_use.py), each part in file order.
 
 The loader ``claim``s each tensor: one the helper has converted is a view of the shared memory, and becomes
 the model's weight as it is. One it has not reached yet is handed out too, as the view its values will be
@@ -39,7 +39,6 @@ import os
 import select
 import subprocess
 import sys
-import time
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -48,7 +47,7 @@ from typing import Iterator, Optional
 
 log = logging.getLogger(__name__)
 _ALIGN = 64  # each tensor starts on a cache line, as an allocator's would
-_WORKER = Path(__file__).with_name("conversion_worker.py")  # a script: numpy and the standard library only
+_WORKER = Path(__file__).with_name("conversion_worker.py")  # a script: nothing of easytrain imported
 _current: ContextVar[Optional["EarlyConversion"]] = ContextVar("early_conversion", default=None)
 
 
@@ -169,9 +168,9 @@ class EarlyConversion:
         return self._asked_is_ours
 
     def complete(self) -> None:
-        """Every tensor handed out holds its values. What the helper has not
-        reached is converted here, the last item first, with torch's whole thread pool, while the helper
-        goes on from the front; an item both reach gets the same values twice. The helper is told to stop."""
+        """Every tensor handed out holds its values: what the helper has not reached is converted here, the
+        last item first, with torch's whole thread pool, while the helper goes on from the front (an item both
+        reach gets the same values twice). Then the helper is told to stop."""
         pending = sorted(self._pending, reverse=True)
         if pending and self._memory is not None:
             import mmap

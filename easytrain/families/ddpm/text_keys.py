@@ -37,6 +37,8 @@ class TextKeysOnce:
         # id(text) -> (a weak reference to the text, {id(attention): (keys, values)}): what the last training
         # forward made for each text still alive (the checkpoint's recomputation runs in the backward pass)
         self._held: dict[int, tuple[weakref.ref, dict]] = {}
+        self._shareable: list = []
+        self._shareable_for: tuple = ()   # the to_k and to_v modules _shareable was worked out for
 
     def before_forward(self, unet, args, kwargs) -> None:
         """The UNet's forward pre-hook: the keys and values of this step's text, where they can be shared."""
@@ -48,8 +50,18 @@ class TextKeysOnce:
                 or not any(getattr(m, "gradient_checkpointing", False) for m in self._checkpointed)):
             return
         self._held[id(text)] = (weakref.ref(text), {
-            id(attn): (attn.to_k(text), attn.to_v(text)) for attn in self._attentions
-            if _deterministic(attn.to_k) and _deterministic(attn.to_v)})
+            id(attn): (attn.to_k(text), attn.to_v(text)) for attn in self._shareable_attentions()})
+
+    def _shareable_attentions(self) -> list:
+        """The cross-attentions whose ``to_k`` and ``to_v`` draw nothing random; worked out again only when
+        those modules change (adapters are injected by replacing them): a look through every adapter takes
+        about 10 ms, too much for each step."""
+        modules = tuple(id(m) for attn in self._attentions for m in (attn.to_k, attn.to_v))
+        if modules != self._shareable_for:
+            self._shareable_for = modules
+            self._shareable = [attn for attn in self._attentions
+                               if _deterministic(attn.to_k) and _deterministic(attn.to_v)]
+        return self._shareable
 
     def held_for(self, attn, text) -> Optional[tuple[torch.Tensor, torch.Tensor]]:
         """The keys and values made ahead for ``attn`` and ``text``: only with gradients on (the training
